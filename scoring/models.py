@@ -1,0 +1,398 @@
+"""The scoring domain's tables: leads and where they come from, their events, the versioned
+rule sets that score them, and what scoring leaves behind (history, transitions, runs).
+
+Models hold fields, constraints and cheap properties; the work lives in services."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from simple_history.models import HistoricalRecords
+
+
+class LifecycleStage(models.TextChoices):
+    LEAD = "lead", "Lead"
+    MQL = "mql", "MQL"
+    SQL = "sql", "SQL"
+    OPPORTUNITY = "opportunity", "Opportunity"
+    CUSTOMER = "customer", "Customer"
+    DISQUALIFIED = "disqualified", "Disqualified"
+
+
+# The order of the funnel; `disqualified` is off the funnel.
+FUNNEL_STAGES = ("lead", "mql", "sql", "opportunity", "customer")
+# Lifecycle stage -> the lead column holding the time the lead reached it.
+STAGE_TIME_FIELDS = {
+    "mql": "mql_at",
+    "sql": "sql_at",
+    "opportunity": "opportunity_at",
+    "customer": "converted_at",
+    "disqualified": "disqualified_at",
+}
+
+
+def normalise_email(email: str | None) -> str | None:
+    """The merge key across sources: trimmed and lower-cased; empty means no email."""
+    if email is None:
+        return None
+    cleaned = email.strip().lower()
+    return cleaned or None
+
+
+class Lead(models.Model):
+    email = models.CharField(max_length=254, null=True, blank=True, unique=True)
+    first_name = models.CharField(max_length=120, blank=True, default="")
+    last_name = models.CharField(max_length=120, blank=True, default="")
+    title = models.CharField(max_length=200, blank=True, default="")
+    company = models.CharField(max_length=200, blank=True, default="")
+    employees = models.IntegerField(null=True, blank=True)
+    industry = models.CharField(max_length=120, blank=True, default="")
+    country = models.CharField(max_length=120, blank=True, default="")
+    source = models.CharField(max_length=120, blank=True, default="", db_index=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_leads",
+    )
+    lifecycle_stage = models.CharField(
+        max_length=20, choices=LifecycleStage.choices, default=LifecycleStage.LEAD
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    mql_at = models.DateTimeField(null=True, blank=True)
+    sql_at = models.DateTimeField(null=True, blank=True)
+    opportunity_at = models.DateTimeField(null=True, blank=True)
+    converted_at = models.DateTimeField(null=True, blank=True)
+    disqualified_at = models.DateTimeField(null=True, blank=True)
+    revenue = models.FloatField(null=True, blank=True)
+
+    # Written by scoring only.
+    persona = models.CharField(max_length=100, blank=True, default="")
+    score = models.IntegerField(null=True, blank=True)
+    band = models.CharField(max_length=60, blank=True, default="")
+    breakdown = models.JSONField(default=list, blank=True)
+    model_probability = models.FloatField(null=True, blank=True)
+    rule_set_version = models.IntegerField(null=True, blank=True)
+    scored_at = models.DateTimeField(null=True, blank=True)
+    # Whether the lead is currently over the qualifying threshold, with hysteresis applied.
+    qualified = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            # The lead queue: sorted by score, optionally per owner.
+            models.Index(fields=["-score", "-id"], name="lead_score_idx"),
+            models.Index(fields=["owner", "-score", "-id"], name="lead_owner_score_idx"),
+            models.Index(fields=["band"], name="lead_band_idx"),
+            models.Index(fields=["persona"], name="lead_persona_idx"),
+            models.Index(fields=["lifecycle_stage"], name="lead_stage_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.email or f"lead {self.pk}"
+
+    @property
+    def display_name(self) -> str:
+        name = f"{self.first_name} {self.last_name}".strip()
+        return name or self.email or f"Lead {self.pk}"
+
+
+class Identity(models.Model):
+    """A lead's id in one source system; upserts from that source are keyed by it."""
+
+    source = models.CharField(max_length=40)
+    external_id = models.CharField(max_length=255)
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="identities")
+    created_at = models.DateTimeField(default=timezone.now)
+    # What the CRM last received from us, so a push sends only what changed.
+    pushed_score = models.IntegerField(null=True, blank=True)
+    pushed_band = models.CharField(max_length=60, blank=True, default="")
+    pushed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "external_id"], name="identity_source_uniq")
+        ]
+        verbose_name_plural = "identities"
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.external_id}"
+
+
+class Event(models.Model):
+    source = models.CharField(max_length=40)
+    external_id = models.CharField(max_length=255)
+    # No single-column index: the (lead, event_type, occurred_at) index serves lookups by lead.
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="events", db_index=False)
+    event_type = models.CharField(max_length=80)
+    occurred_at = models.DateTimeField()
+    properties = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "external_id"], name="event_source_uniq")
+        ]
+        indexes = [
+            # Behaviour aggregation reads one lead range's events of the rule set's types.
+            models.Index(fields=["lead", "event_type", "occurred_at"], name="event_lead_type_idx"),
+            models.Index(fields=["event_type", "occurred_at"], name="event_type_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} @ {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class LeadMerge(models.Model):
+    """A record of one lead folded into another because they share a normalised email."""
+
+    survivor = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="merges")
+    merged_lead_id = models.BigIntegerField()
+    email = models.CharField(max_length=254)
+    identities_moved = models.IntegerField(default=0)
+    events_moved = models.IntegerField(default=0)
+    merged_at = models.DateTimeField(default=timezone.now)
+    details = models.JSONField(default=dict, blank=True)
+
+
+class RuleSet(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        PUBLISHED = "published", "Published (live)"
+        ARCHIVED = "archived", "Archived"
+
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    version = models.IntegerField(null=True, blank=True, unique=True)
+    floor = models.FloatField(default=0)
+    ceiling = models.FloatField(default=100)
+    model_weight = models.FloatField(default=0)
+    based_on = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    published_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        constraints = [
+            # Exactly one champion at a time.
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="published"), name="one_live_ruleset"
+            )
+        ]
+
+    def __str__(self) -> str:
+        label = f"v{self.version}" if self.version else "draft"
+        return f"{self.name} ({label})"
+
+    @property
+    def is_editable(self) -> bool:
+        return self.status == self.Status.DRAFT
+
+
+class Persona(models.Model):
+    rule_set = models.ForeignKey(RuleSet, on_delete=models.CASCADE, related_name="personas")
+    name = models.CharField(max_length=100)
+    priority = models.IntegerField(default=1)
+    match = models.JSONField(default=list, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["priority", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["rule_set", "name"], name="persona_name_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Band(models.Model):
+    rule_set = models.ForeignKey(RuleSet, on_delete=models.CASCADE, related_name="bands")
+    name = models.CharField(max_length=60)
+    min_score = models.FloatField()
+    qualifies = models.BooleanField(default=False)
+    persona = models.CharField(max_length=100, blank=True, default="")
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["persona", "min_score", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ≥ {self.min_score:g}"
+
+
+class Rule(models.Model):
+    class Kind(models.TextChoices):
+        ATTRIBUTE = "attribute", "Attribute"
+        EVENT = "event", "Behaviour (event)"
+        INACTIVITY = "inactivity", "Inactivity"
+
+    rule_set = models.ForeignKey(RuleSet, on_delete=models.CASCADE, related_name="rules")
+    position = models.IntegerField(default=0)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    name = models.CharField(max_length=200, blank=True, default="")
+    persona = models.CharField(max_length=100, blank=True, default="")
+    points = models.FloatField()
+    # attribute rules
+    field = models.CharField(max_length=120, blank=True, default="")
+    op = models.CharField(max_length=20, blank=True, default="")
+    value = models.JSONField(null=True, blank=True)
+    # event rules
+    event_type = models.CharField(max_length=80, blank=True, default="")
+    where = models.JSONField(default=dict, blank=True)
+    window_days = models.FloatField(null=True, blank=True)
+    half_life_days = models.FloatField(null=True, blank=True)
+    cap = models.FloatField(null=True, blank=True)
+    # inactivity rules
+    days = models.FloatField(null=True, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.kind} rule {self.position}"
+
+
+class ScoreHistory(models.Model):
+    """A lead's band timeline: a row whenever its band changes (or its score moves by at least
+    SCORE_HISTORY_DELTA), stamped with the time the score is *as of*."""
+
+    lead = models.ForeignKey(
+        Lead, on_delete=models.CASCADE, related_name="score_history", db_index=False
+    )
+    as_of = models.DateTimeField()
+    score = models.IntegerField()
+    band = models.CharField(max_length=60, blank=True, default="")
+    previous_band = models.CharField(max_length=60, blank=True, default="")
+    rule_set_version = models.IntegerField(null=True, blank=True)
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["lead", "as_of"], name="history_lead_asof_idx")]
+        verbose_name_plural = "score history"
+
+
+class LeadTransition(models.Model):
+    """Outbox: a lead crossed the qualifying threshold (or fell back below it, with
+    hysteresis). Written in the same transaction as the score; automations consume it."""
+
+    class Kind(models.TextChoices):
+        QUALIFIED = "qualified", "Qualified"
+        UNQUALIFIED = "unqualified", "Fell below threshold"
+
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="transitions")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    from_band = models.CharField(max_length=60, blank=True, default="")
+    to_band = models.CharField(max_length=60, blank=True, default="")
+    score = models.IntegerField()
+    rule_set_version = models.IntegerField(null=True, blank=True)
+    occurred_at = models.DateTimeField()
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["id"], condition=Q(processed_at__isnull=True), name="transition_pending_idx"
+            )
+        ]
+
+
+class PendingRescore(models.Model):
+    """A lead waiting for its real-time rescore. A burst of events upserts one row, and the
+    task that claims it (by deleting it) rescores once; rows left behind while the broker was
+    down are picked up by the periodic sweep, so nothing is lost."""
+
+    lead = models.OneToOneField(Lead, on_delete=models.CASCADE, primary_key=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+
+
+class RescoreRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    rule_set = models.ForeignKey(RuleSet, on_delete=models.CASCADE, related_name="rescore_runs")
+    as_of = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    chunks_total = models.IntegerField(default=0)
+    chunks_done = models.IntegerField(default=0)
+    leads_scored = models.IntegerField(default=0)
+    leads_changed = models.IntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+
+    @property
+    def progress(self) -> float:
+        return self.chunks_done / self.chunks_total if self.chunks_total else 0.0
+
+
+class RescoreChunk(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    run = models.ForeignKey(RescoreRun, on_delete=models.CASCADE, related_name="chunks")
+    first_lead_id = models.BigIntegerField()
+    last_lead_id = models.BigIntegerField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.IntegerField(default=0)
+    leads_scored = models.IntegerField(default=0)
+    leads_changed = models.IntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+
+
+class Feedback(models.Model):
+    class Verdict(models.TextChoices):
+        GOOD = "good", "Good lead"
+        BAD = "bad", "Bad lead"
+
+    class Reason(models.TextChoices):
+        NOT_DECISION_MAKER = "not_decision_maker", "Not a decision maker"
+        NO_BUDGET = "no_budget", "No budget"
+        STUDENT_OR_PERSONAL = "student_or_personal", "Student or personal"
+        COMPETITOR = "competitor", "Competitor"
+        SPAM_OR_FAKE = "spam_or_fake", "Spam or fake"
+        WRONG_PERSONA = "wrong_persona", "Wrong persona"
+        ALREADY_CUSTOMER = "already_customer", "Already a customer"
+        OTHER = "other", "Other"
+
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="feedback")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="lead_feedback"
+    )
+    verdict = models.CharField(max_length=10, choices=Verdict.choices)
+    reason = models.CharField(max_length=40, choices=Reason.choices, blank=True, default="")
+    note = models.TextField(blank=True, default="")
+    # The band and score when the verdict was given, for the feedback review.
+    band = models.CharField(max_length=60, blank=True, default="")
+    score = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["lead", "author"], name="feedback_one_per_author")
+        ]
+        indexes = [models.Index(fields=["created_at"], name="feedback_created_idx")]

@@ -1,0 +1,115 @@
+"""Roles are Django groups. This module is the one place that says which role may do what;
+pages, the API and tests all read it from here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from rest_framework.permissions import BasePermission
+
+MARKETING_OPS = "marketing_ops"
+SALES = "sales"
+MANAGER = "manager"
+ADMIN = "admin"
+ROLES = (MARKETING_OPS, SALES, MANAGER, ADMIN)
+
+# Capability -> roles that have it. Superusers have every capability.
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "view_leads": frozenset({SALES, MARKETING_OPS, MANAGER, ADMIN}),
+    "view_all_leads": frozenset({MARKETING_OPS, MANAGER, ADMIN}),
+    "give_feedback": frozenset({SALES, MARKETING_OPS, MANAGER}),
+    "view_rules": frozenset({MARKETING_OPS, MANAGER, ADMIN}),
+    "edit_rules": frozenset({MARKETING_OPS}),
+    "view_feedback_review": frozenset({MARKETING_OPS, MANAGER}),
+    "view_kpis": frozenset({MANAGER, MARKETING_OPS, ADMIN}),
+    "view_models": frozenset({MARKETING_OPS, MANAGER}),
+    "train_models": frozenset({MARKETING_OPS}),
+    "manage_integrations": frozenset({ADMIN, MARKETING_OPS}),
+    "ingest": frozenset({ADMIN, MARKETING_OPS}),
+    "import_data": frozenset({MARKETING_OPS, ADMIN}),
+}
+
+# Each group's Django model permissions, granted by the roles migration so that the admin
+# site and `user.has_perm` agree with the capabilities above.
+GROUP_MODEL_PERMISSIONS: dict[str, list[str]] = {
+    MARKETING_OPS: [
+        f"{action}_{model}"
+        for model in ("ruleset", "rule", "persona", "band")
+        for action in ("add", "change", "delete", "view")
+    ]
+    + ["view_lead", "view_event", "view_feedback", "add_feedback", "change_feedback"],
+    SALES: ["view_lead", "view_event", "add_feedback", "change_feedback", "view_feedback"],
+    MANAGER: [
+        "view_lead",
+        "view_event",
+        "view_feedback",
+        "view_ruleset",
+        "view_rule",
+        "view_persona",
+        "view_band",
+    ],
+    ADMIN: ["view_lead", "view_ruleset", "view_rule", "view_persona", "view_band"],
+}
+
+
+def user_roles(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
+    if not user.is_authenticated:
+        return frozenset()
+    cached = getattr(user, "_role_cache", None)
+    if cached is None:
+        cached = frozenset(user.groups.values_list("name", flat=True)) & frozenset(ROLES)
+        if user.is_superuser:
+            cached = cached | {ADMIN}
+        user._role_cache = cached
+    return cached
+
+
+def can(user: AbstractBaseUser | AnonymousUser, capability: str) -> bool:
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    return bool(user_roles(user) & CAPABILITIES[capability])
+
+
+def primary_role(user: AbstractBaseUser | AnonymousUser) -> str | None:
+    """The role whose home page the user lands on."""
+    roles = user_roles(user)
+    for role in (MARKETING_OPS, MANAGER, SALES, ADMIN):
+        if role in roles:
+            return role
+    return None
+
+
+def require(capability: str) -> Callable:
+    """View decorator: 403 unless the user has the capability (login is enforced by the
+    middleware before this runs)."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not can(request.user, capability):
+                raise PermissionDenied(f"Your role does not allow this ({capability}).")
+            return view(request, *args, **kwargs)
+
+        wrapper.capability = capability  # read by the role-matrix test
+        return wrapper
+
+    return decorator
+
+
+class HasCapability(BasePermission):
+    """DRF permission: the view names its capability in `required_capability`, or one per
+    method in `capability_by_method`."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        by_method = getattr(view, "capability_by_method", None) or {}
+        capability = by_method.get(request.method, getattr(view, "required_capability", None))
+        if capability is None:
+            return False
+        return can(request.user, capability)

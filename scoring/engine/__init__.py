@@ -1,0 +1,58 @@
+"""The scoring engine: pure Python + NumPy, no Django.
+
+Rule-set documents in (`parse_ruleset`), compiled once (`compile_ruleset`), leads scored in
+bulk from column arrays and behaviour aggregates (`score_leads`), explained (`breakdowns`).
+DESIGN.md §4 is the contract; each module's docstring states the details it settles.
+"""
+
+from .behaviour import BehaviourAggregates, aggregate_events
+from .columns import FREE_EMAIL_DOMAINS, email_domain_type
+from .compiler import CompiledRuleSet, compile_ruleset
+from .explain import breakdown, breakdowns, rule_label
+from .scorer import ROUNDING_EPSILON, ScoreResult, round_half_away_from_zero, score_leads
+from .spec import (
+    OPERATORS,
+    RULE_KINDS,
+    AttributeRule,
+    Band,
+    Condition,
+    EventRule,
+    InactivityRule,
+    Persona,
+    Rule,
+    RuleSetInvalid,
+    RuleSetSpec,
+    ValidationIssue,
+    parse_ruleset,
+    ruleset_to_document,
+)
+
+__all__ = [
+    "FREE_EMAIL_DOMAINS",
+    "OPERATORS",
+    "ROUNDING_EPSILON",
+    "RULE_KINDS",
+    "AttributeRule",
+    "Band",
+    "BehaviourAggregates",
+    "CompiledRuleSet",
+    "Condition",
+    "EventRule",
+    "InactivityRule",
+    "Persona",
+    "Rule",
+    "RuleSetInvalid",
+    "RuleSetSpec",
+    "ScoreResult",
+    "ValidationIssue",
+    "aggregate_events",
+    "breakdown",
+    "breakdowns",
+    "compile_ruleset",
+    "email_domain_type",
+    "parse_ruleset",
+    "round_half_away_from_zero",
+    "rule_label",
+    "ruleset_to_document",
+    "score_leads",
+]

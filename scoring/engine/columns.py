@@ -1,0 +1,254 @@
+"""Lead columns prepared once per scoring call, and the derived `email_domain_type`.
+
+A column is an array with one value per lead (str, int, float, bool, None, or a NumPy scalar).
+`ColumnView` factorises it into its distinct values plus a code per lead, computes the
+normalised forms of each distinct value once (missing flag, casefolded text, number, parsed
+float), and lets predicates run over the distinct values and gather the answer per lead. A
+column of 1,000,000 leads with a dozen distinct titles costs a dozen casefolds, not a million.
+
+Missing: None, NaN (float, NumPy or Decimal) and strings that are empty after `strip()`.
+Text form: `str(x).strip().casefold()`, except bools which render as "true" / "false".
+Number form: the value as float when it is an int/float/Decimal (never a bool), else NaN.
+Parsed form (for gte/lte/between): the number form, or `float(s)` for a string that parses.
+"""
+
+from __future__ import annotations
+
+import numbers
+from decimal import Decimal
+from functools import cached_property
+
+import numpy as np
+from numpy.dtypes import StringDType
+
+FREE_EMAIL_DOMAINS: frozenset[str] = frozenset(
+    {
+        "gmail.com",
+        "googlemail.com",
+        "yahoo.com",
+        "yahoo.co.uk",
+        "yahoo.co.in",
+        "yahoo.fr",
+        "yahoo.de",
+        "ymail.com",
+        "rocketmail.com",
+        "hotmail.com",
+        "hotmail.co.uk",
+        "hotmail.fr",
+        "hotmail.de",
+        "outlook.com",
+        "live.com",
+        "msn.com",
+        "aol.com",
+        "icloud.com",
+        "me.com",
+        "mac.com",
+        "mail.com",
+        "email.com",
+        "gmx.com",
+        "gmx.net",
+        "gmx.de",
+        "gmx.at",
+        "gmx.ch",
+        "proton.me",
+        "protonmail.com",
+        "pm.me",
+        "tutanota.com",
+        "yandex.com",
+        "yandex.ru",
+        "ya.ru",
+        "mail.ru",
+        "inbox.ru",
+        "qq.com",
+        "163.com",
+        "126.com",
+        "sina.com",
+        "rediffmail.com",
+        "zoho.com",
+        "zohomail.com",
+        "web.de",
+        "t-online.de",
+        "libero.it",
+        "orange.fr",
+        "free.fr",
+        "laposte.net",
+        "naver.com",
+        "hanmail.net",
+        "fastmail.com",
+        "hey.com",
+    }
+)
+# Providers with one domain per country (gmx.es, yandex.kz, ...): matched on the first label.
+FREE_EMAIL_DOMAIN_FAMILIES: frozenset[str] = frozenset({"gmx", "yandex"})
+
+
+def email_domain_type(email: str | None) -> str | None:
+    """`"free"` for a free-mail provider's address, `"business"` otherwise.
+
+    None when the email is missing, not a string, or has no domain after its last "@" (such a
+    value cannot be classified, and a rule on it should not fire).
+    """
+    if not isinstance(email, str):
+        return None
+    return _domain_type_of_text(email.strip().casefold())
+
+
+def _domain_type_of_text(text: str) -> str | None:
+    _, at, domain = text.rpartition("@")
+    domain = domain.strip().rstrip(".")
+    if not at or not domain:
+        return None
+    if domain in FREE_EMAIL_DOMAINS or domain.split(".", 1)[0] in FREE_EMAIL_DOMAIN_FAMILIES:
+        return "free"
+    return "business"
+
+
+def _is_number_like(value: object) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return False
+    return isinstance(value, numbers.Real | Decimal)
+
+
+def _describe(value: object) -> tuple[bool, str, float]:
+    """(missing, text, number) of one distinct value."""
+    if value is None:
+        return True, "", np.nan
+    if isinstance(value, bool | np.bool_):
+        return False, "true" if value else "false", np.nan
+    if _is_number_like(value):
+        number = float(value)
+        if number != number:  # NaN of any flavour (float, NumPy, Decimal)
+            return True, "", np.nan
+        return False, str(value).strip().casefold(), number
+    text = str(value).strip().casefold()
+    return (not text), text, np.nan
+
+
+def _parse_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return np.nan
+
+
+class ColumnView:
+    """One lead column with its normalised forms, computed once per scoring call.
+
+    The forms (`missing`, `text`, `number`, `parsed`) are arrays over the column's *entries*;
+    `gather` turns a boolean answer over the entries into one answer per lead. For text-like
+    columns the entries are the distinct values (`codes` maps each lead to its entry); for
+    numeric columns, and for columns whose values are nearly all distinct (emails), the entries
+    are the leads themselves and `codes` is None.
+    """
+
+    codes: np.ndarray | None
+    missing: np.ndarray
+    number: np.ndarray
+
+    def __init__(self, values: object, n: int) -> None:
+        self.n = n
+        self._values: list[object] | None = None
+        self._numeric_source: np.ndarray | None = None
+        self._text: np.ndarray | None = None
+        if values is None:
+            # An absent column is all-missing: one entry, None, shared by every lead.
+            self._set_entries([None], np.zeros(n, dtype=np.intp))
+            return
+        array = np.asarray(values)
+        if array.shape != (n,):
+            raise ValueError(f"a lead column has shape {array.shape}, expected ({n},)")
+        if array.dtype.kind in "iuf":
+            # Numeric columns: the numeric forms are the column itself, no Python per value.
+            self._numeric_source = array
+            self.codes = None
+            self.number = array.astype(np.float64)
+            self.missing = np.isnan(self.number)
+            return
+        entries, codes = _factorise(array.tolist())
+        self._set_entries(entries, codes)
+
+    @classmethod
+    def from_entries(cls, entries: list[object], codes: np.ndarray | None, n: int) -> ColumnView:
+        """A view over already-factorised entries (used for derived columns)."""
+        view = cls.__new__(cls)
+        view.n = n
+        view._values = None
+        view._numeric_source = None
+        view._text = None
+        view._set_entries(entries, codes)
+        return view
+
+    def _set_entries(self, entries: list[object], codes: np.ndarray | None) -> None:
+        self._values = entries
+        self.codes = codes
+        described = [_describe(v) for v in entries]
+        count = len(described)
+        self.missing = np.fromiter((d[0] for d in described), dtype=bool, count=count)
+        self.number = np.fromiter((d[2] for d in described), dtype=np.float64, count=count)
+        self._text = np.array([d[1] for d in described], dtype=StringDType())
+
+    @property
+    def text(self) -> np.ndarray:
+        """Normalised text per entry; "" when missing (built on first use for numeric columns)."""
+        if self._text is None:
+            assert self._numeric_source is not None
+            # str() on the distinct numbers only, then spread back over the leads.
+            distinct, inverse = np.unique(self._numeric_source, return_inverse=True)
+            texts = np.array([_describe(v)[1] for v in distinct.tolist()], dtype=StringDType())
+            self._text = texts[inverse.reshape(-1)]
+        return self._text
+
+    @cached_property
+    def parsed(self) -> np.ndarray:
+        """The number, or the float a string parses as, per entry; NaN otherwise."""
+        if self._values is None:
+            return self.number
+        parsed = self.number.copy()
+        for i, value in enumerate(self._values):
+            if isinstance(value, str) and not self.missing[i]:
+                parsed[i] = _parse_float(value)
+        return parsed
+
+    @property
+    def is_numeric(self) -> bool:
+        """True for a numeric-dtype column: every present entry is a number."""
+        return self._numeric_source is not None
+
+    def gather(self, per_entry: np.ndarray) -> np.ndarray:
+        """One value per lead from one value per entry."""
+        if self.codes is None:
+            return per_entry
+        return per_entry[self.codes]
+
+    def email_domain_types(self) -> ColumnView:
+        """A view of `email_domain_type` derived from this (email) column."""
+        derived = [
+            None if gone else _domain_type_of_text(t)
+            for gone, t in zip(self.missing.tolist(), self.text.tolist(), strict=True)
+        ]
+        return ColumnView.from_entries(derived, self.codes, self.n)
+
+
+def _factorise(values: list[object]) -> tuple[list[object], np.ndarray | None]:
+    """Distinct values and a code per element (codes None when nearly all are distinct)."""
+    n = len(values)
+    try:
+        distinct = dict.fromkeys(values)
+    except TypeError:
+        # Unhashable values (lists or dicts in custom attributes): no factorising.
+        return values, None
+    if any(_is_number_like(v) or isinstance(v, bool | np.bool_) for v in distinct):
+        # True == 1 == 1.0 in Python, so they would share a dict slot while their text forms
+        # ("true", "1", "1.0") differ; key by type as well.
+        keyed = [(type(v), v) for v in values]
+        distinct_keys = dict.fromkeys(keyed)
+        if len(distinct_keys) > n // 2:
+            return values, None
+        index = {k: i for i, k in enumerate(distinct_keys)}
+        codes = np.fromiter(map(index.__getitem__, keyed), dtype=np.intp, count=n)
+        return [k[1] for k in distinct_keys], codes
+    if len(distinct) > n // 2:
+        return values, None
+    index = {k: i for i, k in enumerate(distinct)}
+    codes = np.fromiter(map(index.__getitem__, values), dtype=np.intp, count=n)
+    return list(distinct), codes

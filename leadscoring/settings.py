@@ -213,3 +213,5 @@ LOGGING = {
 import plotly as _plotly  # noqa: E402
 
 STATICFILES_DIRS.append(("vendor/plotly", str(Path(_plotly.__file__).parent / "package_data")))
+
+from leadscoring.schedules import CELERY_BEAT_SCHEDULE  # noqa: E402, F401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.db.models import Count, Q
@@ -49,3 +50,42 @@ def home_summary(user: Any, role: str | None) -> dict[str, Any]:
         )
         summary["totals"] = totals
     return summary
+
+
+def score_export_rows(batch_size: int = 5000):
+    """Rows of the score export, streamed in id order: email, external_id (the lead's first
+    identity, by source then id), persona, score, band, rule-set version, breakdown JSON.
+    Text cells are escaped against spreadsheet formula injection."""
+    from integrations.csv_safety import safe_cell
+    from scoring.models import Identity
+
+    last_id = 0
+    while True:
+        batch = list(
+            Lead.objects.filter(id__gt=last_id)
+            .order_by("id")
+            .values_list(
+                "id", "email", "persona", "score", "band", "rule_set_version", "breakdown"
+            )[:batch_size]
+        )
+        if not batch:
+            return
+        ids = [row[0] for row in batch]
+        external: dict[int, str] = {}
+        for lead_id, external_id in (
+            Identity.objects.filter(lead_id__in=ids)
+            .order_by("lead_id", "source", "id")
+            .values_list("lead_id", "external_id")
+        ):
+            external.setdefault(lead_id, external_id)
+        for lead_id, email, persona, score, band, version, breakdown in batch:
+            yield [
+                safe_cell(email or ""),
+                safe_cell(external.get(lead_id, "")),
+                safe_cell(persona or ""),
+                "" if score is None else score,
+                safe_cell(band or ""),
+                "" if version is None else version,
+                json.dumps(breakdown, separators=(",", ":")),
+            ]
+        last_id = ids[-1]

@@ -1,0 +1,293 @@
+"""Reading what the engine needs, set-based: one query for a chunk's lead columns and one for
+its behaviour aggregates (every event rule's matched count and decayed sum as of a time).
+
+Leads are chosen either by an id range (bulk rescore chunks) or by a list of ids (real-time).
+PostgreSQL gets `date_part('epoch', …)` and `FILTER` aggregates over jsonb containment; SQLite
+gets the equivalent with julianday(), CASE and json_type()/json_extract()."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import connection
+
+from scoring.engine import BehaviourAggregates, CompiledRuleSet, EventRule, InactivityRule
+
+# Lead table columns a rule may name directly; anything else must be `attributes.<key>`.
+LEAD_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "title",
+    "company",
+    "employees",
+    "industry",
+    "country",
+    "source",
+    "lifecycle_stage",
+    "revenue",
+)
+SECONDS_PER_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class LeadSelection:
+    """Which leads: an inclusive id range, or an explicit list of ids."""
+
+    first_id: int | None = None
+    last_id: int | None = None
+    ids: tuple[int, ...] | None = None
+
+    def where(self, column: str) -> tuple[str, list[Any]]:
+        if self.ids is not None:
+            if not self.ids:
+                return "1 = 0", []
+            placeholders = ", ".join(["%s"] * len(self.ids))
+            return f"{column} IN ({placeholders})", list(self.ids)
+        return f"{column} BETWEEN %s AND %s", [self.first_id, self.last_id]
+
+
+@dataclass(frozen=True, eq=False)
+class LeadColumns:
+    """A chunk's leads as columns: ids, the state scoring compares against, and the fields
+    the rule set reads (object arrays of Python values, None for missing)."""
+
+    ids: np.ndarray
+    created_epoch: np.ndarray
+    fields: dict[str, np.ndarray]
+    score: np.ndarray  # float, NaN when never scored
+    band: np.ndarray
+    persona: np.ndarray
+    qualified: np.ndarray
+    has_mql_at: np.ndarray
+    lifecycle_stage: np.ndarray
+    model_probability: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.ids.shape[0])
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def read_lead_columns(compiled: CompiledRuleSet, selection: LeadSelection) -> LeadColumns:
+    """One query: the selected leads ordered by id, with every field the rule set needs."""
+    direct = sorted(f for f in compiled.fields if f in LEAD_FIELDS)
+    attribute_keys = sorted(
+        f.split(".", 1)[1] for f in compiled.fields if f.startswith("attributes.")
+    )
+    unknown = sorted(
+        f for f in compiled.fields if f not in LEAD_FIELDS and not f.startswith("attributes.")
+    )
+    where, params = selection.where("id")
+    epoch = (
+        "date_part('epoch', created_at)"
+        if is_postgres()
+        else "(julianday(created_at) - 2440587.5) * 86400.0"
+    )
+    select = [
+        "id",
+        f"{epoch}",
+        "score",
+        "band",
+        "persona",
+        "qualified",
+        "mql_at IS NOT NULL",
+        "lifecycle_stage",
+        "model_probability",
+    ]
+    select += [f'"{name}"' for name in direct if name != "lifecycle_stage"]
+    if attribute_keys:
+        select.append("attributes")
+    sql = f"SELECT {', '.join(select)} FROM scoring_lead WHERE {where} ORDER BY id"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    n = len(rows)
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in select]
+    base = 9
+    fields: dict[str, np.ndarray] = {}
+    position = base
+    for name in direct:
+        if name == "lifecycle_stage":
+            fields[name] = _objects(columns[7], n)
+            continue
+        fields[name] = _objects(columns[position], n)
+        position += 1
+    if attribute_keys:
+        documents = [_json_object(value) for value in columns[position]]
+        for key in attribute_keys:
+            fields[f"attributes.{key}"] = _objects([doc.get(key) for doc in documents], n)
+    for name in unknown:
+        fields[name] = np.full(n, None, dtype=object)
+    return LeadColumns(
+        ids=np.asarray(columns[0], dtype=np.int64),
+        created_epoch=np.asarray(columns[1], dtype=np.float64),
+        fields=fields,
+        score=np.array([np.nan if s is None else s for s in columns[2]], dtype=np.float64),
+        band=_objects(columns[3], n),
+        persona=_objects(columns[4], n),
+        qualified=np.asarray(columns[5], dtype=bool),
+        has_mql_at=np.asarray(columns[6], dtype=bool),
+        lifecycle_stage=_objects(columns[7], n),
+        model_probability=np.array(
+            [np.nan if p is None else p for p in columns[8]], dtype=np.float64
+        ),
+    )
+
+
+def read_behaviour(
+    compiled: CompiledRuleSet,
+    selection: LeadSelection,
+    lead_ids: np.ndarray,
+    created_epoch: np.ndarray,
+    as_of: dt.datetime,
+) -> BehaviourAggregates:
+    """One query: per lead, every event rule's matched count and decayed sum as of `as_of`,
+    and the days since its last event at or before `as_of` (or since its creation)."""
+    n = int(lead_ids.shape[0])
+    k = len(compiled.event_rules)
+    needs_inactivity = any(isinstance(r, InactivityRule) for r in compiled.rules)
+    counts = np.zeros((n, k), dtype=np.int64)
+    decayed = np.zeros((n, k), dtype=np.float64)
+    as_of_epoch = as_of.timestamp()
+    last_epoch = np.full(n, np.nan)
+    if n and (k or needs_inactivity):
+        sql, params = _behaviour_sql(compiled, selection, as_of, needs_inactivity)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        if rows:
+            found = np.asarray([row[0] for row in rows], dtype=np.int64)
+            index = np.searchsorted(lead_ids, found)
+            if k:
+                values = np.asarray([row[1 : 1 + 2 * k] for row in rows], dtype=np.float64)
+                counts[index] = values[:, 0::2].astype(np.int64)
+                decayed[index] = values[:, 1::2]
+            if needs_inactivity:
+                last_epoch[index] = np.array(
+                    [np.nan if row[-1] is None else float(row[-1]) for row in rows],
+                    dtype=np.float64,
+                )
+    reference = np.where(np.isnan(last_epoch), created_epoch, last_epoch)
+    days_since = (as_of_epoch - reference) / SECONDS_PER_DAY
+    return BehaviourAggregates(counts, decayed, days_since)
+
+
+def _behaviour_sql(
+    compiled: CompiledRuleSet,
+    selection: LeadSelection,
+    as_of: dt.datetime,
+    needs_inactivity: bool,
+) -> tuple[str, list[Any]]:
+    postgres = is_postgres()
+    where, where_params = selection.where("lead_id")
+    rules: list[EventRule] = [rule for _, rule in compiled.event_rules]
+    as_of_epoch = as_of.timestamp()
+    params: list[Any] = []
+    if postgres:
+        age = "(%s - date_part('epoch', occurred_at)) / 86400.0"
+        inner_params: list[Any] = [as_of_epoch]
+        time_filter = "occurred_at <= %s"
+    else:
+        age = "(julianday(%s) - julianday(occurred_at))"
+        inner_params = [_sqlite_time(as_of)]
+        time_filter = "julianday(occurred_at) <= julianday(%s)"
+    time_params: list[Any] = [as_of if postgres else _sqlite_time(as_of)]
+    type_filter = ""
+    type_params: list[Any] = []
+    if not needs_inactivity:
+        # Only the rules' event types, and nothing older than the longest window.
+        types = sorted({rule.event_type for rule in rules})
+        type_filter = f" AND event_type IN ({', '.join(['%s'] * len(types))})"
+        type_params = types
+        longest = max(rule.window_days for rule in rules)
+        if postgres:
+            type_filter += " AND occurred_at >= %s"
+            type_params.append(as_of - dt.timedelta(days=longest))
+    aggregates: list[str] = []
+    for rule in rules:
+        condition = "event_type = %s AND age >= 0 AND age <= %s"
+        condition_params: list[Any] = [rule.event_type, rule.window_days]
+        for key, value in rule.where:
+            fragment, fragment_params = _where_fragment(key, value, postgres)
+            condition += f" AND {fragment}"
+            condition_params += fragment_params
+        term = "1.0" if rule.half_life_days is None else "POWER(0.5, age / %s)"
+        term_params = [] if rule.half_life_days is None else [rule.half_life_days]
+        if postgres:
+            aggregates.append(f"count(*) FILTER (WHERE {condition})")
+            params += condition_params
+            aggregates.append(f"coalesce(sum({term}) FILTER (WHERE {condition}), 0)")
+            params += term_params + condition_params
+        else:
+            aggregates.append(f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)")
+            params += condition_params
+            aggregates.append(f"SUM(CASE WHEN {condition} THEN {term} ELSE 0 END)")
+            params += condition_params + term_params
+    if needs_inactivity:
+        last = (
+            "max(date_part('epoch', occurred_at))"
+            if postgres
+            else "MAX((julianday(occurred_at) - 2440587.5) * 86400.0)"
+        )
+        aggregates.append(last)
+    inner = (
+        f"SELECT lead_id, event_type, properties, occurred_at, {age} AS age "
+        f"FROM scoring_event WHERE {where} AND {time_filter}{type_filter}"
+    )
+    sql = f"SELECT lead_id, {', '.join(aggregates)} FROM ({inner}) ev GROUP BY lead_id"
+    # Parameters in the order their placeholders appear: aggregates, age, lead filter, time.
+    return sql, params + inner_params + where_params + time_params + type_params
+
+
+def _where_fragment(key: str, value: Any, postgres: bool) -> tuple[str, list[Any]]:
+    """Exact JSON equality of one event property, bools never equal to numbers."""
+    if postgres:
+        return "properties @> %s::jsonb", [json.dumps({key: value})]
+    path = "$." + json.dumps(key)
+    if isinstance(value, bool):
+        return f"json_type(properties, '{_quote(path)}') = %s", ["true" if value else "false"]
+    if value is None:
+        return f"json_type(properties, '{_quote(path)}') = 'null'", []
+    if isinstance(value, int | float):
+        return (
+            f"json_type(properties, '{_quote(path)}') IN ('integer', 'real') "
+            f"AND json_extract(properties, '{_quote(path)}') = %s",
+            [value],
+        )
+    return (
+        f"json_type(properties, '{_quote(path)}') = 'text' "
+        f"AND json_extract(properties, '{_quote(path)}') = %s",
+        [value],
+    )
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''").replace("%", "%%")
+
+
+def _sqlite_time(moment: dt.datetime) -> str:
+    """The text form Django stores in SQLite (UTC, no offset)."""
+    return moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ")
+
+
+def _objects(values: Sequence[Any], n: int) -> np.ndarray:
+    array = np.empty(n, dtype=object)
+    array[:] = list(values)
+    return array
+
+
+def _json_object(value: Any) -> dict:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return json.loads(value)
+    return value

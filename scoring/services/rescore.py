@@ -1,0 +1,566 @@
+"""Rescoring: bulk (a run of id-range chunks, fanned out to Celery) and real-time (the leads
+that just received events, debounced).
+
+Each chunk reads its lead columns with one query and its behaviour aggregates with another,
+scores in NumPy, and writes scores, bands, breakdowns, history and transitions back set-based
+(PostgreSQL: COPY into a temp table + one UPDATE ... FROM). Nothing here loops over leads
+issuing queries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from scoring.engine import CompiledRuleSet, ScoreResult, breakdowns, compile_ruleset, score_leads
+from scoring.features import (
+    LeadColumns,
+    LeadSelection,
+    is_postgres,
+    read_behaviour,
+    read_lead_columns,
+)
+from scoring.models import (
+    LeadTransition,
+    PendingRescore,
+    RescoreChunk,
+    RescoreRun,
+    RuleSet,
+    ScoreHistory,
+)
+from scoring.selectors import live_rule_set
+from scoring.services.rulesets import ruleset_to_spec
+
+logger = logging.getLogger(__name__)
+
+
+ACTIVE_STATUSES = (RescoreRun.Status.QUEUED, RescoreRun.Status.RUNNING)
+
+
+class NoLiveRuleSet(Exception):
+    """There is no published rule set to score with."""
+
+
+@dataclass(frozen=True)
+class ScoringOutcome:
+    scored: int
+    changed: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring a selection of leads
+
+
+def compiled_rule_set(rule_set: RuleSet) -> CompiledRuleSet:
+    """The engine's compiled form; published versions are immutable, so it is cached per
+    process by (id, version). Drafts are compiled afresh each time."""
+    if rule_set.version is None:
+        return compile_ruleset(ruleset_to_spec(rule_set))
+    return _compiled_published(rule_set.pk, rule_set.version)
+
+
+@lru_cache(maxsize=8)
+def _compiled_published(rule_set_id: int, version: int) -> CompiledRuleSet:
+    return compile_ruleset(ruleset_to_spec(RuleSet.objects.get(pk=rule_set_id)))
+
+
+def score_selection(
+    compiled: CompiledRuleSet, selection: LeadSelection, as_of: dt.datetime
+) -> tuple[LeadColumns, ScoreResult]:
+    """Read and score the selected leads without writing anything (used by the preview too)."""
+    leads = read_lead_columns(compiled, selection)
+    behaviour = read_behaviour(compiled, selection, leads.ids, leads.created_epoch, as_of)
+    result = score_leads(compiled, leads.fields, behaviour, leads.model_probability)
+    return leads, result
+
+
+def rescore_selection(
+    rule_set: RuleSet, selection: LeadSelection, as_of: dt.datetime
+) -> ScoringOutcome:
+    """Score the selected leads with `rule_set` as of `as_of` and write everything back.
+    Must run inside a transaction (the caller's), so the write is all or nothing."""
+    compiled = compiled_rule_set(rule_set)
+    leads, result = score_selection(compiled, selection, as_of)
+    if leads.n == 0:
+        return ScoringOutcome(0, 0)
+    new_band = np.array([b or "" for b in result.bands], dtype=object)
+    new_persona = np.array([p or "" for p in result.personas], dtype=object)
+    old_band = np.array([b or "" for b in leads.band], dtype=object)
+    old_persona = np.array([p or "" for p in leads.persona], dtype=object)
+    scores = result.scores.astype(np.int64)
+    changed = (leads.score != scores) | (old_band != new_band) | (old_persona != new_persona)
+
+    qualified, fired_up, fired_down = _qualification(compiled, leads, result, new_persona)
+    set_mql = fired_up & ~leads.has_mql_at
+    entries = [json.dumps(items, separators=(",", ":")) for items in breakdowns(result)]
+
+    _write_scores(
+        leads.ids,
+        scores,
+        new_band,
+        new_persona,
+        entries,
+        qualified,
+        set_mql,
+        rule_set.version,
+        as_of,
+    )
+    _write_history(rule_set, selection, leads.ids, scores, new_band, as_of)
+    _write_transitions(rule_set, leads, scores, old_band, new_band, fired_up, fired_down, as_of)
+    return ScoringOutcome(scored=leads.n, changed=int(changed.sum()))
+
+
+def _qualification(
+    compiled: CompiledRuleSet, leads: LeadColumns, result: ScoreResult, persona: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The qualified state with hysteresis: a lead qualifies when its band qualifies, and stops
+    only when its score falls more than QUALIFY_HYSTERESIS_POINTS below the threshold, so a
+    lead hovering at the threshold does not fire a transition each time it wobbles."""
+    threshold = np.full(leads.n, np.inf)
+    default = _qualifying_min_score(compiled, None)
+    threshold[:] = default
+    for scope in compiled.band_tables:
+        if scope is not None:
+            threshold[persona == scope] = _qualifying_min_score(compiled, scope)
+    margin = settings.QUALIFY_HYSTERESIS_POINTS
+    old = leads.qualified
+    stays = old & ~(result.scores < threshold - margin)
+    becomes = ~old & result.qualifies.astype(bool)
+    new = stays | becomes
+    return new, new & ~old, old & ~new
+
+
+def _qualifying_min_score(compiled: CompiledRuleSet, scope: str | None) -> float:
+    table = compiled.band_tables.get(scope)
+    if table is None or not table.qualifies.any():
+        return math.inf
+    return float(table.min_scores[table.qualifies][0])
+
+
+def _write_scores(
+    ids: np.ndarray,
+    scores: np.ndarray,
+    bands: np.ndarray,
+    personas: np.ndarray,
+    entries: list[str],
+    qualified: np.ndarray,
+    set_mql: np.ndarray,
+    version: int | None,
+    as_of: dt.datetime,
+) -> None:
+    scored_at = timezone.now()
+    stage_sql = (
+        "lifecycle_stage = CASE WHEN t.set_mql AND l.lifecycle_stage = 'lead' "
+        "THEN 'mql' ELSE l.lifecycle_stage END"
+    )
+    if is_postgres():
+        rows = "".join(
+            f"{i}\t{s}\t{_copy_text(b)}\t{_copy_text(p)}\t{_copy_text(e)}\t{'t' if q else 'f'}"
+            f"\t{'t' if m else 'f'}\n"
+            for i, s, b, p, e, q, m in zip(
+                ids.tolist(),
+                scores.tolist(),
+                bands,
+                personas,
+                entries,
+                qualified,
+                set_mql,
+                strict=True,
+            )
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS rescore_buffer (id bigint, score int, band text,"
+                " persona text, breakdown jsonb, qualified bool, set_mql bool) ON COMMIT DROP"
+            )
+            cursor.execute("TRUNCATE rescore_buffer")
+            with cursor.cursor.copy(
+                "COPY rescore_buffer (id, score, band, persona, breakdown, qualified, set_mql)"
+                " FROM STDIN"
+            ) as copy:
+                copy.write(rows)
+            cursor.execute(
+                "UPDATE scoring_lead AS l SET score = t.score, band = t.band, persona = t.persona,"
+                " breakdown = t.breakdown, qualified = t.qualified, rule_set_version = %s,"
+                " scored_at = %s, mql_at = CASE WHEN t.set_mql THEN %s ELSE l.mql_at END, "
+                + stage_sql
+                + " FROM rescore_buffer t WHERE l.id = t.id",
+                [version, scored_at, as_of],
+            )
+        return
+    # SQLite (the embedded default): one executemany, still no per-lead ORM round trip.
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            "UPDATE scoring_lead SET score = %s, band = %s, persona = %s, breakdown = %s,"
+            " qualified = %s, rule_set_version = %s, scored_at = %s,"
+            " mql_at = CASE WHEN %s THEN %s ELSE mql_at END,"
+            " lifecycle_stage = CASE WHEN %s AND lifecycle_stage = 'lead' THEN 'mql'"
+            " ELSE lifecycle_stage END WHERE id = %s",
+            [
+                (s, b, p, e, bool(q), version, scored_at, bool(m), as_of, bool(m), i)
+                for i, s, b, p, e, q, m in zip(
+                    ids.tolist(),
+                    scores.tolist(),
+                    bands,
+                    personas,
+                    entries,
+                    qualified,
+                    set_mql,
+                    strict=True,
+                )
+            ],
+        )
+
+
+def _previous_timeline(selection: LeadSelection, as_of: dt.datetime) -> dict[int, tuple[str, int]]:
+    """Each selected lead's band and score in its timeline as of `as_of` (the last history row
+    at or before it), so a rescore of the past lands where it belongs."""
+    where, params = selection.where("lead_id")
+    if is_postgres():
+        sql = (
+            "SELECT DISTINCT ON (lead_id) lead_id, band, score FROM scoring_scorehistory "
+            f"WHERE {where} AND as_of <= %s ORDER BY lead_id, as_of DESC, id DESC"
+        )
+    else:
+        sql = (
+            "SELECT lead_id, band, score FROM (SELECT lead_id, band, score, ROW_NUMBER() OVER "
+            "(PARTITION BY lead_id ORDER BY as_of DESC, id DESC) AS position "
+            f"FROM scoring_scorehistory WHERE {where} AND as_of <= %s) WHERE position = 1"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, as_of])
+        return {lead_id: (band, score) for lead_id, band, score in cursor.fetchall()}
+
+
+def _write_history(
+    rule_set: RuleSet,
+    selection: LeadSelection,
+    ids: np.ndarray,
+    scores: np.ndarray,
+    bands: np.ndarray,
+    as_of: dt.datetime,
+) -> None:
+    previous = _previous_timeline(selection, as_of)
+    delta = settings.SCORE_HISTORY_DELTA
+    recorded_at = timezone.now()
+    rows = []
+    for lead_id, score, band in zip(ids.tolist(), scores.tolist(), bands, strict=True):
+        before = previous.get(lead_id)
+        if before is None or before[0] != band or abs(before[1] - score) >= delta:
+            rows.append((lead_id, score, band, "" if before is None else before[0]))
+    if not rows:
+        return
+    if is_postgres():
+        with (
+            connection.cursor() as cursor,
+            cursor.cursor.copy(
+                "COPY scoring_scorehistory (lead_id, as_of, score, band, previous_band,"
+                " rule_set_version, recorded_at) FROM STDIN"
+            ) as copy,
+        ):
+            for lead_id, score, band, previous_band in rows:
+                copy.write_row(
+                    (lead_id, as_of, score, band, previous_band, rule_set.version, recorded_at)
+                )
+        return
+    ScoreHistory.objects.bulk_create(
+        [
+            ScoreHistory(
+                lead_id=lead_id,
+                as_of=as_of,
+                score=score,
+                band=band,
+                previous_band=previous_band,
+                rule_set_version=rule_set.version,
+                recorded_at=recorded_at,
+            )
+            for lead_id, score, band, previous_band in rows
+        ],
+        batch_size=2000,
+    )
+
+
+def _write_transitions(
+    rule_set: RuleSet,
+    leads: LeadColumns,
+    scores: np.ndarray,
+    old_band: np.ndarray,
+    new_band: np.ndarray,
+    fired_up: np.ndarray,
+    fired_down: np.ndarray,
+    as_of: dt.datetime,
+) -> None:
+    """The outbox rows, in the same transaction as the scores they describe."""
+    transitions = []
+    for kind, mask in (
+        (LeadTransition.Kind.QUALIFIED, fired_up),
+        (LeadTransition.Kind.UNQUALIFIED, fired_down),
+    ):
+        for position in np.flatnonzero(mask).tolist():
+            transitions.append(
+                LeadTransition(
+                    lead_id=int(leads.ids[position]),
+                    kind=kind,
+                    from_band=old_band[position],
+                    to_band=new_band[position],
+                    score=int(scores[position]),
+                    rule_set_version=rule_set.version,
+                    occurred_at=as_of,
+                )
+            )
+    if transitions:
+        LeadTransition.objects.bulk_create(transitions, batch_size=2000)
+
+
+def _copy_text(value: str) -> str:
+    """Escape a value for PostgreSQL's COPY text format."""
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Bulk runs
+
+
+def rescore_all(
+    *,
+    rule_set: RuleSet | None = None,
+    as_of: dt.datetime | None = None,
+    user: Any = None,
+    inline: bool = True,
+) -> RescoreRun:
+    """Rescore every lead with `rule_set` (default: the live one) as of `as_of` (default now).
+
+    Leads are split into id-range chunks. With `inline` the chunks run here, one after another
+    (management commands); otherwise each chunk is a Celery task, so several workers share
+    the work. A run already queued or running for the same rule set is returned instead of
+    starting a second one. Raises NoLiveRuleSet when there is nothing to score with."""
+    rule_set = rule_set or live_rule_set()
+    if rule_set is None:
+        raise NoLiveRuleSet("No rule set is published yet: import or publish one first.")
+    with transaction.atomic():
+        active = (
+            RescoreRun.objects.select_for_update()
+            .filter(
+                rule_set=rule_set, status__in=[RescoreRun.Status.QUEUED, RescoreRun.Status.RUNNING]
+            )
+            .first()
+        )
+        if active is not None and as_of is None:
+            # Join the run under way instead of writing the same scores twice.
+            pending = list(active.chunks.exclude(status=RescoreChunk.Status.DONE))
+            if inline:
+                for chunk in pending:
+                    rescore_chunk(chunk.pk)
+                active.refresh_from_db()
+            return active
+        run = RescoreRun.objects.create(
+            rule_set=rule_set,
+            as_of=as_of or timezone.now(),
+            requested_by=user if getattr(user, "is_authenticated", False) else None,
+        )
+        chunks = _plan_chunks(run)
+        run.chunks_total = len(chunks)
+        if not chunks:
+            run.status = RescoreRun.Status.DONE
+            run.started_at = run.finished_at = timezone.now()
+        run.save()
+        logger.info("rescore.run.created run=%s chunks=%s", run.pk, len(chunks))
+        if not inline and chunks:
+            chunk_ids = [chunk.pk for chunk in chunks]
+            transaction.on_commit(lambda: _enqueue_chunks(chunk_ids))
+    if inline:
+        for chunk in chunks:
+            rescore_chunk(chunk.pk)
+        run.refresh_from_db()
+    return run
+
+
+def _plan_chunks(run: RescoreRun) -> list[RescoreChunk]:
+    """Even id ranges of about RESCORE_CHUNK_SIZE leads (ids are dense: leads are bulk-inserted)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT MIN(id), MAX(id), COUNT(*) FROM scoring_lead")
+        low, high, count = cursor.fetchone()
+    if not count:
+        return []
+    size = settings.RESCORE_CHUNK_SIZE
+    n_chunks = max(1, math.ceil(count / size))
+    span = math.ceil((high - low + 1) / n_chunks)
+    chunks = [
+        RescoreChunk(run=run, first_lead_id=start, last_lead_id=min(start + span - 1, high))
+        for start in range(low, high + 1, span)
+    ]
+    return RescoreChunk.objects.bulk_create(chunks)
+
+
+def _enqueue_chunks(chunk_ids: Sequence[int]) -> None:
+    from scoring.tasks import rescore_chunk_task
+
+    for chunk_id in chunk_ids:
+        rescore_chunk_task.delay(chunk_id)
+
+
+def rescore_chunk(chunk_id: int) -> ScoringOutcome:
+    """Score one chunk and record it, in one transaction. Safe to run twice: the chunk row is
+    locked, and a chunk already done is skipped."""
+    with transaction.atomic():
+        chunk = (
+            RescoreChunk.objects.select_for_update()
+            .select_related("run__rule_set")
+            .get(pk=chunk_id)
+        )
+        if chunk.status == RescoreChunk.Status.DONE:
+            return ScoringOutcome(chunk.leads_scored, chunk.leads_changed)
+        run = chunk.run
+        RescoreRun.objects.filter(pk=run.pk, status=RescoreRun.Status.QUEUED).update(
+            status=RescoreRun.Status.RUNNING, started_at=timezone.now()
+        )
+        outcome = rescore_selection(
+            run.rule_set, LeadSelection(chunk.first_lead_id, chunk.last_lead_id), run.as_of
+        )
+        RescoreChunk.objects.filter(pk=chunk.pk).update(
+            status=RescoreChunk.Status.DONE,
+            attempts=F("attempts") + 1,
+            leads_scored=outcome.scored,
+            leads_changed=outcome.changed,
+            error="",
+        )
+        RescoreRun.objects.filter(pk=run.pk).update(
+            chunks_done=F("chunks_done") + 1,
+            leads_scored=F("leads_scored") + outcome.scored,
+            leads_changed=F("leads_changed") + outcome.changed,
+        )
+        finished = (
+            RescoreRun.objects.filter(pk=run.pk, chunks_done=F("chunks_total"))
+            .exclude(status=RescoreRun.Status.DONE)
+            .update(status=RescoreRun.Status.DONE, finished_at=timezone.now())
+        )
+    logger.info(
+        "rescore.chunk.done run=%s chunk=%s scored=%s changed=%s",
+        run.pk,
+        chunk_id,
+        outcome.scored,
+        outcome.changed,
+    )
+    if finished:
+        logger.info("rescore.run.finished run=%s", run.pk)
+    return outcome
+
+
+def rescore_chunk_failed(chunk_id: int, error: str, *, final: bool) -> None:
+    """Record a chunk's failure; a final one fails its run (the other chunks keep theirs)."""
+    RescoreChunk.objects.filter(pk=chunk_id).update(
+        attempts=F("attempts") + 1,
+        error=error[:2000],
+        status=RescoreChunk.Status.FAILED if final else RescoreChunk.Status.QUEUED,
+    )
+    if final:
+        run_id = RescoreChunk.objects.filter(pk=chunk_id).values_list("run_id", flat=True).first()
+        RescoreRun.objects.filter(pk=run_id).update(
+            status=RescoreRun.Status.FAILED, error=error[:2000], finished_at=timezone.now()
+        )
+        logger.error("rescore.chunk.failed chunk=%s run=%s", chunk_id, run_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real-time
+
+
+def rescore_leads(lead_ids: Sequence[int], *, as_of: dt.datetime | None = None) -> int:
+    """Rescore these leads now with the live rule set; returns how many changed (0 when no
+    rule set is live)."""
+    rule_set = live_rule_set()
+    ids = sorted({int(i) for i in lead_ids})
+    if rule_set is None or not ids:
+        return 0
+    as_of = as_of or timezone.now()
+    changed = 0
+    size = settings.RESCORE_CHUNK_SIZE
+    with transaction.atomic():
+        for start in range(0, len(ids), size):
+            selection = LeadSelection(ids=tuple(ids[start : start + size]))
+            changed += rescore_selection(rule_set, selection, as_of).changed
+    return changed
+
+
+def request_rescore(lead_ids: Iterable[int]) -> None:
+    """Mark leads for a real-time rescore and enqueue it after the transaction commits.
+
+    Debounced: a lead already waiting is not enqueued again, so a burst of events for one lead
+    causes one rescore. If the broker is down the marks stay in the database and the periodic
+    sweep rescoring them once it is back; nothing is lost."""
+    ids = sorted({int(i) for i in lead_ids})
+    if not ids:
+        return
+    newly_marked = _mark_pending(ids)
+    if newly_marked:
+        transaction.on_commit(_enqueue_pending)
+
+
+def _mark_pending(ids: list[int]) -> int:
+    now = timezone.now()
+    if is_postgres():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO scoring_pendingrescore (lead_id, requested_at) "
+                "SELECT unnest(%s::bigint[]), %s ON CONFLICT (lead_id) DO NOTHING "
+                "RETURNING lead_id",
+                [ids, now],
+            )
+            return len(cursor.fetchall())
+    existing = set(PendingRescore.objects.filter(lead_id__in=ids).values_list("lead_id", flat=True))
+    fresh = [PendingRescore(lead_id=i, requested_at=now) for i in ids if i not in existing]
+    PendingRescore.objects.bulk_create(fresh, ignore_conflicts=True)
+    return len(fresh)
+
+
+def _enqueue_pending() -> None:
+    from scoring.tasks import rescore_pending_task
+
+    try:
+        rescore_pending_task.apply_async(
+            countdown=settings.REALTIME_RESCORE_DELAY_SECONDS,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
+        )
+    except Exception as exc:  # the broker is down: the sweep will find the marks
+        logger.warning("rescore.enqueue_failed error=%s", exc.__class__.__name__)
+
+
+def rescore_pending(limit: int = 5000) -> int:
+    """Claim up to `limit` waiting leads and rescore them, in one transaction (a failure puts
+    the marks back). Returns how many leads were claimed."""
+    with transaction.atomic():
+        if is_postgres():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "DELETE FROM scoring_pendingrescore WHERE lead_id IN (SELECT lead_id FROM "
+                    "scoring_pendingrescore ORDER BY requested_at LIMIT %s "
+                    "FOR UPDATE SKIP LOCKED) RETURNING lead_id",
+                    [limit],
+                )
+                ids = [row[0] for row in cursor.fetchall()]
+        else:
+            ids = list(
+                PendingRescore.objects.order_by("requested_at").values_list("lead_id", flat=True)[
+                    :limit
+                ]
+            )
+            PendingRescore.objects.filter(lead_id__in=ids).delete()
+        if ids:
+            rescore_leads(ids)
+    if ids:
+        logger.info("rescore.pending.done leads=%s", len(ids))
+    return len(ids)

@@ -1,0 +1,248 @@
+"""Writes on rule sets: import, copy, edit-as-draft, publish, rollback.
+
+A rule set is stored as rows (RuleSet, Persona, Band, Rule) so every edit is audited by
+django-simple-history; the engine's `RuleSetSpec` is the one validated form, and every path
+that stores or publishes a rule set goes through `parse_ruleset`, so the database never holds
+a rule set the engine would refuse."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+from simple_history.utils import bulk_create_with_history
+
+from scoring.engine import (
+    AttributeRule,
+    EventRule,
+    InactivityRule,
+    RuleSetSpec,
+    parse_ruleset,
+    ruleset_to_document,
+)
+from scoring.models import Band, Persona, Rule, RuleSet
+
+logger = logging.getLogger(__name__)
+
+
+class RuleSetNotEditable(Exception):
+    """Published and archived rule sets are immutable; copy them into a draft instead."""
+
+
+def ruleset_document(rule_set: RuleSet) -> dict[str, Any]:
+    """The rule set as the JSON document of DESIGN.md §4, built from its rows (not validated:
+    a draft may be half-edited; `ruleset_to_spec` validates)."""
+    document: dict[str, Any] = {
+        "name": rule_set.name,
+        "floor": _plain_number(rule_set.floor),
+        "ceiling": _plain_number(rule_set.ceiling),
+        "personas": [
+            {"name": p.name, "priority": p.priority, "match": p.match}
+            for p in rule_set.personas.all()
+        ],
+        "bands": [_band_document(b) for b in rule_set.bands.all()],
+        "rules": [_rule_document(r) for r in rule_set.rules.all()],
+    }
+    if rule_set.model_weight:
+        document["model_weight"] = rule_set.model_weight
+    return document
+
+
+def ruleset_to_spec(rule_set: RuleSet) -> RuleSetSpec:
+    """The engine's validated form of a stored rule set. Raises `RuleSetInvalid`."""
+    return parse_ruleset(ruleset_document(rule_set))
+
+
+def ruleset_export(rule_set: RuleSet) -> dict[str, Any]:
+    """The canonical export: validated and normalised by the engine, so import(export(x))
+    gives back the same rule set."""
+    return ruleset_to_document(ruleset_to_spec(rule_set))
+
+
+@transaction.atomic
+def ruleset_import(
+    document: Any, *, user: Any = None, publish: bool = False, based_on: RuleSet | None = None
+) -> RuleSet:
+    """Store a rule-set document as a new draft (and publish it when asked).
+
+    Raises `RuleSetInvalid` (with the JSON path and reason of every error) before anything is
+    written."""
+    spec = parse_ruleset(document)
+    rule_set = RuleSet.objects.create(
+        name=spec.name,
+        floor=spec.floor,
+        ceiling=spec.ceiling,
+        model_weight=spec.model_weight,
+        created_by=user if _is_user(user) else None,
+        based_on=based_on,
+    )
+    _write_rows(rule_set, spec, user)
+    logger.info("ruleset.imported ruleset=%s rules=%s", rule_set.pk, len(spec.rules))
+    if publish:
+        ruleset_publish(rule_set, user=user)
+    return rule_set
+
+
+def ruleset_copy(rule_set: RuleSet, *, user: Any = None) -> RuleSet:
+    """A new draft with the same content, e.g. to edit the live rule set or roll back."""
+    document = ruleset_document(rule_set)
+    return ruleset_import(document, user=user, based_on=rule_set)
+
+
+@transaction.atomic
+def ruleset_replace_content(rule_set: RuleSet, document: Any, *, user: Any = None) -> RuleSet:
+    """Replace a draft's personas, bands and rules with those of a validated document."""
+    if not rule_set.is_editable:
+        raise RuleSetNotEditable(f"{rule_set} is {rule_set.status}; copy it to a draft first.")
+    spec = parse_ruleset(document)
+    for related in (rule_set.rules, rule_set.bands, rule_set.personas):
+        for row in related.all():
+            row.delete()  # one by one so each deletion is in the audit trail
+    rule_set.name = spec.name
+    rule_set.floor = spec.floor
+    rule_set.ceiling = spec.ceiling
+    rule_set.model_weight = spec.model_weight
+    rule_set.save()
+    _write_rows(rule_set, spec, user)
+    return rule_set
+
+
+def ruleset_publish(rule_set: RuleSet, *, user: Any = None, rescore: bool = True) -> RuleSet:
+    """Make `rule_set` the live champion with the next version number.
+
+    Publishing a draft publishes it in place; publishing an archived version (rollback)
+    publishes a fresh copy of it, because published versions are immutable. The previous
+    champion is archived. Unless `rescore` is False, a bulk rescore starts after the commit.
+    Raises `RuleSetInvalid` when the draft does not validate."""
+    if rule_set.status != RuleSet.Status.DRAFT:
+        rule_set = ruleset_copy(rule_set, user=user)
+    ruleset_to_spec(rule_set)  # refuses an invalid draft before anything changes
+    with transaction.atomic():
+        # Serialise publishes: two at once must not both take the same version number.
+        locked = list(RuleSet.objects.select_for_update().filter(status=RuleSet.Status.PUBLISHED))
+        for previous in locked:
+            previous.status = RuleSet.Status.ARCHIVED
+            previous.save(update_fields=["status"])
+        latest = RuleSet.objects.aggregate(v=Max("version"))["v"] or 0
+        rule_set.status = RuleSet.Status.PUBLISHED
+        rule_set.version = latest + 1
+        rule_set.published_at = timezone.now()
+        rule_set.published_by = user if _is_user(user) else None
+        rule_set.save()
+        logger.info("ruleset.published ruleset=%s version=%s", rule_set.pk, rule_set.version)
+        if rescore:
+            from scoring.services.rescore import rescore_all
+
+            published_id = rule_set.pk
+            transaction.on_commit(
+                lambda: rescore_all(
+                    rule_set=RuleSet.objects.get(pk=published_id), user=user, inline=False
+                )
+            )
+    return rule_set
+
+
+def _write_rows(rule_set: RuleSet, spec: RuleSetSpec, user: Any) -> None:
+    default_user = user if _is_user(user) else None
+    personas = [
+        Persona(rule_set=rule_set, name=p.name, priority=p.priority, match=_conditions(p.match))
+        for p in spec.personas
+    ]
+    bands = [
+        Band(
+            rule_set=rule_set,
+            name=b.name,
+            min_score=b.min_score,
+            qualifies=b.qualifies,
+            persona=b.persona or "",
+        )
+        for b in spec.bands
+    ]
+    rules = [_rule_row(rule_set, position, rule) for position, rule in enumerate(spec.rules)]
+    # The bulk helpers write the audit rows too, so nothing escapes the history.
+    bulk_create_with_history(personas, Persona, default_user=default_user)
+    bulk_create_with_history(bands, Band, default_user=default_user)
+    bulk_create_with_history(rules, Rule, default_user=default_user)
+
+
+def _rule_row(rule_set: RuleSet, position: int, rule: Any) -> Rule:
+    common = {
+        "rule_set": rule_set,
+        "position": position,
+        "points": rule.points,
+        "persona": rule.persona or "",
+        "name": rule.name or "",
+    }
+    if isinstance(rule, AttributeRule):
+        return Rule(kind="attribute", field=rule.field, op=rule.op, value=rule.value, **common)
+    if isinstance(rule, EventRule):
+        return Rule(
+            kind="event",
+            event_type=rule.event_type,
+            where=dict(rule.where),
+            window_days=rule.window_days,
+            half_life_days=rule.half_life_days,
+            cap=rule.cap,
+            **common,
+        )
+    if isinstance(rule, InactivityRule):
+        return Rule(kind="inactivity", days=rule.days, **common)
+    raise TypeError(f"unknown rule type {type(rule).__name__}")
+
+
+def _rule_document(rule: Rule) -> dict[str, Any]:
+    document: dict[str, Any] = {"kind": rule.kind}
+    if rule.kind == "attribute":
+        document.update(field=rule.field, op=rule.op)
+        if rule.op not in ("is_set", "is_not_set"):
+            document["value"] = rule.value
+    elif rule.kind == "event":
+        document["event_type"] = rule.event_type
+        if rule.where:
+            document["where"] = rule.where
+        document["window_days"] = _plain_number(rule.window_days)
+        if rule.half_life_days is not None:
+            document["half_life_days"] = _plain_number(rule.half_life_days)
+        if rule.cap is not None:
+            document["cap"] = _plain_number(rule.cap)
+    else:
+        document["days"] = _plain_number(rule.days)
+    document["points"] = _plain_number(rule.points)
+    if rule.persona:
+        document["persona"] = rule.persona
+    if rule.name:
+        document["name"] = rule.name
+    return document
+
+
+def _band_document(band: Band) -> dict[str, Any]:
+    document: dict[str, Any] = {"name": band.name, "min_score": _plain_number(band.min_score)}
+    if band.qualifies:
+        document["qualifies"] = True
+    if band.persona:
+        document["persona"] = band.persona
+    return document
+
+
+def _conditions(conditions: Any) -> list[dict[str, Any]]:
+    result = []
+    for condition in conditions:
+        item = {"field": condition.field, "op": condition.op}
+        if condition.op not in ("is_set", "is_not_set"):
+            item["value"] = condition.value
+        result.append(item)
+    return result
+
+
+def _plain_number(value: float | None) -> float | int | None:
+    """Whole floats as ints, so exported documents read like the ones people write."""
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else value
+
+
+def _is_user(user: Any) -> bool:
+    return user is not None and getattr(user, "is_authenticated", False)

@@ -1,0 +1,44 @@
+"""Thin Celery entry points: take ids, call a service, return. Each is safe to run twice."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from scoring.services import rescore
+
+TRANSIENT = (OperationalError, InterfaceError)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+)
+def rescore_chunk_task(self, chunk_id: int) -> int:
+    try:
+        return rescore.rescore_chunk(chunk_id).scored
+    except TRANSIENT as exc:
+        rescore.rescore_chunk_failed(chunk_id, repr(exc), final=self.request.retries >= 5)
+        raise
+    except Exception as exc:
+        rescore.rescore_chunk_failed(chunk_id, repr(exc), final=True)
+        raise
+
+
+@shared_task(acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def rescore_pending_task() -> int:
+    return rescore.rescore_pending()
+
+
+@shared_task(acks_late=True, expires=25)
+def rescore_pending_sweep_task() -> int:
+    """Periodic: rescore leads whose real-time task never ran (e.g. the broker was down)."""
+    total = 0
+    while claimed := rescore.rescore_pending():
+        total += claimed
+    return total

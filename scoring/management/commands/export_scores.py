@@ -10,6 +10,8 @@ from django.core.management.base import BaseCommand
 
 from scoring.selectors import score_export_rows
 
+COLUMNS = ["email", "external_id", "persona", "score", "band", "rule_set_version", "breakdown"]
+
 
 class Command(BaseCommand):
     help = "Write email, external_id, persona, score, band, rule_set_version, breakdown as CSV."

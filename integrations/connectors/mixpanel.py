@@ -119,7 +119,7 @@ class MixpanelConfig:
     project_id: int | str
     username: str
     secret: str = field(repr=False)
-    from_date: date = field(default_factory=lambda: date.today() - timedelta(days=30))
+    from_date: date
     api_base: str = "https://data.mixpanel.com"
     query_base: str = "https://mixpanel.com"
     event_map: Mapping[str, str] = field(default_factory=dict)

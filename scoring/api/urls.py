@@ -1,7 +1,21 @@
 from django.urls import path
 
-from scoring.api import views
+from scoring.api import ingest, kpis, views
+from scoring.api.feedback import LeadFeedbackView
 
 urlpatterns = [
     path("me/", views.MeView.as_view(), name="api-me"),
+    path("events/", ingest.EventIngestView.as_view(), name="api-events"),
+    path("leads/", ingest.LeadListView.as_view(), name="api-leads"),
+    path("leads/<int:lead_id>/", ingest.LeadDetailView.as_view(), name="api-lead"),
+    path("leads/<int:lead_id>/feedback/", LeadFeedbackView.as_view(), name="api-lead-feedback"),
+    path("kpis/bands/", kpis.BandsView.as_view(), name="api-kpis-bands"),
+    path("kpis/funnel/", kpis.FunnelView.as_view(), name="api-kpis-funnel"),
+    path("kpis/cycle/", kpis.CycleView.as_view(), name="api-kpis-cycle"),
+    path("kpis/qualification/", kpis.QualificationView.as_view(), name="api-kpis-qualification"),
+    path("kpis/lift/", kpis.LiftView.as_view(), name="api-kpis-lift"),
+    path("kpis/calibration/", kpis.CalibrationView.as_view(), name="api-kpis-calibration"),
+    path("kpis/revenue/", kpis.RevenueView.as_view(), name="api-kpis-revenue"),
+    path("kpis/band-entries/", kpis.BandEntriesView.as_view(), name="api-kpis-band-entries"),
+    path("kpis/feedback/", kpis.FeedbackView.as_view(), name="api-kpis-feedback"),
 ]

@@ -1,0 +1,372 @@
+"""KPI data -> plotly figure dicts (`{"data": [...], "layout": {...}}`), plain JSON that
+`static/js/kpis.js` hands to `Plotly.newPlot`. No template: the dicts stay small and are
+unit-tested as dicts (and validated against plotly's schema in the tests).
+
+Click-through: a point's `customdata` is the URL of the leads behind it; kpis.js follows it
+on click."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from scoring.kpis.report import SMALL_N, UNSCORED_LABEL
+
+Figure = dict[str, Any]
+LinkFor = Callable[[str | None], str]
+
+BAND_COLOURS = ["#8da0cb", "#66c2a5", "#fdd36b", "#fc8d62", "#e15759", "#b07aa1", "#9c755f"]
+UNSCORED_COLOUR = "#bbbbbb"
+
+
+def _layout(title: str, **extra: Any) -> dict[str, Any]:
+    layout: dict[str, Any] = {
+        "title": {"text": title},
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+        "hovermode": "closest",
+        "showlegend": False,
+    }
+    layout.update(extra)
+    return layout
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def band_colours(bands: Sequence[str]) -> dict[str, str]:
+    colours, i = {}, 0
+    for band in bands:
+        if band == UNSCORED_LABEL:
+            colours[band] = UNSCORED_COLOUR
+        else:
+            colours[band] = BAND_COLOURS[i % len(BAND_COLOURS)]
+            i += 1
+    return colours
+
+
+def _band_link(link_for: LinkFor, band: str) -> str:
+    return link_for(None if band == UNSCORED_LABEL else band)
+
+
+def conversion_by_band(rows: Sequence[dict[str, Any]], link_for: LinkFor) -> Figure:
+    """Bars of conversion rate with Wilson 95 % error bars; each bar labelled with its n, and
+    bars of bands under SMALL_N leads drawn hatched and marked with an asterisk."""
+    bands = [r["band"] for r in rows]
+    colours = band_colours(bands)
+    rates = [r["conversion_rate"] for r in rows]
+    plus = [
+        (r["ci_high"] - r["conversion_rate"]) if r["conversion_rate"] is not None else None
+        for r in rows
+    ]
+    minus = [
+        (r["conversion_rate"] - r["ci_low"]) if r["conversion_rate"] is not None else None
+        for r in rows
+    ]
+    text = [
+        f"{_pct(r['conversion_rate'])}<br>n={r['leads']}{'*' if r['leads'] < SMALL_N else ''}"
+        for r in rows
+    ]
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "x": bands,
+                "y": rates,
+                "error_y": {"type": "data", "array": plus, "arrayminus": minus, "visible": True},
+                "text": text,
+                "textposition": "outside",
+                "marker": {
+                    "color": [colours[b] for b in bands],
+                    "pattern": {"shape": ["/" if r["leads"] < SMALL_N else "" for r in rows]},
+                },
+                "customdata": [_band_link(link_for, b) for b in bands],
+                "hovertemplate": "%{x}: %{y:.1%}<extra></extra>",
+            }
+        ],
+        "layout": _layout(
+            "Conversion rate by band before conversion",
+            yaxis={"title": {"text": "Converted"}, "tickformat": ".0%", "rangemode": "tozero"},
+            xaxis={"title": {"text": "Band (* fewer than 30 leads)"}},
+        ),
+    }
+
+
+def funnel(rows: Sequence[dict[str, Any]], link_for: LinkFor) -> Figure:
+    text = [
+        f"{r['leads']}"
+        + (f" ({_pct(r['rate_from_previous'])} of previous)" if r["previous_stage_leads"] else "")
+        for r in rows
+    ]
+    return {
+        "data": [
+            {
+                "type": "funnel",
+                "y": [r["stage"] for r in rows],
+                "x": [r["leads"] for r in rows],
+                "text": text,
+                "textinfo": "text",
+                "customdata": [link_for(None) for _ in rows],
+                "hovertemplate": "%{y}: %{x}<extra></extra>",
+            }
+        ],
+        "layout": _layout("Funnel: lead → customer"),
+    }
+
+
+def cycle_box(rows: Sequence[dict[str, Any]], link_for: LinkFor) -> Figure:
+    """Box plot from precomputed quartiles; whiskers span min to max."""
+    bands = [r["band"] for r in rows]
+    colours = band_colours(bands)
+    return {
+        "data": [
+            {
+                "type": "box",
+                "name": f"{r['band']} (n={r['n']})",
+                "x": [f"{r['band']} (n={r['n']})"],
+                "q1": [r["q1"]],
+                "median": [r["median"]],
+                "q3": [r["q3"]],
+                "lowerfence": [r["min"]],
+                "upperfence": [r["max"]],
+                "marker": {"color": colours[r["band"]]},
+                "customdata": [_band_link(link_for, r["band"])],
+            }
+            for r in rows
+        ],
+        "layout": _layout(
+            "Sales cycle: days from creation to customer",
+            yaxis={"title": {"text": "Days"}, "rangemode": "tozero"},
+        ),
+    }
+
+
+def qualification_curve(result: dict[str, Any]) -> Figure:
+    curve = result["curve"]
+    thresholds = [r["threshold"] for r in curve]
+    data: list[dict[str, Any]] = [
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": "Precision",
+            "x": thresholds,
+            "y": [r["precision"] for r in curve],
+            "text": [f"n={r['mqls']}" for r in curve],
+            "hovertemplate": "≥ %{x}: precision %{y:.1%} (%{text})<extra></extra>",
+        },
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": "Recall",
+            "x": thresholds,
+            "y": [r["recall"] for r in curve],
+            "text": [f"n={result['converters']}" for _ in curve],
+            "hovertemplate": "≥ %{x}: recall %{y:.1%} (%{text})<extra></extra>",
+        },
+        {
+            "type": "bar",
+            "name": "MQLs per week",
+            "x": thresholds,
+            "y": [r["mqls_per_week"] for r in curve],
+            "yaxis": "y2",
+            "opacity": 0.35,
+            "hovertemplate": "≥ %{x}: %{y:.1f} MQLs/week<extra></extra>",
+        },
+    ]
+    shapes = []
+    if result["threshold"] is not None:
+        shapes.append(
+            {
+                "type": "line",
+                "x0": result["threshold"],
+                "x1": result["threshold"],
+                "yref": "paper",
+                "y0": 0,
+                "y1": 1,
+                "line": {"dash": "dot", "color": "#444"},
+            }
+        )
+    return {
+        "data": data,
+        "layout": _layout(
+            "Qualification accuracy by score threshold",
+            showlegend=True,
+            xaxis={"title": {"text": "Score threshold (dotted: current)"}},
+            yaxis={"title": {"text": "Precision / recall"}, "tickformat": ".0%", "range": [0, 1]},
+            yaxis2={
+                "title": {"text": "MQLs per week"},
+                "overlaying": "y",
+                "side": "right",
+                "rangemode": "tozero",
+            },
+            shapes=shapes,
+        ),
+    }
+
+
+def lift_and_gains(result: dict[str, Any]) -> Figure:
+    deciles = result["deciles"]
+    auc = result["roc_auc"]
+    title = "Lift and cumulative gains by score decile"
+    title += f" — ROC AUC {auc:.3f} (n={result['leads']})" if auc is not None else " — AUC n/a"
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "name": "Lift",
+                "x": [d["decile"] for d in deciles],
+                "y": [d["lift"] for d in deciles],
+                "text": [f"n={d['leads']}" for d in deciles],
+                "hovertemplate": "decile %{x}: lift %{y:.2f} (%{text})<extra></extra>",
+            },
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": "Cumulative gain",
+                "x": [d["decile"] for d in deciles],
+                "y": [d["cumulative_gain"] for d in deciles],
+                "yaxis": "y2",
+                "hovertemplate": "top %{x} deciles: %{y:.0%} of conversions<extra></extra>",
+            },
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "Random",
+                "x": [d["decile"] for d in deciles],
+                "y": [d["cumulative_leads_share"] for d in deciles],
+                "yaxis": "y2",
+                "line": {"dash": "dot", "color": "#999"},
+                "hoverinfo": "skip",
+            },
+        ],
+        "layout": _layout(
+            title,
+            showlegend=True,
+            xaxis={"title": {"text": "Decile (1 = highest scores)"}, "dtick": 1},
+            yaxis={"title": {"text": "Lift"}, "rangemode": "tozero"},
+            yaxis2={
+                "title": {"text": "Cumulative gain"},
+                "overlaying": "y",
+                "side": "right",
+                "tickformat": ".0%",
+                "range": [0, 1.05],
+            },
+        ),
+    }
+
+
+def calibration(result: dict[str, Any]) -> Figure:
+    deciles = result["deciles"]
+    source = "model probability" if result["source"] == "model" else "band's historical rate"
+    return {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "Deciles",
+                "x": [d["predicted"] for d in deciles],
+                "y": [d["observed"] for d in deciles],
+                "error_y": {
+                    "type": "data",
+                    "array": [d["ci_high"] - d["observed"] for d in deciles],
+                    "arrayminus": [d["observed"] - d["ci_low"] for d in deciles],
+                },
+                "text": [f"decile {d['decile']}, n={d['leads']}" for d in deciles],
+                "hovertemplate": "%{text}: predicted %{x:.1%}, observed %{y:.1%}<extra></extra>",
+            },
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "Perfect",
+                "x": [0, 1],
+                "y": [0, 1],
+                "line": {"dash": "dot", "color": "#999"},
+                "hoverinfo": "skip",
+            },
+        ],
+        "layout": _layout(
+            f"Calibration: predicted ({source}) vs observed",
+            xaxis={"title": {"text": "Predicted"}, "tickformat": ".0%", "range": [0, 1]},
+            yaxis={"title": {"text": "Observed"}, "tickformat": ".0%", "range": [0, 1]},
+        ),
+    }
+
+
+def revenue_by_band(rows: Sequence[dict[str, Any]], link_for: LinkFor) -> Figure:
+    bands = [r["band"] for r in rows]
+    colours = band_colours(bands)
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "x": bands,
+                "y": [r["revenue"] for r in rows],
+                "text": [f"n={r['converted']}" for r in rows],
+                "textposition": "outside",
+                "marker": {"color": [colours[b] for b in bands]},
+                "customdata": [_band_link(link_for, b) for b in bands],
+                "hovertemplate": "%{x}: %{y:,.0f} (%{text} customers)<extra></extra>",
+            }
+        ],
+        "layout": _layout(
+            "Revenue by band before conversion", yaxis={"title": {"text": "Revenue"}}
+        ),
+    }
+
+
+def band_entries_area(rows: Sequence[dict[str, Any]], band_order: Sequence[str]) -> Figure:
+    """Stacked area: one trace per band (band order), weeks on x."""
+    weeks = sorted({r["week"] for r in rows})
+    counts = {(r["week"], r["band"]): r["leads"] for r in rows}
+    present = {r["band"] for r in rows}
+    bands = [b for b in band_order if b in present] + sorted(present - set(band_order))
+    colours = band_colours(bands)
+    return {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "stackgroup": "bands",
+                "name": band,
+                "x": weeks,
+                "y": [counts.get((w, band), 0) for w in weeks],
+                "line": {"color": colours[band]},
+                "hovertemplate": f"{band}, week of %{{x}}: %{{y}} leads<extra></extra>",
+            }
+            for band in bands
+        ],
+        "layout": _layout(
+            "Leads entering each band per week",
+            showlegend=True,
+            xaxis={"title": {"text": "Week"}},
+            yaxis={"title": {"text": "Leads entering"}, "rangemode": "tozero"},
+        ),
+    }
+
+
+def feedback_share(rows: Sequence[dict[str, Any]], link_for: LinkFor) -> Figure:
+    bands = [r["band"] for r in rows]
+    colours = band_colours(bands)
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "x": bands,
+                "y": [r["bad_share"] for r in rows],
+                "error_y": {
+                    "type": "data",
+                    "array": [r["ci_high"] - r["bad_share"] for r in rows],
+                    "arrayminus": [r["bad_share"] - r["ci_low"] for r in rows],
+                },
+                "text": [f"n={r['reviewed']}" for r in rows],
+                "textposition": "outside",
+                "marker": {"color": [colours[b] for b in bands]},
+                "customdata": [_band_link(link_for, b) for b in bands],
+                "hovertemplate": "%{x}: %{y:.1%} flagged bad (%{text})<extra></extra>",
+            }
+        ],
+        "layout": _layout(
+            "Share flagged bad by sales, by band at the verdict",
+            yaxis={"title": {"text": "Flagged bad"}, "tickformat": ".0%", "rangemode": "tozero"},
+        ),
+    }

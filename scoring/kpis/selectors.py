@@ -1,0 +1,392 @@
+"""SQL aggregations behind the KPI dashboard. Each returns plain data (dataclasses, dicts);
+the arithmetic on top lives in `scoring.kpis.stats` and `scoring.kpis.report`.
+
+The honest band. For every conversion KPI a lead counts in the band it had *before it
+converted*: the last `ScoreHistory` row with `as_of < converted_at` (strictly before). A lead
+that has not converted counts in the band it had at the end of the period (the last row with
+`as_of` before the filter's cutoff, see `KpiFilters.cutoff`). A lead with no such row is
+"unscored" (band ""). `Lead.band` — today's band, which a converted lead's later activity
+inflates — is never read here.
+
+One statement finds that row for every lead of the cohort:
+- PostgreSQL: `LEFT JOIN LATERAL (... ORDER BY as_of DESC, id DESC LIMIT 1)`, one backward
+  probe of `history_lead_asof_idx (lead_id, as_of)` per lead returning band and score at once;
+- elsewhere (SQLite): the same probe as a correlated subquery that returns the row's id, joined
+  back by primary key.
+Both are condition-for-condition the same query; the test suite runs both."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection
+from django.db.models import Count, F, Min, Q
+from django.db.models.functions import TruncWeek
+
+from scoring.kpis.filters import KpiFilters
+from scoring.models import Band, Feedback, Lead, RuleSet, ScoreHistory
+
+UNSCORED = ""
+# A lead with no conversion and no disqualification has a known outcome (not converted) once it
+# is this old at the cutoff; younger open leads may still convert and are left out of AUC,
+# lift and calibration.
+OUTCOME_HORIZON_DAYS = 90
+
+LEAD_TABLE = Lead._meta.db_table
+HISTORY_TABLE = ScoreHistory._meta.db_table
+
+
+def on_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _adapt(value: dt.datetime) -> Any:
+    """A datetime as the backend's raw cursor wants it (SQLite stores naive UTC text)."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+# --- cohort --------------------------------------------------------------------------------
+
+
+def _lead_where(filters: KpiFilters, alias: str = "l") -> tuple[str, list[Any]]:
+    clauses, params = ["1 = 1"], []
+    if filters.created_from():
+        clauses.append(f"{alias}.created_at >= %s")
+        params.append(_adapt(filters.created_from()))
+    if filters.created_before():
+        clauses.append(f"{alias}.created_at < %s")
+        params.append(_adapt(filters.created_before()))
+    if filters.persona:
+        clauses.append(f"{alias}.persona = %s")
+        params.append(filters.persona)
+    if filters.source:
+        clauses.append(f"{alias}.source = %s")
+        params.append(filters.source)
+    if filters.owner_id is not None:
+        clauses.append(f"{alias}.owner_id = %s")
+        params.append(filters.owner_id)
+    return " AND ".join(clauses), params
+
+
+def cohort(filters: KpiFilters):
+    """The cohort as a Lead queryset (for ORM-shaped selectors)."""
+    queryset = Lead.objects.all()
+    if filters.created_from():
+        queryset = queryset.filter(created_at__gte=filters.created_from())
+    if filters.created_before():
+        queryset = queryset.filter(created_at__lt=filters.created_before())
+    if filters.persona:
+        queryset = queryset.filter(persona=filters.persona)
+    if filters.source:
+        queryset = queryset.filter(source=filters.source)
+    if filters.owner_id is not None:
+        queryset = queryset.filter(owner_id=filters.owner_id)
+    return queryset
+
+
+def _facts_sql(filters: KpiFilters, *, converted_only: bool = False) -> tuple[str, list[Any]]:
+    """One row per cohort lead with its honest band and score (`kpi_band`, `kpi_score`, both
+    NULL when unscored) next to the lead columns the KPIs read."""
+    version_clause, version_params = "", []
+    if filters.rule_set_version is not None:
+        version_clause = " AND h.rule_set_version = %s"
+        version_params = [filters.rule_set_version]
+    where, where_params = _lead_where(filters)
+    if converted_only:
+        where += " AND l.converted_at IS NOT NULL"
+    # as_of < converted_at (strictly) for converters, as_of < cutoff for the others.
+    probe = (
+        f"FROM {HISTORY_TABLE} h WHERE h.lead_id = l.id"
+        f" AND h.as_of < COALESCE(l.converted_at, %s){version_clause}"
+        " ORDER BY h.as_of DESC, h.id DESC LIMIT 1"
+    )
+    probe_params = [_adapt(filters.cutoff()), *version_params]
+    columns = (
+        "l.id, l.created_at, l.converted_at, l.mql_at, l.disqualified_at, l.revenue,"
+        " l.model_probability, hb.band AS kpi_band, hb.score AS kpi_score"
+    )
+    if on_postgres():
+        sql = (
+            f"SELECT {columns} FROM {LEAD_TABLE} l"
+            f" LEFT JOIN LATERAL (SELECT h.band, h.score {probe}) hb ON TRUE"
+            f" WHERE {where}"
+        )
+    else:
+        sql = (
+            f"SELECT {columns} FROM {LEAD_TABLE} l"
+            f" LEFT JOIN {HISTORY_TABLE} hb ON hb.id = (SELECT h.id {probe})"
+            f" WHERE {where}"
+        )
+    return sql, probe_params + where_params
+
+
+def _fetchall(sql: str, params: list[Any]) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+# --- the outcome cube ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutcomeCell:
+    """Cohort leads sharing an honest band, a score and outcome flags.
+
+    converted: converted_at is set. known: the outcome is known (converted, disqualified, or
+    older than OUTCOME_HORIZON_DAYS at the cutoff). mql_first: mql_at is set and, for a
+    converter, before converted_at. revenue: the sum of their `Lead.revenue` (None if none
+    known). with_probability: how many have a model probability."""
+
+    band: str
+    score: int | None
+    converted: bool
+    known: bool
+    mql_first: bool
+    leads: int
+    revenue: float | None
+    with_probability: int
+
+
+def outcome_cells(filters: KpiFilters) -> list[OutcomeCell]:
+    """The cohort grouped by (honest band, honest score, converted, known, mql_first): a few
+    hundred rows at most, from one pass over the cohort. Bands, revenue, AUC, lift, gains, the
+    qualification curve and band-rate calibration are all derived from it."""
+    facts, params = _facts_sql(filters)
+    horizon = filters.cutoff() - dt.timedelta(days=OUTCOME_HORIZON_DAYS)
+    sql = (
+        "SELECT COALESCE(f.kpi_band, '') AS band, f.kpi_score AS score,"
+        " CASE WHEN f.converted_at IS NOT NULL THEN 1 ELSE 0 END AS converted,"
+        " CASE WHEN f.converted_at IS NOT NULL OR f.disqualified_at IS NOT NULL"
+        "      OR f.created_at < %s THEN 1 ELSE 0 END AS known,"
+        " CASE WHEN f.mql_at IS NOT NULL AND (f.converted_at IS NULL OR f.mql_at < f.converted_at)"
+        "      THEN 1 ELSE 0 END AS mql_first,"
+        " COUNT(*) AS leads, SUM(f.revenue) AS revenue, COUNT(f.model_probability) AS with_p"
+        f" FROM ({facts}) f GROUP BY 1, 2, 3, 4, 5"
+    )
+    rows = _fetchall(sql, [_adapt(horizon), *params])
+    return [
+        OutcomeCell(
+            band=band or UNSCORED,
+            score=None if score is None else int(score),
+            converted=bool(converted),
+            known=bool(known),
+            mql_first=bool(mql_first),
+            leads=int(leads),
+            revenue=None if revenue is None else float(revenue),
+            with_probability=int(with_p),
+        )
+        for band, score, converted, known, mql_first, leads, revenue, with_p in rows
+    ]
+
+
+def cycle_days_by_band(filters: KpiFilters) -> dict[str, dict[str, float | int | None]]:
+    """Days from creation to conversion of the cohort's converters, per honest band:
+    {band: {"n", "min", "q1", "median", "q3", "max"}} (linear-interpolated quantiles)."""
+    from scoring.kpis.stats import quantiles
+
+    facts, params = _facts_sql(filters, converted_only=True)
+    if on_postgres():
+        sql = (
+            "SELECT COALESCE(f.kpi_band, ''), COUNT(*),"
+            " percentile_cont(ARRAY[0, 0.25, 0.5, 0.75, 1]::float8[]) WITHIN GROUP"
+            " (ORDER BY date_part('epoch', f.converted_at - f.created_at) / 86400.0)"
+            f" FROM ({facts}) f GROUP BY 1"
+        )
+        result = {}
+        for band, n, q in _fetchall(sql, params):
+            result[band] = {
+                "n": int(n),
+                **dict(zip(("min", "q1", "median", "q3", "max"), q, strict=True)),
+            }
+        return result
+    sql = (
+        "SELECT COALESCE(f.kpi_band, ''),"
+        " (julianday(f.converted_at) - julianday(f.created_at))"
+        f" FROM ({facts}) f"
+    )
+    grouped: dict[str, list[float]] = {}
+    for band, days in _fetchall(sql, params):
+        grouped.setdefault(band, []).append(float(days))
+    return {band: {"n": len(days), **quantiles(days)} for band, days in grouped.items()}
+
+
+def model_calibration_deciles(filters: KpiFilters) -> dict[str, Any]:
+    """Known-outcome cohort leads ranked by `Lead.model_probability` into ten equal groups:
+    {"leads": n known, "with_probability": n with a probability, "deciles": [{"decile",
+    "leads", "predicted" (mean probability), "converted"}]}. Deciles are only computed when
+    every known-outcome lead has a probability (otherwise `deciles` is empty)."""
+    where, params = _lead_where(filters)
+    horizon = _adapt(filters.cutoff() - dt.timedelta(days=OUTCOME_HORIZON_DAYS))
+    known = "(l.converted_at IS NOT NULL OR l.disqualified_at IS NOT NULL OR l.created_at < %s)"
+    counts = _fetchall(
+        f"SELECT COUNT(*), COUNT(l.model_probability) FROM {LEAD_TABLE} l"
+        f" WHERE {where} AND {known}",
+        [*params, horizon],
+    )[0]
+    total, with_p = int(counts[0]), int(counts[1])
+    result: dict[str, Any] = {"leads": total, "with_probability": with_p, "deciles": []}
+    if total == 0 or with_p < total:
+        return result
+    sql = (
+        "SELECT t.decile, COUNT(*), AVG(t.p), SUM(t.converted) FROM ("
+        " SELECT l.model_probability AS p,"
+        " CASE WHEN l.converted_at IS NOT NULL THEN 1 ELSE 0 END AS converted,"
+        " NTILE(10) OVER (ORDER BY l.model_probability DESC, l.id) AS decile"
+        f" FROM {LEAD_TABLE} l WHERE {where} AND {known}) t GROUP BY t.decile ORDER BY t.decile"
+    )
+    result["deciles"] = [
+        {"decile": int(d), "leads": int(n), "predicted": float(p), "converted": int(c)}
+        for d, n, p, c in _fetchall(sql, [*params, horizon])
+    ]
+    return result
+
+
+# --- other reads ---------------------------------------------------------------------------
+
+
+def funnel_counts(filters: KpiFilters) -> dict[str, Any]:
+    """How many cohort leads reached each funnel stage. A lead reached a stage when it has the
+    timestamp of that stage or of any later one (a lead can skip a stage in the CRM)."""
+    converted = Q(converted_at__isnull=False)
+    opportunity = converted | Q(opportunity_at__isnull=False)
+    sql_stage = opportunity | Q(sql_at__isnull=False)
+    mql = sql_stage | Q(mql_at__isnull=False)
+    return cohort(filters).aggregate(
+        lead=Count("id"),
+        mql=Count("id", filter=mql),
+        sql=Count("id", filter=sql_stage),
+        opportunity=Count("id", filter=opportunity),
+        customer=Count("id", filter=converted),
+        first_created=Min("created_at"),
+    )
+
+
+def band_entries_by_week(filters: KpiFilters) -> list[dict[str, Any]]:
+    """Cohort leads entering each band per week (Monday-based), from score-history rows whose
+    band differs from the previous one, up to the cutoff: [{"week": date, "band", "leads"}]."""
+    rows = ScoreHistory.objects.filter(
+        lead__in=cohort(filters).values("id"), as_of__lt=filters.cutoff()
+    ).exclude(band=F("previous_band"))
+    if filters.created_from():
+        rows = rows.filter(as_of__gte=filters.created_from())
+    if filters.rule_set_version is not None:
+        rows = rows.filter(rule_set_version=filters.rule_set_version)
+    aggregated = (
+        rows.annotate(week=TruncWeek("as_of"))
+        .values("week", "band")
+        .annotate(leads=Count("lead_id", distinct=True))
+        .order_by("week", "band")
+    )
+    return [
+        {"week": row["week"].date(), "band": row["band"] or UNSCORED, "leads": row["leads"]}
+        for row in aggregated
+    ]
+
+
+def feedback_by_band(filters: KpiFilters) -> dict[str, dict[str, int]]:
+    """Per band the lead was in when sales gave the verdict: {band: {"reviewed": leads with
+    any verdict, "bad": leads with at least one "bad" verdict}}."""
+    rows = (
+        Feedback.objects.filter(lead__in=cohort(filters).values("id"))
+        .values("band")
+        .annotate(
+            reviewed=Count("lead_id", distinct=True),
+            bad=Count("lead_id", distinct=True, filter=Q(verdict=Feedback.Verdict.BAD)),
+        )
+    )
+    return {
+        row["band"] or UNSCORED: {"reviewed": row["reviewed"], "bad": row["bad"]} for row in rows
+    }
+
+
+@dataclass(frozen=True)
+class BandDefinition:
+    name: str
+    min_score: float
+    qualifies: bool
+
+
+@dataclass(frozen=True)
+class BandScheme:
+    """The bands the KPIs are reported in: the live rule set's global bands (or those of the
+    version filtered on), lowest first, and which band names count as qualified."""
+
+    rule_set_version: int | None
+    bands: tuple[BandDefinition, ...]
+    qualifying_names: frozenset[str]
+    threshold: float | None
+    floor: float
+    ceiling: float
+
+
+def band_scheme(filters: KpiFilters) -> BandScheme:
+    """Bands of the live rule set, or of `filters.rule_set_version` when set. A band name
+    qualifies when its min_score is at or above its scope's (global or persona) qualifying
+    band; `threshold` is the global qualifying band's min_score."""
+    if filters.rule_set_version is not None:
+        rule_set = RuleSet.objects.filter(version=filters.rule_set_version).first()
+    else:
+        rule_set = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
+    if rule_set is None:
+        return BandScheme(None, (), frozenset(), None, 0.0, 100.0)
+    all_bands = list(Band.objects.filter(rule_set=rule_set).order_by("min_score", "id"))
+    thresholds: dict[str, float] = {}
+    for band in all_bands:
+        if band.qualifies:
+            current = thresholds.get(band.persona)
+            thresholds[band.persona] = (
+                band.min_score if current is None else min(current, band.min_score)
+            )
+    qualifying = frozenset(
+        band.name
+        for band in all_bands
+        if band.persona in thresholds and band.min_score >= thresholds[band.persona]
+    )
+    global_bands = tuple(
+        BandDefinition(b.name, b.min_score, b.min_score >= thresholds.get("", float("inf")))
+        for b in all_bands
+        if not b.persona
+    )
+    return BandScheme(
+        rule_set.version,
+        global_bands,
+        qualifying,
+        thresholds.get(""),
+        float(rule_set.floor),
+        float(rule_set.ceiling),
+    )
+
+
+def filter_choices() -> dict[str, list[Any]]:
+    """What the page's filter selects offer."""
+    from django.contrib.auth import get_user_model
+
+    user_model = get_user_model()
+    owner_ids = Lead.objects.exclude(owner=None).values("owner_id").distinct()
+    return {
+        "personas": list(
+            Lead.objects.exclude(persona="")
+            .values_list("persona", flat=True)
+            .distinct()
+            .order_by("persona")
+        ),
+        "sources": list(
+            Lead.objects.exclude(source="")
+            .values_list("source", flat=True)
+            .distinct()
+            .order_by("source")
+        ),
+        "owners": list(
+            user_model.objects.filter(id__in=owner_ids)
+            .order_by("username")
+            .values("id", "username")
+        ),
+        "versions": list(
+            RuleSet.objects.exclude(version=None)
+            .order_by("-version")
+            .values("version", "name", "status")
+        ),
+    }

@@ -1,0 +1,156 @@
+"""The KPI dashboard page (/kpis/) and its CSV exports (/kpis/export/<table>.csv).
+
+The page parses the filters, asks `KpiReport` for every KPI once, turns each into a plotly
+figure dict (`scoring.kpis.charts`) and hands the template prepared rows; `static/js/kpis.js`
+draws the figures from the JSON the template embeds with `json_script`."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from scoring.api.kpis import request_filters
+from scoring.kpis import charts
+from scoring.kpis.filters import KpiFilterError, KpiFilters, leads_queue_url
+from scoring.kpis.report import DEFINITIONS, SMALL_N, TABLES, KpiReport, table_rows
+from scoring.kpis.selectors import filter_choices
+from scoring.roles import require
+
+log = logging.getLogger(__name__)
+
+FORMULA_PREFIXES = ("=", "+", "-", "@")
+
+
+def csv_cell(value: Any) -> str:
+    """A value as a CSV cell that a spreadsheet will not run: text starting with = + - @ gets
+    a leading single quote (so does a negative number, which a spreadsheet shows as text;
+    the alternative is letting "-1+cmd|..." through). Floats keep full precision."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value) if isinstance(value, float) else str(value)
+    if text.startswith(FORMULA_PREFIXES) or text[:1] in ("\t", "\r"):
+        return "'" + text
+    return text
+
+
+def _fmt_rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+@require("view_kpis")
+@require_GET
+def kpi_dashboard(request: HttpRequest) -> HttpResponse:
+    try:
+        filters = request_filters(request)
+        errors: dict[str, str] = {}
+    except KpiFilterError as error:
+        errors = error.errors
+        filters = KpiFilters()
+    started = time.perf_counter()
+    report = KpiReport(filters)
+
+    def link_for(band: str | None) -> str:
+        return leads_queue_url(filters, band)
+
+    bands = report.bands()
+    funnel = report.funnel()
+    cycle = report.cycle()
+    qualification = report.qualification()
+    lift = report.lift()
+    calibration = report.calibration()
+    revenue = report.revenue()
+    entries = report.band_entries()
+    feedback = report.feedback()
+    figures = {
+        "fig-bands": charts.conversion_by_band(bands, link_for),
+        "fig-funnel": charts.funnel(funnel, link_for),
+        "fig-cycle": charts.cycle_box(cycle, link_for),
+        "fig-qualification": charts.qualification_curve(qualification),
+        "fig-lift": charts.lift_and_gains(lift),
+        "fig-calibration": charts.calibration(calibration),
+        "fig-revenue": charts.revenue_by_band(revenue, link_for),
+        "fig-entries": charts.band_entries_area(entries, [b["band"] for b in bands]),
+        "fig-feedback": charts.feedback_share(feedback, link_for),
+    }
+    log.info(
+        "kpis.dashboard.rendered leads=%s ms=%.0f",
+        sum(b["leads"] for b in bands),
+        (time.perf_counter() - started) * 1000,
+    )
+    querystring = filters.querystring()
+    context = {
+        "filters": filters,
+        "errors": errors,
+        "choices": filter_choices(),
+        "definitions": DEFINITIONS,
+        "small_n": SMALL_N,
+        "figures": figures,
+        "figure_ids": list(figures),
+        "exports": {name: _export_url(name, querystring) for name in TABLES},
+        "band_rows": [
+            {
+                **row,
+                "rate_text": _fmt_rate(row["conversion_rate"]),
+                "ci_text": (
+                    f"{row['ci_low']:.1%} to {row['ci_high']:.1%}"
+                    if row["ci_low"] is not None
+                    else "-"
+                ),
+                "small": row["leads"] < SMALL_N,
+                "url": link_for(None if row["band"] == "Unscored" else row["band"]),
+            }
+            for row in bands
+        ],
+        "funnel_rows": [
+            {**row, "rate_text": _fmt_rate(row["rate_from_previous"])} for row in funnel
+        ],
+        "cycle_rows": cycle,
+        "qualification": {
+            **qualification,
+            "precision_text": _fmt_rate(qualification["precision"]),
+            "recall_text": _fmt_rate(qualification["recall"]),
+        },
+        "lift": lift,
+        "calibration": calibration,
+        "feedback_rows": [
+            {**row, "share_text": _fmt_rate(row["bad_share"]), "small": row["reviewed"] < SMALL_N}
+            for row in feedback
+        ],
+        "entries_weeks": len({row["week"] for row in entries}),
+        "all_leads_url": link_for(None),
+    }
+    return render(request, "kpis/dashboard.html", context, status=400 if errors else 200)
+
+
+def _export_url(name: str, querystring: str) -> str:
+    url = f"/kpis/export/{name}.csv"
+    return f"{url}?{querystring}" if querystring else url
+
+
+@require("view_kpis")
+@require_GET
+def kpi_export(request: HttpRequest, table: str) -> HttpResponse:
+    """One dashboard table as CSV, for the same filters as the page."""
+    if table not in TABLES:
+        raise Http404(f"No KPI table named {table!r}.")
+    try:
+        filters = request_filters(request)
+    except KpiFilterError as error:
+        message = "; ".join(f"{k}: {v}" for k, v in error.errors.items())
+        return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
+    columns, rows = table_rows(KpiReport(filters), table)
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="kpi-{table}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([csv_cell(row.get(column)) for column in columns])
+    return response

@@ -396,3 +396,30 @@ class Feedback(models.Model):
             models.UniqueConstraint(fields=["lead", "author"], name="feedback_one_per_author")
         ]
         indexes = [models.Index(fields=["created_at"], name="feedback_created_idx")]
+
+
+class PreviewRun(models.Model):
+    """One impact preview: a draft scored over every lead beside the live rule set (the
+    baseline, none when nothing is live). The task records its progress here, and the
+    finished comparison as JSON (see `scoring.services.preview` for its shape)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    rule_set = models.ForeignKey(RuleSet, on_delete=models.CASCADE, related_name="previews")
+    baseline = models.ForeignKey(
+        RuleSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)

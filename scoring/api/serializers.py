@@ -1,0 +1,304 @@
+"""Input and output shapes of the ingestion and lead endpoints.
+
+Events are validated by :func:`parse_event_item`, a plain function, rather than by a DRF
+serializer per item: a batch of 10,000 events through DRF field machinery costs about ten
+times more than the insert itself (the ingest target is 20,000 events/s). The
+``EventInSerializer`` below describes the same shape for the OpenAPI schema only; the two are
+kept in step by tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from scoring.models import Lead, LifecycleStage
+from scoring.services.events import DEFAULT_SOURCE, EventInput
+from scoring.services.leads import LeadUpsert
+
+MAX_EVENTS_PER_REQUEST = 10_000
+# Events dated further ahead than this are a client clock or format bug, not behaviour.
+FUTURE_TOLERANCE = dt.timedelta(days=1)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def parse_timestamp(value: Any) -> dt.datetime:
+    """An ISO 8601 date-time that carries its time zone; raises ValueError otherwise."""
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string")
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 date-time") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError(f"{value!r} has no time zone (add Z or +00:00)")
+    return parsed
+
+
+def _text(
+    item: dict, name: str, reasons: list[str], *, max_length: int, required: bool = False
+) -> str | None:
+    value = item.get(name)
+    if value is None or value == "":
+        if required:
+            reasons.append(f"{name}: this field is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        reasons.append(f"{name}: must be a string")
+        return None
+    value = str(value).strip()
+    if not value:
+        if required:
+            reasons.append(f"{name}: this field is required")
+        return None
+    if len(value) > max_length:
+        reasons.append(f"{name}: at most {max_length} characters")
+        return None
+    return value
+
+
+def parse_event_item(
+    item: Any, *, now: dt.datetime, default_source: str = DEFAULT_SOURCE
+) -> tuple[EventInput | None, list[str]]:
+    """Validate one event of a batch: (the event, []) or (None, reasons)."""
+    if not isinstance(item, dict):
+        return None, ["each event must be a JSON object"]
+    reasons: list[str] = []
+    external_id = _text(item, "external_id", reasons, max_length=255, required=True)
+    source = _text(item, "source", reasons, max_length=40) or default_source
+    event_type = _text(item, "event_type", reasons, max_length=80, required=True)
+    occurred_at = None
+    if item.get("occurred_at") in (None, ""):
+        reasons.append("occurred_at: this field is required")
+    else:
+        try:
+            occurred_at = parse_timestamp(item["occurred_at"])
+        except ValueError as exc:
+            reasons.append(f"occurred_at: {exc}")
+        else:
+            if occurred_at > now + FUTURE_TOLERANCE:
+                reasons.append("occurred_at: is more than a day in the future")
+    email = _text(item, "email", reasons, max_length=254)
+    if email is not None and not _EMAIL.match(email):
+        reasons.append(f"email: {email!r} is not an email address")
+    lead_source = _text(item, "lead_source", reasons, max_length=40)
+    lead_external_id = _text(item, "lead_external_id", reasons, max_length=255)
+    if lead_source and not lead_external_id:
+        reasons.append("lead_external_id: required with lead_source")
+    if (
+        email is None
+        and lead_external_id is None
+        and not any(r.startswith(("email:", "lead_")) for r in reasons)
+    ):
+        reasons.append("lead: give email or lead_source + lead_external_id")
+    properties = item.get("properties")
+    if properties is None:
+        properties = {}
+    elif not isinstance(properties, dict):
+        reasons.append("properties: must be a JSON object")
+    if reasons:
+        return None, reasons
+    return (
+        EventInput(
+            external_id=external_id,
+            event_type=event_type,
+            occurred_at=occurred_at,
+            source=source,
+            properties=properties,
+            email=email,
+            lead_source=lead_source,
+            lead_external_id=lead_external_id,
+        ),
+        [],
+    )
+
+
+class EventInSerializer(serializers.Serializer):
+    """One event (schema only; validation is :func:`parse_event_item`)."""
+
+    external_id = serializers.CharField(
+        max_length=255, help_text="With source, the idempotency key."
+    )
+    source = serializers.CharField(max_length=40, required=False, default=DEFAULT_SOURCE)
+    event_type = serializers.CharField(max_length=80)
+    occurred_at = serializers.DateTimeField(help_text="ISO 8601 with a time zone.")
+    email = serializers.EmailField(required=False, help_text="Unknown emails create a lead.")
+    lead_source = serializers.CharField(max_length=40, required=False)
+    lead_external_id = serializers.CharField(max_length=255, required=False)
+    properties = serializers.DictField(required=False)
+
+
+class IngestErrorSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    external_id = serializers.CharField(required=False)
+    reasons = serializers.ListField(child=serializers.CharField())
+
+
+class IngestResultSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    duplicate = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    errors = IngestErrorSerializer(many=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Leads
+# --------------------------------------------------------------------------------------------
+
+
+class LeadUpsertSerializer(serializers.Serializer):
+    """A lead to create or update, found by ``identity_source`` + ``external_id`` or by email.
+    ``source`` is the lead source (marketing channel), not the system the id comes from."""
+
+    email = serializers.EmailField(required=False, allow_null=True, max_length=254)
+    identity_source = serializers.CharField(required=False, max_length=40, default="api")
+    external_id = serializers.CharField(required=False, max_length=255)
+    first_name = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    last_name = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    title = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    company = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    employees = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    industry = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    country = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    source = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    owner = serializers.SlugRelatedField(
+        slug_field="username",
+        queryset=get_user_model().objects.all(),
+        required=False,
+        allow_null=True,
+    )
+    lifecycle_stage = serializers.ChoiceField(choices=LifecycleStage.choices, required=False)
+    created_at = serializers.DateTimeField(required=False)
+    mql_at = serializers.DateTimeField(required=False, allow_null=True)
+    sql_at = serializers.DateTimeField(required=False, allow_null=True)
+    opportunity_at = serializers.DateTimeField(required=False, allow_null=True)
+    converted_at = serializers.DateTimeField(required=False, allow_null=True)
+    revenue = serializers.FloatField(required=False, allow_null=True)
+    attributes = serializers.DictField(required=False)
+
+    def __init__(self, *args: Any, updating: bool = False, **kwargs: Any) -> None:
+        self.updating = updating
+        super().__init__(*args, **kwargs)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not self.updating and not attrs.get("email") and not attrs.get("external_id"):
+            raise serializers.ValidationError("Give an email or an external_id.")
+        return attrs
+
+    def to_upsert(self) -> LeadUpsert:
+        """The validated body as a service input (``owner`` becomes ``owner_id``)."""
+        data = dict(self.validated_data)
+        identity_source = data.pop("identity_source", "api")
+        external_id = data.pop("external_id", None)
+        attributes = data.pop("attributes", {}) or {}
+        if "owner" in data:
+            owner = data.pop("owner")
+            if owner is not None:
+                data["owner_id"] = owner.pk
+        return LeadUpsert(
+            source=identity_source, external_id=external_id, values=data, attributes=attributes
+        )
+
+
+class LeadListSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", default=None, read_only=True)
+
+    class Meta:
+        model = Lead
+        fields = [
+            "id",
+            "email",
+            "first_name",
+            "last_name",
+            "title",
+            "company",
+            "source",
+            "owner",
+            "persona",
+            "lifecycle_stage",
+            "score",
+            "band",
+            "model_probability",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class LeadEventSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    source = serializers.CharField()
+    external_id = serializers.CharField()
+    event_type = serializers.CharField()
+    occurred_at = serializers.DateTimeField()
+    properties = serializers.DictField()
+
+
+class LeadDetailSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", default=None, read_only=True)
+    identities = serializers.SerializerMethodField()
+    merges = serializers.SerializerMethodField()
+    recent_events = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Lead
+        fields = [
+            "id",
+            "email",
+            "first_name",
+            "last_name",
+            "title",
+            "company",
+            "employees",
+            "industry",
+            "country",
+            "source",
+            "attributes",
+            "owner",
+            "lifecycle_stage",
+            "created_at",
+            "updated_at",
+            "mql_at",
+            "sql_at",
+            "opportunity_at",
+            "converted_at",
+            "disqualified_at",
+            "revenue",
+            "persona",
+            "score",
+            "band",
+            "breakdown",
+            "model_probability",
+            "rule_set_version",
+            "scored_at",
+            "qualified",
+            "identities",
+            "merges",
+            "recent_events",
+        ]
+        read_only_fields = fields
+
+    def get_identities(self, lead: Lead) -> list[dict[str, str]]:
+        return [
+            {"source": i.source, "external_id": i.external_id}
+            for i in lead.identities.order_by("source", "external_id")
+        ]
+
+    def get_merges(self, lead: Lead) -> list[dict[str, Any]]:
+        return list(
+            lead.merges.order_by("-merged_at").values(
+                "merged_lead_id",
+                "email",
+                "identities_moved",
+                "events_moved",
+                "merged_at",
+                "details",
+            )
+        )
+
+    def get_recent_events(self, lead: Lead) -> list[dict[str, Any]]:
+        events = lead.events.order_by("-occurred_at", "-id")[: self.context.get("events", 20)]
+        return LeadEventSerializer(events, many=True).data

@@ -1,0 +1,35 @@
+"""Fixtures for the ingestion tests: API clients per role, token clients, and a cleared
+throttle cache so rate counts never leak between tests."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # role_users hashes five passwords per test; the real hasher makes that seconds.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def api_as(role_users):
+    """api_as("ops") -> a DRF APIClient authenticated by a fresh token of that user."""
+
+    def make(username: str) -> APIClient:
+        token, _ = Token.objects.get_or_create(user=role_users[username])
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return make

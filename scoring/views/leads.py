@@ -1,0 +1,160 @@
+"""The lead queue, its CSV export, and the lead page."""
+
+from __future__ import annotations
+
+import csv
+from urllib.parse import urlencode
+
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from scoring.lead_queries import (
+    QueueCursor,
+    breakdown_rows,
+    export_rows,
+    filter_leads,
+    identities_by_source,
+    lead_events_page,
+    lead_merges,
+    lifecycle_timeline,
+    parse_queue_filters,
+    queue_filter_choices,
+    queue_page,
+    score_history_figure,
+    score_history_rows,
+    verdicts_by_lead,
+)
+from scoring.models import Feedback
+from scoring.roles import can, require
+from scoring.selectors import visible_leads
+from scoring.views.feedback import feedback_panel_context, is_htmx
+
+
+class _Echo:
+    """A file-like object whose write returns the line, so csv.writer can feed a stream."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+@require("view_leads")
+@require_GET
+def lead_queue(request: HttpRequest) -> HttpResponse:
+    """The leads the user may see, filtered and sorted by score, one keyset page at a time."""
+    filters, errors = parse_queue_filters(request.GET)
+    after = None
+    if request.GET.get("after"):
+        try:
+            after = QueueCursor.decode(request.GET["after"])
+        except ValueError:
+            errors["after"] = "That page link is not valid any more; showing the first page."
+    leads = filter_leads(visible_leads(request.user), filters)
+    page = queue_page(leads, after)
+    can_feedback = can(request.user, "give_feedback")
+    mine = verdicts_by_lead(request.user, [r["id"] for r in page.rows]) if can_feedback else {}
+    for row in page.rows:
+        row["mine"] = mine.get(row["id"])
+    params = filters.as_params()
+    query = urlencode(params)
+    # Filters that arrive from the feedback review's links have no picker on this page; they
+    # ride along as hidden fields so that refining the filter keeps them.
+    hidden = [(name, value) for name, value in params.items() if name in _REVIEW_FILTERS]
+    context = {
+        "filters": filters,
+        "filter_errors": errors,
+        "page": page,
+        "choices": queue_filter_choices(),
+        "sees_all": can(request.user, "view_all_leads"),
+        "can_give_feedback": can_feedback,
+        "reasons": Feedback.Reason.choices,
+        "reason_labels": dict(Feedback.Reason.choices),
+        "export_url": "/leads/export.csv" + (f"?{query}" if query else ""),
+        "next_url": "?" + urlencode({**params, "after": page.next_cursor})
+        if page.has_more
+        else None,
+        "first_url": "?" + query,
+        "hidden_filters": hidden,
+        "feedback_filter_text": _feedback_filter_text(params),
+    }
+    return render(request, "leads/queue.html", context)
+
+
+_REVIEW_FILTERS = ("feedback", "reason", "feedback_band", "flagged_from", "flagged_to", "rule")
+
+
+def _feedback_filter_text(params: dict[str, str]) -> str:
+    """A sentence saying which feedback filters apply, or "" when none do."""
+    if not any(name in params for name in _REVIEW_FILTERS):
+        return ""
+    parts = ["Showing leads"]
+    if "feedback" in params:
+        parts.append(f"flagged {params['feedback']}")
+    else:
+        parts.append("with feedback")
+    if "reason" in params:
+        parts.append(f"for “{dict(Feedback.Reason.choices)[params['reason']]}”")
+    if "feedback_band" in params:
+        parts.append(f"while in band {params['feedback_band']}")
+    if "flagged_from" in params:
+        parts.append(f"from {params['flagged_from']}")
+    if "flagged_to" in params:
+        parts.append(f"to {params['flagged_to']}")
+    if "rule" in params:
+        parts.append(f"whose breakdown includes “{params['rule']}”")
+    return " ".join(parts) + "."
+
+
+@require("view_leads")
+@require_GET
+def lead_export(request: HttpRequest) -> HttpResponse:
+    """The current filter's leads as CSV, streamed; cells are escaped against formula
+    injection. Filters with a problem are left out, as on the page."""
+    filters, _ = parse_queue_filters(request.GET)
+    leads = filter_leads(visible_leads(request.user), filters)
+    writer = csv.writer(_Echo())
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
+    response = StreamingHttpResponse(
+        (writer.writerow(row) for row in export_rows(leads)), content_type="text/csv"
+    )
+    response["Content-Disposition"] = f'attachment; filename="leads-{stamp}.csv"'
+    return response
+
+
+@require("view_leads")
+@require_GET
+def lead_detail(request: HttpRequest, lead_id: int) -> HttpResponse:
+    """One lead the user may see (404 otherwise): why it scored what it did, its events,
+    score history, lifecycle, identities, merges and feedback."""
+    lead = get_object_or_404(visible_leads(request.user).select_related("owner"), pk=lead_id)
+    events = lead_events_page(lead, request.GET.get("events_page"))
+    if is_htmx(request) and request.headers.get("HX-Target") == "timeline":
+        return render(request, "leads/detail.html#timeline", {"lead": lead, "events": events})
+    breakdown, total = breakdown_rows(lead.breakdown)
+    context = {
+        "lead": lead,
+        "breakdown": breakdown,
+        "breakdown_total": total,
+        "rounding_note": _rounding_note(lead.score, total, bool(breakdown)),
+        "events": events,
+        "history_figure": score_history_figure(lead),
+        "history_rows": score_history_rows(lead),
+        "stages": lifecycle_timeline(lead),
+        "identities": identities_by_source(lead),
+        "merges": lead_merges(lead),
+        **feedback_panel_context(request, lead),
+    }
+    return render(request, "leads/detail.html", context)
+
+
+def _rounding_note(score: int | None, total: float, has_entries: bool) -> str:
+    """How the sum of the contributions became the score, for the rep checking it."""
+    if score is None:
+        return "Not scored yet."
+    if not has_entries:
+        return f"No rule contributed; the score is {score}."
+    rounded = int(total + 0.5) if total >= 0 else -int(-total + 0.5)
+    if rounded == score:
+        return f"Sum {total:g}, rounded to the score {score}."
+    return f"Sum {total:g}, rounded to {rounded} and kept within the rule set's range: {score}."

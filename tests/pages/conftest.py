@@ -1,0 +1,21 @@
+import pytest
+
+from tests.pages.factories import ScoredLeadFactory
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """role_users hashes five passwords; the production hasher makes that seconds per test."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def rep_leads(role_users):
+    """Three leads of sales1 (scores 90, 60, 30) and one of sales2 (score 80)."""
+    sales1, sales2 = role_users["sales1"], role_users["sales2"]
+    return {
+        "hot": ScoredLeadFactory(owner=sales1, score=90, band="Hot", email="hot@acme.test"),
+        "mql": ScoredLeadFactory(owner=sales1, score=60, band="MQL", email="mql@beta.test"),
+        "warm": ScoredLeadFactory(owner=sales1, score=30, band="Warm", email="warm@gamma.test"),
+        "other": ScoredLeadFactory(owner=sales2, score=80, band="Hot", email="other@delta.test"),
+    }

@@ -1,0 +1,279 @@
+"""Bulk and real-time rescoring against the real database (and a real worker where it says)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from scoring.engine import aggregate_events
+from scoring.features import LeadSelection, read_behaviour, read_lead_columns
+from scoring.models import (
+    Event,
+    Lead,
+    LeadTransition,
+    PendingRescore,
+    RescoreChunk,
+    RescoreRun,
+    ScoreHistory,
+)
+from scoring.services import rescore
+from scoring.services.rescore import compiled_rule_set
+from scoring.services.rulesets import ruleset_import
+from tests.factories import EventFactory, LeadFactory
+
+NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+DOCUMENT = {
+    "name": "Test rules",
+    "bands": [
+        {"name": "Cold", "min_score": 0},
+        {"name": "Warm", "min_score": 25},
+        {"name": "MQL", "min_score": 50, "qualifies": True},
+        {"name": "Hot", "min_score": 80},
+    ],
+    "rules": [
+        {"kind": "attribute", "field": "employees", "op": "gte", "value": 200, "points": 10},
+        {"kind": "event", "event_type": "demo_request", "points": 20, "window_days": 30},
+        {
+            "kind": "event",
+            "event_type": "pricing_page_visit",
+            "points": 5,
+            "window_days": 30,
+            "half_life_days": 14,
+            "cap": 20,
+        },
+        {"kind": "inactivity", "days": 45, "points": -10},
+    ],
+}
+
+
+@pytest.fixture
+def live(db):
+    return ruleset_import(DOCUMENT, publish=True)
+
+
+def add_events(lead, event_type, days_ago, count=1):
+    for _ in range(count):
+        EventFactory(
+            lead=lead, event_type=event_type, occurred_at=NOW - dt.timedelta(days=days_ago)
+        )
+
+
+def test_sql_aggregates_equal_the_engines_numpy_reference(live):
+    rng = np.random.default_rng(7)
+    leads = LeadFactory.create_batch(12, created_at=NOW - dt.timedelta(days=200))
+    types = ["demo_request", "pricing_page_visit", "page_view"]
+    for lead in leads:
+        for _ in range(int(rng.integers(0, 8))):
+            EventFactory(
+                lead=lead,
+                event_type=types[int(rng.integers(0, 3))],
+                occurred_at=NOW - dt.timedelta(days=float(rng.uniform(-5, 80))),
+            )
+    compiled = compiled_rule_set(live)
+    selection = LeadSelection(first_id=leads[0].pk, last_id=leads[-1].pk)
+    columns = read_lead_columns(compiled, selection)
+    from_sql = read_behaviour(compiled, selection, columns.ids, columns.created_epoch, NOW)
+
+    events = list(Lead.objects.none())  # placeholder for type checkers
+
+    events = list(
+        Event.objects.order_by("id").values("lead_id", "event_type", "occurred_at", "properties")
+    )
+    position = {lead_id: i for i, lead_id in enumerate(columns.ids.tolist())}
+    reference = aggregate_events(
+        compiled,
+        np.array([position[e["lead_id"]] for e in events], dtype=np.int64),
+        np.array([e["event_type"] for e in events], dtype=object),
+        np.array([e["occurred_at"].timestamp() for e in events], dtype=np.float64),
+        [e["properties"] for e in events],
+        columns.created_epoch,
+        NOW.timestamp(),
+        columns.n,
+    )
+    np.testing.assert_array_equal(from_sql.counts, reference.counts)
+    np.testing.assert_allclose(from_sql.decayed, reference.decayed, rtol=1e-9)
+    np.testing.assert_allclose(
+        from_sql.days_since_activity, reference.days_since_activity, rtol=1e-9
+    )
+
+
+def test_a_bulk_rescore_writes_scores_bands_breakdowns_and_history(live):
+    hot = LeadFactory(employees=500, created_at=NOW - dt.timedelta(days=10))
+    add_events(hot, "demo_request", 2, count=3)
+    cold = LeadFactory(employees=10, created_at=NOW - dt.timedelta(days=100))
+
+    run = rescore.rescore_all(as_of=NOW, inline=True)
+
+    assert run.status == RescoreRun.Status.DONE
+    assert run.leads_scored == 2
+    hot.refresh_from_db()
+    cold.refresh_from_db()
+    assert (hot.score, hot.band) == (70, "MQL")
+    assert (cold.score, cold.band) == (0, "Cold")  # -10 inactivity clamped at the floor
+    assert hot.rule_set_version == live.version
+    demo = next(entry for entry in hot.breakdown if entry["kind"] == "event")
+    assert demo["count"] == 3
+    assert demo["points"] == 60
+    assert ScoreHistory.objects.filter(lead=hot, band="MQL", as_of=NOW).exists()
+
+
+def test_crossing_the_threshold_sets_mql_time_once_and_writes_an_outbox_row(live):
+    lead = LeadFactory(employees=500, created_at=NOW - dt.timedelta(days=10))
+    add_events(lead, "demo_request", 1, count=2)
+    rescore.rescore_all(as_of=NOW, inline=True)
+    lead.refresh_from_db()
+    assert lead.qualified and lead.mql_at == NOW
+    assert lead.lifecycle_stage == "mql"
+    assert LeadTransition.objects.filter(lead=lead, kind="qualified").count() == 1
+
+    later = NOW + dt.timedelta(days=5)
+    rescore.rescore_all(as_of=later, inline=True)
+    lead.refresh_from_db()
+    assert lead.mql_at == NOW  # set once
+    assert LeadTransition.objects.filter(lead=lead).count() == 1
+
+
+def test_falling_just_below_the_threshold_and_back_does_not_fire_again(live, settings):
+    settings.QUALIFY_HYSTERESIS_POINTS = 5
+    lead = LeadFactory(employees=10, created_at=NOW - dt.timedelta(days=10))
+    add_events(lead, "demo_request", 25, count=2)  # 40 points
+    add_events(lead, "pricing_page_visit", 0, count=2)  # 10 points, decaying
+    rescore.rescore_all(as_of=NOW, inline=True)
+    lead.refresh_from_db()
+    assert lead.score == 50 and lead.qualified
+
+    # Two days later the pricing visits have decayed a little: 49 points, within the margin.
+    rescore.rescore_all(as_of=NOW + dt.timedelta(days=2), inline=True)
+    lead.refresh_from_db()
+    assert lead.score < 50 and lead.qualified
+    # The demo requests leave the 30-day window: far below the threshold, it stops qualifying.
+    rescore.rescore_all(as_of=NOW + dt.timedelta(days=6), inline=True)
+    lead.refresh_from_db()
+    assert not lead.qualified
+    kinds = list(LeadTransition.objects.filter(lead=lead).values_list("kind", flat=True))
+    assert kinds == ["qualified", "unqualified"]
+
+
+def test_a_rescore_of_the_past_inserts_history_where_it_belongs(live):
+    lead = LeadFactory(employees=500, created_at=NOW - dt.timedelta(days=60))
+    add_events(lead, "demo_request", 5, count=2)  # within 30 days of NOW only
+    rescore.rescore_all(as_of=NOW, inline=True)
+    past = NOW - dt.timedelta(days=40)
+    rescore.rescore_all(as_of=past, inline=True)
+    timeline = list(
+        ScoreHistory.objects.filter(lead=lead).order_by("as_of").values_list("as_of", "band")
+    )
+    assert timeline == [(past, "Cold"), (NOW, "MQL")]
+
+
+def test_an_unchanged_band_writes_no_history_row(live):
+    lead = LeadFactory(employees=500, created_at=NOW - dt.timedelta(days=5))
+    rescore.rescore_all(as_of=NOW, inline=True)
+    rescore.rescore_all(as_of=NOW + dt.timedelta(hours=1), inline=True)
+    assert ScoreHistory.objects.filter(lead=lead).count() == 1
+
+
+def test_leads_are_split_into_chunks_and_a_done_chunk_is_not_redone(live, settings):
+    settings.RESCORE_CHUNK_SIZE = 100
+    LeadFactory.create_batch(250, created_at=NOW - dt.timedelta(days=5))
+    run = rescore.rescore_all(as_of=NOW, inline=True)
+    assert run.chunks_total == 3 and run.chunks_done == 3
+    assert run.leads_scored == 250
+    chunk = RescoreChunk.objects.filter(run=run).first()
+    assert rescore.rescore_chunk(chunk.pk).scored == chunk.leads_scored
+    run.refresh_from_db()
+    assert run.chunks_done == 3  # counted once
+
+
+def test_a_second_request_joins_the_run_under_way_instead_of_starting_another(live):
+    LeadFactory.create_batch(3)
+    first = rescore.rescore_all(inline=False)
+    second = rescore.rescore_all(inline=False)
+    assert first.pk == second.pk
+    assert RescoreRun.objects.filter(rule_set=live).count() == 1
+
+
+def test_a_failed_chunk_fails_its_run_but_keeps_the_other_chunks(live, settings):
+    settings.RESCORE_CHUNK_SIZE = 100
+    LeadFactory.create_batch(150)
+    run = rescore.rescore_all(inline=False)
+    chunks = list(run.chunks.order_by("id"))
+    rescore.rescore_chunk(chunks[0].pk)
+    rescore.rescore_chunk_failed(chunks[1].pk, "boom", final=True)
+    run.refresh_from_db()
+    assert run.status == RescoreRun.Status.FAILED
+    assert run.chunks_done == 1
+    assert RescoreChunk.objects.get(pk=chunks[0].pk).status == RescoreChunk.Status.DONE
+
+
+def test_request_rescore_marks_each_lead_once(live, django_capture_on_commit_callbacks):
+    lead = LeadFactory()
+    with django_capture_on_commit_callbacks() as callbacks:
+        rescore.request_rescore([lead.pk, lead.pk])
+        rescore.request_rescore([lead.pk])
+    assert PendingRescore.objects.filter(lead=lead).count() == 1
+    assert len(callbacks) == 1  # debounced: one task for the burst
+
+
+def test_marks_left_while_the_broker_was_down_are_rescored_by_the_sweep(live):
+    lead = LeadFactory(employees=500, created_at=timezone.now() - dt.timedelta(days=1))
+    rescore.request_rescore([lead.pk])
+    from scoring.tasks import rescore_pending_sweep_task
+
+    assert rescore_pending_sweep_task() == 1
+    lead.refresh_from_db()
+    assert lead.score == 10
+    assert not PendingRescore.objects.exists()
+
+
+def test_the_rescore_command_prints_a_json_summary(live, capsys):
+    LeadFactory.create_batch(2)
+    call_command("rescore", "--all", "--as-of", "2026-06-01T00:00:00Z")
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["scored"] == 2 and summary["status"] == "done"
+    assert summary["as_of"].startswith("2026-06-01T00:00:00")
+
+
+@pytest.mark.broker
+def test_an_event_stored_gets_its_lead_rescored_by_a_real_worker(celery_worker):
+    ruleset_import(DOCUMENT, publish=False)
+    from scoring.models import RuleSet
+    from scoring.services.rulesets import ruleset_publish
+
+    ruleset_publish(RuleSet.objects.get(), rescore=False)
+    lead = LeadFactory(employees=10, created_at=timezone.now() - dt.timedelta(days=3))
+    EventFactory(lead=lead, event_type="demo_request", occurred_at=timezone.now())
+    rescore.request_rescore([lead.pk])  # autocommit: enqueued at once
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        lead.refresh_from_db()
+        if lead.score is not None:
+            break
+        time.sleep(0.1)
+    assert lead.score == 20
+    assert not PendingRescore.objects.exists()
+
+
+@pytest.mark.broker
+def test_publishing_fans_out_chunk_tasks_that_a_real_worker_completes(celery_worker, settings):
+    settings.RESCORE_CHUNK_SIZE = 100
+    LeadFactory.create_batch(230, employees=500, created_at=timezone.now())
+    rule_set = ruleset_import(DOCUMENT, publish=True)  # rescore enqueued after commit
+    deadline = time.monotonic() + 60
+    run = None
+    while time.monotonic() < deadline:
+        run = RescoreRun.objects.filter(rule_set=rule_set).first()
+        if run and run.status == RescoreRun.Status.DONE:
+            break
+        time.sleep(0.2)
+    assert run is not None and run.status == RescoreRun.Status.DONE
+    assert run.chunks_total == 3 and run.leads_scored == 230
+    assert Lead.objects.filter(score=10).count() == 230

@@ -42,3 +42,5 @@ def rescore_pending_sweep_task() -> int:
     while claimed := rescore.rescore_pending():
         total += claimed
     return total
+
+from scoring.preview_tasks import preview_task  # noqa: E402, F401  (registered with the worker)

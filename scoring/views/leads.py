@@ -26,7 +26,7 @@ from scoring.lead_queries import (
     score_history_rows,
     verdicts_by_lead,
 )
-from scoring.models import Feedback
+from scoring.models import Feedback, Lead, RuleSet
 from scoring.roles import can, require
 from scoring.selectors import visible_leads
 from scoring.views.feedback import feedback_panel_context, is_htmx
@@ -136,7 +136,7 @@ def lead_detail(request: HttpRequest, lead_id: int) -> HttpResponse:
         "lead": lead,
         "breakdown": breakdown,
         "breakdown_total": total,
-        "rounding_note": _rounding_note(lead.score, total, bool(breakdown)),
+        "rounding_note": _rounding_note(lead, total, bool(breakdown)),
         "events": events,
         "history_figure": score_history_figure(lead),
         "history_rows": score_history_rows(lead),
@@ -148,8 +148,10 @@ def lead_detail(request: HttpRequest, lead_id: int) -> HttpResponse:
     return render(request, "leads/detail.html", context)
 
 
-def _rounding_note(score: int | None, total: float, has_entries: bool) -> str:
-    """How the sum of the contributions became the score, for the rep checking it."""
+def _rounding_note(lead: Lead, total: float, has_entries: bool) -> str:
+    """How the sum of the contributions became the score, for the rep checking it: rounded
+    half away from zero, then clamped to the scoring rule set's [floor, ceiling]."""
+    score = lead.score
     if score is None:
         return "Not scored yet."
     if not has_entries:
@@ -157,4 +159,17 @@ def _rounding_note(score: int | None, total: float, has_entries: bool) -> str:
     rounded = int(total + 0.5) if total >= 0 else -int(-total + 0.5)
     if rounded == score:
         return f"Sum {total:g}, rounded to the score {score}."
-    return f"Sum {total:g}, rounded to {rounded} and kept within the rule set's range: {score}."
+    bounds = (
+        RuleSet.objects.filter(version=lead.rule_set_version).values("floor", "ceiling").first()
+        if lead.rule_set_version is not None
+        else None
+    )
+    if bounds and min(max(rounded, bounds["floor"]), bounds["ceiling"]) == score:
+        return (
+            f"Sum {total:g}, rounded to {rounded} and kept within the rule set's range "
+            f"[{bounds['floor']:g}, {bounds['ceiling']:g}]: {score}."
+        )
+    return (
+        f"Sum {total:g}: the stored score {score} does not follow from this breakdown; "
+        "the lead may be waiting for a rescore."
+    )

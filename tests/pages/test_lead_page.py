@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from scoring.lead_queries import breakdown_line, breakdown_rows
-from scoring.models import LeadMerge
+from scoring.models import LeadMerge, RuleSet
 from tests.factories import EventFactory, IdentityFactory
 from tests.pages.factories import FeedbackFactory, ScoredLeadFactory, ScoreHistoryFactory
 
@@ -66,15 +66,22 @@ def test_the_page_shows_score_band_persona_probability_and_the_breakdown(client_
 
 
 def test_the_rounding_note_says_when_the_score_was_clamped(client_as, role_users):
+    RuleSet.objects.create(name="live", status="published", version=1, floor=0, ceiling=100)
     lead = ScoredLeadFactory(
         owner=role_users["sales1"],
         score=0,
         breakdown=[{"kind": "inactivity", "label": "no activity", "points": -10}],
     )
     response = client_as("sales1").get(f"/leads/{lead.pk}/")
-    assert "Sum -10, rounded to -10 and kept within the rule set&#x27;s range: 0." in (
+    assert "Sum -10, rounded to -10 and kept within the rule set&#x27;s range [0, 100]: 0." in (
         response.content.decode()
     )
+
+
+def test_the_rounding_note_admits_a_breakdown_that_does_not_add_up(client_as, role_users):
+    lead = ScoredLeadFactory(owner=role_users["sales1"], score=88)
+    response = client_as("sales1").get(f"/leads/{lead.pk}/")
+    assert "does not follow from this breakdown" in response.context["rounding_note"]
 
 
 def test_the_score_history_is_a_plotly_figure_passed_as_json(client_as, lead):

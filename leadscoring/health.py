@@ -17,9 +17,9 @@ def check_database() -> str | None:
     return None
 
 
-def check_broker() -> str | None:
+def check_broker(url: str | None = None) -> str | None:
     try:
-        with celery_app.connection_for_write() as conn:
+        with celery_app.connection_for_write(url) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
     except Exception as exc:
         return f"broker: {exc.__class__.__name__}"

@@ -1,0 +1,1 @@
+"""`make bench`: the project's benchmark (see bench/__main__.py)."""

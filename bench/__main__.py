@@ -1,0 +1,250 @@
+"""`make bench`: builds a fresh PostgreSQL database with the demo generator, then measures each
+path of DESIGN.md §7 and writes bench/results.json and bench/results.md.
+
+Defaults: 1,000,000 leads, 10 events per lead, 40 rules; `--quick` (make bench QUICK=1) uses
+100,000 leads. Timings are medians of `--repeat` runs, with min and max as the spread."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench"
+
+
+def run_job(name: str, env: dict[str, str]) -> dict:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.jobs", name],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"bench job {name} failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def recreate_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def prepare(env: dict[str, str], leads: int, events_per_lead: float, rules: int) -> dict:
+    """Migrate, generate the demo company at scale, publish the benchmark rule set."""
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    script = f"""
+import json, time
+import django
+django.setup()
+from django.contrib.auth.models import Group, User
+from scoring.demo.seed import DEMO_USERS
+from scoring.demo.writer import generate_and_write
+from scoring.services.rulesets import ruleset_import
+from bench.ruleset import bench_ruleset
+owners = []
+for username, first, last, role in DEMO_USERS:
+    user = User.objects.create_user(username, password="bench-only")
+    user.groups.add(Group.objects.get(name=role))
+    if role == "sales":
+        owners.append(user.pk)
+started = time.perf_counter()
+summary = generate_and_write({leads}, seed=1, events_per_lead={events_per_lead}, owners=owners)
+generate_seconds = time.perf_counter() - started
+ruleset_import(bench_ruleset({rules}), publish=False)
+from scoring.models import RuleSet
+from scoring.services.rulesets import ruleset_publish
+ruleset_publish(RuleSet.objects.get(), rescore=False)
+from django.db import connection
+with connection.cursor() as cursor:
+    cursor.execute("ANALYZE")
+print(json.dumps({{"leads": summary["leads"], "events": summary["events"], "seconds": generate_seconds}}))
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "leadscoring.settings"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"data generation failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def summarise(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--leads", type=int, default=1_000_000)
+    parser.add_argument("--events-per-lead", type=float, default=10.0)
+    parser.add_argument("--rules", type=int, default=40)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="100,000 leads")
+    parser.add_argument(
+        "--admin-url",
+        default=os.environ.get("BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    parser.add_argument("--database", default="leadscoring_bench")
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args()
+    if args.quick:
+        args.leads = 100_000
+
+    recreate_database(args.admin_url, args.database)
+    base = args.admin_url.rsplit("/", 1)[0]
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"{base}/{args.database}",
+        "DEBUG": "true",
+        "CELERY_BROKER_URL": os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/11"),
+        "LOG_LEVEL": "WARNING",
+    }
+    started = time.perf_counter()
+    data = prepare(env, args.leads, args.events_per_lead, args.rules)
+    print(
+        f"generated {data['leads']} leads, {data['events']} events in {data['seconds']:.1f} s",
+        flush=True,
+    )
+
+    results: list[dict] = [
+        {
+            "name": "demo data generation (COPY)",
+            "value": round(data["seconds"], 2),
+            "unit": "s",
+            "target": None,
+            "leads": data["leads"],
+            "events": data["events"],
+        },
+    ]
+    rescore_runs, floor_runs, rescore_rss, floor_rss = [], [], [], []
+    for _ in range(args.repeat):
+        floor = run_job("floor", env)
+        floor_runs.append(floor["seconds"])
+        floor_rss.append(floor["peak_rss_mb"])
+        product = run_job("rescore", env)
+        rescore_runs.append(product["seconds"])
+        rescore_rss.append(product["peak_rss_mb"])
+        print(f"rescore {product['seconds']:.1f} s, floor {floor['seconds']:.1f} s", flush=True)
+    r, f = summarise(rescore_runs), summarise(floor_runs)
+    results.append(
+        {
+            "name": "full rescore (read features, score, write back)",
+            "value": round(r["median"], 2),
+            "unit": "s",
+            "target": "within 2x of floor",
+            "floor": round(f["median"], 2),
+            "ratio": round(r["median"] / f["median"], 2),
+            "spread": [round(r["min"], 2), round(r["max"], 2)],
+            "floor_spread": [round(f["min"], 2), round(f["max"], 2)],
+        }
+    )
+    results.append(
+        {
+            "name": "peak memory, full rescore",
+            "value": round(max(rescore_rss)),
+            "unit": "MB",
+            "target": "< 1500",
+        }
+    )
+    kpis = [run_job("kpis", env) for _ in range(args.repeat)]
+    results.append(
+        {
+            "name": "KPI dashboard data p95",
+            "value": round(statistics.median(k["p95_ms"] for k in kpis), 1),
+            "unit": "ms",
+            "target": "< 500",
+            "spread": [
+                round(min(k["p95_ms"] for k in kpis), 1),
+                round(max(k["p95_ms"] for k in kpis), 1),
+            ],
+        }
+    )
+    pages = [run_job("lead_list", env) for _ in range(args.repeat)]
+    results.append(
+        {
+            "name": "lead list page p95 (filters, sorting)",
+            "value": round(statistics.median(p["p95_ms"] for p in pages), 1),
+            "unit": "ms",
+            "target": "< 200",
+            "spread": [
+                round(min(p["p95_ms"] for p in pages), 1),
+                round(max(p["p95_ms"] for p in pages), 1),
+            ],
+        }
+    )
+    not_yet = [
+        ("event ingest through the REST API, batches of 1,000", "events/s", ">= 20000"),
+        ("one event in -> new score stored, p95", "ms", "< 300"),
+        ("impact preview of a draft", "s", "< 15"),
+        ("model training on 200,000 leads", "s", "< 60"),
+        ("scoring 1,000,000 leads with the active model", "s", "< 10"),
+        ("CSV import of 100,000 leads", "s", "< 10"),
+    ]
+    for name, unit, target in not_yet:
+        results.append(
+            {
+                "name": name,
+                "value": None,
+                "unit": unit,
+                "target": target,
+                "note": "not measured yet by make bench",
+            }
+        )
+
+    machine = {
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "leads": data["leads"],
+        "events": data["events"],
+        "rules": args.rules,
+        "repeat": args.repeat,
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+    }
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    (out / "results.json").write_text(
+        json.dumps({"machine": machine, "results": results}, indent=2)
+    )
+    lines = [
+        f"Machine: {machine['cores']} cores, {machine['memory_gb']} GB; {machine['leads']:,} leads, "
+        f"{machine['events']:,} events, {machine['rules']} rules; medians of {machine['repeat']} runs (min–max).",
+        "",
+        "| path | value | target | floor | ratio | spread |",
+        "|---|---|---|---|---|---|",
+    ]
+    for item in results:
+        value = "not measured yet" if item["value"] is None else f"{item['value']} {item['unit']}"
+        spread = "–".join(str(v) for v in item.get("spread", [])) or ""
+        lines.append(
+            f"| {item['name']} | {value} | {item.get('target') or ''} | "
+            f"{item.get('floor', '')} | {item.get('ratio', '')} | {spread} |"
+        )
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

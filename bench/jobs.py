@@ -1,0 +1,99 @@
+"""One measured job per process, so each bulk job's peak memory (ru_maxrss) is its own.
+
+`python -m bench.jobs NAME [ARGS]` prints one JSON object. The database comes from
+DATABASE_URL, set by bench/__main__.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leadscoring.settings")
+os.environ.setdefault("DEBUG", "true")
+
+import django
+
+django.setup()
+
+from django.contrib.auth.models import User  # noqa: E402
+from django.test import Client  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def job_rescore() -> dict:
+    from scoring.services.rescore import rescore_all
+
+    started = time.perf_counter()
+    run = rescore_all(inline=True)
+    return {"seconds": time.perf_counter() - started, "scored": run.leads_scored}
+
+
+def job_floor() -> dict:
+    from bench.floor import rescore_floor
+    from scoring.selectors import live_rule_set
+    from scoring.services.rulesets import ruleset_export
+
+    document = ruleset_export(live_rule_set())
+    started = time.perf_counter()
+    parts = rescore_floor(document)
+    return {"seconds": time.perf_counter() - started, "parts": parts}
+
+
+def _latencies(client: Client, urls: list[str], rounds: int) -> dict:
+    for url in urls:  # warm caches and connections
+        response = client.get(url)
+        assert response.status_code == 200, (url, response.status_code)
+    samples = []
+    for _ in range(rounds):
+        for url in urls:
+            started = time.perf_counter()
+            client.get(url)
+            samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return {
+        "p50_ms": statistics.median(samples),
+        "p95_ms": samples[int(0.95 * (len(samples) - 1))],
+        "n": len(samples),
+    }
+
+
+def job_kpis(rounds: int = 10) -> dict:
+    client = Client()
+    client.force_login(User.objects.get(username="manager"))
+    urls = [
+        "/api/v1/kpis/bands/?start=2000-01-01&end=2100-01-01",
+        "/api/v1/kpis/funnel/?start=2000-01-01&end=2100-01-01",
+        "/api/v1/kpis/qualification/?start=2000-01-01&end=2100-01-01",
+        "/api/v1/kpis/lift/?start=2000-01-01&end=2100-01-01",
+        "/api/v1/kpis/revenue/?start=2000-01-01&end=2100-01-01",
+    ]
+    return _latencies(client, urls, rounds)
+
+
+def job_lead_list(rounds: int = 10) -> dict:
+    manager = Client()
+    manager.force_login(User.objects.get(username="manager"))
+    rep = Client()
+    rep.force_login(User.objects.get(username="sales1"))
+    urls = ["/leads/", "/leads/?band=Hot", "/leads/?band=MQL&persona=Developer", "/leads/?q=acme"]
+    result_manager = _latencies(manager, urls, rounds)
+    result_rep = _latencies(rep, ["/leads/", "/leads/?band=Warm"], rounds)
+    worst = max(result_manager["p95_ms"], result_rep["p95_ms"])
+    return {"p95_ms": worst, "manager": result_manager, "sales_rep": result_rep}
+
+
+JOBS = {"rescore": job_rescore, "floor": job_floor, "kpis": job_kpis, "lead_list": job_lead_list}
+
+
+if __name__ == "__main__":
+    name = sys.argv[1]
+    result = JOBS[name]()
+    result["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(result))

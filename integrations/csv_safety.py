@@ -1,15 +1,26 @@
-"""CSV cells that spreadsheets would run as formulas are neutralised on the way out."""
+"""Formula-injection escaping for CSV exports.
+
+Spreadsheet programs run a cell that begins with ``=``, ``+``, ``-`` or ``@`` (and, in some,
+a tab or carriage return) as a formula, so a lead named ``=HYPERLINK(...)`` would execute in
+the exporter's spreadsheet. Every CSV export passes its cells through :func:`safe_cell`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def safe_cell(value: Any) -> Any:
-    """A text cell beginning with = + - @ (or a tab / carriage return) gets a leading single
-    quote so a spreadsheet shows it as text; other values pass through unchanged."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+    """The value to write into a CSV cell: text beginning with a formula trigger gets a
+    leading single quote; numbers, booleans, None and other text are returned unchanged (a
+    negative number is data, not a formula)."""
+    if isinstance(value, str) and value.startswith(_TRIGGERS):
         return "'" + value
     return value
+
+
+def safe_row(values: list[Any] | tuple[Any, ...]) -> list[Any]:
+    """safe_cell applied to every cell of a row."""
+    return [safe_cell(value) for value in values]

@@ -1,0 +1,185 @@
+"""Tables of the integrations app."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class ImportJob(models.Model):
+    """One file uploaded on the import page: what it is, how far its import has got, and
+    what came of it (the same summary the import commands print)."""
+
+    class Kind(models.TextChoices):
+        LEADS = "leads", "Leads"
+        EVENTS = "events", "Events"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        ROLLED_BACK = "rolled_back", "Rolled back (atomic, rows rejected)"
+        FAILED = "failed", "Failed"
+
+    file_name = models.CharField(max_length=255)
+    # Where the upload is stored, relative to MEDIA_ROOT; removed once the import finishes.
+    stored_path = models.CharField(max_length=500, blank=True, default="")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    source = models.CharField(max_length=40, blank=True, default="")
+    mapping = models.CharField(max_length=100, blank=True, default="")
+    atomic = models.BooleanField(default=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    rows_total = models.IntegerField(default=0)
+    rows_done = models.IntegerField(default=0)
+    created = models.IntegerField(default=0)
+    updated = models.IntegerField(default=0)
+    unchanged = models.IntegerField(default=0)
+    rejected = models.IntegerField(default=0)
+    # The first rejected lines, [{"line", "reasons"}], and a file-level failure.
+    errors = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} import {self.file_name} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        if self.status in (self.Status.DONE, self.Status.ROLLED_BACK, self.Status.FAILED):
+            return 100
+        return int(100 * self.rows_done / self.rows_total) if self.rows_total else 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.ROLLED_BACK, self.Status.FAILED)
+
+
+# --------------------------------------------------------------------------------------------
+# Vendor connections and their sync runs (Salesforce, HubSpot, Mixpanel)
+# --------------------------------------------------------------------------------------------
+
+
+class Vendor(models.TextChoices):
+    SALESFORCE = "salesforce", "Salesforce"
+    HUBSPOT = "hubspot", "HubSpot"
+    MIXPANEL = "mixpanel", "Mixpanel"
+
+
+#: Vendors that scores can be written back to.
+CRM_VENDORS = (Vendor.SALESFORCE, Vendor.HUBSPOT)
+
+
+class Connection(models.Model):
+    """One vendor connection: its page-configured settings, its encrypted secrets, where its
+    sync stands (the cursor) and whether a run holds it.
+
+    ``options`` holds non-secret settings entered on the page (they override the
+    environment); ``secrets`` is a MultiFernet token of a JSON object (never clear text).
+    ``current_run`` is the claim: set by a conditional UPDATE only while it is NULL, so two
+    workers never sync the same connection at once."""
+
+    vendor = models.CharField(max_length=20, choices=Vendor.choices, unique=True)
+    enabled = models.BooleanField(default=True)
+    options = models.JSONField(default=dict, blank=True)
+    secrets = models.TextField(blank=True, default="")
+    cursor = models.TextField(null=True, blank=True)
+    current_run = models.ForeignKey(
+        "SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # A spent daily API quota: no run starts before this time.
+    paused_until = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.CharField(max_length=300, blank=True, default="")
+    # The latest usage the vendor reported ({"api_used", "api_limit", "throttle", ...}).
+    api_usage = models.JSONField(default=dict, blank=True)
+    last_test_at = models.DateTimeField(null=True, blank=True)
+    last_test_ok = models.BooleanField(null=True, blank=True)
+    last_test_message = models.CharField(max_length=500, blank=True, default="")
+    # Summary of the latest score push ({"pushed", "failed", "errors", "finished_at"}).
+    last_push = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.get_vendor_display()
+
+
+class SyncRun(models.Model):
+    """One sync of one connection: its counts, cursors, API usage and outcome.
+
+    ``fetched = created + updated + unchanged + deleted + failed`` once the run is over.
+    ``failures`` keeps the first failed records as ``{"id", "reason", "line"}``."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        # Stopped at its time budget; a follow-up run continues from the cursor.
+        PARTIAL = "partial", "Partial (continues)"
+        FAILED = "failed", "Failed"
+        RATE_LIMITED = "rate_limited", "Rate limited (retrying)"
+        PAUSED = "paused", "Paused (daily API limit)"
+        ABANDONED = "abandoned", "Abandoned (worker stopped)"
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="runs")
+    full = models.BooleanField(default=False)
+    trigger = models.CharField(max_length=20, blank=True, default="")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    batches = models.IntegerField(default=0)
+    fetched = models.IntegerField(default=0)
+    created = models.IntegerField(default=0)
+    updated = models.IntegerField(default=0)
+    unchanged = models.IntegerField(default=0)
+    deleted = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+    failures = models.JSONField(default=list, blank=True)
+    cursor_before = models.TextField(null=True, blank=True)
+    cursor_after = models.TextField(null=True, blank=True)
+    api_usage = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+    # "transient", "rate_limited", "daily_limit", "auth", "permanent", "abandoned", "internal"
+    error_kind = models.CharField(max_length=20, blank=True, default="")
+    retry_after = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            models.Index(fields=["connection", "-started_at"], name="syncrun_conn_started_idx"),
+            models.Index(fields=["status", "heartbeat_at"], name="syncrun_status_beat_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection.vendor} sync {self.pk} ({self.status})"
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == self.Status.RUNNING
+
+    @property
+    def duration_seconds(self) -> float | None:
+        end = self.finished_at or (timezone.now() if self.is_running else None)
+        return (end - self.started_at).total_seconds() if end else None
+
+
+class WebhookDelivery(models.Model):
+    """A webhook event id already received, so a replayed delivery is ignored."""
+
+    source = models.CharField(max_length=20)
+    event_id = models.CharField(max_length=100)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "event_id"], name="webhook_event_uniq")
+        ]
+        indexes = [models.Index(fields=["received_at"], name="webhook_received_idx")]

@@ -30,18 +30,16 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from scoring.api.serializers import (
-    MAX_EVENTS_PER_REQUEST,
     EventInSerializer,
     IngestResultSerializer,
     LeadDetailSerializer,
     LeadListSerializer,
     LeadUpsertSerializer,
-    parse_event_item,
 )
 from scoring.models import Lead, LifecycleStage
 from scoring.roles import HasCapability
 from scoring.selectors import visible_leads
-from scoring.services.events import events_ingest
+from scoring.services.events import MAX_EVENTS_PER_REQUEST, events_ingest, parse_event_item
 from scoring.services.leads import lead_update, lead_upsert
 
 

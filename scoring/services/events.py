@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,112 @@ class IngestResult:
     rejected: list[tuple[int, list[str]]] = field(default_factory=list)
     lead_ids: list[int] = field(default_factory=list)
     leads_created: int = 0
+
+
+MAX_EVENTS_PER_REQUEST = 10_000
+# Events dated further ahead than this are a client clock or format bug, not behaviour.
+FUTURE_TOLERANCE = dt.timedelta(days=1)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def parse_timestamp(value: Any, *, naive_tz: dt.tzinfo | None = None) -> dt.datetime:
+    """An ISO 8601 date-time (or date, meaning midnight). One without a time zone is read in
+    ``naive_tz`` when given (file imports) and refused otherwise (the API); raises
+    ValueError with a readable reason."""
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string")
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 date-time") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        if naive_tz is None:
+            raise ValueError(f"{value!r} has no time zone (add Z or +00:00)")
+        parsed = parsed.replace(tzinfo=naive_tz)
+    return parsed
+
+
+def _text(
+    item: dict, name: str, reasons: list[str], *, max_length: int, required: bool = False
+) -> str | None:
+    value = item.get(name)
+    if value is None or value == "":
+        if required:
+            reasons.append(f"{name}: this field is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        reasons.append(f"{name}: must be a string")
+        return None
+    value = str(value).strip()
+    if not value:
+        if required:
+            reasons.append(f"{name}: this field is required")
+        return None
+    if len(value) > max_length:
+        reasons.append(f"{name}: at most {max_length} characters")
+        return None
+    return value
+
+
+def parse_event_item(
+    item: Any,
+    *,
+    now: dt.datetime,
+    default_source: str = DEFAULT_SOURCE,
+    naive_tz: dt.tzinfo | None = None,
+) -> tuple[EventInput | None, list[str]]:
+    """Validate one raw event (API item or import row): (the event, []) or (None, reasons).
+    Reasons read ``field: problem``."""
+    if not isinstance(item, dict):
+        return None, ["each event must be a JSON object"]
+    reasons: list[str] = []
+    external_id = _text(item, "external_id", reasons, max_length=255, required=True)
+    source = _text(item, "source", reasons, max_length=40) or default_source
+    event_type = _text(item, "event_type", reasons, max_length=80, required=True)
+    occurred_at = None
+    if item.get("occurred_at") in (None, ""):
+        reasons.append("occurred_at: this field is required")
+    else:
+        try:
+            occurred_at = parse_timestamp(item["occurred_at"], naive_tz=naive_tz)
+        except ValueError as exc:
+            reasons.append(f"occurred_at: {exc}")
+        else:
+            if occurred_at > now + FUTURE_TOLERANCE:
+                reasons.append("occurred_at: is more than a day in the future")
+    email = _text(item, "email", reasons, max_length=254)
+    if email is not None and not _EMAIL.match(email):
+        reasons.append(f"email: {email!r} is not an email address")
+    lead_source = _text(item, "lead_source", reasons, max_length=40)
+    lead_external_id = _text(item, "lead_external_id", reasons, max_length=255)
+    if lead_source and not lead_external_id:
+        reasons.append("lead_external_id: required with lead_source")
+    if (
+        email is None
+        and lead_external_id is None
+        and not any(r.startswith(("email:", "lead_")) for r in reasons)
+    ):
+        reasons.append("lead: give email or lead_source + lead_external_id")
+    properties = item.get("properties")
+    if properties is None:
+        properties = {}
+    elif not isinstance(properties, dict):
+        reasons.append("properties: must be a JSON object")
+    if reasons:
+        return None, reasons
+    return (
+        EventInput(
+            external_id=external_id,
+            event_type=event_type,
+            occurred_at=occurred_at,
+            source=source,
+            properties=properties,
+            email=email,
+            lead_source=lead_source,
+            lead_external_id=lead_external_id,
+        ),
+        [],
+    )
 
 
 def events_ingest(events: Sequence[EventInput], *, atomic: bool = False) -> IngestResult:

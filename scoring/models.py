@@ -423,3 +423,57 @@ class PreviewRun(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+
+class MLModel(models.Model):
+    """One trained model of the predictive score (DESIGN.md §4): the training run's progress
+    while it trains, then the artifact's metadata. The artifact itself (the whole
+    scikit-learn estimator, saved with joblib) lives under VAR_DIR/models; `artifact_sha256`
+    and the library versions guard loading it. At most one model is active."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        TRAINING = "training", "Training"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    run_key = models.CharField(max_length=36, db_index=True)
+    algorithm = models.CharField(max_length=40)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0)
+    message = models.CharField(max_length=200, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    label_stage = models.CharField(max_length=20, default="customer")
+    label = models.CharField(max_length=200, blank=True, default="")
+    horizon_days = models.IntegerField(null=True, blank=True)
+    cutoff = models.DateTimeField(null=True, blank=True)
+    train_start = models.DateTimeField(null=True, blank=True)
+    train_end = models.DateTimeField(null=True, blank=True)
+    split = models.CharField(max_length=40, blank=True, default="")
+    n_train = models.IntegerField(default=0)
+    n_test = models.IntegerField(default=0)
+    features = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    sklearn_version = models.CharField(max_length=40, blank=True, default="")
+    numpy_version = models.CharField(max_length=40, blank=True, default="")
+    artifact_path = models.CharField(max_length=300, blank=True, default="")
+    artifact_sha256 = models.CharField(max_length=64, blank=True, default="")
+    is_active = models.BooleanField(default=False)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_active"], condition=Q(is_active=True), name="one_active_ml_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.algorithm} #{self.pk}"

@@ -27,6 +27,12 @@ def _literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''").lower() + "'"
 
 
+def _text_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "'true'" if value else "'false'"
+    return "'" + str(value).replace("'", "''").strip().lower() + "'"
+
+
 def _column(field: str) -> str:
     if field == "email_domain_type":
         free = ", ".join(_literal(d) for d in sorted(FREE_EMAIL_DOMAINS) if "*" not in d)
@@ -45,11 +51,11 @@ def _predicate(field: str, op: str, value: Any) -> str:
     if op == "is_set":
         return f"coalesce(trim({column}::text), '') <> ''"
     if op == "eq":
-        return f"{text} = {_literal(value)}"
+        return f"{text} = {_text_literal(value)}"
     if op == "in":
-        return f"{text} IN ({', '.join(_literal(v) for v in value)})"
+        return f"{text} IN ({', '.join(_text_literal(v) for v in value)})"
     if op == "contains":
-        return f"position({_literal(value)} in {text}) > 0"
+        return f"position({_text_literal(value)} in {text}) > 0"
     raise ValueError(f"the floor does not support {op}")
 
 

@@ -11,3 +11,86 @@ from integrations.imports import import_job_run
 def import_file_task(job_id: int) -> None:
     """Run one uploaded file's import (safe to deliver twice: the job is claimed)."""
     import_job_run(job_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Vendor syncs and score write-back
+# --------------------------------------------------------------------------------------------
+
+from django.db import InterfaceError, OperationalError  # noqa: E402
+
+from integrations import config as integration_config  # noqa: E402
+from integrations import services as sync_services  # noqa: E402
+from integrations.connectors.base import RateLimited, TransientError  # noqa: E402
+
+_RETRY = {
+    "acks_late": True,
+    "autoretry_for": (TransientError, OperationalError, InterfaceError),
+    "retry_backoff": 5,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
+
+@shared_task(bind=True, **_RETRY)
+def sync_task(self, vendor: str, full: bool = False, trigger: str = "schedule") -> int | None:
+    """Sync one vendor for at most the time budget; continue in a follow-up task.
+
+    A busy or paused connection is skipped (the schedule comes back); a burst rate limit is
+    retried after the vendor's ``retry_after``; an exhausted transient error retries with
+    backoff."""
+    if trigger == "schedule" and not sync_services.connection_get(vendor).enabled:
+        return None
+    try:
+        run = sync_services.sync_run(
+            vendor,
+            full=full,
+            trigger=trigger,
+            time_budget=integration_config.sync_time_budget() or None,
+        )
+    except sync_services.SyncNotStarted:
+        return None
+    if run.status == run.Status.PARTIAL:
+        # The cursor is committed: the follow-up continues incrementally from it.
+        sync_task.delay(vendor, False, "continue")
+    elif run.status == run.Status.RATE_LIMITED:
+        raise self.retry(countdown=run.retry_after or 10, max_retries=10)
+    elif run.error_kind == "transient":
+        raise TransientError(run.error)
+    return run.pk
+
+
+@shared_task(bind=True, **_RETRY)
+def push_scores_task(self, vendor: str) -> int:
+    """Push changed scores to one CRM; a burst rate limit retries after ``retry_after``."""
+    try:
+        return sync_services.push_scores(vendor)["pushed"]
+    except RateLimited as exc:
+        if exc.scope == "burst":
+            raise self.retry(countdown=exc.retry_after, max_retries=10) from exc
+        return 0
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def push_scores_after_rescore_task(run_id: int | None = None) -> list[str]:
+    """After a bulk rescore: enqueue a push to every configured, enabled CRM."""
+    vendors = sync_services.push_vendors_configured()
+    for vendor in vendors:
+        push_scores_task.delay(vendor)
+    return vendors
+
+
+@shared_task(bind=True, acks_late=True, max_retries=20, autoretry_for=(TransientError,))
+def hubspot_webhook_sync_task(self, object_ids: list[str]) -> int | None:
+    """An incremental HubSpot sync for contacts a webhook named. If a sync is already
+    running it may have passed them, so try again shortly rather than drop the change."""
+    try:
+        run = sync_services.sync_run("hubspot", trigger="webhook")
+    except sync_services.SyncBusy as exc:
+        raise self.retry(countdown=30) from exc
+    except sync_services.SyncNotStarted:
+        return None
+    if run.status == run.Status.RATE_LIMITED:
+        raise self.retry(countdown=run.retry_after or 10)
+    return run.pk

@@ -1,1 +1,25 @@
-urlpatterns: list = []
+from django.urls import path
+
+from integrations import views, webhooks
+
+urlpatterns: list = [
+    path("integrations/", views.integrations_page, name="integrations"),
+    path("integrations/hubspot/webhook", webhooks.hubspot_webhook, name="hubspot-webhook"),
+    path(
+        "integrations/<slug:vendor>/status",
+        views.connection_status,
+        name="integration-status",
+    ),
+    path("integrations/<slug:vendor>/sync", views.sync_now, name="integration-sync"),
+    path("integrations/<slug:vendor>/test", views.test_connection, name="integration-test"),
+    path(
+        "integrations/<slug:vendor>/schedule",
+        views.schedule_update,
+        name="integration-schedule",
+    ),
+    path(
+        "integrations/<slug:vendor>/settings",
+        views.settings_save,
+        name="integration-settings",
+    ),
+]

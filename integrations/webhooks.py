@@ -1,0 +1,57 @@
+"""Inbound vendor webhooks. They authenticate by signature, not by session."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from integrations import config as integration_config
+from integrations import services
+from integrations.connectors.hubspot import verify_signature_v3
+
+logger = logging.getLogger(__name__)
+
+#: HubSpot's v3 signatures older than this (or dated in the future) are refused.
+MAX_SIGNATURE_AGE_MS = 300_000
+
+
+@csrf_exempt
+@login_not_required
+@require_POST
+def hubspot_webhook(request: HttpRequest) -> HttpResponse:
+    """``POST /integrations/hubspot/webhook``: verify the v3 signature (401 when it is
+    missing, wrong, older than 5 minutes or in the future), then hand the events to the
+    service, which ignores replayed event ids and enqueues the sync. Answers at once."""
+    secret = integration_config.hubspot_app_secret(services.connection_get("hubspot"))
+    if not secret:
+        logger.warning("sync.webhook.refused source=hubspot reason=no_app_secret")
+        return JsonResponse({"error": "webhooks are not configured"}, status=503)
+    body = request.body
+    valid = verify_signature_v3(
+        secret,
+        request.method or "POST",
+        request.build_absolute_uri(),
+        body,
+        request.headers.get("X-HubSpot-Request-Timestamp", ""),
+        request.headers.get("X-HubSpot-Signature-v3", ""),
+        now_ms=int(time.time() * 1000),
+        max_age_ms=MAX_SIGNATURE_AGE_MS,
+    )
+    if not valid:
+        logger.warning("sync.webhook.refused source=hubspot reason=signature")
+        return JsonResponse({"error": "invalid or stale signature"}, status=401)
+    try:
+        events = json.loads(body)
+    except ValueError:
+        return JsonResponse({"error": "body is not JSON"}, status=400)
+    if isinstance(events, dict):
+        events = [events]
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        return JsonResponse({"error": "expected a list of events"}, status=400)
+    return JsonResponse(services.hubspot_webhook_receive(events), status=200)

@@ -6,6 +6,7 @@ from scoring.views import feedback as feedback_views
 from scoring.views import imports as import_views
 from scoring.views import kpis as kpi_views
 from scoring.views import leads as lead_views
+from scoring.views import rules as rule_views
 
 urlpatterns: list = [
     path("leads/", lead_views.lead_queue, name="lead-queue"),
@@ -22,4 +23,51 @@ urlpatterns: list = [
     path("imports/", import_views.import_page, name="import-page"),
     path("imports/<int:job_id>/", import_views.import_detail, name="import-detail"),
     path("imports/<int:job_id>/progress/", import_views.import_progress, name="import-progress"),
+    # Rules, personas, bands, preview, publishing (scoring/views/rules.py)
+    path("rules/", rule_views.rules_index, name="rules-index"),
+    path("rules/new/", rule_views.draft_new, name="rules-new"),
+    path("rules/import/", rule_views.rules_import, name="rules-import"),
+    path("rules/<int:rule_set_id>/", rule_views.rule_set_detail, name="rules-detail"),
+    path("rules/<int:rule_set_id>/export.json", rule_views.rules_export, name="rules-export"),
+    path("rules/<int:rule_set_id>/settings/", rule_views.rule_set_settings, name="rules-settings"),
+    path("rules/<int:rule_set_id>/discard/", rule_views.rule_set_discard, name="rules-discard"),
+    path("rules/<int:rule_set_id>/history/", rule_views.rule_set_history, name="rules-history"),
+    path("rules/<int:rule_set_id>/publish/", rule_views.rule_set_publish, name="rules-publish"),
+    path("rules/<int:rule_set_id>/rollback/", rule_views.rule_set_publish, name="rules-rollback"),
+    path("rules/<int:rule_set_id>/preview/", rule_views.preview_new, name="rules-preview-new"),
+    path(
+        "rules/<int:rule_set_id>/<str:section>/",
+        rule_views.section_fragment,
+        name="rules-section",
+    ),
+    path("rules/<int:rule_set_id>/<str:section>/add/", rule_views.item_save, name="rules-item-add"),
+    path(
+        "rules/<int:rule_set_id>/<str:section>/<int:index>/",
+        rule_views.item_save,
+        name="rules-item-save",
+    ),
+    path(
+        "rules/<int:rule_set_id>/<str:section>/<int:index>/edit/",
+        rule_views.item_edit,
+        name="rules-item-edit",
+    ),
+    path(
+        "rules/<int:rule_set_id>/<str:section>/<int:index>/delete/",
+        rule_views.item_delete,
+        name="rules-item-delete",
+    ),
+    path(
+        "rules/<int:rule_set_id>/rules/<int:index>/move/",
+        rule_views.rule_move,
+        name="rules-rule-move",
+    ),
+    path("rules/previews/<int:preview_id>/", rule_views.preview_page, name="rules-preview"),
+    path(
+        "rules/previews/<int:preview_id>/status/",
+        rule_views.preview_status,
+        name="rules-preview-status",
+    ),
+    path("rules/runs/<int:run_id>/", rule_views.rescore_run_page, name="rules-run"),
+    path("rules/runs/<int:run_id>/status/", rule_views.rescore_run_status, name="rules-run-status"),
+    path("personas/", rule_views.personas_page, name="personas"),
 ]

@@ -43,7 +43,7 @@ DEFINITIONS: dict[str, str] = {
     "decile of prediction.",
     "revenue": "Revenue by band: the revenue of the period's converted leads, by band before "
     "conversion.",
-    "band_entries": "Band entries per week: how many of the period's leads entered each band "
+    "band_entries": "Band entries per week: how many times the period's leads entered each band "
     "in each week (from the score history).",
     "feedback": "Flagged bad by sales: of the leads sales gave a verdict on while in a band, "
     "the share flagged bad.",

@@ -32,7 +32,10 @@ from scoring.models import (
     Lead,
     LeadMerge,
     LifecycleStage,
+    RescoreRun,
+    RuleSet,
     ScoreHistory,
+    normalise_email,
 )
 from scoring.roles import SALES
 
@@ -70,7 +73,9 @@ class QueueFilters:
     `owner` is a user id or "none" (unassigned). The feedback filters (`feedback`, `reason`,
     `feedback_band`, `flagged_from`, `flagged_to`) keep leads with at least one feedback that
     matches all of them; `rule` keeps leads whose breakdown has an entry with that label.
-    Dates are calendar days in the site's time zone, both ends included."""
+    Dates are calendar days in the site's time zone, both ends included. `q` matches words
+    in the email, first or last name or company (every word must match); a word that is a
+    whole email address matches that address exactly."""
 
     q: str = ""
     band: str = ""
@@ -101,6 +106,7 @@ class QueueFilters:
         return bool(self.as_params())
 
 
+_FULL_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _DATE_FIELDS = ("created_from", "created_to", "flagged_from", "flagged_to")
 _MAX_TEXT = 200
 
@@ -168,6 +174,17 @@ def filter_leads(queryset: QuerySet[Lead], filters: QueueFilters) -> QuerySet[Le
     user may see (`visible_leads`); this never widens them."""
     if filters.band:
         queryset = queryset.filter(band=filters.band)
+        bounds = band_score_bounds(filters.band)
+        if bounds is not None:
+            # Redundant with the band, but it lets the (-score, -id) index scan start at the
+            # band's scores instead of walking past every higher-scored lead (seconds for
+            # a low band at a million leads, because the planner cannot know that band
+            # follows score).
+            low, high = bounds
+            if low is not None:
+                queryset = queryset.filter(score__gte=math.floor(low))
+            if high is not None:
+                queryset = queryset.filter(score__lt=math.ceil(high))
     if filters.persona:
         queryset = queryset.filter(persona=filters.persona)
     if filters.stage:
@@ -184,6 +201,10 @@ def filter_leads(queryset: QuerySet[Lead], filters: QueueFilters) -> QuerySet[Le
         end = _day_start(filters.created_to + dt.timedelta(days=1))
         queryset = queryset.filter(created_at__lt=end)
     for term in filters.q.split()[:5]:
+        if _FULL_EMAIL.fullmatch(term):
+            # A whole address is looked up through the unique email index, not by scanning.
+            queryset = queryset.filter(email=normalise_email(term))
+            continue
         # Every word must match one of the fields, so "ada lovelace" finds Ada Lovelace.
         queryset = queryset.filter(
             Q(email__icontains=term)
@@ -216,6 +237,37 @@ def filter_leads(queryset: QuerySet[Lead], filters: QueueFilters) -> QuerySet[Le
     return queryset
 
 
+def band_score_bounds(band: str) -> tuple[float | None, float | None] | None:
+    """The scores a lead in `band` can have, as [low, high) (None = unbounded on that side),
+    from the live rule set's band thresholds (the union over its per-persona band lists).
+
+    None, meaning "no safe bound", unless the live rule set's latest rescore run is done: only
+    then was every lead's band computed by these thresholds (a band follows from the score,
+    DESIGN.md section 4)."""
+    live = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
+    if live is None:
+        return None
+    last_run = RescoreRun.objects.filter(rule_set=live).order_by("-id").first()
+    if last_run is None or last_run.status != RescoreRun.Status.DONE:
+        return None
+    scopes: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for name, min_score, persona in live.bands.values_list("name", "min_score", "persona"):
+        scopes[persona].append((min_score, name))
+    lows: list[float] = []
+    highs: list[float | None] = []
+    for thresholds in scopes.values():
+        thresholds.sort()
+        for i, (min_score, name) in enumerate(thresholds):
+            if name == band:
+                lows.append(min_score if i else -math.inf)  # the lowest band takes the rest
+                highs.append(thresholds[i + 1][0] if i + 1 < len(thresholds) else None)
+    if not lows:
+        return None
+    low = None if -math.inf in lows else min(lows)
+    high = None if None in highs else max(h for h in highs if h is not None)
+    return low, high
+
+
 def queue_filter_choices() -> dict[str, list]:
     """Options for the queue's filter pickers: the bands, personas and sources present in the
     data (cached for a few minutes: a DISTINCT over a million leads is not free), the lifecycle
@@ -231,9 +283,10 @@ def queue_filter_choices() -> dict[str, list]:
     if data is None:
         data = {c: distinct(c) for c in ("band", "persona", "source")}
         cache.set(key, data, CHOICES_CACHE_SECONDS)
+    # Only the sales reps: asking which users own any lead would join a million rows.
     owners = list(
         get_user_model()
-        .objects.filter(Q(groups__name=SALES) | Q(owned_leads__isnull=False, is_active=True))
+        .objects.filter(groups__name=SALES, is_active=True)
         .distinct()
         .order_by("username")
         .values("id", "username")[:500]

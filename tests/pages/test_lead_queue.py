@@ -106,6 +106,8 @@ def test_a_broken_cursor_shows_the_first_page_with_a_message(client_as, rep_lead
         ("source=hubspot", ["hot"]),
         ("q=beta", ["mql"]),
         ("q=GAMMA.test", ["warm"]),
+        ("q=+MQL@Beta.test+", ["mql"]),
+        ("q=ql@beta.test", []),
         ("q=Ada+Lovelace", ["hot"]),
         ("q=Globex", ["warm"]),
         ("created_from=2024-03-01&created_to=2024-03-31", ["mql"]),
@@ -209,3 +211,38 @@ def test_csv_safe_leaves_numbers_and_plain_text_alone():
     assert csv_safe("Acme") == "Acme"
     assert csv_safe(None) == ""
     assert csv_safe("\t=1") == "'\t=1"
+
+
+@pytest.fixture
+def live_bands(db):
+    from scoring.models import Band, RescoreRun, RuleSet
+
+    live = RuleSet.objects.create(name="live", status="published", version=3)
+    for name, min_score in (("Cold", 0), ("Warm", 25), ("MQL", 50), ("Hot", 80)):
+        Band.objects.create(rule_set=live, name=name, min_score=min_score)
+    # Executives qualify earlier: their own band list.
+    for name, min_score in (("Cold", 0), ("MQL", 40), ("Hot", 70)):
+        Band.objects.create(rule_set=live, name=name, min_score=min_score, persona="Executive")
+    run = RescoreRun.objects.create(rule_set=live, status="done")
+    return run
+
+
+def test_band_bounds_come_from_the_live_thresholds_once_the_rescore_is_done(live_bands):
+    from scoring.lead_queries import band_score_bounds
+
+    assert band_score_bounds("Warm") == (25, 50)
+    assert band_score_bounds("MQL") == (40, 80)
+    assert band_score_bounds("Hot") == (70, None)
+    assert band_score_bounds("Cold") == (None, 40)
+    assert band_score_bounds("Legacy") is None
+    live_bands.status = "running"
+    live_bands.save()
+    assert band_score_bounds("Warm") is None
+
+
+def test_the_band_filter_with_bounds_still_finds_every_lead_in_the_band(
+    client_as, rep_leads, live_bands
+):
+    Lead.objects.filter(pk=rep_leads["mql"].pk).update(score=42, persona="Executive")
+    response = client_as("manager").get("/leads/?band=MQL")
+    assert lead_ids(response) == [rep_leads["mql"].pk]

@@ -404,8 +404,12 @@ def _commit_batch(run: SyncRun, batch: Batch, usage: dict[str, Any]) -> BatchCou
 
 
 def _merge_usage(total: dict[str, Any], batch_usage: dict[str, Any]) -> dict[str, Any]:
-    merged = {**total, **{k: v for k, v in batch_usage.items() if k != "requests"}}
-    merged["requests"] = int(total.get("requests", 0)) + int(batch_usage.get("requests", 0) or 0)
+    # Counters add up over the run; levels (api_used, api_limit) keep the latest report.
+    summed = ("requests", "duplicates")
+    merged = {**total, **{k: v for k, v in batch_usage.items() if k not in summed}}
+    for key in summed:
+        if key in batch_usage or key in total:
+            merged[key] = int(total.get(key, 0) or 0) + int(batch_usage.get(key, 0) or 0)
     if batch_usage.get("throttle"):
         merged["throttled"] = True
     return merged

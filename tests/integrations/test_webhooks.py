@@ -1,0 +1,105 @@
+"""POST /integrations/hubspot/webhook: v3 signature, freshness, replay, enqueue."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+from django.test import Client
+
+from integrations.models import WebhookDelivery
+from scoring.models import Identity, Lead
+
+from .conftest import load_json
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "test-client-secret"
+URL = "/integrations/hubspot/webhook"
+SAVED = load_json("hubspot/webhook_v3_request.json")
+BODY = SAVED["raw_body"].encode()
+
+
+def sign(body: bytes, timestamp: str, uri: str = f"http://testserver{URL}") -> str:
+    message = b"POST" + uri.encode() + body + timestamp.encode()
+    return base64.b64encode(hmac.new(SECRET.encode(), message, hashlib.sha256).digest()).decode()
+
+
+def post(body: bytes = BODY, *, offset_ms: int = 0, signature: str | None = None):
+    timestamp = str(int(time.time() * 1000) + offset_ms)
+    return Client().post(
+        URL,
+        data=body,
+        content_type="application/json",
+        headers={
+            "X-HubSpot-Request-Timestamp": timestamp,
+            "X-HubSpot-Signature-v3": signature or sign(body, timestamp),
+        },
+    )
+
+
+@pytest.fixture
+def enqueued(monkeypatch) -> list:
+    from integrations import tasks
+
+    calls: list = []
+    monkeypatch.setenv("HUBSPOT_APP_SECRET", SECRET)
+    monkeypatch.setattr(tasks.hubspot_webhook_sync_task, "delay", lambda ids: calls.append(ids))
+    return calls
+
+
+def test_a_signed_delivery_is_accepted_and_enqueues_a_sync_of_the_contacts(
+    enqueued, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post()
+
+    assert response.status_code == 200
+    assert response.json()["new"] == 2
+    assert enqueued == [["152", "154"]]
+
+
+def test_a_bad_signature_is_refused_with_401(enqueued):
+    response = post(signature=sign(b"something else", "1"))
+
+    assert response.status_code == 401
+    assert enqueued == [] and not WebhookDelivery.objects.exists()
+
+
+def test_a_stale_signature_is_refused(enqueued):
+    assert post(offset_ms=-301_000).status_code == 401
+
+
+def test_a_signature_dated_in_the_future_is_refused(enqueued):
+    assert post(offset_ms=60_000).status_code == 401
+
+
+def test_a_replayed_event_id_is_ignored(enqueued, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        post()
+    with django_capture_on_commit_callbacks(execute=True):
+        again = post()
+
+    assert again.status_code == 200
+    assert again.json() == {"received": 2, "new": 0, "replayed": 2, "contacts": 0, "deleted": 0}
+    assert len(enqueued) == 1
+
+
+def test_a_deletion_event_detaches_the_contact_at_once(enqueued):
+    lead = Lead.objects.create(email="x@example.com")
+    Identity.objects.create(source="hubspot", external_id="777", lead=lead)
+    body = json.dumps(
+        [{"eventId": 5, "subscriptionType": "contact.deletion", "objectId": 777}]
+    ).encode()
+
+    assert post(body).status_code == 200
+    assert not Identity.objects.filter(source="hubspot").exists()
+
+
+def test_without_an_app_secret_webhooks_are_refused(monkeypatch):
+    monkeypatch.delenv("HUBSPOT_APP_SECRET", raising=False)
+    assert post().status_code == 503

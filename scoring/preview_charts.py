@@ -31,7 +31,7 @@ def score_distribution_figure(result: dict[str, Any]) -> dict[str, Any]:
         ],
         "layout": {
             **LAYOUT,
-            "title": {"text": "Score distribution (leads per score)"},
+            "title": {"text": "Score distribution"},
             "barmode": "overlay",
             "xaxis": {"title": {"text": "score"}},
             "yaxis": {"title": {"text": "leads"}},
@@ -70,9 +70,7 @@ def mql_per_week_figure(result: dict[str, Any]) -> dict[str, Any]:
         ],
         "layout": {
             **LAYOUT,
-            "title": {
-                "text": f"Expected MQLs per week by threshold (last {result['weeks']} weeks)"
-            },
+            "title": {"text": "MQLs per week by threshold"},
             "xaxis": {"title": {"text": "qualifying threshold (score)"}},
             "yaxis": {"title": {"text": "MQLs per week"}, "rangemode": "tozero"},
             "shapes": shapes,
@@ -98,7 +96,7 @@ def conversion_by_band_figure(result: dict[str, Any]) -> dict[str, Any]:
         "data": data,
         "layout": {
             **LAYOUT,
-            "title": {"text": "Conversion rate by band (leads with known outcomes)"},
+            "title": {"text": "Conversion rate by band"},
             "barmode": "group",
             "yaxis": {"title": {"text": "conversion rate"}, "tickformat": ".0%"},
         },

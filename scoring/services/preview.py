@@ -16,8 +16,9 @@ What the result (`PreviewRun.result`, JSON) holds:
 - `bands`: band names in matrix order ("" = no band); `matrix[i][j]`: leads in live band i and
   draft band j; `band_changed`, `score_changed`, `persona_changed`, `mean_abs_change`.
 - `crossing_up` / `falling_below`: leads that newly qualify / stop qualifying under the draft
-  (the qualifying band of each lead's scope, without the rescore's hysteresis).
-- `qualified`: {side: leads in a qualifying band}.
+  (score at or above the qualifying band's min_score in the lead's band scope; without the
+  rescore's hysteresis).
+- `qualified`: {side: leads at or above their qualifying threshold}.
 - `histogram`: {`edges`: bin lower edges (score units), `width`, side: counts}.
 - `mql_per_week`: {`thresholds`: edges, side: expected MQLs per week if the threshold were
   that score, `current`: {side: per week at the rule set's own qualifying bands}}: leads
@@ -246,6 +247,7 @@ def preview_compute(
             )
             results: dict[str, ScoreResult] = {}
             codes: dict[str, np.ndarray] = {}
+            qualified: dict[str, np.ndarray] = {}
             for side, compiled in sides.items():
                 behaviour = BehaviourAggregates(
                     chunk.behaviour.counts[:, columns[side]],
@@ -256,10 +258,17 @@ def preview_compute(
                     compiled, chunk.leads.fields, behaviour, chunk.leads.model_probability
                 )
                 results[side] = result
+                qualified[side] = qualifying(compiled, result)
                 codes[side] = _band_codes(result.bands, band_index)
                 bins = (result.scores - low) // width
                 _accumulate(
-                    totals.sides[side], result, bins, codes[side], recent, positive, negative
+                    totals.sides[side],
+                    qualified[side],
+                    bins,
+                    codes[side],
+                    recent,
+                    positive,
+                    negative,
                 )
             totals.leads += n
             if live is not None:
@@ -269,8 +278,9 @@ def preview_compute(
                 totals.score_changed += int(np.count_nonzero(delta))
                 totals.abs_change += float(np.abs(delta).sum())
                 totals.persona_changed += int(np.count_nonzero(before.personas != after.personas))
-                totals.crossing_up += int(np.count_nonzero(~before.qualifies & after.qualifies))
-                totals.falling_below += int(np.count_nonzero(before.qualifies & ~after.qualifies))
+                was, becomes = qualified["live"], qualified["draft"]
+                totals.crossing_up += int(np.count_nonzero(~was & becomes))
+                totals.falling_below += int(np.count_nonzero(was & ~becomes))
             else:
                 totals.matrix += _pair_counts(codes["draft"], codes["draft"], len(band_names))
         if on_progress is not None:
@@ -280,7 +290,7 @@ def preview_compute(
 
 def _accumulate(
     totals: _SideTotals,
-    result: ScoreResult,
+    qualified: np.ndarray,
     bins: np.ndarray,
     codes: np.ndarray,
     recent: np.ndarray,
@@ -297,7 +307,7 @@ def _accumulate(
     totals.band_leads += np.bincount(codes, minlength=nb)
     totals.band_known += np.bincount(codes[known], minlength=nb)
     totals.band_converted += np.bincount(codes[positive], minlength=nb)
-    qualifies = result.qualifies.astype(bool)
+    qualifies = qualified
     totals.qualified += int(np.count_nonzero(qualifies))
     totals.recent_qualified += int(np.count_nonzero(qualifies & recent))
 
@@ -375,6 +385,24 @@ def _result(
             },
         }
     return result
+
+
+def qualifying(compiled: CompiledRuleSet, result: ScoreResult) -> np.ndarray:
+    """Whether each lead is at or above the qualifying threshold of its band scope (its
+    persona's bands when the persona has its own, else the shared ones). Not the band's own
+    `qualifies` flag: a lead in a band above the qualifying one (e.g. Hot) qualifies too."""
+    threshold = np.full(result.n, _threshold(compiled, None))
+    for scope in compiled.band_tables:
+        if scope is not None:
+            threshold[result.personas == scope] = _threshold(compiled, scope)
+    return result.scores >= threshold
+
+
+def _threshold(compiled: CompiledRuleSet, scope: str | None) -> float:
+    table = compiled.band_tables.get(scope)
+    if table is None or not table.qualifies.any():
+        return math.inf
+    return float(table.min_scores[table.qualifies][0])
 
 
 def roc_auc_from_histograms(positive: np.ndarray, negative: np.ndarray) -> float | None:

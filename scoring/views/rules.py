@@ -556,7 +556,7 @@ def _preview_context(request: HttpRequest, preview: PreviewRun) -> dict[str, Any
             outcome_rows=[
                 {
                     "side": side,
-                    "name": result.get("rule_sets", {}).get(side, {}).get("name", side),
+                    "name": _side_name(result.get("rule_sets", {}).get(side, {})),
                     "roc_auc": result["outcomes"][side]["roc_auc"],
                     "qualified": result["qualified"][side],
                     "mql_week": result["mql_per_week"]["current"][side],
@@ -566,6 +566,12 @@ def _preview_context(request: HttpRequest, preview: PreviewRun) -> dict[str, Any
             ],
         )
     return context
+
+
+def _side_name(described: dict[str, Any]) -> str:
+    version = described.get("version")
+    label = f"v{version}" if version else f"draft #{described.get('id', '?')}"
+    return f"{described.get('name', '')} ({label})"
 
 
 @require("edit_rules")

@@ -103,7 +103,13 @@ def score_one(compiled, lead: Lead, as_of: dt.datetime):
         1,
     )
     result = score_leads(compiled, columns, behaviour)
-    return int(result.scores[0]), result.bands[0] or "", bool(result.qualifies[0])
+    score, persona = int(result.scores[0]), result.personas[0]
+    scoped = [b for b in compiled.spec.bands if b.persona == persona]
+    if not scoped:
+        scoped = [b for b in compiled.spec.bands if b.persona is None]
+    thresholds = [b.min_score for b in scoped if b.qualifies]
+    qualified = bool(thresholds) and score >= thresholds[0]
+    return score, result.bands[0] or "", qualified
 
 
 @pytest.fixture

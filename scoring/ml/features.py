@@ -1,0 +1,679 @@
+"""The feature frame: the one place training and serving share.
+
+A frame holds, for a chunk of leads and as of a cut-off time:
+
+- lead fields and custom attributes: numbers as numbers (NaN when missing), text as categories
+  (case-folded and trimmed; missing - None, empty, or one of `MISSING_TEXT` such as the
+  "Select" placeholder of CRM exports - is its own value `__missing__`);
+- persona and email domain type (`scoring.engine.email_domain_type`) as categories;
+- behaviour aggregates per event type over `WINDOWS` (7/30/90 days): count, decayed sum
+  (half-life = half the window) and days since the last event of the type, plus days since
+  the last activity of any type and the lead's age in days. Only events at or before the
+  cut-off count.
+
+Never features (`FORBIDDEN_COLUMNS`): the lifecycle stage and its times, the owner, the score,
+band, breakdown, model probability, revenue (known only after a sale) and identifiers; nor any
+attribute a mapping under `integrations/mappings/` names as leakage or label, nor the keys
+the caller excludes, nor attributes that are identifiers (almost one distinct value per lead).
+
+Categories are coded with a vocabulary fitted on training leads only (`fit_vocabularies`):
+values seen at least `min_count` times keep their own code (at most `MAX_CATEGORIES` per
+feature), the rest are grouped as `__other__`, as are values first seen at serving time.
+The encoded matrix (`encode`) is float64: numbers first, then category codes, so a whole
+scikit-learn pipeline takes it directly and 1,000,000 leads stay a few hundred MB.
+
+Reads are set-based: one query for a chunk's lead columns and one aggregation query for its
+events (PostgreSQL with `date_part('epoch', ...)` and `FILTER`; SQLite with julianday() and
+CASE), as `scoring/features.py` does for rules. Attributes keep their current values: the
+database has no attribute history, so an attribute set after the cut-off is read as it is now
+(the mappings' leakage lists exist for exactly the attributes where that matters)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import connection
+
+from scoring.engine import email_domain_type
+
+WINDOWS: tuple[int, ...] = (7, 30, 90)
+MAX_EVENT_TYPES = 20
+MAX_CATEGORIES = 50
+MISSING = "__missing__"
+OTHER = "__other__"
+# Codes 0 and 1 are reserved; vocabulary value i has code i + 2.
+MISSING_CODE = 0
+OTHER_CODE = 1
+# Texts that mean "not filled in". "select" is the unfilled dropdown of CRM web forms (the
+# X Education export is full of it); treating it as a value would make "did not answer" look
+# like an answer.
+MISSING_TEXT = frozenset({"", "nan", "null", "n/a", "select"})
+
+NUMERIC_FIELDS: tuple[str, ...] = ("employees",)
+TEXT_FIELDS: tuple[str, ...] = ("title", "industry", "country", "source")
+DERIVED_CATEGORIES: tuple[str, ...] = ("persona", "email_domain_type")
+FORBIDDEN_COLUMNS = frozenset(
+    {
+        "id",
+        "email",
+        "first_name",
+        "last_name",
+        "company",
+        "owner",
+        "owner_id",
+        "lifecycle_stage",
+        "created_at",
+        "updated_at",
+        "mql_at",
+        "sql_at",
+        "opportunity_at",
+        "converted_at",
+        "disqualified_at",
+        "revenue",
+        "score",
+        "band",
+        "breakdown",
+        "model_probability",
+        "rule_set_version",
+        "scored_at",
+        "qualified",
+    }
+)
+MAPPINGS_DIR = Path(settings.BASE_DIR) / "integrations" / "mappings"
+ATTRIBUTE_SAMPLE = 20000
+# An attribute with at least this share of distinct values among the leads that have it is an
+# identifier (lead numbers, prospect ids), not a feature.
+IDENTIFIER_SHARE = 0.95
+SECONDS_PER_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class NumericFeature:
+    name: str
+    source: str  # "field" or "attribute"
+    key: str
+
+
+@dataclass(frozen=True)
+class CategoricalFeature:
+    name: str
+    source: str  # "field", "attribute" or "derived"
+    key: str
+    vocabulary: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a model reads. Stored with the model (as `to_dict()`), so serving builds exactly
+    the columns, in the order and with the category codes, that training used."""
+
+    numeric: tuple[NumericFeature, ...]
+    categorical: tuple[CategoricalFeature, ...]
+    event_types: tuple[str, ...]
+    windows: tuple[int, ...] = WINDOWS
+    excluded: tuple[str, ...] = ()
+
+    @property
+    def behaviour_names(self) -> list[str]:
+        names = ["lead_age_days", "days_since_last_activity"]
+        for event_type in self.event_types:
+            names += [f"events.{event_type}.count_{w}d" for w in self.windows]
+            names += [f"events.{event_type}.decayed_{w}d" for w in self.windows]
+            names.append(f"events.{event_type}.days_since_last")
+        return names
+
+    @property
+    def numeric_names(self) -> list[str]:
+        return [f.name for f in self.numeric] + self.behaviour_names
+
+    @property
+    def names(self) -> list[str]:
+        return self.numeric_names + [f.name for f in self.categorical]
+
+    @property
+    def categorical_mask(self) -> np.ndarray:
+        return np.array(
+            [False] * len(self.numeric_names) + [True] * len(self.categorical), dtype=bool
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "numeric": [vars(f) for f in self.numeric],
+            "categorical": [
+                {**vars(f), "vocabulary": list(f.vocabulary)} for f in self.categorical
+            ],
+            "event_types": list(self.event_types),
+            "windows": list(self.windows),
+            "excluded": list(self.excluded),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
+        return cls(
+            numeric=tuple(NumericFeature(**f) for f in data["numeric"]),
+            categorical=tuple(
+                CategoricalFeature(
+                    name=f["name"],
+                    source=f["source"],
+                    key=f["key"],
+                    vocabulary=tuple(f.get("vocabulary", ())),
+                )
+                for f in data["categorical"]
+            ),
+            event_types=tuple(data["event_types"]),
+            windows=tuple(data.get("windows", WINDOWS)),
+            excluded=tuple(data.get("excluded", ())),
+        )
+
+
+@dataclass(eq=False)
+class RawFrame:
+    """A chunk's features before category coding: `numeric` float (n, p_num) in
+    `spec.numeric_names` order, `categorical` object (n, p_cat) of normalised texts."""
+
+    ids: np.ndarray
+    numeric: np.ndarray
+    categorical: np.ndarray
+    persona: np.ndarray = field(repr=False)
+
+    @property
+    def n(self) -> int:
+        return int(self.ids.shape[0])
+
+    def take(self, rows: np.ndarray) -> RawFrame:
+        return RawFrame(
+            self.ids[rows], self.numeric[rows], self.categorical[rows], self.persona[rows]
+        )
+
+    @staticmethod
+    def concat(frames: list[RawFrame], spec: FeatureSpec) -> RawFrame:
+        if not frames:
+            return RawFrame(
+                np.zeros(0, dtype=np.int64),
+                np.zeros((0, len(spec.numeric_names))),
+                np.empty((0, len(spec.categorical)), dtype=object),
+                np.empty(0, dtype=object),
+            )
+        return RawFrame(
+            np.concatenate([f.ids for f in frames]),
+            np.concatenate([f.numeric for f in frames]),
+            np.concatenate([f.categorical for f in frames]),
+            np.concatenate([f.persona for f in frames]),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Leakage and exclusions
+
+
+def normalise_key(key: str) -> str:
+    """Compare column names loosely: "Lead Quality", "lead_quality" and "LEAD-QUALITY" match."""
+    return re.sub(r"[^0-9a-z]+", "_", key.casefold()).strip("_")
+
+
+def mapping_exclusions(directory: Path | None = None) -> set[str]:
+    """Every column that any mapping under `integrations/mappings/` names as leakage or as
+    the label (and, where the mapping renames it, the name it is stored under)."""
+    directory = directory or MAPPINGS_DIR
+    names: set[str] = set()
+    if not directory.is_dir():
+        return names
+    for path in sorted(directory.glob("*.json")):
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(document, dict):
+            names |= _document_exclusions(document)
+    return names
+
+
+def _document_exclusions(document: dict[str, Any]) -> set[str]:
+    names: set[str] = set()
+    leakage = document.get("leakage") or []
+    if isinstance(leakage, dict):
+        leakage = list(leakage)
+    names |= {str(item) for item in leakage if isinstance(item, str)}
+    label = document.get("label")
+    if isinstance(label, str):
+        names.add(label)
+    elif isinstance(label, dict):
+        names |= {str(v) for k, v in label.items() if k in ("column", "field", "source")}
+    # Renames: where a leakage column is stored under another name, exclude that name too.
+    for key in ("columns", "fields", "mapping", "rename"):
+        renames = document.get(key)
+        if isinstance(renames, dict):
+            for source, target in renames.items():
+                if source in names and isinstance(target, str):
+                    names.add(target.removeprefix("attributes."))
+    return names
+
+
+def stored_import_exclusions() -> set[str]:
+    """Leakage lists the CSV import recorded for imported data, when it records them."""
+    try:
+        from integrations import imports  # the ingestion engineer's module, when present
+    except ImportError:
+        return set()
+    reader = getattr(imports, "leakage_columns", None)
+    if not callable(reader):
+        return set()
+    try:
+        return {str(name) for name in reader()}
+    except Exception:  # a missing table or a schema change must not stop training
+        return set()
+
+
+def excluded_keys(exclude: Iterable[str] = ()) -> set[str]:
+    """Normalised names that may never be features: the caller's, the mappings' and the
+    import's leakage and label columns, and the forbidden lead columns."""
+    names = set(exclude) | mapping_exclusions() | stored_import_exclusions() | FORBIDDEN_COLUMNS
+    return {normalise_key(name.removeprefix("attributes.")) for name in names}
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovering what to read
+
+
+def discover_spec(cutoff: dt.datetime, *, exclude: Iterable[str] = ()) -> FeatureSpec:
+    """The features the data supports: numeric and text attributes (from a sample of up to
+    ATTRIBUTE_SAMPLE leads), the MAX_EVENT_TYPES most frequent event types before `cutoff`,
+    and the fixed lead fields. Vocabularies are empty until `fit_vocabularies`."""
+    forbidden = excluded_keys(exclude)
+    numeric: list[NumericFeature] = [
+        NumericFeature(name, "field", name)
+        for name in NUMERIC_FIELDS
+        if normalise_key(name) not in forbidden
+    ]
+    categorical: list[CategoricalFeature] = [
+        CategoricalFeature(name, "field", name)
+        for name in TEXT_FIELDS
+        if normalise_key(name) not in forbidden
+    ]
+    excluded: list[str] = []
+    for key, kind in _attribute_kinds():
+        if normalise_key(key) in forbidden:
+            excluded.append(key)
+            continue
+        if kind == "identifier":
+            excluded.append(key)
+        elif kind == "number":
+            numeric.append(NumericFeature(f"attributes.{key}", "attribute", key))
+        else:
+            categorical.append(CategoricalFeature(f"attributes.{key}", "attribute", key))
+    categorical += [CategoricalFeature(name, "derived", name) for name in DERIVED_CATEGORIES]
+    return FeatureSpec(
+        numeric=tuple(numeric),
+        categorical=tuple(categorical),
+        event_types=tuple(_frequent_event_types(cutoff)),
+        excluded=tuple(sorted(excluded)),
+    )
+
+
+def _attribute_kinds() -> list[tuple[str, str]]:
+    """(key, "number" | "text" | "identifier") for attributes present on at least 1 % of the
+    sampled leads, in key order."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*), MIN(id) FROM scoring_lead")
+        count, low = cursor.fetchone()
+        if not count:
+            return []
+        stride = max(1, count // ATTRIBUTE_SAMPLE)
+        cursor.execute(
+            "SELECT attributes FROM scoring_lead WHERE (id - %s) %% %s = 0 ORDER BY id LIMIT %s",
+            [low, stride, ATTRIBUTE_SAMPLE],
+        )
+        documents = [_json_object(row[0]) for row in cursor.fetchall()]
+    present: Counter[str] = Counter()
+    numbers: Counter[str] = Counter()
+    distinct: dict[str, set[str]] = {}
+    continuous: set[str] = set()  # has a fractional number: a measurement, never an id
+    for document in documents:
+        for key, value in document.items():
+            if _is_missing(value):
+                continue
+            present[key] += 1
+            if _as_number(value) is not None:
+                numbers[key] += 1
+            seen = distinct.setdefault(key, set())
+            seen.add(str(value).strip().casefold())
+            if not _is_whole(value):
+                continuous.add(key)
+    kinds = []
+    floor = max(1, math.ceil(0.01 * len(documents)))
+    for key in sorted(present):
+        n = present[key]
+        if n < floor:
+            continue
+        if n >= 50 and key not in continuous and len(distinct[key]) >= IDENTIFIER_SHARE * n:
+            kinds.append((key, "identifier"))
+        elif numbers[key] >= 0.9 * n:
+            kinds.append((key, "number"))
+        else:
+            kinds.append((key, "text"))
+    return kinds
+
+
+def _frequent_event_types(cutoff: dt.datetime) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT event_type, COUNT(*) FROM scoring_event WHERE occurred_at <= %s "
+            "GROUP BY event_type ORDER BY COUNT(*) DESC, event_type LIMIT %s",
+            [_db_time(cutoff), MAX_EVENT_TYPES],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a chunk
+
+
+def lead_id_range() -> tuple[int, int] | None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT MIN(id), MAX(id) FROM scoring_lead")
+        low, high = cursor.fetchone()
+    return None if low is None else (int(low), int(high))
+
+
+def id_ranges(chunk_size: int) -> list[tuple[int, int]]:
+    """Inclusive id ranges of about `chunk_size` ids covering every lead."""
+    bounds = lead_id_range()
+    if bounds is None:
+        return []
+    low, high = bounds
+    return [(s, min(s + chunk_size - 1, high)) for s in range(low, high + 1, chunk_size)]
+
+
+def read_frame(spec: FeatureSpec, cutoff: dt.datetime, first_id: int, last_id: int) -> RawFrame:
+    """The raw features of the leads with ids in [first_id, last_id] as of `cutoff`, ordered
+    by id: one query for lead columns, one for behaviour aggregates."""
+    postgres = connection.vendor == "postgresql"
+    attribute_keys = sorted(
+        {f.key for f in spec.numeric if f.source == "attribute"}
+        | {f.key for f in spec.categorical if f.source == "attribute"}
+    )
+    field_names = [f.key for f in spec.numeric if f.source == "field"] + [
+        f.key for f in spec.categorical if f.source == "field"
+    ]
+    epoch = (
+        "date_part('epoch', created_at)"
+        if postgres
+        else "(julianday(created_at) - 2440587.5) * 86400.0"
+    )
+    select = ["id", epoch, "email", "persona"] + [f'"{name}"' for name in field_names]
+    params: list[Any] = []
+    for key in attribute_keys:
+        if postgres:
+            select.append("attributes ->> %s")
+            params.append(key)
+        else:
+            path = "$." + json.dumps(key)
+            select.append(
+                "CASE json_type(attributes, %s) WHEN 'true' THEN 'true' WHEN 'false' THEN "
+                "'false' ELSE json_extract(attributes, %s) END"
+            )
+            params += [path, path]
+    sql = f"SELECT {', '.join(select)} FROM scoring_lead WHERE id BETWEEN %s AND %s ORDER BY id"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, first_id, last_id])
+        rows = cursor.fetchall()
+    n = len(rows)
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in select]
+    ids = np.asarray(columns[0], dtype=np.int64)
+    created = np.asarray(columns[1], dtype=np.float64)
+    by_name: dict[tuple[str, str], tuple] = {}
+    for offset, name in enumerate(field_names):
+        by_name[("field", name)] = columns[4 + offset]
+    base = 4 + len(field_names)
+    for offset, key in enumerate(attribute_keys):
+        by_name[("attribute", key)] = columns[base + offset]
+
+    numeric = np.full((n, len(spec.numeric_names)), np.nan)
+    for j, feature in enumerate(spec.numeric):
+        numeric[:, j] = _numbers(by_name[(feature.source, feature.key)])
+    categorical = np.empty((n, len(spec.categorical)), dtype=object)
+    persona = _texts(columns[3])
+    for j, feature in enumerate(spec.categorical):
+        if feature.source == "derived" and feature.key == "persona":
+            categorical[:, j] = persona
+        elif feature.source == "derived" and feature.key == "email_domain_type":
+            categorical[:, j] = _texts([email_domain_type(e) for e in columns[2]])
+        else:
+            categorical[:, j] = _texts(by_name[(feature.source, feature.key)])
+    if n:
+        _fill_behaviour(spec, numeric[:, len(spec.numeric) :], ids, created, cutoff, postgres)
+    return RawFrame(ids=ids, numeric=numeric, categorical=categorical, persona=persona)
+
+
+def iter_frames(
+    spec: FeatureSpec, cutoff: dt.datetime, chunk_size: int = 20000
+) -> Iterator[RawFrame]:
+    for first_id, last_id in id_ranges(chunk_size):
+        yield read_frame(spec, cutoff, first_id, last_id)
+
+
+def _fill_behaviour(
+    spec: FeatureSpec,
+    out: np.ndarray,
+    ids: np.ndarray,
+    created: np.ndarray,
+    cutoff: dt.datetime,
+    postgres: bool,
+) -> None:
+    """Fill `out` (n, len(behaviour_names)) from one aggregation query grouped by lead and
+    event type; event types outside the spec count only towards the last activity."""
+    cutoff_epoch = cutoff.timestamp()
+    out[:, 0] = (cutoff_epoch - created) / SECONDS_PER_DAY
+    per_type = 2 * len(spec.windows) + 1
+    # Never active (overall or for a type): days since creation, as the inactivity rule reads
+    # it; the zero counts say "never". No NaN here, so every behaviour column is usable.
+    out[:, 1] = out[:, 0]
+    out[:, 2:] = 0.0
+    for t in range(len(spec.event_types)):
+        out[:, 2 + t * per_type + per_type - 1] = out[:, 0]
+    if postgres:
+        age = "(%s - date_part('epoch', occurred_at)) / 86400.0"
+        age_params: list[Any] = [cutoff_epoch]
+        time_filter = "occurred_at <= %s"
+        time_params: list[Any] = [cutoff]
+    else:
+        age = "(julianday(%s) - julianday(occurred_at))"
+        age_params = [_db_time(cutoff)]
+        time_filter = "julianday(occurred_at) <= julianday(%s)"
+        time_params = [_db_time(cutoff)]
+    aggregates: list[str] = []
+    params: list[Any] = []
+    for w in spec.windows:
+        aggregates.append("SUM(CASE WHEN age <= %s THEN 1 ELSE 0 END)")
+        params.append(w)
+    for w in spec.windows:
+        aggregates.append("SUM(CASE WHEN age <= %s THEN POWER(0.5, age / %s) ELSE 0 END)")
+        params += [w, w / 2.0]
+    aggregates.append("MIN(age)")
+    sql = (
+        f"SELECT lead_id, event_type, {', '.join(aggregates)} FROM ("
+        f"SELECT lead_id, event_type, {age} AS age FROM scoring_event "
+        f"WHERE lead_id BETWEEN %s AND %s AND {time_filter}) ev GROUP BY lead_id, event_type"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *age_params, int(ids[0]), int(ids[-1]), *time_params])
+        rows = cursor.fetchall()
+    if not rows:
+        return
+    lead_ids = np.asarray([row[0] for row in rows], dtype=np.int64)
+    position = np.searchsorted(ids, lead_ids)
+    inside = (position < ids.shape[0]) & (ids[np.minimum(position, ids.shape[0] - 1)] == lead_ids)
+    values = np.asarray([row[2:] for row in rows], dtype=np.float64)
+    last_age = np.full(ids.shape[0], np.inf)
+    np.minimum.at(last_age, position[inside], values[inside, -1])
+    out[:, 1] = np.where(np.isinf(last_age), out[:, 0], np.maximum(last_age, 0.0))
+    type_index = {t: i for i, t in enumerate(spec.event_types)}
+    columns = np.asarray([type_index.get(row[1], -1) for row in rows], dtype=np.int64)
+    keep = inside & (columns >= 0)
+    for k in range(per_type):
+        target = 2 + columns[keep] * per_type + k
+        out[position[keep], target] = values[keep, k]
+
+
+# ---------------------------------------------------------------------------------------------
+# Category coding
+
+
+def fit_spec(spec: FeatureSpec, raw: RawFrame, min_count: int) -> FeatureSpec:
+    """The spec fitted on `raw` (training leads): numeric fields and attributes that are
+    missing on every training lead are dropped (they carry nothing, and gradient boosting
+    cannot bin an all-missing column), and each categorical feature gets its vocabulary:
+    values seen at least `min_count` times, the MAX_CATEGORIES most frequent at most."""
+    numeric = tuple(
+        feature
+        for j, feature in enumerate(spec.numeric)
+        if raw.n and np.isfinite(raw.numeric[:, j]).any()
+    )
+    dropped = [f.name for f in spec.numeric if f not in numeric]
+    spec = replace(spec, numeric=numeric, excluded=(*spec.excluded, *dropped))
+    return fit_vocabularies(spec, raw, min_count)
+
+
+def project(raw: RawFrame, source: FeatureSpec, target: FeatureSpec) -> RawFrame:
+    """`raw` (read with `source`) restricted to the numeric columns `target` keeps."""
+    position = {name: j for j, name in enumerate(source.numeric_names)}
+    columns = [position[name] for name in target.numeric_names]
+    return RawFrame(raw.ids, raw.numeric[:, columns], raw.categorical, raw.persona)
+
+
+def fit_vocabularies(spec: FeatureSpec, raw: RawFrame, min_count: int) -> FeatureSpec:
+    """The spec with each categorical feature's vocabulary fitted on `raw` (training leads):
+    values seen at least `min_count` times, the MAX_CATEGORIES most frequent at most."""
+    fitted = []
+    for j, feature in enumerate(spec.categorical):
+        counts = Counter(raw.categorical[:, j].tolist())
+        counts.pop(MISSING, None)
+        frequent = [v for v, c in counts.most_common(MAX_CATEGORIES) if c >= min_count]
+        fitted.append(replace(feature, vocabulary=tuple(sorted(frequent))))
+    return replace(spec, categorical=tuple(fitted))
+
+
+def encode(spec: FeatureSpec, raw: RawFrame) -> np.ndarray:
+    """The model input: float64 (n, len(spec.names)); numbers then category codes (0 missing,
+    1 other/rare/unseen, 2 + i for vocabulary value i)."""
+    p_num = len(spec.numeric_names)
+    matrix = np.empty((raw.n, p_num + len(spec.categorical)), dtype=np.float64)
+    matrix[:, :p_num] = raw.numeric
+    for j, feature in enumerate(spec.categorical):
+        lookup = {value: i + 2 for i, value in enumerate(feature.vocabulary)}
+        lookup[MISSING] = MISSING_CODE
+        column = raw.categorical[:, j]
+        matrix[:, p_num + j] = np.fromiter(
+            (lookup.get(v, OTHER_CODE) for v in column), dtype=np.float64, count=raw.n
+        )
+    return matrix
+
+
+def category_label(feature: CategoricalFeature, code: int) -> str:
+    if code == MISSING_CODE:
+        return MISSING
+    if code == OTHER_CODE or code - 2 >= len(feature.vocabulary):
+        return OTHER
+    return feature.vocabulary[code - 2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Value helpers
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and value != value:
+        return True
+    return isinstance(value, str) and value.strip().casefold() in MISSING_TEXT
+
+
+def _is_whole(value: Any) -> bool:
+    number = _as_number(value)
+    return number is None or float(number).is_integer()
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _numbers(values: Iterable[Any]) -> np.ndarray:
+    cache: dict[Any, float] = {}
+    out = []
+    for value in values:
+        if value is None:
+            out.append(np.nan)
+            continue
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            out.append(float(value))
+            continue
+        number = cache.get(value)
+        if number is None:
+            parsed = _as_number(value)
+            number = np.nan if parsed is None else parsed
+            cache[value] = number
+        out.append(number)
+    return np.asarray(out, dtype=np.float64)
+
+
+def _texts(values: Iterable[Any]) -> np.ndarray:
+    cache: dict[Any, str] = {None: MISSING}
+    out = []
+    for value in values:
+        try:
+            text = cache[value]
+        except KeyError:
+            text = MISSING if _is_missing(value) else _normalise_text(value)
+            cache[value] = text
+        except TypeError:  # unhashable (a JSON list or object): its canonical text
+            text = json.dumps(value, sort_keys=True).casefold()
+        out.append(text)
+    array = np.empty(len(out), dtype=object)
+    array[:] = out
+    return array
+
+
+def _normalise_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip().casefold()
+
+
+def _json_object(value: Any) -> dict:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        loaded = json.loads(value)
+        return loaded if isinstance(loaded, dict) else {}
+    return value if isinstance(value, dict) else {}
+
+
+def _db_time(moment: dt.datetime) -> Any:
+    """A datetime as the database compares it (SQLite stores UTC text without offset)."""
+    if connection.vendor == "postgresql":
+        return moment
+    return moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ")

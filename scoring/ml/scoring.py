@@ -1,0 +1,151 @@
+"""Bulk probabilities of the active model, stored on `Lead.model_probability`.
+
+Per chunk of leads (an id range): one query for lead columns and one for event aggregates
+(`features.read_frame`), the category coding and the pipeline's `predict_proba` vectorised
+over the whole chunk, and one set-based write (PostgreSQL: COPY into a temp table + one
+UPDATE ... FROM; SQLite: one executemany). The loaded artifact is cached per process by
+(model id, hash), so each chunk does not unpickle it again.
+
+Hooking into the rescore: `refresh_probabilities(first_id, last_id, as_of=...)` inside the
+chunk's transaction, before the rule scores are read, makes the blend use fresh
+probabilities; it does nothing (returns 0) when no model is active."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import connection, transaction
+from django.utils import timezone
+
+from scoring.ml import features as F
+from scoring.ml import registry
+from scoring.models import Lead, MLModel
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 50000
+COPY_NULL = "\\N"
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    pk: int
+    sha256: str
+    algorithm: str
+    spec: F.FeatureSpec
+    estimator: Any
+    reference: list[float | None]
+
+    def predict(self, raw: F.RawFrame) -> np.ndarray:
+        if raw.n == 0:
+            return np.zeros(0)
+        return self.estimator.predict_proba(F.encode(self.spec, raw))[:, 1]
+
+
+_cache: dict[tuple[int, str], LoadedModel] = {}
+
+
+def load(row: MLModel) -> LoadedModel:
+    """The row's artifact with its feature spec, cached per process. Raises ModelLoadRefused."""
+    key = (row.pk, row.artifact_sha256)
+    loaded = _cache.get(key)
+    if loaded is None:
+        loaded = LoadedModel(
+            pk=row.pk,
+            sha256=row.artifact_sha256,
+            algorithm=row.algorithm,
+            spec=F.FeatureSpec.from_dict(row.features["spec"]),
+            estimator=registry.load_estimator(row),
+            reference=list((row.details or {}).get("reference") or []),
+        )
+        _cache.clear()  # one model in memory at a time is enough
+        _cache[key] = loaded
+    return loaded
+
+
+def active_loaded() -> LoadedModel | None:
+    row = registry.active_model()
+    return None if row is None else load(row)
+
+
+def refresh_probabilities(first_id: int, last_id: int, *, as_of: dt.datetime | None = None) -> int:
+    """Compute and store the active model's probability for the leads with ids in
+    [first_id, last_id]; returns how many were written (0 when no model is active)."""
+    loaded = active_loaded()
+    if loaded is None:
+        return 0
+    raw = F.read_frame(loaded.spec, as_of or timezone.now(), first_id, last_id)
+    if raw.n == 0:
+        return 0
+    write_probabilities(raw.ids, loaded.predict(raw))
+    return raw.n
+
+
+def score_all(
+    *,
+    as_of: dt.datetime | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    progress: Callable[[float], None] | None = None,
+) -> int:
+    """Store the active model's probability on every lead (chunk by chunk, one transaction per
+    chunk); with no active model, clear every probability so no stale one is blended."""
+    loaded = active_loaded()
+    if loaded is None:
+        clear_probabilities()
+        return 0
+    as_of = as_of or timezone.now()
+    ranges = F.id_ranges(chunk_size)
+    total = 0
+    for i, (first_id, last_id) in enumerate(ranges):
+        with transaction.atomic():
+            raw = F.read_frame(loaded.spec, as_of, first_id, last_id)
+            if raw.n:
+                write_probabilities(raw.ids, loaded.predict(raw))
+        total += raw.n
+        if progress:
+            progress((i + 1) / len(ranges))
+    logger.info("ml.scoring.done model=%s leads=%s", loaded.pk, total)
+    return total
+
+
+def clear_probabilities() -> int:
+    return Lead.objects.filter(model_probability__isnull=False).update(model_probability=None)
+
+
+def write_probabilities(ids: np.ndarray, probabilities: np.ndarray) -> None:
+    """Set `model_probability` for these leads in one statement (after one COPY on
+    PostgreSQL). Probabilities are clipped into [0, 1]; NaN is stored as NULL."""
+    probabilities = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
+    if connection.vendor == "postgresql":
+        text = "".join(
+            f"{i}\t{COPY_NULL if p != p else repr(p)}\n"
+            for i, p in zip(ids.tolist(), probabilities.tolist(), strict=True)
+        )
+        # ON COMMIT DROP needs a transaction: a savepoint inside the caller's, or our own.
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS ml_probability_buffer "
+                "(id bigint, p double precision) ON COMMIT DROP"
+            )
+            cursor.execute("TRUNCATE ml_probability_buffer")
+            with cursor.cursor.copy("COPY ml_probability_buffer (id, p) FROM STDIN") as copy:
+                copy.write(text)
+            cursor.execute(
+                "UPDATE scoring_lead AS l SET model_probability = t.p "
+                "FROM ml_probability_buffer t WHERE l.id = t.id "
+                "AND l.model_probability IS DISTINCT FROM t.p"
+            )
+        return
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            "UPDATE scoring_lead SET model_probability = %s WHERE id = %s",
+            [
+                (None if p != p else p, i)
+                for i, p in zip(ids.tolist(), probabilities.tolist(), strict=True)
+            ],
+        )

@@ -1,0 +1,566 @@
+"""Training: label, features, split, two pipelines, calibration, honest evaluation, registry.
+
+- **Split**: by time when the population's creation times are spread (the 10th to 90th
+  percentile span at least `TIME_SPLIT_MIN_SPREAD_DAYS`): the earliest 70 % train, the latest
+  30 % test. Otherwise (e.g. an import where every lead was created the same minute) a
+  stratified random 70/30 split with a fixed seed. The validation split used to decide on
+  calibration is carved out of the training leads the same way (latest / stratified 20 %).
+- **Models**: logistic regression (median-imputed numbers with missing indicators, scaled;
+  one-hot categories) and `HistGradientBoostingClassifier` (native categories, NaN as missing),
+  each one whole scikit-learn `Pipeline` over the encoded feature matrix.
+- **Calibration**: each pipeline is fitted on the training leads minus validation; when a
+  sigmoid calibration (cross-fitted on the validation predictions) lowers the validation Brier
+  score, the artifact is `CalibratedClassifierCV(FrozenEstimator(pipeline))` fitted on the
+  validation leads; otherwise the pipeline refitted on all training leads.
+- **Evaluation** on test leads only, beside the live rule set's score on the same leads (its
+  rules alone, as of the cut-off; the model blend is switched off for the comparison)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
+
+from scoring.ml import features as F
+from scoring.ml import metrics as M
+from scoring.ml import registry
+from scoring.ml.labels import DEFAULT_HORIZON_DAYS, DEFAULT_STAGE, Labels, build_labels
+from scoring.models import MLModel
+
+logger = logging.getLogger(__name__)
+
+SEED = 42
+TEST_SHARE = 0.3
+VALIDATION_SHARE = 0.2
+TIME_SPLIT_MIN_SPREAD_DAYS = 7.0
+SMALL_DATA_ROWS = 50000
+LOGISTIC = "logistic_regression"
+BOOSTING = "hist_gradient_boosting"
+ALGORITHMS = (LOGISTIC, BOOSTING)
+NO_PERSONA = "(no persona)"
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    kind: str  # "time" or "stratified"
+    train: np.ndarray  # row indices into the population
+    test: np.ndarray
+    fit: np.ndarray  # the training rows minus validation
+    validation: np.ndarray
+    note: str = ""
+
+
+@dataclass(eq=False)
+class TrainingReport:
+    """What `train_models` returns; `as_json()` is the `train_model --json` contract."""
+
+    split: str
+    n_train: int
+    n_test: int
+    features: list[str]
+    models: list[dict[str, Any]]
+    rules_roc_auc: float | None
+    label: str
+    cutoff: dt.datetime
+    excluded: list[str]
+    seconds: float
+    rows: list[MLModel]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "features": self.features,
+            "models": self.models,
+            "rules_roc_auc": self.rules_roc_auc,
+            "label": self.label,
+            "cutoff": self.cutoff.isoformat(),
+            "excluded_attributes": self.excluded,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Split
+
+
+def choose_split(labels: Labels, *, seed: int = SEED) -> Split:
+    """Time split when creation times are spread, stratified random split otherwise."""
+    n = labels.n
+    created = labels.created_epoch
+    spread_days = (np.percentile(created, 90) - np.percentile(created, 10)) / 86400.0 if n else 0.0
+    rows = np.arange(n)
+    if spread_days >= TIME_SPLIT_MIN_SPREAD_DAYS:
+        order = np.lexsort((labels.ids, created))
+        n_test = max(1, math.ceil(TEST_SHARE * n))
+        train, test = np.sort(order[: n - n_test]), np.sort(order[n - n_test :])
+        train_order = order[: n - n_test]
+        n_val = max(1, math.ceil(VALIDATION_SHARE * train.size))
+        fit, validation = np.sort(train_order[:-n_val]), np.sort(train_order[-n_val:])
+        if _both_classes(labels.y, train, test, fit, validation):
+            return Split("time", train, test, fit, validation)
+        note = "the time split left one outcome out of a part, so the split is stratified"
+    else:
+        note = ""
+    train, test = train_test_split(rows, test_size=TEST_SHARE, stratify=labels.y, random_state=seed)
+    fit, validation = train_test_split(
+        train, test_size=VALIDATION_SHARE, stratify=labels.y[train], random_state=seed
+    )
+    return Split(
+        "stratified", np.sort(train), np.sort(test), np.sort(fit), np.sort(validation), note
+    )
+
+
+def _both_classes(y: np.ndarray, *parts: np.ndarray) -> bool:
+    return all(part.size and 0 < y[part].sum() < part.size for part in parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipelines
+
+
+def make_pipeline(algorithm: str, spec: F.FeatureSpec) -> Pipeline:
+    """One whole scikit-learn pipeline over `features.encode` output."""
+    p_num = len(spec.numeric_names)
+    cat_columns = list(range(p_num, p_num + len(spec.categorical)))
+    if algorithm == LOGISTIC:
+        numeric = Pipeline(
+            [
+                (
+                    "impute",
+                    SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                ),
+                ("scale", StandardScaler()),
+            ]
+        )
+        categories = [np.arange(len(f.vocabulary) + 2, dtype=np.float64) for f in spec.categorical]
+        prepare = ColumnTransformer(
+            [
+                ("num", numeric, list(range(p_num))),
+                (
+                    "cat",
+                    OneHotEncoder(
+                        categories=categories, handle_unknown="ignore", sparse_output=False
+                    ),
+                    cat_columns,
+                ),
+            ],
+            sparse_threshold=0.0,
+        )
+        return Pipeline([("prepare", prepare), ("model", LogisticRegression(C=1.0, max_iter=2000))])
+    if algorithm == BOOSTING:
+        mask = spec.categorical_mask
+        return Pipeline(
+            [
+                (
+                    "model",
+                    HistGradientBoostingClassifier(
+                        learning_rate=0.1,
+                        max_iter=300,
+                        max_leaf_nodes=31,
+                        l2_regularization=1.0,
+                        categorical_features=mask if mask.any() else None,
+                        early_stopping=True,
+                        validation_fraction=0.1,
+                        n_iter_no_change=20,
+                        random_state=SEED,
+                    ),
+                )
+            ]
+        )
+    raise ValueError(f"unknown algorithm {algorithm!r}")
+
+
+def inner_pipeline(estimator: Any) -> Pipeline:
+    """The fitted pipeline inside a calibrated artifact (or the artifact itself)."""
+    if isinstance(estimator, CalibratedClassifierCV):
+        inner = estimator.calibrated_classifiers_[0].estimator
+        return inner.estimator if isinstance(inner, FrozenEstimator) else inner
+    return estimator
+
+
+def logistic_columns(pipeline: Pipeline, spec: F.FeatureSpec) -> tuple[list[str], list[int]]:
+    """For a fitted logistic pipeline: a readable label per model column and the index of the
+    spec feature each column comes from (numbers, their missing indicators, one-hot values)."""
+    names = spec.names
+    p_num = len(spec.numeric_names)
+    prepare = pipeline.named_steps["prepare"]
+    imputer = prepare.named_transformers_["num"].named_steps["impute"]
+    labels = list(names[:p_num])
+    sources = list(range(p_num))
+    if imputer.indicator_ is not None:
+        for j in imputer.indicator_.features_:
+            labels.append(f"{names[j]} is missing")
+            sources.append(int(j))
+    encoder = prepare.named_transformers_["cat"]
+    for c, (feature, codes) in enumerate(zip(spec.categorical, encoder.categories_, strict=True)):
+        for code in codes:
+            labels.append(f"{feature.name} = {F.category_label(feature, int(code))}")
+            sources.append(p_num + c)
+    return labels, sources
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting one algorithm
+
+
+def fit_and_calibrate(
+    algorithm: str, spec: F.FeatureSpec, X: np.ndarray, y: np.ndarray, split: Split
+) -> tuple[Any, bool, dict[str, float]]:
+    """The artifact to keep, whether it is calibrated, and the validation Brier scores."""
+    with _threads(split.train.size):
+        return _fit_and_calibrate(algorithm, spec, X, y, split)
+
+
+def _threads(n_rows: int) -> Any:
+    """OpenMP threads for gradient boosting: one below SMALL_DATA_ROWS, where thread start-up
+    and spinning cost more than they save (on a busy 2-core box, 30x more), else the default."""
+    return (
+        threadpool_limits(limits=1, user_api="openmp")
+        if n_rows < SMALL_DATA_ROWS
+        else nullcontext()
+    )
+
+
+def _fit_and_calibrate(
+    algorithm: str, spec: F.FeatureSpec, X: np.ndarray, y: np.ndarray, split: Split
+) -> tuple[Any, bool, dict[str, float]]:
+    pipeline = make_pipeline(algorithm, spec).fit(X[split.fit], y[split.fit])
+    p_val = pipeline.predict_proba(X[split.validation])[:, 1]
+    y_val = y[split.validation]
+    raw_brier = brier_score_loss(y_val, p_val)
+    calibrated_brier = _cross_fitted_sigmoid_brier(y_val, p_val)
+    scores = {"validation_brier": round(raw_brier, 6)}
+    if calibrated_brier is not None:
+        scores["validation_brier_calibrated"] = round(calibrated_brier, 6)
+    if calibrated_brier is not None and calibrated_brier < raw_brier - 1e-4:
+        calibrated = CalibratedClassifierCV(FrozenEstimator(pipeline), method="sigmoid")
+        calibrated.fit(X[split.validation], y_val)
+        return calibrated, True, scores
+    return make_pipeline(algorithm, spec).fit(X[split.train], y[split.train]), False, scores
+
+
+def _cross_fitted_sigmoid_brier(y: np.ndarray, p: np.ndarray) -> float | None:
+    """Brier score of a Platt (sigmoid) calibration of `p`, each fold calibrated on the
+    others, so the estimate is not flattered by fitting and scoring the same leads."""
+    positives = int(y.sum())
+    folds = min(5, positives, y.size - positives)
+    if folds < 2:
+        return None
+    logit = np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1)).reshape(-1, 1)
+    out = np.empty_like(p)
+    for fit_rows, test_rows in StratifiedKFold(folds, shuffle=True, random_state=SEED).split(
+        logit, y
+    ):
+        platt = LogisticRegression(C=1e6).fit(logit[fit_rows], y[fit_rows])
+        out[test_rows] = platt.predict_proba(logit[test_rows])[:, 1]
+    return float(brier_score_loss(y, out))
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole run
+
+
+def start_training(
+    *, label_stage: str = DEFAULT_STAGE, user: Any = None, algorithms: Iterable[str] = ALGORITHMS
+) -> str:
+    """Create the queued rows of a training run and return its key (the task fills them)."""
+    run_key = str(uuid.uuid4())
+    MLModel.objects.bulk_create(
+        [
+            MLModel(
+                run_key=run_key,
+                algorithm=algorithm,
+                label_stage=label_stage,
+                created_by=user if getattr(user, "is_authenticated", False) else None,
+                message="queued",
+            )
+            for algorithm in algorithms
+        ]
+    )
+    return run_key
+
+
+def training_in_progress() -> bool:
+    return MLModel.objects.filter(
+        status__in=[MLModel.Status.QUEUED, MLModel.Status.TRAINING]
+    ).exists()
+
+
+def train_models(
+    *,
+    label_stage: str = DEFAULT_STAGE,
+    horizon_days: int = DEFAULT_HORIZON_DAYS,
+    cutoff: dt.datetime | None = None,
+    exclude: Iterable[str] = (),
+    user: Any = None,
+    run_key: str | None = None,
+    chunk_size: int = 20000,
+) -> TrainingReport:
+    """Train and evaluate both models and store them in the registry (inactive).
+
+    Progress goes to the run's rows. On any error the rows are marked failed with the message
+    and the error is raised again; artifacts are written only after everything succeeded."""
+    run_key = run_key or start_training(label_stage=label_stage, user=user)
+    rows = list(MLModel.objects.filter(run_key=run_key).order_by("pk"))
+    if not rows:
+        raise ValueError(f"No training run {run_key!r}.")
+    MLModel.objects.filter(run_key=run_key).update(
+        status=MLModel.Status.TRAINING, progress=0.0, message="starting", error=""
+    )
+
+    def progress(fraction: float, message: str) -> None:
+        MLModel.objects.filter(run_key=run_key).update(progress=fraction, message=message[:200])
+
+    try:
+        return _train(rows, label_stage, horizon_days, cutoff, exclude, chunk_size, progress)
+    except Exception as error:
+        MLModel.objects.filter(run_key=run_key).exclude(status=MLModel.Status.DONE).update(
+            status=MLModel.Status.FAILED,
+            error=f"{error.__class__.__name__}: {error}"[:2000],
+            message="failed",
+            finished_at=timezone.now(),
+        )
+        logger.warning("ml.training.failed run=%s error=%s", run_key, error.__class__.__name__)
+        raise
+
+
+def _train(
+    rows: list[MLModel],
+    label_stage: str,
+    horizon_days: int,
+    cutoff: dt.datetime | None,
+    exclude: Iterable[str],
+    chunk_size: int,
+    progress: Progress,
+) -> TrainingReport:
+    started = time.perf_counter()
+    progress(0.02, "labelling leads")
+    labels = build_labels(label_stage, horizon_days=horizon_days, cutoff=cutoff)
+    spec = F.discover_spec(labels.cutoff, exclude=exclude)
+    raw = _population_frame(spec, labels, chunk_size, progress)
+    y = labels.y
+    split = choose_split(labels)
+    progress(0.45, f"{split.kind} split: {split.train.size} train, {split.test.size} test")
+    min_count = max(10, math.ceil(0.002 * split.train.size))
+    fitted_spec = F.fit_spec(spec, raw.take(split.train), min_count)
+    raw = F.project(raw, spec, fitted_spec)
+    spec = fitted_spec
+    X = F.encode(spec, raw)
+    persona = np.array([NO_PERSONA if p == F.MISSING else p for p in raw.persona], dtype=object)
+
+    fitted: dict[str, tuple[Any, bool, dict[str, float]]] = {}
+    results: dict[str, dict[str, Any]] = {}
+    step = 0.35 / len(rows)
+    for i, row in enumerate(rows):
+        progress(0.45 + i * step, f"fitting {row.algorithm}")
+        estimator, calibrated, validation = fit_and_calibrate(row.algorithm, spec, X, y, split)
+        with _threads(split.train.size):
+            p_test = estimator.predict_proba(X[split.test])[:, 1]
+        fitted[row.algorithm] = (estimator, calibrated, validation)
+        results[row.algorithm] = {
+            "overall": M.probability_metrics(y[split.test], p_test),
+            "per_persona": M.per_persona(y[split.test], p_test, persona[split.test]),
+            "calibration_curve": M.calibration_curve(y[split.test], p_test),
+            "calibrated": calibrated,
+            **validation,
+        }
+
+    progress(0.82, "scoring the same leads with the live rules")
+    rules = _rule_scores(labels.ids, labels.cutoff)
+    rules_metrics = None
+    if rules is not None:
+        rule_scores = np.nan_to_num(rules.scores[split.test], nan=float(rules.spec.floor))
+        rules_metrics = M.probability_metrics(
+            y[split.test], np.clip((rule_scores - rules.spec.floor) / max(rules.scale, 1.0), 0, 1)
+        )
+        # Brier / ECE of a score read as a probability mean little; AUC and lift are the
+        # comparable numbers.
+        rules_metrics = {
+            key: rules_metrics[key] for key in ("n", "positives", "roc_auc", "lift_top_decile")
+        }
+        rules_metrics["rule_set_version"] = rules.version
+
+    progress(0.9, "suggesting rule weights and saving")
+    suggestion = None
+    if LOGISTIC in fitted:
+        from scoring.ml.suggest import suggest_from_training
+
+        suggestion = suggest_from_training(
+            fitted[LOGISTIC][0], spec, X[split.train], rules, split.train
+        )
+    reference = _reference_row(spec, X[split.train])
+    train_created = labels.created_epoch[split.train]
+    common = {
+        "label": labels.describe()[:200],
+        "label_stage": labels.stage,
+        "horizon_days": labels.horizon_days,
+        "cutoff": labels.cutoff,
+        "train_start": dt.datetime.fromtimestamp(float(train_created.min()), tz=dt.UTC),
+        "train_end": dt.datetime.fromtimestamp(float(train_created.max()), tz=dt.UTC),
+        "split": split.kind,
+        "n_train": int(split.train.size),
+        "n_test": int(split.test.size),
+        "features": {"names": spec.names, "spec": spec.to_dict()},
+    }
+    models_json = []
+    with transaction.atomic():
+        for row in rows:
+            estimator, calibrated, _ = fitted[row.algorithm]
+            for key, value in common.items():
+                setattr(row, key, value)
+            row.metrics = {
+                **results[row.algorithm],
+                "rules": rules_metrics,
+                "split_note": split.note,
+            }
+            row.details = {
+                "reference": reference,
+                "suggestion": suggestion if row.algorithm == LOGISTIC else None,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+            row.status = MLModel.Status.DONE
+            row.progress = 1.0
+            row.message = "done"
+            row.finished_at = timezone.now()
+            row.save()
+            registry.save_artifact(row, estimator)
+            overall = results[row.algorithm]["overall"]
+            models_json.append(
+                {
+                    "name": row.algorithm,
+                    "id": row.pk,
+                    "roc_auc": overall["roc_auc"],
+                    "pr_auc": overall["pr_auc"],
+                    "brier": overall["brier"],
+                    "ece": overall["ece"],
+                    "lift_top_decile": overall["lift_top_decile"],
+                    "calibrated": calibrated,
+                }
+            )
+    seconds = time.perf_counter() - started
+    logger.info(
+        "ml.training.done run=%s leads=%s features=%s seconds=%.1f",
+        rows[0].run_key,
+        labels.n,
+        len(spec.names),
+        seconds,
+    )
+    return TrainingReport(
+        split=split.kind,
+        n_train=int(split.train.size),
+        n_test=int(split.test.size),
+        features=spec.names,
+        models=models_json,
+        rules_roc_auc=rules_metrics["roc_auc"] if rules_metrics else None,
+        label=labels.describe(),
+        cutoff=labels.cutoff,
+        excluded=list(spec.excluded),
+        seconds=seconds,
+        rows=rows,
+    )
+
+
+def _population_frame(
+    spec: F.FeatureSpec, labels: Labels, chunk_size: int, progress: Progress
+) -> F.RawFrame:
+    """The raw features of the labelled leads, in `labels.ids` order (chunk by chunk, keeping
+    only the population's rows as it goes)."""
+    ranges = F.id_ranges(chunk_size)
+    frames = []
+    for i, (first_id, last_id) in enumerate(ranges):
+        frame = F.read_frame(spec, labels.cutoff, first_id, last_id)
+        frames.append(frame.take(np.isin(frame.ids, labels.ids)))
+        progress(0.05 + 0.4 * (i + 1) / max(1, len(ranges)), "reading features")
+    raw = F.RawFrame.concat(frames, spec)
+    if raw.n != labels.n or not np.array_equal(raw.ids, labels.ids):
+        # Leads deleted or merged while training: keep the leads both reads saw.
+        keep = np.isin(labels.ids, raw.ids)
+        raise RuntimeError(
+            f"The leads changed while training ({int((~keep).sum())} vanished); train again."
+        )
+    return raw
+
+
+@dataclass(frozen=True, eq=False)
+class RuleScores:
+    """The live rule set's scores (rules only) on the population, in `labels.ids` order."""
+
+    scores: np.ndarray
+    contributions: np.ndarray  # (n, R)
+    spec: Any  # scoring.engine.RuleSetSpec
+    version: int | None
+    scale: float  # ceiling - floor
+    model_weight: float  # the live rule set's blend weight (0 in `spec`, for the comparison)
+
+
+def _rule_scores(ids: np.ndarray, as_of: dt.datetime, chunk: int = 5000) -> RuleScores | None:
+    from scoring.engine import compile_ruleset
+    from scoring.features import LeadSelection
+    from scoring.selectors import live_rule_set
+    from scoring.services.rescore import score_selection
+    from scoring.services.rulesets import ruleset_to_spec
+
+    live = live_rule_set()
+    if live is None:
+        return None
+    live_spec = ruleset_to_spec(live)
+    spec = dataclasses.replace(live_spec, model_weight=0.0)
+    compiled = compile_ruleset(spec)
+    scores = np.full(ids.size, np.nan)
+    contributions = np.zeros((ids.size, len(spec.rules)), dtype=np.float64)
+    for start in range(0, ids.size, chunk):
+        part = ids[start : start + chunk]
+        leads, result = score_selection(compiled, LeadSelection(ids=tuple(part.tolist())), as_of)
+        position = np.searchsorted(part, leads.ids)
+        scores[start + position] = result.scores
+        contributions[start + position] = result.contributions
+    return RuleScores(
+        scores=scores,
+        contributions=contributions,
+        spec=spec,
+        version=live.version,
+        scale=float(spec.ceiling - spec.floor),
+        model_weight=float(live_spec.model_weight),
+    )
+
+
+def _reference_row(spec: F.FeatureSpec, X_train: np.ndarray) -> list[float | None]:
+    """Per feature, the training median (numbers) or most frequent code (categories): the
+    value the gradient-boosting explanation perturbs a feature to."""
+    p_num = len(spec.numeric_names)
+    reference: list[float | None] = []
+    for j in range(X_train.shape[1]):
+        column = X_train[:, j]
+        if j < p_num:
+            finite = column[np.isfinite(column)]
+            reference.append(float(np.median(finite)) if finite.size else None)
+        else:
+            values, counts = np.unique(column, return_counts=True)
+            reference.append(float(values[np.argmax(counts)]) if values.size else 0.0)
+    return reference

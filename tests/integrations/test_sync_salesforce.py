@@ -295,3 +295,25 @@ def test_records_the_vendor_rejects_stay_unpushed(salesforce_env, run_command):
     assert (summary["pushed"], summary["failed"]) == (1, 1)
     assert "ENTITY_IS_DELETED" in summary["failures"][0]["reason"]
     assert Identity.objects.get(external_id="00Q5g0000040002EAA").pushed_score is None
+
+
+def test_usage_above_the_threshold_slows_the_run_down(salesforce_env, run_command, sleeps):
+    busy = {"Sforce-Limit-Info": "api-usage=4900/5000"}
+    fake = FakeSalesforce(salesforce_env)
+    fake.usage = busy["Sforce-Limit-Info"]
+    page1, page2 = lead_pages()
+    fake.lead_pages.append(json_response(page1, headers=busy))
+    salesforce_env.expect_request(NEXT_PAGE, method="GET").respond_with_response(
+        json_response(page2, headers=busy)
+    )
+    salesforce_env.expect_request(
+        "/services/data/v59.0/sobjects/Lead/deleted/"
+    ).respond_with_response(
+        json_response(load_json("salesforce/getdeleted_lead.json"), headers=busy)
+    )
+
+    summary, status = run_command("sync", "salesforce")
+
+    assert status == 0 and summary["api_usage"]["throttled"] is True
+    assert summary["api_usage"]["api_used"] == 4900
+    assert sleeps.calls == [2.0]  # between the two pages, none after the last

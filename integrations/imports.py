@@ -96,6 +96,8 @@ _DATETIME_COLUMNS = ("created_at", "mql_at", "sql_at", "opportunity_at", "conver
 _INT = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_STAGES = tuple(LifecycleStage.values)
+_LEAD_COLUMN_SET = frozenset(LEAD_COLUMNS)
 
 
 class ImportFailed(Exception):
@@ -381,6 +383,7 @@ class _RowContext:
     naive_tz: dt.tzinfo
     now: dt.datetime
     owners: dict[str, int] | None = None
+    column_plans: dict[Any, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     def owner_id(self, username: str) -> int | None:
         if self.owners is None:
@@ -389,26 +392,43 @@ class _RowContext:
 
 
 def _mapped_cells(row: dict[str, Any], ctx: _RowContext) -> Iterator[tuple[str, str, Any]]:
-    """(file column, target column, value) with the mapping applied; missing cells skipped."""
-    mapping = ctx.mapping
-    everywhere = mapping.values.get("*", {})
+    """(file column, target column, value) with the mapping applied; missing cells skipped.
+    What the mapping says about a column is worked out once per column, not once per cell."""
+    plans = ctx.column_plans
+    missing = ctx.mapping.missing
     for column, raw in row.items():
-        if column in mapping.drop or column is None:
+        plan = plans.get(column)
+        if plan is None:
+            plan = plans[column] = _column_plan(column, ctx.mapping)
+        if plan is _SKIP:
             continue
-        target = mapping.target(column)
-        value = raw.strip() if isinstance(raw, str) else raw
-        if isinstance(value, str) and value in mapping.missing:
-            continue
-        if value is None:
-            continue
-        per_column = mapping.values.get(target) or mapping.values.get(column) or {}
-        if isinstance(value, str) and value in per_column:
-            value = per_column[value]
-        elif isinstance(value, str) and value in everywhere:
-            value = everywhere[value]
+        target, value_map = plan
+        if isinstance(raw, str):
+            value = raw.strip()
+            if value in missing:
+                continue
+            if value in value_map:
+                value = value_map[value]
+        else:
+            value = raw
         if value is None:
             continue
         yield column, target, value
+
+
+_SKIP = ("", {})
+
+
+def _column_plan(column: Any, mapping: Mapping) -> tuple[str, dict[str, Any]]:
+    if column is None or column in mapping.drop:
+        return _SKIP
+    target = mapping.target(column)
+    value_map = {
+        **mapping.values.get("*", {}),
+        **mapping.values.get(column, {}),
+        **mapping.values.get(target, {}),
+    }
+    return target, value_map
 
 
 def lead_from_row(row: dict[str, Any], ctx: _RowContext) -> tuple[LeadUpsert | None, list[str]]:
@@ -418,15 +438,16 @@ def lead_from_row(row: dict[str, Any], ctx: _RowContext) -> tuple[LeadUpsert | N
     reasons: list[str] = []
     external_id = None
     label = ctx.mapping.label
+    label_column = label["column"] if label else None
     for column, target, value in _mapped_cells(row, ctx):
-        if label and column == label["column"]:
+        if column == label_column:
             text = str(value).strip()
             if text in [str(p) for p in label.get("positive", [])]:
                 values.update({k: v for k, v in label.get("sets", {}).items() if v is not None})
             elif text not in [str(n) for n in label.get("negative", [])]:
                 reasons.append(f"{column}: {text!r} is not a known label value")
             continue
-        if target not in LEAD_COLUMNS:
+        if target not in _LEAD_COLUMN_SET:
             attributes[target] = _scalar(value) if isinstance(value, str) else value
             continue
         text = str(value).strip()
@@ -455,10 +476,8 @@ def lead_from_row(row: dict[str, Any], ctx: _RowContext) -> tuple[LeadUpsert | N
                 reasons.append(f"{target}: {exc}")
         elif target == "lifecycle_stage":
             stage = text.lower()
-            if stage not in LifecycleStage.values:
-                reasons.append(
-                    f"lifecycle_stage: {text!r} is not one of {', '.join(LifecycleStage.values)}"
-                )
+            if stage not in _STAGES:
+                reasons.append(f"lifecycle_stage: {text!r} is not one of {', '.join(_STAGES)}")
             else:
                 values["lifecycle_stage"] = stage
         elif target == "owner":
@@ -588,7 +607,8 @@ def import_file(
     ctx = _RowContext(
         mapping=rules,
         source=source or rules.identity_source or DEFAULT_SOURCE,
-        naive_tz=zoneinfo.ZoneInfo(settings.TIME_ZONE),
+        # datetime.UTC is much cheaper to compute offsets with than ZoneInfo("UTC").
+        naive_tz=dt.UTC if settings.TIME_ZONE == "UTC" else zoneinfo.ZoneInfo(settings.TIME_ZONE),
         now=timezone.now(),
     )
     if len(ctx.source) > 40:

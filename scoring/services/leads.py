@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from django.db import connection, transaction
 from django.db.models import Count, Q
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Lower, Trim
 from django.utils import timezone
 
@@ -159,8 +160,11 @@ def leads_bulk_upsert(records: Sequence[LeadUpsert], *, rescore: bool = True) ->
     records = [_normalised(record) for record in records]
     with transaction.atomic():
         lock_lead_writes()
-        merges = _merge_conflicting(records)
-        result = _upsert_resolved(records)
+        found = _lookup(records)
+        merges = _merge_conflicting(records, found)
+        if merges:
+            found = _lookup(records)
+        result = _upsert_resolved(records, found)
         result.merges = merges
         if rescore:
             _request_rescore(result.changed_lead_ids)
@@ -184,33 +188,61 @@ def _identity_key(record: LeadUpsert) -> tuple[str, str] | None:
     return None
 
 
-def _lookup(records: Sequence[LeadUpsert]) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
-    """(identity -> lead id, email -> lead id) for the chunk: two queries."""
-    keys = {key for r in records if (key := _identity_key(r))}
-    emails = {r.values.get("email") for r in records} - {None}
+@dataclass
+class _Lookup:
+    by_identity: dict[tuple[str, str], int]
+    by_email: dict[str, int]
+    rows: dict[int, dict[str, Any]]  # lead id -> stored LEAD_FIELDS + attributes
+
+
+def _lookup(records: Sequence[LeadUpsert]) -> _Lookup:
+    """Everything the chunk needs to know about stored leads, in two queries: the identities
+    it names, then every lead those identities or its emails point at. PostgreSQL gets the
+    keys as arrays (one parameter each), which keeps 5,000-key queries cheap to send."""
+    keys = sorted({key for r in records if (key := _identity_key(r))})
+    emails = sorted({r.values.get("email") for r in records} - {None})
     by_identity: dict[tuple[str, str], int] = {}
     if keys:
-        condition = Q()
-        # Grouping by source keeps the query to one IN list per source.
-        by_source: dict[str, list[str]] = {}
-        for source, external_id in keys:
-            by_source.setdefault(source, []).append(external_id)
-        for source, ids in by_source.items():
-            condition |= Q(source=source, external_id__in=ids)
-        for source, external_id, lead_id in Identity.objects.filter(condition).values_list(
+        if on_postgres():
+            identities = Identity.objects.filter(
+                id__in=RawSQL(
+                    "SELECT i.id FROM scoring_identity i JOIN unnest(%s::text[], %s::text[]) "
+                    "AS k(s, e) ON i.source = k.s AND i.external_id = k.e",
+                    ([k[0] for k in keys], [k[1] for k in keys]),
+                )
+            )
+        else:
+            condition = Q()
+            by_source: dict[str, list[str]] = {}
+            for source, external_id in keys:
+                by_source.setdefault(source, []).append(external_id)
+            for source, ids in by_source.items():
+                condition |= Q(source=source, external_id__in=ids)
+            identities = Identity.objects.filter(condition)
+        for source, external_id, lead_id in identities.values_list(
             "source", "external_id", "lead_id"
         ):
             by_identity[(source, external_id)] = lead_id
-    by_email: dict[str, int] = {}
-    if emails:
-        by_email = dict(Lead.objects.filter(email__in=emails).values_list("email", "id"))
-    return by_identity, by_email
+    rows: dict[int, dict[str, Any]] = {}
+    ids = sorted(set(by_identity.values()))
+    if ids or emails:
+        if on_postgres():
+            condition = Q(id__in=RawSQL("SELECT unnest(%s::bigint[])", (ids,))) | Q(
+                email__in=RawSQL("SELECT unnest(%s::text[])", (emails,))
+            )
+        else:
+            condition = Q(id__in=ids) | Q(email__in=emails)
+        for row in Lead.objects.filter(condition).values("id", "attributes", *LEAD_FIELDS):
+            rows[row.pop("id")] = row
+    wanted = set(emails)
+    by_email = {row["email"]: lead_id for lead_id, row in rows.items() if row["email"] in wanted}
+    return _Lookup(by_identity, by_email, rows)
 
 
-def _merge_conflicting(records: Sequence[LeadUpsert]) -> int:
+def _merge_conflicting(records: Sequence[LeadUpsert], found: _Lookup) -> int:
     """Merge the leads that one record says are the same person (its identity points at one
     lead, its email at another). Rare, so done pair by pair."""
-    by_identity, by_email = _lookup(records)
+    by_identity, by_email = found.by_identity, found.by_email
     pairs: set[tuple[int, int]] = set()
     for record in records:
         key = _identity_key(record)
@@ -251,7 +283,7 @@ def _apply(state: dict[str, Any], record: LeadUpsert) -> None:
 def _validate_values(record: LeadUpsert) -> str:
     stage = record.values.get("lifecycle_stage")
     if stage and stage not in _VALID_STAGES:
-        return f"lifecycle_stage {stage!r} is not one of {', '.join(LifecycleStage.values)}"
+        return f"lifecycle_stage {stage!r} is not one of {', '.join(sorted(_VALID_STAGES))}"
     for name in (*_STAGE_TIMES, "disqualified_at"):
         value = record.values.get(name)
         if value is not None and (not isinstance(value, dt.datetime) or timezone.is_naive(value)):
@@ -259,22 +291,17 @@ def _validate_values(record: LeadUpsert) -> str:
     return ""
 
 
-def _new_state() -> dict[str, Any]:
+def _state_template() -> dict[str, Any]:
+    """A new lead's state (model defaults), built once per chunk: instantiating a model per
+    row costs more than the rest of the row's work."""
     lead = Lead()
     state = {name: getattr(lead, name) for name in LEAD_FIELDS}
     state["attributes"] = {}
     return state
 
 
-def _upsert_resolved(records: Sequence[LeadUpsert]) -> BulkUpsertResult:
-    by_identity, by_email = _lookup(records)
-    existing_ids = set(by_identity.values()) | set(by_email.values())
-    original: dict[int, dict[str, Any]] = {}
-    if existing_ids:
-        for row in Lead.objects.filter(id__in=existing_ids).values(
-            "id", "attributes", *LEAD_FIELDS
-        ):
-            original[row.pop("id")] = row
+def _upsert_resolved(records: Sequence[LeadUpsert], found: _Lookup) -> BulkUpsertResult:
+    by_identity, by_email, original = found.by_identity, found.by_email, found.rows
     working: dict[int, dict[str, Any]] = {}
     # New leads are referred to by negative placeholders until they get real ids.
     new_states: dict[int, dict[str, Any]] = {}
@@ -285,6 +312,7 @@ def _upsert_resolved(records: Sequence[LeadUpsert]) -> BulkUpsertResult:
     for lead_id, row in original.items():
         lead_email[lead_id] = row["email"]
     outcomes: list[UpsertOutcome] = []
+    template = _state_template()
 
     for record in records:
         key = _identity_key(record)
@@ -306,7 +334,7 @@ def _upsert_resolved(records: Sequence[LeadUpsert]) -> BulkUpsertResult:
             continue
         if ref is None:
             ref = -(len(new_states) + 1)
-            state = _new_state()
+            state = {**template, "attributes": {}}
             _apply(state, record)
             new_states[ref] = state
             status: Status = "created"
@@ -391,10 +419,10 @@ _LEAD_COLUMNS = [f for f in Lead._meta.concrete_fields if not f.primary_key]
 
 
 def _insert_leads(new_states: dict[int, dict[str, Any]]) -> dict[int, int]:
-    """Insert the new leads; returns placeholder -> real id."""
+    """Insert the new leads; returns placeholder -> real id. Large chunks on PostgreSQL take
+    their ids from the sequence and go in with COPY."""
     if not new_states:
         return {}
-    now = timezone.now()
     refs = sorted(new_states, reverse=True)  # -1, -2, ... in input order
     if on_postgres() and len(refs) >= COPY_THRESHOLD:
         with connection.cursor() as cursor:
@@ -404,54 +432,63 @@ def _insert_leads(new_states: dict[int, dict[str, Any]]) -> dict[int, int]:
                 [len(refs)],
             )
             ids = [row[0] for row in cursor.fetchall()]
-            leads = []
-            for ref, lead_id in zip(refs, ids, strict=True):
-                lead = Lead(id=lead_id, **new_states[ref])
-                lead.updated_at = now
-                leads.append(lead)
-            _copy_leads(cursor, "scoring_lead", leads, with_id=True)
+            defaults = _column_defaults()
+            pairs = zip(refs, ids, strict=True)
+            rows = ((lead_id, {**defaults, **new_states[ref]}) for ref, lead_id in pairs)
+            _copy_rows(cursor, "scoring_lead", _LEAD_COLUMNS, rows)
         return dict(zip(refs, ids, strict=True))
     leads = [Lead(**new_states[ref]) for ref in refs]
     Lead.objects.bulk_create(leads, batch_size=1000)
     return {ref: lead.id for ref, lead in zip(refs, leads, strict=True)}
 
 
-def _copy_value(lead: Lead, field_obj: Any) -> Any:
-    value = getattr(lead, field_obj.attname)
-    if field_obj.get_internal_type() == "JSONField":
-        return json.dumps(value)
-    return value
+def _column_defaults() -> dict[str, Any]:
+    """attname -> value for every stored lead column of a brand-new lead."""
+    lead = Lead()
+    defaults = {f.attname: getattr(lead, f.attname) for f in _LEAD_COLUMNS}
+    defaults["updated_at"] = timezone.now()
+    return defaults
 
 
-def _copy_leads(cursor: Any, table: str, leads: Sequence[Lead], *, with_id: bool) -> None:
-    columns = (["id"] if with_id else []) + [f.column for f in _LEAD_COLUMNS]
-    names = ", ".join(f'"{c}"' for c in columns)
+def _copy_rows(
+    cursor: Any, table: str, fields: Sequence[Any], rows: Iterable[tuple[int, dict[str, Any]]]
+) -> None:
+    """COPY (id, *fields) rows given as (id, attname -> value) into a table."""
+    names = ", ".join(['"id"', *(f'"{f.column}"' for f in fields)])
+    json_names = {f.attname for f in fields if f.get_internal_type() == "JSONField"}
+    attnames = [f.attname for f in fields]
     raw = cursor.cursor  # the psycopg cursor under Django's wrapper
     with raw.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-        for lead in leads:
-            row = [lead.id] if with_id else []
-            row.extend(_copy_value(lead, f) for f in _LEAD_COLUMNS)
-            copy.write_row(row)
+        for lead_id, values in rows:
+            copy.write_row(
+                [lead_id]
+                + [
+                    json.dumps(values[name]) if name in json_names else values[name]
+                    for name in attnames
+                ]
+            )
 
 
 def _update_leads(changed: dict[int, dict[str, Any]]) -> None:
     if not changed:
         return
     now = timezone.now()
-    leads = []
-    for lead_id, state in changed.items():
-        lead = Lead(id=lead_id, **state)
-        lead.updated_at = now
-        leads.append(lead)
     fields = [*LEAD_FIELDS, "attributes", "updated_at"]
-    if on_postgres() and len(leads) >= COPY_THRESHOLD:
+    if on_postgres() and len(changed) >= COPY_THRESHOLD:
         columns = [Lead._meta.get_field(name) for name in fields]
+        names = ", ".join(f'"{c.column}"' for c in columns)
         with connection.cursor() as cursor:
+            # Types only (no NOT NULL constraints): the rows carry just the upserted columns.
             cursor.execute(
-                "CREATE TEMP TABLE lead_update_tmp (LIKE scoring_lead INCLUDING DEFAULTS) "
-                "ON COMMIT DROP"
+                f'CREATE TEMP TABLE lead_update_tmp ON COMMIT DROP AS SELECT "id", {names} '
+                "FROM scoring_lead WITH NO DATA"
             )
-            _copy_leads(cursor, "lead_update_tmp", leads, with_id=True)
+            _copy_rows(
+                cursor,
+                "lead_update_tmp",
+                columns,
+                ((lead_id, {**state, "updated_at": now}) for lead_id, state in changed.items()),
+            )
             assignments = ", ".join(f'"{c.column}" = t."{c.column}"' for c in columns)
             cursor.execute(
                 f"UPDATE scoring_lead AS l SET {assignments} FROM lead_update_tmp AS t "
@@ -459,11 +496,27 @@ def _update_leads(changed: dict[int, dict[str, Any]]) -> None:
             )
             cursor.execute("DROP TABLE lead_update_tmp")
         return
+    leads = []
+    for lead_id, state in changed.items():
+        lead = Lead(id=lead_id, **state)
+        lead.updated_at = now
+        leads.append(lead)
     Lead.objects.bulk_update(leads, fields, batch_size=500)
 
 
 def _insert_identities(rows: Sequence[tuple[str, str, int]]) -> None:
+    """Record identities, ignoring ones that exist (a concurrent writer may have added them)."""
     if not rows:
+        return
+    if on_postgres():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO scoring_identity "
+                "(source, external_id, lead_id, created_at, pushed_band) "
+                "SELECT s, e, l, %s, '' FROM unnest(%s::text[], %s::text[], %s::bigint[]) "
+                "AS u(s, e, l) ON CONFLICT (source, external_id) DO NOTHING",
+                [timezone.now(), [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]],
+            )
         return
     Identity.objects.bulk_create(
         [Identity(source=s, external_id=e, lead_id=lead_id) for s, e, lead_id in rows],

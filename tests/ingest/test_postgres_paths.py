@@ -62,9 +62,9 @@ def test_two_identical_batches_at_the_same_moment_store_each_event_once(role_use
 
 def test_a_large_chunk_goes_through_copy_and_reimports_unchanged(tmp_path, db, monkeypatch):
     calls = []
-    original = lead_service._copy_leads
+    original = lead_service._copy_rows
     monkeypatch.setattr(
-        lead_service, "_copy_leads", lambda *a, **k: calls.append(a[1]) or original(*a, **k)
+        lead_service, "_copy_rows", lambda *a, **k: calls.append(a[1]) or original(*a, **k)
     )
     rows = ["external_id,email,company,employees,seats"]
     rows += [f"x-{i},p{i}@example.com,Co {i},{i},{i % 7}" for i in range(600)]

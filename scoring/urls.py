@@ -6,6 +6,7 @@ from scoring.views import feedback as feedback_views
 from scoring.views import imports as import_views
 from scoring.views import kpis as kpi_views
 from scoring.views import leads as lead_views
+from scoring.views import models as model_views
 from scoring.views import rules as rule_views
 
 urlpatterns: list = [
@@ -70,4 +71,13 @@ urlpatterns: list = [
     path("rules/runs/<int:run_id>/", rule_views.rescore_run_page, name="rules-run"),
     path("rules/runs/<int:run_id>/status/", rule_views.rescore_run_status, name="rules-run-status"),
     path("personas/", rule_views.personas_page, name="personas"),
+    path("models/", model_views.models_page, name="models"),
+    path("models/progress/<str:run_key>/", model_views.training_progress, name="models-progress"),
+    path("models/<int:model_id>/activate/", model_views.model_activate, name="models-activate"),
+    path(
+        "models/<int:model_id>/apply/", model_views.model_apply_suggestion, name="models-apply"
+    ),
+    path("models/rollback/", model_views.model_rollback, name="models-rollback"),
+    path("models/deactivate/", model_views.model_deactivate, name="models-deactivate"),
+    path("models/explain/<int:lead_id>/", model_views.lead_explanation, name="models-explain"),
 ]

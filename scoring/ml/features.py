@@ -221,9 +221,12 @@ def normalise_key(key: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", key.casefold()).strip("_")
 
 
-def mapping_exclusions(directory: Path | None = None) -> set[str]:
+def mapping_exclusions(
+    directory: Path | None = None, *, include_doubtful: bool = False
+) -> set[str]:
     """Every column that any mapping under `integrations/mappings/` names as leakage or as
-    the label (and, where the mapping renames it, the name it is stored under)."""
+    the label, and as doubtful unless `include_doubtful` (and, where the mapping renames it,
+    the name it is stored under)."""
     directory = directory or MAPPINGS_DIR
     names: set[str] = set()
     if not directory.is_dir():
@@ -234,16 +237,17 @@ def mapping_exclusions(directory: Path | None = None) -> set[str]:
         except (OSError, ValueError):
             continue
         if isinstance(document, dict):
-            names |= _document_exclusions(document)
+            names |= _document_exclusions(document, include_doubtful)
     return names
 
 
-def _document_exclusions(document: dict[str, Any]) -> set[str]:
+def _document_exclusions(document: dict[str, Any], include_doubtful: bool = False) -> set[str]:
     names: set[str] = set()
-    leakage = document.get("leakage") or []
-    if isinstance(leakage, dict):
-        leakage = list(leakage)
-    names |= {str(item) for item in leakage if isinstance(item, str)}
+    for key in ("leakage",) if include_doubtful else ("leakage", "doubtful"):
+        listed = document.get(key) or []
+        if isinstance(listed, dict):
+            listed = list(listed)
+        names |= {str(item) for item in listed if isinstance(item, str)}
     label = document.get("label")
     if isinstance(label, str):
         names.add(label)
@@ -274,10 +278,16 @@ def stored_import_exclusions() -> set[str]:
         return set()
 
 
-def excluded_keys(exclude: Iterable[str] = ()) -> set[str]:
+def excluded_keys(exclude: Iterable[str] = (), *, include_doubtful: bool = False) -> set[str]:
     """Normalised names that may never be features: the caller's, the mappings' and the
-    import's leakage and label columns, and the forbidden lead columns."""
-    names = set(exclude) | mapping_exclusions() | stored_import_exclusions() | FORBIDDEN_COLUMNS
+    import's leakage and label columns (and doubtful ones unless opted in), and the
+    forbidden lead columns."""
+    names = (
+        set(exclude)
+        | mapping_exclusions(include_doubtful=include_doubtful)
+        | stored_import_exclusions()
+        | FORBIDDEN_COLUMNS
+    )
     return {normalise_key(name.removeprefix("attributes.")) for name in names}
 
 
@@ -285,11 +295,13 @@ def excluded_keys(exclude: Iterable[str] = ()) -> set[str]:
 # Discovering what to read
 
 
-def discover_spec(cutoff: dt.datetime, *, exclude: Iterable[str] = ()) -> FeatureSpec:
+def discover_spec(
+    cutoff: dt.datetime, *, exclude: Iterable[str] = (), include_doubtful: bool = False
+) -> FeatureSpec:
     """The features the data supports: numeric and text attributes (from a sample of up to
     ATTRIBUTE_SAMPLE leads), the MAX_EVENT_TYPES most frequent event types before `cutoff`,
     and the fixed lead fields. Vocabularies are empty until `fit_vocabularies`."""
-    forbidden = excluded_keys(exclude)
+    forbidden = excluded_keys(exclude, include_doubtful=include_doubtful)
     numeric: list[NumericFeature] = [
         NumericFeature(name, "field", name)
         for name in NUMERIC_FIELDS

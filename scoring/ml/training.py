@@ -321,6 +321,7 @@ def train_models(
     user: Any = None,
     run_key: str | None = None,
     chunk_size: int = 20000,
+    include_doubtful: bool = False,
 ) -> TrainingReport:
     """Train and evaluate both models and store them in the registry (inactive).
 
@@ -338,7 +339,16 @@ def train_models(
         MLModel.objects.filter(run_key=run_key).update(progress=fraction, message=message[:200])
 
     try:
-        return _train(rows, label_stage, horizon_days, cutoff, exclude, chunk_size, progress)
+        return _train(
+            rows,
+            label_stage,
+            horizon_days,
+            cutoff,
+            exclude,
+            chunk_size,
+            progress,
+            include_doubtful,
+        )
     except Exception as error:
         MLModel.objects.filter(run_key=run_key).exclude(status=MLModel.Status.DONE).update(
             status=MLModel.Status.FAILED,
@@ -358,11 +368,12 @@ def _train(
     exclude: Iterable[str],
     chunk_size: int,
     progress: Progress,
+    include_doubtful: bool = False,
 ) -> TrainingReport:
     started = time.perf_counter()
     progress(0.02, "labelling leads")
     labels = build_labels(label_stage, horizon_days=horizon_days, cutoff=cutoff)
-    spec = F.discover_spec(labels.cutoff, exclude=exclude)
+    spec = F.discover_spec(labels.cutoff, exclude=exclude, include_doubtful=include_doubtful)
     raw = _population_frame(spec, labels, chunk_size, progress)
     y = labels.y
     split = choose_split(labels)

@@ -1,0 +1,86 @@
+"""`manage.py train_model [--label STAGE] [--json] [--activate]`: train and evaluate the
+predictive models to completion in this process (no worker needed).
+
+With --json it prints ONE JSON object: {"split", "n_train", "n_test", "features", "models":
+[{"name", "roc_auc", "pr_auc", "brier", "ece", "lift_top_decile", ...}], "rules_roc_auc", ...}.
+With --activate the model with the best test ROC AUC becomes active and every lead's
+probability is stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from scoring.ml import registry
+from scoring.ml import scoring as ml_scoring
+from scoring.ml.labels import DEFAULT_HORIZON_DAYS, DEFAULT_STAGE, LabelError
+from scoring.ml.training import train_models
+
+
+class Command(BaseCommand):
+    help = "Train the predictive models (logistic regression and gradient boosting) and report."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--label", default=DEFAULT_STAGE, help="stage that counts as converted")
+        parser.add_argument("--horizon-days", type=int, default=DEFAULT_HORIZON_DAYS)
+        parser.add_argument("--cutoff", help="ISO 8601 cut-off time (default: now - horizon)")
+        parser.add_argument(
+            "--exclude", action="append", default=[], help="attribute key never to use"
+        )
+        parser.add_argument(
+            "--include-doubtful",
+            action="store_true",
+            help="also use the columns a mapping marks as doubtful",
+        )
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.add_argument("--activate", action="store_true", help="activate the best model")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        cutoff = None
+        if options["cutoff"]:
+            try:
+                cutoff = dt.datetime.fromisoformat(options["cutoff"])
+            except ValueError:
+                raise CommandError(f"--cutoff {options['cutoff']!r} is not ISO 8601.") from None
+            if cutoff.tzinfo is None:
+                cutoff = cutoff.replace(tzinfo=dt.UTC)
+        if options["json"]:
+            # The JSON object must be the only thing on stdout.
+            logging.getLogger("scoring").setLevel(logging.WARNING)
+        try:
+            report = train_models(
+                label_stage=options["label"],
+                horizon_days=options["horizon_days"],
+                cutoff=cutoff,
+                exclude=options["exclude"],
+                include_doubtful=options["include_doubtful"],
+            )
+        except LabelError as error:
+            raise CommandError(str(error)) from None
+        result = report.as_json()
+        if options["activate"]:
+            best = max(report.rows, key=lambda row: row.metrics["overall"]["roc_auc"] or 0)
+            registry.activate(best)
+            result["activated"] = best.pk
+            result["leads_scored"] = ml_scoring.score_all()
+        if options["json"]:
+            self.stdout.write(json.dumps(result))
+            return
+        self.stdout.write(f"label: {report.label}")
+        self.stdout.write(
+            f"split: {report.split} ({report.n_train} train, {report.n_test} test); "
+            f"{len(report.features)} features"
+        )
+        for model in report.models:
+            self.stdout.write(
+                f"  #{model['id']} {model['name']}: ROC AUC {model['roc_auc']}, PR AUC "
+                f"{model['pr_auc']}, Brier {model['brier']}, ECE {model['ece']}, lift@10% "
+                f"{model['lift_top_decile']}{' (calibrated)' if model['calibrated'] else ''}"
+            )
+        self.stdout.write(f"  live rules: ROC AUC {report.rules_roc_auc}")
+        if options["activate"]:
+            self.stdout.write(f"activated model #{result['activated']}")

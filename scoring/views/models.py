@@ -1,0 +1,294 @@
+"""The models page (/models/): marketing ops train (a Celery task, with an htmx progress bar),
+activate and roll back models and apply suggested weights as a new draft; managers read.
+
+Also the lead page's fragment `/models/explain/<lead id>/` (the features pushing that lead's
+probability up and down), loaded with htmx by whoever may see the lead."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from scoring.engine import RuleSetInvalid
+from scoring.ml import registry
+from scoring.ml.explain import explanation_context
+from scoring.ml.labels import reached_stages
+from scoring.ml.suggest import apply_suggestion
+from scoring.ml.training import LOGISTIC, start_training, training_in_progress
+from scoring.models import FUNNEL_STAGES, MLModel
+from scoring.roles import can, require
+from scoring.selectors import live_rule_set, visible_leads
+
+logger = logging.getLogger(__name__)
+
+LABEL_STAGES = (*FUNNEL_STAGES[1:], "disqualified")
+RUNNING = (MLModel.Status.QUEUED, MLModel.Status.TRAINING)
+
+
+def _enqueue_training(user_id: int | None, label_stage: str, run_key: str) -> None:
+    from scoring.ml_tasks import train_model_task
+
+    try:
+        train_model_task.delay(user_id, label_stage, run_key)
+    except Exception as error:  # the broker is down: say so on the run instead of hanging
+        MLModel.objects.filter(run_key=run_key).update(
+            status=MLModel.Status.FAILED,
+            message="failed",
+            error=f"Could not queue the training task ({error.__class__.__name__}).",
+        )
+        logger.warning("ml.training.enqueue_failed run=%s", run_key)
+
+
+def _enqueue_scoring() -> None:
+    from scoring.ml_tasks import score_active_model_task
+
+    try:
+        score_active_model_task.delay()
+    except Exception as error:
+        logger.warning("ml.scoring.enqueue_failed error=%s", error.__class__.__name__)
+
+
+@require("view_models")
+def models_page(request: HttpRequest) -> HttpResponse:
+    """GET: the page. POST (train_models): start a training run."""
+    if request.method == "POST":
+        if not can(request.user, "train_models"):
+            raise PermissionDenied("Your role does not allow this (train_models).")
+        return _start(request)
+    if request.method != "GET":
+        return HttpResponse(status=405)
+    return render(request, "models/page.html", _page_context(request))
+
+
+def _start(request: HttpRequest) -> HttpResponse:
+    stage = request.POST.get("label", "customer")
+    if stage not in LABEL_STAGES:
+        messages.error(request, f"Unknown stage {stage!r}.")
+        return redirect("models")
+    reached_stages(stage)
+    if training_in_progress():
+        messages.info(request, "A training run is already under way.")
+        return redirect("models")
+    with transaction.atomic():
+        run_key = start_training(label_stage=stage, user=request.user)
+        user_id = request.user.pk
+        transaction.on_commit(lambda: _enqueue_training(user_id, stage, run_key))
+    logger.info("ml.training.requested run=%s", run_key)
+    if request.headers.get("HX-Request") == "true":
+        return render(request, "models/progress.html", _progress_context(run_key))
+    return redirect("models")
+
+
+@require("view_models")
+@require_GET
+def training_progress(request: HttpRequest, run_key: str) -> HttpResponse:
+    if not MLModel.objects.filter(run_key=run_key).exists():
+        raise Http404("No such training run.")
+    return render(request, "models/progress.html", _progress_context(run_key))
+
+
+@require("train_models")
+@require_POST
+def model_activate(request: HttpRequest, model_id: int) -> HttpResponse:
+    row = get_object_or_404(MLModel, pk=model_id)
+    try:
+        with transaction.atomic():
+            registry.activate(row)
+            transaction.on_commit(_enqueue_scoring)
+    except (registry.ModelLoadRefused, registry.ModelNotReady) as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Model #{row.pk} is active; probabilities are being updated.")
+    return redirect("models")
+
+
+@require("train_models")
+@require_POST
+def model_rollback(request: HttpRequest) -> HttpResponse:
+    try:
+        with transaction.atomic():
+            row = registry.rollback()
+            transaction.on_commit(_enqueue_scoring)
+    except (registry.NothingToRollBack, registry.ModelLoadRefused) as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Rolled back: model #{row.pk} is active again.")
+    return redirect("models")
+
+
+@require("train_models")
+@require_POST
+def model_deactivate(request: HttpRequest) -> HttpResponse:
+    with transaction.atomic():
+        registry.deactivate()
+        transaction.on_commit(_enqueue_scoring)
+    messages.success(request, "No model is active; rule scores stand alone.")
+    return redirect("models")
+
+
+@require("train_models")
+@require_POST
+def model_apply_suggestion(request: HttpRequest, model_id: int) -> HttpResponse:
+    row = get_object_or_404(MLModel, pk=model_id)
+    try:
+        draft = apply_suggestion(row, user=request.user)
+    except (ValueError, RuleSetInvalid) as error:
+        messages.error(request, str(error))
+        return redirect("models")
+    messages.success(
+        request,
+        f"Draft rule set #{draft.pk} “{draft.name}” created from the suggested weights; "
+        "preview it and publish it from the rules page.",
+    )
+    return redirect("models")
+
+
+@require("view_leads")
+@require_GET
+def lead_explanation(request: HttpRequest, lead_id: int) -> HttpResponse:
+    """The lead page's fragment: why the active model gave this lead its probability."""
+    if not visible_leads(request.user).filter(pk=lead_id).exists():
+        raise Http404("No such lead.")
+    return render(request, "models/explanation.html", {"explanation": explanation_context(lead_id)})
+
+
+# ---------------------------------------------------------------------------------------------
+# Context
+
+
+def _progress_context(run_key: str) -> dict[str, Any]:
+    rows = list(MLModel.objects.filter(run_key=run_key).order_by("pk"))
+    running = any(row.status in RUNNING for row in rows)
+    failed = next((row for row in rows if row.status == MLModel.Status.FAILED), None)
+    first = rows[0] if rows else None
+    return {
+        "run_key": run_key,
+        "running": running,
+        "percent": round(100 * (first.progress if first else 0)),
+        "message": first.message if first else "",
+        "error": failed.error if failed else "",
+        "done": bool(rows) and all(row.status == MLModel.Status.DONE for row in rows),
+    }
+
+
+def _model_row(row: MLModel) -> dict[str, Any]:
+    overall = (row.metrics or {}).get("overall") or {}
+    rules = (row.metrics or {}).get("rules") or {}
+    return {
+        "id": row.pk,
+        "algorithm": row.algorithm,
+        "is_active": row.is_active,
+        "created_at": row.created_at,
+        "label": row.label,
+        "split": row.split,
+        "n_train": row.n_train,
+        "n_test": row.n_test,
+        "n_features": len((row.features or {}).get("names", [])),
+        "roc_auc": overall.get("roc_auc"),
+        "pr_auc": overall.get("pr_auc"),
+        "brier": overall.get("brier"),
+        "ece": overall.get("ece"),
+        "lift": overall.get("lift_top_decile"),
+        "calibrated": (row.metrics or {}).get("calibrated"),
+        "rules_roc_auc": rules.get("roc_auc"),
+        "rules_version": rules.get("rule_set_version"),
+        "per_persona": (row.metrics or {}).get("per_persona") or [],
+        "versions": f"scikit-learn {row.sklearn_version}, NumPy {row.numpy_version}",
+        "sha": row.artifact_sha256[:12],
+        "has_suggestion": bool((row.details or {}).get("suggestion")),
+    }
+
+
+def calibration_figure(rows: list[MLModel]) -> dict[str, Any]:
+    """Plotly figure: observed conversion rate against mean predicted probability per bin, for
+    each model of a run, with the diagonal of perfect calibration."""
+    data: list[dict[str, Any]] = [
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": [0, 1],
+            "y": [0, 1],
+            "name": "perfectly calibrated",
+            "line": {"dash": "dot", "color": "#999"},
+            "hoverinfo": "skip",
+        }
+    ]
+    for row in rows:
+        curve = (row.metrics or {}).get("calibration_curve") or []
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": f"#{row.pk} {row.algorithm}",
+                "x": [point["predicted"] for point in curve],
+                "y": [point["observed"] for point in curve],
+                "text": [f"n={point['n']}" for point in curve],
+                "hovertemplate": (
+                    "predicted %{x:.2f}<br>observed %{y:.2f}<br>%{text}<extra></extra>"
+                ),
+            }
+        )
+    return {
+        "data": data,
+        "layout": {
+            "xaxis": {"title": {"text": "mean predicted probability"}, "range": [0, 1]},
+            "yaxis": {"title": {"text": "observed conversion rate (test leads)"}, "range": [0, 1]},
+            "margin": {"t": 20, "r": 10},
+            "height": 360,
+            "legend": {"orientation": "h"},
+        },
+    }
+
+
+def _suggestion_rows(row: MLModel | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    suggestion = (row.details or {}).get("suggestion")
+    if not suggestion:
+        return None
+    live = live_rule_set()
+    return {
+        "model_id": row.pk,
+        "rules": suggestion["rules"],
+        "new_rules": suggestion["new_rules"],
+        "scale": suggestion["scale_points_per_log_odds"],
+        "based_on_version": suggestion["based_on_version"],
+        "stale": live is not None and live.version != suggestion["based_on_version"],
+    }
+
+
+def _page_context(request: HttpRequest) -> dict[str, Any]:
+    done = list(MLModel.objects.filter(status=MLModel.Status.DONE).order_by("-pk")[:20])
+    running = MLModel.objects.filter(status__in=RUNNING).order_by("-pk").first()
+    failed = (
+        MLModel.objects.filter(status=MLModel.Status.FAILED).order_by("-pk").first()
+        if not running
+        else None
+    )
+    run_key = request.GET.get("run") or (done[0].run_key if done else None)
+    run_rows = sorted((r for r in done if r.run_key == run_key), key=lambda r: r.pk)
+    if run_key and not run_rows:
+        run_rows = list(
+            MLModel.objects.filter(run_key=run_key, status=MLModel.Status.DONE).order_by("pk")
+        )
+    logistic = next((r for r in run_rows if r.algorithm == LOGISTIC), None)
+    selected = [_model_row(r) for r in run_rows]
+    return {
+        "can_train": can(request.user, "train_models"),
+        "label_stages": LABEL_STAGES,
+        "models": [_model_row(r) for r in done],
+        "selected": selected,
+        "selected_first": selected[0] if selected else None,
+        "active": registry.active_model(),
+        "progress": _progress_context(running.run_key) if running else None,
+        "last_failure": failed.error if failed and failed.pk > (done[0].pk if done else 0) else "",
+        "figure": calibration_figure(run_rows) if run_rows else None,
+        "suggestion": _suggestion_rows(logistic),
+    }

@@ -240,3 +240,36 @@ def test_ingest_is_throttled_per_token(api_as, role_users, monkeypatch):
 def test_occurred_at_keeps_its_offset_as_an_instant(api_as):
     post(api_as("ops"), [event(1, occurred_at="2025-01-02T12:00:00+02:00")])
     assert Event.objects.get().occurred_at == dt.datetime(2025, 1, 2, 10, tzinfo=dt.UTC)
+
+
+def test_events_are_stored_and_their_leads_marked_when_the_broker_is_down(
+    api_as, monkeypatch, django_capture_on_commit_callbacks
+):
+    from scoring import tasks as scoring_tasks
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(scoring_tasks.rescore_pending_task, "apply_async", broker_down)
+    client = api_as("ops")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client, [event(1, email="a@example.com")])
+    assert response.status_code == 200
+    assert Event.objects.count() == 1
+    # The mark stays in the database; the periodic sweep rescoring it once the broker is back.
+    assert PendingRescore.objects.filter(lead__email="a@example.com").exists()
+
+
+def test_the_schema_serializer_names_the_fields_the_validator_reads():
+    from scoring.api.serializers import EventInSerializer
+
+    assert set(EventInSerializer().fields) == {
+        "external_id",
+        "source",
+        "event_type",
+        "occurred_at",
+        "email",
+        "lead_source",
+        "lead_external_id",
+        "properties",
+    }

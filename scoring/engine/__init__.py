@@ -8,7 +8,7 @@ DESIGN.md §4 is the contract; each module's docstring states the details it set
 from .behaviour import BehaviourAggregates, aggregate_events
 from .columns import FREE_EMAIL_DOMAINS, email_domain_type
 from .compiler import CompiledRuleSet, compile_ruleset
-from .explain import breakdown, breakdowns, rule_label
+from .explain import breakdown, breakdowns, breakdowns_json, rule_label
 from .scorer import ROUNDING_EPSILON, ScoreResult, round_half_away_from_zero, score_leads
 from .spec import (
     OPERATORS,
@@ -48,6 +48,7 @@ __all__ = [
     "aggregate_events",
     "breakdown",
     "breakdowns",
+    "breakdowns_json",
     "compile_ruleset",
     "email_domain_type",
     "parse_ruleset",

@@ -95,8 +95,17 @@ def email_domain_type(email: str | None) -> str | None:
 
 def _domain_type_of_text(text: str) -> str | None:
     _, at, domain = text.rpartition("@")
-    domain = domain.strip().rstrip(".")
-    if not at or not domain:
+    return _domain_type(_normalise_domain(domain)) if at else None
+
+
+def _normalise_domain(domain: str) -> str:
+    # A trailing dot is the DNS root ("gmail.com." is gmail.com).
+    return domain.strip().rstrip(".")
+
+
+def _domain_type(domain: str) -> str | None:
+    """Type of a normalised (casefolded, stripped) domain; None for an empty one."""
+    if not domain:
         return None
     if domain in FREE_EMAIL_DOMAINS or domain.split(".", 1)[0] in FREE_EMAIL_DOMAIN_FAMILIES:
         return "free"
@@ -109,13 +118,23 @@ def _is_number_like(value: object) -> bool:
     return isinstance(value, numbers.Real | Decimal)
 
 
+_NONE_TYPE = type(None)
+_TEXT_TYPES = frozenset({str, _NONE_TYPE})
+
+
 def _describe(value: object) -> tuple[bool, str, float]:
     """(missing, text, number) of one distinct value."""
+    kind = type(value)
+    # Exact-type checks first: they are the common cases and far cheaper than isinstance
+    # against the numbers ABCs.
+    if kind is str:
+        text = value.strip().casefold()
+        return (not text), text, np.nan
     if value is None:
         return True, "", np.nan
-    if isinstance(value, bool | np.bool_):
+    if kind is bool or kind is np.bool_:
         return False, "true" if value else "false", np.nan
-    if _is_number_like(value):
+    if kind is int or kind is float or _is_number_like(value):
         number = float(value)
         if number != number:  # NaN of any flavour (float, NumPy, Decimal)
             return True, "", np.nan
@@ -152,9 +171,12 @@ class ColumnView:
         self._text: np.ndarray | None = None
         if values is None:
             # An absent column is all-missing: one entry, None, shared by every lead.
-            self._set_entries([None], np.zeros(n, dtype=np.intp))
+            self.codes = np.zeros(n, dtype=np.intp)
+            self._set_entries([None])
             return
-        array = np.asarray(values)
+        # A list of mixed values must not go through np.asarray, which would turn [1, "a"]
+        # into the strings ["1", "a"].
+        array = values if isinstance(values, np.ndarray) else np.array(values, dtype=object)
         if array.shape != (n,):
             raise ValueError(f"a lead column has shape {array.shape}, expected ({n},)")
         if array.dtype.kind in "iuf":
@@ -164,8 +186,13 @@ class ColumnView:
             self.number = array.astype(np.float64)
             self.missing = np.isnan(self.number)
             return
-        entries, codes = _factorise(array.tolist())
-        self._set_entries(entries, codes)
+        values = array.tolist()
+        types = set(map(type, values))
+        entries, self.codes = _factorise(values, types)
+        if types <= _TEXT_TYPES:
+            self._set_text_entries(entries, has_none=_NONE_TYPE in types)
+        else:
+            self._set_entries(entries)
 
     @classmethod
     def from_entries(cls, entries: list[object], codes: np.ndarray | None, n: int) -> ColumnView:
@@ -175,12 +202,21 @@ class ColumnView:
         view._values = None
         view._numeric_source = None
         view._text = None
-        view._set_entries(entries, codes)
+        view.codes = codes
+        view._set_entries(entries)
         return view
 
-    def _set_entries(self, entries: list[object], codes: np.ndarray | None) -> None:
+    def _set_text_entries(self, entries: list[object], *, has_none: bool) -> None:
+        """Entries that are all str or None: the forms without a Python call per entry."""
         self._values = entries
-        self.codes = codes
+        strings = ["" if v is None else v for v in entries] if has_none else entries
+        self._text = np.array(list(map(str.casefold, map(str.strip, strings))), dtype=StringDType())
+        self.missing = self._text == ""
+        self.number = np.full(len(entries), np.nan)
+
+    def _set_entries(self, entries: list[object]) -> None:
+        """Entries of any types: each distinct value is described once."""
+        self._values = entries
         described = [_describe(v) for v in entries]
         count = len(described)
         self.missing = np.fromiter((d[0] for d in described), dtype=bool, count=count)
@@ -204,8 +240,8 @@ class ColumnView:
         if self._values is None:
             return self.number
         parsed = self.number.copy()
-        for i, value in enumerate(self._values):
-            if isinstance(value, str) and not self.missing[i]:
+        for i, (value, gone) in enumerate(zip(self._values, self.missing.tolist(), strict=True)):
+            if not gone and isinstance(value, str):
                 parsed[i] = _parse_float(value)
         return parsed
 
@@ -222,25 +258,43 @@ class ColumnView:
 
     def email_domain_types(self) -> ColumnView:
         """A view of `email_domain_type` derived from this (email) column."""
-        derived = [
-            None if gone else _domain_type_of_text(t)
-            for gone, t in zip(self.missing.tolist(), self.text.tolist(), strict=True)
-        ]
-        return ColumnView.from_entries(derived, self.codes, self.n)
+        # Split every address at its last "@" in NumPy, then classify each distinct domain
+        # once: a million addresses usually share a few thousand domains.
+        _, at, domain = np.strings.rpartition(self.text, np.array("@", dtype=StringDType()))
+        domains = domain.tolist()
+        kind_codes = {None: 0, "business": 1, "free": 2}
+        code_of_domain = {
+            d: kind_codes[_domain_type(_normalise_domain(d))] for d in dict.fromkeys(domains)
+        }
+        per_entry = np.fromiter(
+            map(code_of_domain.__getitem__, domains), dtype=np.intp, count=len(domains)
+        )
+        # No "@" (this includes missing entries, whose text is ""): not classifiable.
+        per_entry[at == ""] = 0
+        codes = per_entry if self.codes is None else per_entry[self.codes]
+        return ColumnView.from_entries([None, "business", "free"], codes, self.n)
 
 
-def _factorise(values: list[object]) -> tuple[list[object], np.ndarray | None]:
+_SAMPLE = 4096
+
+
+def _factorise(values: list[object], types: set[type]) -> tuple[list[object], np.ndarray | None]:
     """Distinct values and a code per element (codes None when nearly all are distinct)."""
     n = len(values)
     try:
+        # A sample tells identifier-like columns (emails, names) from categorical ones
+        # before paying for hashing all of them.
+        sample = values[:_SAMPLE]
+        if len(sample) >= _SAMPLE and len(dict.fromkeys(sample)) > len(sample) // 2:
+            return values, None
         distinct = dict.fromkeys(values)
     except TypeError:
         # Unhashable values (lists or dicts in custom attributes): no factorising.
         return values, None
-    if any(_is_number_like(v) or isinstance(v, bool | np.bool_) for v in distinct):
+    if len(types - _TEXT_TYPES) > 1:
         # True == 1 == 1.0 in Python, so they would share a dict slot while their text forms
-        # ("true", "1", "1.0") differ; key by type as well.
-        keyed = [(type(v), v) for v in values]
+        # ("true", "1", "1.0") differ: key by type as well when such types are mixed.
+        keyed = list(zip(map(type, values), values, strict=True))
         distinct_keys = dict.fromkeys(keyed)
         if len(distinct_keys) > n // 2:
             return values, None

@@ -18,10 +18,12 @@ follows. Values are plain Python types, ready for JSON.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 
+from ._bulk import gc_paused
 from .scorer import ScoreResult
 from .spec import AttributeRule, EventRule, Rule
 
@@ -133,44 +135,108 @@ def breakdown(result: ScoreResult, i: int) -> list[dict[str, Any]]:
     return entries
 
 
+class _NonzeroByRule:
+    """The nonzero contributions, walked rule by rule and placed in lead order.
+
+    Entries are built per rule (where the rule's constant parts are known), and each is
+    written straight to its place in the lead-major result: lead by lead, rules ascending.
+    """
+
+    def __init__(self, result: ScoreResult) -> None:
+        n, n_rules = result.contributions.shape
+        # The transpose of the column-major contribution matrix is contiguous; its nonzeros come
+        # out rule by rule, each rule's leads ascending.
+        rule_of, self.lead_of = np.nonzero(result.contributions.T)
+        self.bounds = np.searchsorted(rule_of, np.arange(n_rules + 1)).tolist()
+        per_lead = np.bincount(self.lead_of, minlength=n)
+        self.ends = np.cumsum(per_lead)
+        # Where each nonzero goes in the lead-major sequence: its lead's first slot plus the
+        # number of earlier rules that also moved that lead.
+        next_slot = self.ends - per_lead
+        self.slot = np.empty(self.lead_of.shape[0], dtype=np.intp)
+        for r in range(n_rules):
+            a, b = self.bounds[r], self.bounds[r + 1]
+            leads = self.lead_of[a:b]
+            self.slot[a:b] = next_slot[leads]
+            next_slot[leads] += 1  # a rule moves each lead once: no repeated indices
+        self.items = np.empty(self.lead_of.shape[0], dtype=object)
+
+    def leads(self, r: int) -> np.ndarray:
+        return self.lead_of[self.bounds[r] : self.bounds[r + 1]]
+
+    def count(self, r: int) -> int:
+        return self.bounds[r + 1] - self.bounds[r]
+
+    def place(self, r: int, items: object) -> None:
+        """Put rule r's items (a list, one per lead, or one object for all) in place."""
+        self.items[self.slot[self.bounds[r] : self.bounds[r + 1]]] = items
+
+    def per_lead(self) -> list[list[Any]]:
+        flat = self.items.tolist()
+        ends = self.ends.tolist()
+        starts = [0, *ends[:-1]] if ends else []
+        return [flat[a:b] for a, b in zip(starts, ends, strict=True)]
+
+
+def _event_columns(result: ScoreResult, nz: _NonzeroByRule, r: int, j: int) -> tuple[list, ...]:
+    """Per nonzero lead of event rule r (aggregate column j): points, count, decayed, capped."""
+    leads = nz.leads(r)
+    return (
+        np.round(result.contributions[leads, r], 2).tolist(),
+        result.counts[leads, j].tolist(),
+        np.round(result.decayed[leads, j], 4).tolist(),
+        result.capped[leads, r].tolist(),
+    )
+
+
+def _list_of(items: list[Any]) -> np.ndarray:
+    # An object array built element by element: NumPy must not look inside the items.
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+
+
+@gc_paused()
 def breakdowns(result: ScoreResult) -> list[list[dict[str, Any]]]:
     """The breakdown of every lead, in lead order; `breakdowns(result)[i] == breakdown(result, i)`.
 
-    Works on the nonzero entries of the contribution matrix: NumPy finds and rounds them, and
-    one dict is built per nonzero entry.
+    Built from the nonzero entries of the contribution matrix, one rule at a time. For speed,
+    the entries of attribute and inactivity rules (which are the same for every lead the rule
+    applies to) are ONE dict per rule, shared by all leads of this result: treat the entries as
+    read-only, and copy one (`dict(entry)`) before changing it. Event and model entries are
+    built per lead. For storage, `breakdowns_json` is faster still.
     """
-    n = result.n
-    contributions = result.contributions
-    templates = _templates(result)
     compiled = result.compiled
+    templates = _templates(result)
+    nz = _NonzeroByRule(result)
+    event_column = {r: j for j, (r, _) in enumerate(compiled.event_rules)}
 
-    # Row-major nonzero order = grouped by lead, rules ascending within a lead.
-    rows, cols = np.nonzero(contributions)
-    points = np.round(contributions[rows, cols], 2).tolist()
-    entries: list[dict[str, Any]] = [
-        {**templates[c], "points": p} for c, p in zip(cols.tolist(), points, strict=True)
-    ]
-
-    # Event entries get their extra keys, one event rule at a time (vectorised gathers).
-    for j, (r, rule) in enumerate(compiled.event_rules):
-        at = np.flatnonzero(cols == r)
-        if at.size:
-            leads = rows[at]
-            counts = result.counts[leads, j].tolist()
-            decayed = np.round(result.decayed[leads, j], 4).tolist()
-            capped = result.capped[leads, r].tolist()
-            per_event = rule.points
-            for e, count, dsum, cap in zip(at.tolist(), counts, decayed, capped, strict=True):
-                entry = entries[e]
-                entry["count"] = count
-                entry["decayed_sum"] = dsum
-                entry["capped"] = cap
-                entry["points_per_event"] = per_event
-
-    # Split the flat list into one list per lead.
-    ends = np.cumsum(np.bincount(rows, minlength=n)).tolist()
-    starts = [0, *ends[:-1]] if ends else []
-    per_lead = [entries[a:b] for a, b in zip(starts, ends, strict=True)]
+    for r, rule in enumerate(compiled.rules):
+        if not nz.count(r):
+            continue
+        template = templates[r]
+        if r not in event_column:
+            # An attribute or inactivity rule contributes exactly its points wherever it fires.
+            nz.place(r, {**template, "points": float(np.round(rule.points, 2))})
+            continue
+        columns = _event_columns(result, nz, r, event_column[r])
+        ppe = rule.points
+        if "name" in template:
+            entries = [
+                {**template, "points": p, "count": c, "decayed_sum": d, "capped": cap,
+                 "points_per_event": ppe}
+                for p, c, d, cap in zip(*columns, strict=True)
+            ]  # fmt: skip
+        else:
+            # A literal with every key is presized: ~30% faster than spreading the template.
+            label = template["label"]
+            entries = [
+                {"rule": r, "kind": "event", "label": label, "points": p, "count": c,
+                 "decayed_sum": d, "capped": cap, "points_per_event": ppe}
+                for p, c, d, cap in zip(*columns, strict=True)
+            ]  # fmt: skip
+        nz.place(r, _list_of(entries))
+    per_lead = nz.per_lead()
 
     if result.model_applied.any():
         applied = np.flatnonzero(result.model_applied)
@@ -178,3 +244,55 @@ def breakdowns(result: ScoreResult) -> list[list[dict[str, Any]]]:
         for i, effect in zip(applied.tolist(), effects, strict=True):
             per_lead[i].append(_model_entry(result, i, effect))
     return per_lead
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _json_numbers(values: np.ndarray) -> list[str]:
+    """JSON text of each float, rendering each distinct value once (json.dumps uses repr)."""
+    distinct, inverse = np.unique(values, return_inverse=True)
+    texts = np.array(list(map(repr, distinct.tolist())), dtype=object)
+    return texts[inverse.reshape(-1)].tolist()
+
+
+@gc_paused()
+def breakdowns_json(result: ScoreResult) -> list[str]:
+    """Each lead's breakdown as compact JSON, in lead order, for bulk storage.
+
+    `breakdowns_json(result)[i] == json.dumps(breakdown(result, i), separators=(",", ":"))`,
+    assembled from pre-rendered fragments without building the dicts.
+    """
+    compiled = result.compiled
+    templates = _templates(result)
+    nz = _NonzeroByRule(result)
+    event_column = {r: j for j, (r, _) in enumerate(compiled.event_rules)}
+
+    for r, rule in enumerate(compiled.rules):
+        if not nz.count(r):
+            continue
+        if r not in event_column:
+            nz.place(r, _json({**templates[r], "points": float(np.round(rule.points, 2))}))
+            continue
+        j = event_column[r]
+        leads = nz.leads(r)
+        points = _json_numbers(np.round(result.contributions[leads, r], 2))
+        counts = result.counts[leads, j].tolist()
+        decayed = _json_numbers(np.round(result.decayed[leads, j], 4))
+        capped = np.where(result.capped[leads, r], "true", "false").astype(object).tolist()
+        head = _json(templates[r])[:-1] + ',"points":'
+        tail = f',"points_per_event":{_json(rule.points)}}}'
+        fragments = [
+            f'{head}{p},"count":{c},"decayed_sum":{d},"capped":{cap}{tail}'
+            for p, c, d, cap in zip(points, counts, decayed, capped, strict=True)
+        ]
+        nz.place(r, _list_of(fragments))
+    per_lead = nz.per_lead()
+
+    if result.model_applied.any():
+        applied = np.flatnonzero(result.model_applied)
+        effects = np.round(result.model_effect[applied], 2).tolist()
+        for i, effect in zip(applied.tolist(), effects, strict=True):
+            per_lead[i].append(_json(_model_entry(result, i, effect)))
+    return ["[" + ",".join(fragments) + "]" for fragments in per_lead]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._bulk import gc_paused
 from .behaviour import BehaviourAggregates
 from .columns import ColumnView
 from .compiler import CompiledRuleSet
@@ -106,6 +107,7 @@ def assign_personas(compiled: CompiledRuleSet, columns: _Columns, n: int) -> np.
     return persona_index
 
 
+@gc_paused()
 def score_leads(
     compiled: CompiledRuleSet,
     columns: Mapping[str, np.ndarray],

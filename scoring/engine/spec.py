@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -291,7 +291,7 @@ def parse_ruleset(document: object) -> RuleSetSpec:
         elif weight is not None:
             model_weight = weight
 
-    personas = _parse_list(c, doc, "personas", _parse_persona, required=False)
+    personas = _parse_list(c, doc, "personas", _parse_persona)
     # Names are checked on the raw items so that a persona with some other error still counts
     # as defined (no noisy "names no defined persona" for rules that reference it).
     raw_personas = doc.get("personas")
@@ -312,19 +312,15 @@ def parse_ruleset(document: object) -> RuleSetSpec:
 
     def persona_ref(obj: Mapping[str, Any], path: str) -> str | None:
         ref = c.optional_text(obj, "persona", path)
-        # Only report a dangling reference when the persona list itself parsed; otherwise the
-        # real error is already reported there and this one would be noise.
+        # When `personas` is not even a list, that error is reported already and every
+        # reference would dangle: reporting them all would only be noise.
         if ref is not None and personas_ok and ref not in persona_names:
             c.add(f"{path}.persona", f"names no defined persona ({ref!r})")
         return ref
 
-    bands = _parse_list(
-        c, doc, "bands", lambda c_, v, p: _parse_band(c_, v, p, persona_ref), required=False
-    )
+    bands = _parse_list(c, doc, "bands", lambda c_, v, p: _parse_band(c_, v, p, persona_ref))
     _check_band_scopes(c, bands)
-    rules = _parse_list(
-        c, doc, "rules", lambda c_, v, p: _parse_rule(c_, v, p, persona_ref), required=True
-    )
+    rules = _parse_list(c, doc, "rules", lambda c_, v, p: _parse_rule(c_, v, p, persona_ref))
 
     if c.issues:
         raise RuleSetInvalid(c.issues)
@@ -353,7 +349,9 @@ def _parse_bound(c: _Collector, doc: Mapping[str, Any], key: str, default: int) 
     return int(value)
 
 
-def _parse_list(c, doc, key, parse_item, *, required: bool) -> list[tuple[int, Any]]:
+def _parse_list(
+    c: _Collector, doc: Mapping[str, Any], key: str, parse_item: Callable[..., Any]
+) -> list[tuple[int, Any]]:
     """Parse `doc[key]` as a list; returns `(index, parsed)` for the items that parsed."""
     if key not in doc:
         return []

@@ -28,6 +28,7 @@ LEAD_VALUES: dict[str, list[Any]] = {
         "CEO",
         "ceo",
         "Marketing Manager",
+        "GROSS",
         "",
         "   ",
         None,
@@ -40,7 +41,7 @@ LEAD_VALUES: dict[str, list[Any]] = {
 NUMERIC_EMPLOYEES = [NAN, 0.0, 50.0, 199.0, 200.0, 199.5, 1e6, -5.0]
 
 RULE_VALUES: dict[str, list[Any]] = {
-    "title": ["engineer", "Engineer", "CEO", "manager", "senior", "software engineer", "ENG"],
+    "title": ["engineer", "Engineer", "CEO", "manager", "senior", "software engineer", "groß"],
     "employees": [0, 150, 199.5, 200, 200.0, 1000, -5, "200", "abc", True],
     "country": ["us", "DE", "germany", 1],
     "attributes.plan": ["pro", "true", True, False, 1, 1.0, "1", "PRO"],

@@ -97,7 +97,7 @@ def test_text_forms_of_numeric_columns_are_built_on_demand():
 def test_high_and_low_cardinality_columns_agree():
     rng = np.random.default_rng(7)
     words = np.array(["Engineer", "cto", " ENGINEERING lead", None, "", 5, True], dtype=object)
-    low = words[rng.integers(0, len(words), 1000)]
+    low = words[rng.integers(0, len(words), 5000)]
     high = np.array(
         [f"{w} #{i}" if isinstance(w, str) else w for i, w in enumerate(low)], dtype=object
     )

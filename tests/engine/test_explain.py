@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from scoring.engine import (
     InactivityRule,
     breakdown,
     breakdowns,
+    breakdowns_json,
     compile_ruleset,
     parse_ruleset,
     rule_label,
@@ -112,8 +115,17 @@ def test_bulk_breakdowns_equal_single_ones():
     assert breakdowns(result) == [breakdown(result, i) for i in range(result.n)]
 
 
-def test_breakdown_entries_are_independent_dicts():
+def test_each_call_builds_new_entries():
     result = scored()
     bulk = breakdowns(result)
     bulk[0][0]["points"] = 99
     assert breakdowns(result)[0][0]["points"] == 1.0
+    assert breakdown(result, 0)[0]["points"] == 1.0
+
+
+def test_bulk_json_equals_the_dumped_breakdowns():
+    result = scored()
+    assert breakdowns_json(result) == [
+        json.dumps(breakdown(result, i), separators=(",", ":")) for i in range(result.n)
+    ]
+    assert json.loads(breakdowns_json(result)[1]) == breakdown(result, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -15,6 +16,7 @@ from scoring.engine import (
     aggregate_events,
     breakdown,
     breakdowns,
+    breakdowns_json,
     compile_ruleset,
     parse_ruleset,
     round_half_away_from_zero,
@@ -62,6 +64,8 @@ def assert_matches_reference(doc: dict[str, Any], sc: Scenario) -> None:
         contributed = [r for r, c in enumerate(expected[i].contributions) if c != 0]
         assert [e["rule"] for e in rule_entries] == contributed
         assert entries == breakdown(result, i)
+    as_json = [json.dumps(b, separators=(",", ":")) for b in breakdowns(result)]
+    assert breakdowns_json(result) == as_json
 
 
 @PROPERTY_SETTINGS

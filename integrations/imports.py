@@ -447,6 +447,9 @@ def lead_from_row(row: dict[str, Any], ctx: _RowContext) -> tuple[LeadUpsert | N
             elif text not in [str(n) for n in label.get("negative", [])]:
                 reasons.append(f"{column}: {text!r} is not a known label value")
             continue
+        if target == "attributes" and isinstance(value, dict):
+            attributes.update(value)  # a JSONL row may nest its custom attributes
+            continue
         if target not in _LEAD_COLUMN_SET:
             attributes[target] = _scalar(value) if isinstance(value, str) else value
             continue

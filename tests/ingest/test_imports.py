@@ -242,7 +242,7 @@ def test_jsonl_leads_keep_json_types_and_report_bad_lines(tmp_path, db):
         "",
         "{not json",
         json.dumps([1, 2]),
-        json.dumps({"email": "j2@example.com", "seats": "7"}),
+        json.dumps({"email": "j2@example.com", "seats": "7", "attributes": {"tier": "gold"}}),
     ]
     summary = import_file(write(tmp_path, "\n".join(lines), "leads.jsonl"), "leads")
     assert (summary.created, summary.rejected) == (2, 2)
@@ -250,7 +250,7 @@ def test_jsonl_leads_keep_json_types_and_report_bad_lines(tmp_path, db):
     j1 = Lead.objects.get(email="j1@example.com")
     assert j1.employees == 40
     assert j1.attributes == {"beta": True, "tags": ["a"]}
-    assert Lead.objects.get(email="j2@example.com").attributes == {"seats": 7}
+    assert Lead.objects.get(email="j2@example.com").attributes == {"seats": 7, "tier": "gold"}
 
 
 # ---- events --------------------------------------------------------------------------------

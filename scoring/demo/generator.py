@@ -553,6 +553,73 @@ def _funnel(
     return times
 
 
+def _emails(
+    rng: np.random.Generator,
+    *,
+    first_name: np.ndarray,
+    last_name: np.ndarray,
+    student: np.ndarray,
+    university: np.ndarray,
+    company_domain: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unique lower-case emails, and whether each is a free-mail address."""
+    n = len(first_name)
+    # A business domain unless free mail (most students, some of everyone else).
+    free = rng.random(n) < np.where(student, 0.8, 0.12)
+    free_domains = _strings([d for d, _ in FREE_MAIL])
+    free_domain = free_domains[_choice(rng, n, [w for _, w in FREE_MAIL])]
+    student_domain = _cat(np.strings.lower(university), "-university.edu")
+    domain = np.where(free, free_domain, np.where(student, student_domain, company_domain))
+    first_lower = np.strings.lower(first_name)
+    last_lower = np.strings.lower(last_name)
+    style = rng.random(n)
+    local = np.where(
+        style < 0.6,
+        _cat(first_lower, ".", last_lower),
+        np.where(style < 0.85, _cat(np.strings.slice(first_lower, 0, 1), last_lower), first_lower),
+    )
+    local = np.where(free & (style >= 0.85), _cat(first_lower, last_lower), local)
+    key = _cat(local, "@", domain)
+    email = _cat(local, _unique_suffixes(key), "@", domain)
+    return email, free
+
+
+def _event_counts(
+    rng: np.random.Generator,
+    *,
+    z: np.ndarray,
+    persona: np.ndarray,
+    active_days: np.ndarray,
+    events_per_lead: float,
+) -> np.ndarray:
+    """(n, len(EVENT_TYPE_NAMES)) int32 counts; the last column is unsubscribes (0 or 1)."""
+    n = len(z)
+    # Per-type event counts: Poisson around activity x duration x type mix (scaled so that the
+    # mean over all leads is events_per_lead), with per-lead over-dispersion.
+    shares = np.array([spec[1] for spec in EVENT_TYPES])
+    elasticity = np.array([spec[2] for spec in EVENT_TYPES])
+    persona_mult = np.array([spec[3] for spec in EVENT_TYPES]).T  # (persona, type)
+    activity = rng.gamma(1.2, 1 / 1.2, n) * active_days
+    rate = (
+        activity[:, None] * shares[None, :] * np.exp(elasticity[None, :] * z[:, None])
+    ) * persona_mult[persona]
+    # About 5% unsubscribe at 10 events a lead; fewer in a quieter world, none in a silent one.
+    unsubscribe_p = 0.12 * _sigmoid(-z - 0.5) * min(1.0, events_per_lead / 10.0)
+    caps = np.array([spec[5] for spec in EVENT_TYPES])
+    capped = caps > 0
+    scale = events_per_lead * n / rate.sum() if n and rate.sum() > 0 else 0.0
+    counts = np.zeros(rate.shape, dtype=np.int32)
+    counts[:, capped] = np.minimum(rng.poisson(rate[:, capped] * scale), caps[capped])
+    # Capped types fall short of their expectation, so the uncapped ones are scaled to make up
+    # the difference and the mean is events_per_lead (up to Poisson noise).
+    remaining = events_per_lead * n - counts.sum() - unsubscribe_p.sum()
+    uncapped_rate = rate[:, ~capped].sum()
+    scale = max(remaining, 0.0) / uncapped_rate if uncapped_rate > 0 else 0.0
+    counts[:, ~capped] = rng.poisson(rate[:, ~capped] * scale)
+    unsubscribed = (rng.random(n) < unsubscribe_p).astype(np.int32)
+    return np.concatenate([counts, unsubscribed[:, None]], axis=1)
+
+
 def generate_leads(
     n_leads: int,
     *,
@@ -600,25 +667,15 @@ def generate_leads(
     source_code = _choice(rng, n, SOURCE_SHARE)
     source = _strings(SOURCES)[source_code]
 
-    # Emails: business domain unless free mail (most students, some of everyone else).
-    free = rng.random(n) < np.where(student, 0.8, 0.12)
-    free_domains = _strings([d for d, _ in FREE_MAIL])
-    free_domain = free_domains[_choice(rng, n, [w for _, w in FREE_MAIL])]
-    student_domain = _cat(np.strings.lower(university), "-university.edu")
-    domain = np.where(
-        free, free_domain, np.where(student, student_domain, companies["domain"][company])
+    email, free = _emails(
+        rng,
+        first_name=first_name,
+        last_name=last_name,
+        student=student,
+        university=university,
+        company_domain=companies["domain"][company],
     )
-    first_lower = np.strings.lower(first_name)
-    last_lower = np.strings.lower(last_name)
-    style = rng.random(n)
-    local = np.where(
-        style < 0.6,
-        _cat(first_lower, ".", last_lower),
-        np.where(style < 0.85, _cat(np.strings.slice(first_lower, 0, 1), last_lower), first_lower),
-    )
-    local = np.where(free & (style >= 0.85), _cat(first_lower, last_lower), local)
-    key = _cat(local, "@", domain)
-    email = _cat(local, _unique_suffixes(key), "@", domain)
+    del university, companies  # large temporaries: the 1M-lead run must stay under 1.5 GB
 
     # Hidden purchase intent: firmographics + persona + source + noise.
     size_effect = np.where(
@@ -640,30 +697,10 @@ def generate_leads(
     # Keen leads stay active for months; the rest go quiet after a few weeks.
     active_days = np.minimum(age_days, rng.exponential(15.0 + 240.0 * intent))
 
-    # Per-type event counts: Poisson around activity x duration x type mix (scaled so that the
-    # mean over all leads is events_per_lead), with per-lead over-dispersion.
-    shares = np.array([spec[1] for spec in EVENT_TYPES])
-    elasticity = np.array([spec[2] for spec in EVENT_TYPES])
-    persona_mult = np.array([spec[3] for spec in EVENT_TYPES]).T  # (persona, type)
-    activity = rng.gamma(1.2, 1 / 1.2, n) * active_days
-    rate = (
-        activity[:, None] * shares[None, :] * np.exp(elasticity[None, :] * z[:, None])
-    ) * persona_mult[persona]
-    # About 5% unsubscribe at 10 events a lead; fewer in a quieter world, none in a silent one.
-    unsubscribe_p = 0.12 * _sigmoid(-z - 0.5) * min(1.0, events_per_lead / 10.0)
-    caps = np.array([spec[5] for spec in EVENT_TYPES])
-    capped = caps > 0
-    scale = events_per_lead * n / rate.sum() if n and rate.sum() > 0 else 0.0
-    counts = np.zeros(rate.shape, dtype=np.int32)
-    counts[:, capped] = np.minimum(rng.poisson(rate[:, capped] * scale), caps[capped])
-    # Capped types fall short of their expectation, so the uncapped ones are scaled to make up
-    # the difference and the mean is events_per_lead (up to Poisson noise).
-    remaining = events_per_lead * n - counts.sum() - unsubscribe_p.sum()
-    uncapped_rate = rate[:, ~capped].sum()
-    scale = max(remaining, 0.0) / uncapped_rate if uncapped_rate > 0 else 0.0
-    counts[:, ~capped] = rng.poisson(rate[:, ~capped] * scale)
-    unsubscribed = (rng.random(n) < unsubscribe_p).astype(np.int32)
-    counts = np.concatenate([counts, unsubscribed[:, None]], axis=1)
+    counts = _event_counts(
+        rng, z=z, persona=persona, active_days=active_days, events_per_lead=events_per_lead
+    )
+    unsubscribed = counts[:, UNSUBSCRIBE]
     t = _TYPE_INDEX
     engagement = (
         np.log1p(

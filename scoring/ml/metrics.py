@@ -85,6 +85,8 @@ def probability_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
         "brier": _safe(brier_score_loss(y, p)) if y.size else None,
         "ece": _safe(expected_calibration_error(y, p)),
         "lift_top_decile": lift_top_decile(y, p),
+        # Only to compare with published results that report accuracy; a threshold metric.
+        "accuracy_at_0_5": _safe(float(((p >= 0.5) == (y == 1)).mean())) if y.size else None,
     }
 
 

@@ -471,6 +471,7 @@ def _train(
                     "brier": overall["brier"],
                     "ece": overall["ece"],
                     "lift_top_decile": overall["lift_top_decile"],
+                    "accuracy_at_0_5": overall["accuracy_at_0_5"],
                     "calibrated": calibrated,
                 }
             )

@@ -13,7 +13,11 @@ Entries of named rules add `"name"`. When the model blend applied to the lead, a
      "points": <blended total minus rule total, 2 decimals>, "probability": <4 decimals>,
      "weight": w}
 
-follows. Values are plain Python types, ready for JSON.
+follows. Values are plain Python types, ready for JSON. Points are rounded for display only;
+scores come from the unrounded contributions.
+
+`breakdowns` (bulk) shares one entry dict per attribute/inactivity rule among the leads of a
+result, so its entries are read-only; `breakdowns_json` renders the same breakdowns as JSON.
 """
 
 from __future__ import annotations
@@ -97,103 +101,119 @@ def _templates(result: ScoreResult) -> list[dict[str, Any]]:
     return templates
 
 
-def _model_entry(result: ScoreResult, i: int, effect: float) -> dict[str, Any]:
-    p = float(result.model_probability[i])
+def _rounded(values: np.ndarray, decimals: int) -> np.ndarray:
+    # Adding 0.0 turns -0.0 into 0.0: a tiny negative contribution shows as 0.0, not -0.0.
+    return np.round(values, decimals) + 0.0
+
+
+def _model_entries(result: ScoreResult, leads: np.ndarray) -> list[dict[str, Any]]:
+    """The final "model" entry of each of `leads` (leads the blend applied to)."""
     w = result.compiled.spec.model_weight
-    return {
-        "rule": None,
-        "kind": "model",
-        "label": f"model probability {p:.2f} at weight {_number_text(w)}",
-        "points": effect,
-        "probability": round(p, 4),
-        "weight": w,
-    }
+    weight_text = _number_text(w)
+    probabilities = result.model_probability[leads]
+    return [
+        {
+            "rule": None,
+            "kind": "model",
+            "label": f"model probability {p:.2f} at weight {weight_text}",
+            "points": effect,
+            "probability": rounded_p,
+            "weight": w,
+        }
+        for p, rounded_p, effect in zip(
+            probabilities.tolist(),
+            _rounded(probabilities, 4).tolist(),
+            _rounded(result.model_effect[leads], 2).tolist(),
+            strict=True,
+        )
+    ]
 
 
 def breakdown(result: ScoreResult, i: int) -> list[dict[str, Any]]:
     """The breakdown of lead `i` (see the module docstring); equal to `breakdowns(result)[i]`."""
     row = result.contributions[i]
     nonzero = np.flatnonzero(row)
-    if not nonzero.size and not result.model_applied[i]:
-        return []
     templates = _templates(result)
     event_column = {r: j for j, (r, _) in enumerate(result.compiled.event_rules)}
-    points = np.round(row[nonzero], 2).tolist()
     entries = []
-    for r, p in zip(nonzero.tolist(), points, strict=True):
+    for r, p in zip(nonzero.tolist(), _rounded(row[nonzero], 2).tolist(), strict=True):
         entry = {**templates[r], "points": p}
         if r in event_column:
             j = event_column[r]
             entry["count"] = int(result.counts[i, j])
-            entry["decayed_sum"] = float(np.round(result.decayed[i, j], 4))
+            entry["decayed_sum"] = float(_rounded(result.decayed[i, j], 4))
             entry["capped"] = bool(result.capped[i, r])
             entry["points_per_event"] = result.compiled.rules[r].points
         entries.append(entry)
     if result.model_applied[i]:
-        effect = float(np.round(result.model_effect[i], 2))
-        entries.append(_model_entry(result, i, effect))
+        entries += _model_entries(result, np.array([i]))
     return entries
 
 
-class _NonzeroByRule:
-    """The nonzero contributions, walked rule by rule and placed in lead order.
+class _Placement:
+    """Where each breakdown item goes, so items can be built rule by rule.
 
-    Entries are built per rule (where the rule's constant parts are known), and each is
-    written straight to its place in the lead-major result: lead by lead, rules ascending.
+    Items are built per rule, where the rule's constant parts are known, and written straight
+    to their place in the lead-major sequence: lead by lead, rules ascending, the model entry
+    last. Column `n_rules` stands for the model entry (leads the blend applied to).
     """
 
     def __init__(self, result: ScoreResult) -> None:
         n, n_rules = result.contributions.shape
+        self.model = n_rules
         # The transpose of the column-major contribution matrix is contiguous; its nonzeros come
         # out rule by rule, each rule's leads ascending.
-        rule_of, self.lead_of = np.nonzero(result.contributions.T)
-        self.bounds = np.searchsorted(rule_of, np.arange(n_rules + 1)).tolist()
+        rule_of, rule_leads = np.nonzero(result.contributions.T)
+        model_leads = np.flatnonzero(result.model_applied)
+        self.lead_of = np.concatenate([rule_leads, model_leads])
+        bounds = np.searchsorted(rule_of, np.arange(n_rules + 1))
+        self.bounds = [*bounds.tolist(), self.lead_of.shape[0]]
         per_lead = np.bincount(self.lead_of, minlength=n)
         self.ends = np.cumsum(per_lead)
-        # Where each nonzero goes in the lead-major sequence: its lead's first slot plus the
-        # number of earlier rules that also moved that lead.
+        # An item's slot: its lead's first slot plus the number of earlier columns that also
+        # have an item for that lead.
         next_slot = self.ends - per_lead
         self.slot = np.empty(self.lead_of.shape[0], dtype=np.intp)
-        for r in range(n_rules):
-            a, b = self.bounds[r], self.bounds[r + 1]
+        for column in range(n_rules + 1):
+            a, b = self.bounds[column], self.bounds[column + 1]
             leads = self.lead_of[a:b]
             self.slot[a:b] = next_slot[leads]
-            next_slot[leads] += 1  # a rule moves each lead once: no repeated indices
+            next_slot[leads] += 1  # a column has one item per lead: no repeated indices
         self.items = np.empty(self.lead_of.shape[0], dtype=object)
 
-    def leads(self, r: int) -> np.ndarray:
-        return self.lead_of[self.bounds[r] : self.bounds[r + 1]]
+    def leads(self, column: int) -> np.ndarray:
+        return self.lead_of[self.bounds[column] : self.bounds[column + 1]]
 
-    def count(self, r: int) -> int:
-        return self.bounds[r + 1] - self.bounds[r]
+    def count(self, column: int) -> int:
+        return self.bounds[column + 1] - self.bounds[column]
 
-    def place(self, r: int, items: object) -> None:
-        """Put rule r's items (a list, one per lead, or one object for all) in place."""
-        self.items[self.slot[self.bounds[r] : self.bounds[r + 1]]] = items
+    def place(self, column: int, items: list[Any] | None = None, shared: Any = None) -> None:
+        """Put a column's items in place: one per lead, or one `shared` object for all."""
+        slots = self.slot[self.bounds[column] : self.bounds[column + 1]]
+        if items is None:
+            self.items[slots] = shared
+        else:
+            # Built element by element so that NumPy never looks inside the items.
+            array = np.empty(len(items), dtype=object)
+            array[:] = items
+            self.items[slots] = array
 
-    def per_lead(self) -> list[list[Any]]:
-        flat = self.items.tolist()
+    def ranges(self) -> tuple[list[Any], list[tuple[int, int]]]:
+        """The items in lead-major order, and each lead's (start, end) in it."""
         ends = self.ends.tolist()
         starts = [0, *ends[:-1]] if ends else []
-        return [flat[a:b] for a, b in zip(starts, ends, strict=True)]
+        return self.items.tolist(), list(zip(starts, ends, strict=True))
 
 
-def _event_columns(result: ScoreResult, nz: _NonzeroByRule, r: int, j: int) -> tuple[list, ...]:
-    """Per nonzero lead of event rule r (aggregate column j): points, count, decayed, capped."""
-    leads = nz.leads(r)
+def _event_columns(result: ScoreResult, at: _Placement, r: int, j: int) -> tuple[np.ndarray, ...]:
+    """For the leads event rule r (aggregate column j) moved: points, count, decayed, capped."""
+    leads = at.leads(r)
     return (
-        np.round(result.contributions[leads, r], 2).tolist(),
-        result.counts[leads, j].tolist(),
-        np.round(result.decayed[leads, j], 4).tolist(),
-        result.capped[leads, r].tolist(),
+        _rounded(result.contributions[leads, r], 2),
+        result.counts[leads, j],
+        _rounded(result.decayed[leads, j], 4),
+        result.capped[leads, r],
     )
-
-
-def _list_of(items: list[Any]) -> np.ndarray:
-    # An object array built element by element: NumPy must not look inside the items.
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array
 
 
 @gc_paused()
@@ -204,22 +224,22 @@ def breakdowns(result: ScoreResult) -> list[list[dict[str, Any]]]:
     the entries of attribute and inactivity rules (which are the same for every lead the rule
     applies to) are ONE dict per rule, shared by all leads of this result: treat the entries as
     read-only, and copy one (`dict(entry)`) before changing it. Event and model entries are
-    built per lead. For storage, `breakdowns_json` is faster still.
+    built per lead. For storage, `breakdowns_json` avoids the dicts altogether.
     """
     compiled = result.compiled
     templates = _templates(result)
-    nz = _NonzeroByRule(result)
+    at = _Placement(result)
     event_column = {r: j for j, (r, _) in enumerate(compiled.event_rules)}
 
     for r, rule in enumerate(compiled.rules):
-        if not nz.count(r):
+        if not at.count(r):
             continue
         template = templates[r]
         if r not in event_column:
             # An attribute or inactivity rule contributes exactly its points wherever it fires.
-            nz.place(r, {**template, "points": float(np.round(rule.points, 2))})
+            at.place(r, shared={**template, "points": float(_rounded(rule.points, 2))})
             continue
-        columns = _event_columns(result, nz, r, event_column[r])
+        columns = [c.tolist() for c in _event_columns(result, at, r, event_column[r])]
         ppe = rule.points
         if "name" in template:
             entries = [
@@ -235,15 +255,12 @@ def breakdowns(result: ScoreResult) -> list[list[dict[str, Any]]]:
                  "decayed_sum": d, "capped": cap, "points_per_event": ppe}
                 for p, c, d, cap in zip(*columns, strict=True)
             ]  # fmt: skip
-        nz.place(r, _list_of(entries))
-    per_lead = nz.per_lead()
+        at.place(r, entries)
+    if at.count(at.model):
+        at.place(at.model, _model_entries(result, at.leads(at.model)))
 
-    if result.model_applied.any():
-        applied = np.flatnonzero(result.model_applied)
-        effects = np.round(result.model_effect[applied], 2).tolist()
-        for i, effect in zip(applied.tolist(), effects, strict=True):
-            per_lead[i].append(_model_entry(result, i, effect))
-    return per_lead
+    items, ranges = at.ranges()
+    return [items[a:b] for a, b in ranges]
 
 
 def _json(value: Any) -> str:
@@ -251,7 +268,7 @@ def _json(value: Any) -> str:
 
 
 def _json_numbers(values: np.ndarray) -> list[str]:
-    """JSON text of each float, rendering each distinct value once (json.dumps uses repr)."""
+    """JSON text of each float (json.dumps writes repr), rendering each distinct value once."""
     distinct, inverse = np.unique(values, return_inverse=True)
     texts = np.array(list(map(repr, distinct.tolist())), dtype=object)
     return texts[inverse.reshape(-1)].tolist()
@@ -266,33 +283,53 @@ def breakdowns_json(result: ScoreResult) -> list[str]:
     """
     compiled = result.compiled
     templates = _templates(result)
-    nz = _NonzeroByRule(result)
+    at = _Placement(result)
     event_column = {r: j for j, (r, _) in enumerate(compiled.event_rules)}
 
     for r, rule in enumerate(compiled.rules):
-        if not nz.count(r):
+        if not at.count(r):
             continue
         if r not in event_column:
-            nz.place(r, _json({**templates[r], "points": float(np.round(rule.points, 2))}))
+            points = float(_rounded(rule.points, 2))
+            at.place(r, shared=_json({**templates[r], "points": points}))
             continue
-        j = event_column[r]
-        leads = nz.leads(r)
-        points = _json_numbers(np.round(result.contributions[leads, r], 2))
-        counts = result.counts[leads, j].tolist()
-        decayed = _json_numbers(np.round(result.decayed[leads, j], 4))
-        capped = np.where(result.capped[leads, r], "true", "false").astype(object).tolist()
+        points, counts, decayed, capped = _event_columns(result, at, r, event_column[r])
         head = _json(templates[r])[:-1] + ',"points":'
         tail = f',"points_per_event":{_json(rule.points)}}}'
-        fragments = [
-            f'{head}{p},"count":{c},"decayed_sum":{d},"capped":{cap}{tail}'
-            for p, c, d, cap in zip(points, counts, decayed, capped, strict=True)
-        ]
-        nz.place(r, _list_of(fragments))
-    per_lead = nz.per_lead()
+        at.place(
+            r,
+            [
+                f'{head}{p},"count":{c},"decayed_sum":{d},"capped":{cap}{tail}'
+                for p, c, d, cap in zip(
+                    _json_numbers(points),
+                    counts.tolist(),
+                    _json_numbers(decayed),
+                    np.where(capped, "true", "false").tolist(),
+                    strict=True,
+                )
+            ],
+        )
+    if at.count(at.model):
+        at.place(at.model, _model_json(result, at.leads(at.model)))
 
-    if result.model_applied.any():
-        applied = np.flatnonzero(result.model_applied)
-        effects = np.round(result.model_effect[applied], 2).tolist()
-        for i, effect in zip(applied.tolist(), effects, strict=True):
-            per_lead[i].append(_json(_model_entry(result, i, effect)))
-    return ["[" + ",".join(fragments) + "]" for fragments in per_lead]
+    items, ranges = at.ranges()
+    return ["[" + ",".join(items[a:b]) + "]" for a, b in ranges]
+
+
+def _model_json(result: ScoreResult, leads: np.ndarray) -> list[str]:
+    """`_model_entries` as JSON, without json.dumps per lead."""
+    w = result.compiled.spec.model_weight
+    # The label holds only letters, digits, dots and spaces: nothing JSON would escape.
+    head = '{"rule":null,"kind":"model","label":"model probability '
+    tail = f',"weight":{_json(w)}}}'
+    weight_text = _number_text(w)
+    probabilities = result.model_probability[leads]
+    return [
+        f'{head}{p:.2f} at weight {weight_text}","points":{effect},"probability":{rounded_p}{tail}'
+        for p, rounded_p, effect in zip(
+            probabilities.tolist(),
+            _json_numbers(_rounded(probabilities, 4)),
+            _json_numbers(_rounded(result.model_effect[leads], 2)),
+            strict=True,
+        )
+    ]

@@ -129,3 +129,19 @@ def test_bulk_json_equals_the_dumped_breakdowns():
         json.dumps(breakdown(result, i), separators=(",", ":")) for i in range(result.n)
     ]
     assert json.loads(breakdowns_json(result)[1]) == breakdown(result, 1)
+
+
+def test_tiny_negative_contributions_show_as_zero_not_minus_zero():
+    doc = {
+        "name": "t",
+        "floor": -10,
+        "model_weight": 0.5,
+        "rules": [{"kind": "event", "event_type": "e", "points": -0.001, "window_days": 1}],
+    }
+    compiled = compile_ruleset(parse_ruleset(doc))
+    behaviour = BehaviourAggregates(np.array([[1]]), np.array([[1.0]]), np.zeros(1))
+    result = score_leads(compiled, {}, behaviour, np.array([0.00001]))
+    entries = breakdown(result, 0)
+    assert [e["points"] for e in entries] == [0.0, 0.0]
+    assert '"points":-0.0' not in breakdowns_json(result)[0]
+    assert breakdowns_json(result)[0] == json.dumps(entries, separators=(",", ":"))

@@ -171,9 +171,12 @@ def rescore_floor(document: dict[str, Any], chunk_size: int = 20000) -> dict[str
             )
             with cursor.cursor.copy("COPY floor_buffer FROM STDIN") as copy:
                 copy.write(buffer)
+            cursor.execute("ANALYZE floor_buffer")
             cursor.execute(
                 "UPDATE scoring_lead l SET score = f.score, band = f.band, persona = f.persona, "
-                "breakdown = f.breakdown, scored_at = now() FROM floor_buffer f WHERE l.id = f.id"
+                "breakdown = f.breakdown, scored_at = now() FROM floor_buffer f WHERE l.id = f.id "
+                "AND l.id BETWEEN %s AND %s",
+                [int(ids[0]), int(ids[-1])],
             )
             t3 = time.perf_counter()
             timings["read"] += t1 - t0

@@ -50,14 +50,16 @@ class Lead(models.Model):
     employees = models.IntegerField(null=True, blank=True)
     industry = models.CharField(max_length=120, blank=True, default="")
     country = models.CharField(max_length=120, blank=True, default="")
-    source = models.CharField(max_length=120, blank=True, default="", db_index=True)
+    source = models.CharField(max_length=120, blank=True, default="")
     attributes = models.JSONField(default=dict, blank=True)
+    # Indexed by lead_owner_score_idx (owner first), not on its own.
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="owned_leads",
+        db_index=False,
     )
     lifecycle_stage = models.CharField(
         max_length=20, choices=LifecycleStage.choices, default=LifecycleStage.LEAD
@@ -83,13 +85,13 @@ class Lead(models.Model):
     qualified = models.BooleanField(default=False)
 
     class Meta:
+        # Every index here is rewritten by each bulk rescore that changes a score, so only the
+        # lead queue's orderings are indexed: low-cardinality filters (persona, stage, source)
+        # ride on the score order instead of an index of their own.
         indexes = [
-            # The lead queue: sorted by score, optionally per owner.
             models.Index(fields=["-score", "-id"], name="lead_score_idx"),
             models.Index(fields=["owner", "-score", "-id"], name="lead_owner_score_idx"),
-            models.Index(fields=["band"], name="lead_band_idx"),
-            models.Index(fields=["persona"], name="lead_persona_idx"),
-            models.Index(fields=["lifecycle_stage"], name="lead_stage_idx"),
+            models.Index(fields=["band", "-score", "-id"], name="lead_band_score_idx"),
         ]
 
     def __str__(self) -> str:

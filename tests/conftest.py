@@ -7,6 +7,7 @@ Without them it runs on SQLite and the filesystem broker, and skips only the tes
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -94,6 +95,11 @@ def celery_worker(transactional_db) -> Iterator[object]:
 
     from leadscoring.celery import app
 
-    app.control.purge()
+    # The filesystem transport's folders exist once the app is finalized; purge stale
+    # messages so a previous run's tasks do not leak into this test.
+    app.loader.import_default_modules()
+    app.finalize()
+    with contextlib.suppress(FileNotFoundError):  # nothing ever queued on the filesystem broker
+        app.control.purge()
     with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30) as worker:
         yield worker

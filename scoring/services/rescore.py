@@ -23,7 +23,14 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from scoring.engine import CompiledRuleSet, ScoreResult, breakdowns, compile_ruleset, score_leads
+from scoring.engine import (
+    CompiledRuleSet,
+    ScoreResult,
+    breakdowns,
+    compile_ruleset,
+    parse_ruleset,
+    score_leads,
+)
 from scoring.features import (
     LeadColumns,
     LeadSelection,
@@ -40,7 +47,7 @@ from scoring.models import (
     ScoreHistory,
 )
 from scoring.selectors import live_rule_set
-from scoring.services.rulesets import ruleset_to_spec
+from scoring.services.rulesets import ruleset_document
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +70,16 @@ class ScoringOutcome:
 
 
 def compiled_rule_set(rule_set: RuleSet) -> CompiledRuleSet:
-    """The engine's compiled form; published versions are immutable, so it is cached per
-    process by (id, version). Drafts are compiled afresh each time."""
-    if rule_set.version is None:
-        return compile_ruleset(ruleset_to_spec(rule_set))
-    return _compiled_published(rule_set.pk, rule_set.version)
+    """The engine's compiled form, cached per process by the rule set's content (the rows are
+    read each time, which is cheap; parsing and compiling is what the cache saves). Keyed by
+    content rather than by id and version, so a reused id can never serve a stale rule set."""
+    document = ruleset_document(rule_set)
+    return _compiled(json.dumps(document, sort_keys=True, default=str))
 
 
-@lru_cache(maxsize=8)
-def _compiled_published(rule_set_id: int, version: int) -> CompiledRuleSet:
-    return compile_ruleset(ruleset_to_spec(RuleSet.objects.get(pk=rule_set_id)))
+@lru_cache(maxsize=16)
+def _compiled(document_json: str) -> CompiledRuleSet:
+    return compile_ruleset(parse_ruleset(json.loads(document_json)))
 
 
 def score_selection(
@@ -124,9 +131,10 @@ def rescore_selection(
 def _qualification(
     compiled: CompiledRuleSet, leads: LeadColumns, result: ScoreResult, persona: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The qualified state with hysteresis: a lead qualifies when its band qualifies, and stops
-    only when its score falls more than QUALIFY_HYSTERESIS_POINTS below the threshold, so a
-    lead hovering at the threshold does not fire a transition each time it wobbles."""
+    """The qualified state with hysteresis: a lead qualifies when its score reaches the
+    qualifying band's minimum (so a lead that jumps straight to a higher band qualifies too),
+    and stops only when its score falls more than QUALIFY_HYSTERESIS_POINTS below it, so a lead
+    hovering at the threshold does not fire a transition each time it wobbles."""
     threshold = np.full(leads.n, np.inf)
     default = _qualifying_min_score(compiled, None)
     threshold[:] = default
@@ -136,7 +144,7 @@ def _qualification(
     margin = settings.QUALIFY_HYSTERESIS_POINTS
     old = leads.qualified
     stays = old & ~(result.scores < threshold - margin)
-    becomes = ~old & result.qualifies.astype(bool)
+    becomes = ~old & (result.scores >= threshold)
     new = stays | becomes
     return new, new & ~old, old & ~new
 
@@ -190,13 +198,18 @@ def _write_scores(
                 " FROM STDIN"
             ) as copy:
                 copy.write(rows)
+            # A fresh temp table has no statistics; without them the planner may pick a nested
+            # loop over the leads table for the UPDATE below.
+            cursor.execute("ANALYZE rescore_buffer")
             cursor.execute(
                 "UPDATE scoring_lead AS l SET score = t.score, band = t.band, persona = t.persona,"
                 " breakdown = t.breakdown, qualified = t.qualified, rule_set_version = %s,"
                 " scored_at = %s, mql_at = CASE WHEN t.set_mql THEN %s ELSE l.mql_at END, "
                 + stage_sql
-                + " FROM rescore_buffer t WHERE l.id = t.id",
-                [version, scored_at, as_of],
+                # The explicit id range keeps the planner from walking the primary key from
+                # the first lead for every chunk.
+                + " FROM rescore_buffer t WHERE l.id = t.id AND l.id BETWEEN %s AND %s",
+                [version, scored_at, as_of, int(ids[0]), int(ids[-1])],
             )
         return
     # SQLite (the embedded default): one executemany, still no per-lead ORM round trip.
@@ -456,7 +469,21 @@ def rescore_chunk(chunk_id: int) -> ScoringOutcome:
     )
     if finished:
         logger.info("rescore.run.finished run=%s", run.pk)
+        _enqueue_crm_push(run.pk)
     return outcome
+
+
+def _enqueue_crm_push(run_id: int) -> None:
+    """After the run's last commit: the CRMs receive the scores it changed. A broker outage
+    must not fail the rescore; the next run pushes whatever is still unpushed."""
+    from integrations.tasks import push_scores_after_rescore_task
+
+    try:
+        push_scores_after_rescore_task.apply_async(
+            args=[run_id], retry=True, retry_policy={"max_retries": 1, "interval_start": 0}
+        )
+    except Exception as exc:
+        logger.warning("rescore.push_enqueue_failed run=%s error=%s", run_id, type(exc).__name__)
 
 
 def rescore_chunk_failed(chunk_id: int, error: str, *, final: bool) -> None:

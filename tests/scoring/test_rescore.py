@@ -140,6 +140,16 @@ def test_crossing_the_threshold_sets_mql_time_once_and_writes_an_outbox_row(live
     assert LeadTransition.objects.filter(lead=lead).count() == 1
 
 
+def test_a_lead_that_jumps_straight_past_the_threshold_qualifies(live):
+    lead = LeadFactory(employees=500, created_at=NOW - dt.timedelta(days=10))
+    add_events(lead, "demo_request", 1, count=4)  # 10 + 80 points: Hot, above MQL
+    rescore.rescore_all(as_of=NOW, inline=True)
+    lead.refresh_from_db()
+    assert lead.band == "Hot"
+    assert lead.qualified and lead.mql_at == NOW
+    assert LeadTransition.objects.filter(lead=lead, kind="qualified").count() == 1
+
+
 def test_falling_just_below_the_threshold_and_back_does_not_fire_again(live, settings):
     settings.QUALIFY_HYSTERESIS_POINTS = 5
     lead = LeadFactory(employees=10, created_at=NOW - dt.timedelta(days=10))

@@ -1,0 +1,52 @@
+"""The benchmark at a tiny scale, so `make bench` keeps working as the code changes.
+No timing is asserted: only that every measured path runs and reports against its target."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.postgres
+def test_the_benchmark_runs_end_to_end_at_a_tiny_scale(tmp_path):
+    db = settings.DATABASES["default"]
+    user, host, port = db["USER"] or "postgres", db["HOST"] or "127.0.0.1", db["PORT"] or 5432
+    admin_url = f"postgresql://{user}@{host}:{port}/postgres"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--leads",
+            "300",
+            "--events-per-lead",
+            "4",
+            "--repeat",
+            "1",
+            "--database",
+            "leadscoring_bench_smoke",
+            "--admin-url",
+            admin_url,
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads((tmp_path / "results.json").read_text())
+    by_name = {item["name"]: item for item in report["results"]}
+    rescore = by_name["full rescore (read features, score, write back)"]
+    assert rescore["value"] > 0 and rescore["floor"] > 0 and rescore["ratio"] > 0
+    assert by_name["KPI dashboard data p95"]["value"] > 0
+    assert by_name["lead list page p95 (filters, sorting)"]["value"] > 0
+    assert report["machine"]["leads"] == 300
+    assert "| path | value | target |" in (tmp_path / "results.md").read_text()

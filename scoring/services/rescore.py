@@ -26,7 +26,7 @@ from django.utils import timezone
 from scoring.engine import (
     CompiledRuleSet,
     ScoreResult,
-    breakdowns,
+    breakdowns_json,
     compile_ruleset,
     parse_ruleset,
     score_leads,
@@ -110,7 +110,7 @@ def rescore_selection(
 
     qualified, fired_up, fired_down = _qualification(compiled, leads, result, new_persona)
     set_mql = fired_up & ~leads.has_mql_at
-    entries = [json.dumps(items, separators=(",", ":")) for items in breakdowns(result)]
+    entries = breakdowns_json(result)
 
     _write_scores(
         leads.ids,

@@ -77,8 +77,11 @@ def is_postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
-def read_lead_columns(compiled: CompiledRuleSet, selection: LeadSelection) -> LeadColumns:
-    """One query: the selected leads ordered by id, with every field the rule set needs."""
+def read_lead_columns(
+    compiled: CompiledRuleSet, selection: LeadSelection, as_of: dt.datetime | None = None
+) -> LeadColumns:
+    """One query: the selected leads ordered by id, with every field the rule set needs.
+    With `as_of`, leads created after it are left out: they did not exist yet."""
     direct = sorted(f for f in compiled.fields if f in LEAD_FIELDS)
     attribute_keys = sorted(
         f.split(".", 1)[1] for f in compiled.fields if f.startswith("attributes.")
@@ -106,6 +109,9 @@ def read_lead_columns(compiled: CompiledRuleSet, selection: LeadSelection) -> Le
     select += [f'"{name}"' for name in direct if name != "lifecycle_stage"]
     if attribute_keys:
         select.append("attributes")
+    if as_of is not None:
+        where += " AND created_at <= %s"
+        params = [*params, as_of]
     sql = f"SELECT {', '.join(select)} FROM scoring_lead WHERE {where} ORDER BY id"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -164,6 +170,10 @@ def read_behaviour(
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
+        # Events of leads outside `lead_ids` (e.g. created after as_of) are dropped.
+        if rows:
+            known = set(lead_ids.tolist())
+            rows = [row for row in rows if row[0] in known]
         if rows:
             found = np.asarray([row[0] for row in rows], dtype=np.int64)
             index = np.searchsorted(lead_ids, found)

@@ -38,6 +38,7 @@ from scoring.features import (
     read_behaviour,
     read_lead_columns,
 )
+from scoring.ml.scoring import refresh_probabilities
 from scoring.models import (
     LeadTransition,
     PendingRescore,
@@ -86,7 +87,7 @@ def score_selection(
     compiled: CompiledRuleSet, selection: LeadSelection, as_of: dt.datetime
 ) -> tuple[LeadColumns, ScoreResult]:
     """Read and score the selected leads without writing anything (used by the preview too)."""
-    leads = read_lead_columns(compiled, selection)
+    leads = read_lead_columns(compiled, selection, as_of)
     behaviour = read_behaviour(compiled, selection, leads.ids, leads.created_epoch, as_of)
     result = score_leads(compiled, leads.fields, behaviour, leads.model_probability)
     return leads, result
@@ -440,6 +441,8 @@ def rescore_chunk(chunk_id: int) -> ScoringOutcome:
         RescoreRun.objects.filter(pk=run.pk, status=RescoreRun.Status.QUEUED).update(
             status=RescoreRun.Status.RUNNING, started_at=timezone.now()
         )
+        # The active model's probability first, so the rule set's blend uses a fresh one.
+        refresh_probabilities(chunk.first_lead_id, chunk.last_lead_id, as_of=run.as_of)
         outcome = rescore_selection(
             run.rule_set, LeadSelection(chunk.first_lead_id, chunk.last_lead_id), run.as_of
         )

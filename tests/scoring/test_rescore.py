@@ -244,7 +244,7 @@ def test_marks_left_while_the_broker_was_down_are_rescored_by_the_sweep(live):
 
 
 def test_the_rescore_command_prints_a_json_summary(live, capsys):
-    LeadFactory.create_batch(2)
+    LeadFactory.create_batch(2, created_at=NOW - dt.timedelta(days=40))
     call_command("rescore", "--all", "--as-of", "2026-06-01T00:00:00Z")
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["scored"] == 2 and summary["status"] == "done"
@@ -287,3 +287,16 @@ def test_publishing_fans_out_chunk_tasks_that_a_real_worker_completes(celery_wor
     assert run is not None and run.status == RescoreRun.Status.DONE
     assert run.chunks_total == 3 and run.leads_scored == 230
     assert Lead.objects.filter(score=10).count() == 230
+
+
+def test_a_rescore_of_the_past_leaves_out_leads_created_after_it(live):
+    old = LeadFactory(employees=500, created_at=NOW - dt.timedelta(days=30))
+    new = LeadFactory(employees=500, created_at=NOW - dt.timedelta(days=1))
+    add_events(new, "demo_request", 0)
+    run = rescore.rescore_all(as_of=NOW - dt.timedelta(days=10), inline=True)
+    assert run.leads_scored == 1
+    old.refresh_from_db()
+    new.refresh_from_db()
+    assert old.score == 10
+    assert new.score is None
+    assert not ScoreHistory.objects.filter(lead=new).exists()

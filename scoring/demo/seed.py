@@ -17,6 +17,7 @@ from typing import Any, TypedDict
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import transaction
+from django.utils import timezone
 
 from scoring.models import Lead, RuleSet
 from scoring.roles import ADMIN, MANAGER, MARKETING_OPS, SALES
@@ -96,6 +97,7 @@ def seed_demo(
     events_per_lead: float = 10.0,
     if_empty: bool = False,
     now: dt.datetime | None = None,
+    history_months: int = 12,
 ) -> SeedSummary:
     """Load the demo company into an empty database and score it.
 
@@ -137,6 +139,13 @@ def seed_demo(
     if n_leads:
         from scoring.services.rescore import rescore_all
 
+        # A score history as if the company had been scoring all along: one rescore at the end
+        # of each past month, then one now. The KPIs read the band a lead had *before* it
+        # converted from this history; without it every past conversion would be "Unscored".
+        current = now or timezone.now()
+        for months_ago in range(history_months, 0, -1):
+            past = current - dt.timedelta(days=30 * months_ago)
+            rescore_all(rule_set=rule_set, as_of=past, user=users["ops"], inline=True)
         run = rescore_all(rule_set=rule_set, as_of=now, user=users["ops"], inline=True)
         scored = run.leads_scored
     summary = SeedSummary(

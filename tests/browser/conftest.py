@@ -9,7 +9,7 @@ Use them in a flow test like this:
         page.goto(live_server.url + "/kpis/")
         screenshot(page, "kpis")
 
-- `browser`: one headless chromium for the session (skipped when /usr/bin/chromium is missing,
+- `browser`: a headless chromium for the test (skipped when /usr/bin/chromium is missing,
   unless CI=true, where a missing browser fails the run).
 - `page`: a fresh browser context and page per test (own cookies), 1280x900; JavaScript errors on
   the page fail the test at teardown.
@@ -29,10 +29,6 @@ from pathlib import Path
 
 import pytest
 
-# Playwright's sync API runs an asyncio event loop in this thread; Django refuses ORM calls
-# from a thread with a running loop unless told that this is deliberate.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -47,7 +43,16 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 @pytest.fixture(autouse=True)
-def _browser_test_settings(settings, transactional_db):
+def _allow_orm_beside_playwright(monkeypatch):
+    """Playwright's sync API runs an asyncio event loop in this thread; Django refuses ORM
+    calls from a thread with a running loop unless told that this is deliberate. Set for each
+    browser test (before its database is set up, and until it is torn down), not at import:
+    a process-wide value leaks into other tests' subprocesses, and the deploy check rejects it."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(autouse=True)
+def _browser_test_settings(_allow_orm_beside_playwright, settings, transactional_db):
     """Every browser test uses a transactional database (the live server runs in another
     thread and must see the test's rows) and a fast password hasher for `role_users`.
     A transactional test flushes every table afterwards, including the role groups that the
@@ -61,8 +66,11 @@ def _browser_test_settings(settings, transactional_db):
         Group.objects.get_or_create(name=role)
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
+@pytest.fixture
+def browser(django_db_setup) -> Iterator[object]:
+    # Per test, not per session: Playwright's event loop must be stopped before the test's
+    # database is flushed and before any later test runs, so that Django's async-safety check
+    # is relaxed only inside browser tests (about a second per test for chromium to start).
     if not CHROMIUM.exists():
         message = f"{CHROMIUM} is missing: apt-get install -y chromium"
         if IN_CI:

@@ -18,7 +18,8 @@ MANAGER = "manager"
 ADMIN = "admin"
 ROLES = (MARKETING_OPS, SALES, MANAGER, ADMIN)
 
-# Capability -> roles that have it. Superusers have every capability.
+# Capability -> roles that have it. A superuser counts as the admin role (and gets no more in
+# the product: least privilege, so the role matrix holds for everyone).
 CAPABILITIES: dict[str, frozenset[str]] = {
     "view_leads": frozenset({SALES, MARKETING_OPS, MANAGER, ADMIN}),
     "view_all_leads": frozenset({MARKETING_OPS, MANAGER, ADMIN}),
@@ -72,8 +73,6 @@ def user_roles(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
 def can(user: AbstractBaseUser | AnonymousUser, capability: str) -> bool:
     if not user.is_authenticated or not user.is_active:
         return False
-    if user.is_superuser:
-        return True
     return bool(user_roles(user) & CAPABILITIES[capability])
 
 

@@ -36,7 +36,7 @@ def test_train_model_reports_an_impossible_label_as_a_command_error(db):
 
 @pytest.mark.parametrize(
     ("user", "get", "post"),
-    [("ops", 200, 302), ("manager", 200, 403), ("sales1", 403, 403), ("admin", 200, 302)],
+    [("ops", 200, 302), ("manager", 200, 403), ("sales1", 403, 403), ("admin", 403, 403)],
 )
 def test_models_page_roles(client_as, user, get, post, django_capture_on_commit_callbacks):
     client = client_as(user)

@@ -1,8 +1,8 @@
 """Who gets what on the lead queue, lead page, feedback and feedback review, page and API.
 
 Users: ops (marketing ops), sales1 (owns the lead), sales2 (another rep), manager, admin
-(a superuser, who has every capability), integrator (in the admin group but not a superuser:
-may view leads, may not judge them), and anonymous visitors."""
+(a superuser, who counts as the admin role and gets no more), integrator (in the admin group
+but not a superuser), and anonymous visitors. Admins may view leads, not judge them."""
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -36,7 +36,7 @@ MATRIX = {
         "sales1": 200,
         "sales2": 404,
         "manager": 200,
-        "admin": 200,
+        "admin": 403,
         "integrator": 403,
     },
     ("GET", "/feedback/"): {
@@ -44,7 +44,7 @@ MATRIX = {
         "sales1": 403,
         "sales2": 403,
         "manager": 200,
-        "admin": 200,
+        "admin": 403,
         "integrator": 403,
     },
 }
@@ -57,7 +57,7 @@ API_MATRIX = {
         "sales1": 201,
         "sales2": 404,
         "manager": 201,
-        "admin": 201,
+        "admin": 403,
         "integrator": 403,
         "anonymous": (401, 403),
     },

@@ -43,5 +43,6 @@ def rescore_pending_sweep_task() -> int:
         total += claimed
     return total
 
-from scoring.preview_tasks import preview_task  # noqa: E402, F401  (registered with the worker)
+
 from scoring.ml_tasks import score_active_model_task, train_model_task  # noqa: E402, F401
+from scoring.preview_tasks import preview_task  # noqa: E402, F401  (registered with the worker)

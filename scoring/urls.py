@@ -74,9 +74,7 @@ urlpatterns: list = [
     path("models/", model_views.models_page, name="models"),
     path("models/progress/<str:run_key>/", model_views.training_progress, name="models-progress"),
     path("models/<int:model_id>/activate/", model_views.model_activate, name="models-activate"),
-    path(
-        "models/<int:model_id>/apply/", model_views.model_apply_suggestion, name="models-apply"
-    ),
+    path("models/<int:model_id>/apply/", model_views.model_apply_suggestion, name="models-apply"),
     path("models/rollback/", model_views.model_rollback, name="models-rollback"),
     path("models/deactivate/", model_views.model_deactivate, name="models-deactivate"),
     path("models/explain/<int:lead_id>/", model_views.lead_explanation, name="models-explain"),

@@ -6,86 +6,145 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('integrations', '0001_import_job'),
+        ("integrations", "0001_import_job"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Connection',
+            name="Connection",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('vendor', models.CharField(choices=[('salesforce', 'Salesforce'), ('hubspot', 'HubSpot'), ('mixpanel', 'Mixpanel')], max_length=20, unique=True)),
-                ('enabled', models.BooleanField(default=True)),
-                ('options', models.JSONField(blank=True, default=dict)),
-                ('secrets', models.TextField(blank=True, default='')),
-                ('cursor', models.TextField(blank=True, null=True)),
-                ('paused_until', models.DateTimeField(blank=True, null=True)),
-                ('pause_reason', models.CharField(blank=True, default='', max_length=300)),
-                ('api_usage', models.JSONField(blank=True, default=dict)),
-                ('last_test_at', models.DateTimeField(blank=True, null=True)),
-                ('last_test_ok', models.BooleanField(blank=True, null=True)),
-                ('last_test_message', models.CharField(blank=True, default='', max_length=500)),
-                ('last_push', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "vendor",
+                    models.CharField(
+                        choices=[
+                            ("salesforce", "Salesforce"),
+                            ("hubspot", "HubSpot"),
+                            ("mixpanel", "Mixpanel"),
+                        ],
+                        max_length=20,
+                        unique=True,
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("options", models.JSONField(blank=True, default=dict)),
+                ("secrets", models.TextField(blank=True, default="")),
+                ("cursor", models.TextField(blank=True, null=True)),
+                ("paused_until", models.DateTimeField(blank=True, null=True)),
+                ("pause_reason", models.CharField(blank=True, default="", max_length=300)),
+                ("api_usage", models.JSONField(blank=True, default=dict)),
+                ("last_test_at", models.DateTimeField(blank=True, null=True)),
+                ("last_test_ok", models.BooleanField(blank=True, null=True)),
+                ("last_test_message", models.CharField(blank=True, default="", max_length=500)),
+                ("last_push", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name='SyncRun',
+            name="SyncRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('full', models.BooleanField(default=False)),
-                ('trigger', models.CharField(blank=True, default='', max_length=20)),
-                ('status', models.CharField(choices=[('running', 'Running'), ('succeeded', 'Succeeded'), ('partial', 'Partial (continues)'), ('failed', 'Failed'), ('rate_limited', 'Rate limited (retrying)'), ('paused', 'Paused (daily API limit)'), ('abandoned', 'Abandoned (worker stopped)')], default='running', max_length=20)),
-                ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('heartbeat_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('batches', models.IntegerField(default=0)),
-                ('fetched', models.IntegerField(default=0)),
-                ('created', models.IntegerField(default=0)),
-                ('updated', models.IntegerField(default=0)),
-                ('unchanged', models.IntegerField(default=0)),
-                ('deleted', models.IntegerField(default=0)),
-                ('failed', models.IntegerField(default=0)),
-                ('failures', models.JSONField(blank=True, default=list)),
-                ('cursor_before', models.TextField(blank=True, null=True)),
-                ('cursor_after', models.TextField(blank=True, null=True)),
-                ('api_usage', models.JSONField(blank=True, default=dict)),
-                ('error', models.TextField(blank=True, default='')),
-                ('error_kind', models.CharField(blank=True, default='', max_length=20)),
-                ('retry_after', models.FloatField(blank=True, null=True)),
-                ('connection', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='integrations.connection')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("full", models.BooleanField(default=False)),
+                ("trigger", models.CharField(blank=True, default="", max_length=20)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("partial", "Partial (continues)"),
+                            ("failed", "Failed"),
+                            ("rate_limited", "Rate limited (retrying)"),
+                            ("paused", "Paused (daily API limit)"),
+                            ("abandoned", "Abandoned (worker stopped)"),
+                        ],
+                        default="running",
+                        max_length=20,
+                    ),
+                ),
+                ("started_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("heartbeat_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("batches", models.IntegerField(default=0)),
+                ("fetched", models.IntegerField(default=0)),
+                ("created", models.IntegerField(default=0)),
+                ("updated", models.IntegerField(default=0)),
+                ("unchanged", models.IntegerField(default=0)),
+                ("deleted", models.IntegerField(default=0)),
+                ("failed", models.IntegerField(default=0)),
+                ("failures", models.JSONField(blank=True, default=list)),
+                ("cursor_before", models.TextField(blank=True, null=True)),
+                ("cursor_after", models.TextField(blank=True, null=True)),
+                ("api_usage", models.JSONField(blank=True, default=dict)),
+                ("error", models.TextField(blank=True, default="")),
+                ("error_kind", models.CharField(blank=True, default="", max_length=20)),
+                ("retry_after", models.FloatField(blank=True, null=True)),
+                (
+                    "connection",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="runs",
+                        to="integrations.connection",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-started_at', '-id'],
+                "ordering": ["-started_at", "-id"],
             },
         ),
         migrations.AddField(
-            model_name='connection',
-            name='current_run',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='integrations.syncrun'),
+            model_name="connection",
+            name="current_run",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="integrations.syncrun",
+            ),
         ),
         migrations.CreateModel(
-            name='WebhookDelivery',
+            name="WebhookDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source', models.CharField(max_length=20)),
-                ('event_id', models.CharField(max_length=100)),
-                ('received_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("source", models.CharField(max_length=20)),
+                ("event_id", models.CharField(max_length=100)),
+                ("received_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'indexes': [models.Index(fields=['received_at'], name='webhook_received_idx')],
-                'constraints': [models.UniqueConstraint(fields=('source', 'event_id'), name='webhook_event_uniq')],
+                "indexes": [models.Index(fields=["received_at"], name="webhook_received_idx")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("source", "event_id"), name="webhook_event_uniq"
+                    )
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='syncrun',
-            index=models.Index(fields=['connection', '-started_at'], name='syncrun_conn_started_idx'),
+            model_name="syncrun",
+            index=models.Index(
+                fields=["connection", "-started_at"], name="syncrun_conn_started_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='syncrun',
-            index=models.Index(fields=['status', 'heartbeat_at'], name='syncrun_status_beat_idx'),
+            model_name="syncrun",
+            index=models.Index(fields=["status", "heartbeat_at"], name="syncrun_status_beat_idx"),
         ),
     ]

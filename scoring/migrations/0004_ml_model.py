@@ -7,48 +7,79 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('scoring', '0003_preview_run'),
+        ("scoring", "0003_preview_run"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='MLModel',
+            name="MLModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('run_key', models.CharField(db_index=True, max_length=36)),
-                ('algorithm', models.CharField(max_length=40)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('training', 'Training'), ('done', 'Done'), ('failed', 'Failed')], default='queued', max_length=20)),
-                ('progress', models.FloatField(default=0)),
-                ('message', models.CharField(blank=True, default='', max_length=200)),
-                ('error', models.TextField(blank=True, default='')),
-                ('label_stage', models.CharField(default='customer', max_length=20)),
-                ('label', models.CharField(blank=True, default='', max_length=200)),
-                ('horizon_days', models.IntegerField(blank=True, null=True)),
-                ('cutoff', models.DateTimeField(blank=True, null=True)),
-                ('train_start', models.DateTimeField(blank=True, null=True)),
-                ('train_end', models.DateTimeField(blank=True, null=True)),
-                ('split', models.CharField(blank=True, default='', max_length=40)),
-                ('n_train', models.IntegerField(default=0)),
-                ('n_test', models.IntegerField(default=0)),
-                ('features', models.JSONField(blank=True, default=dict)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('sklearn_version', models.CharField(blank=True, default='', max_length=40)),
-                ('numpy_version', models.CharField(blank=True, default='', max_length=40)),
-                ('artifact_path', models.CharField(blank=True, default='', max_length=300)),
-                ('artifact_sha256', models.CharField(blank=True, default='', max_length=64)),
-                ('is_active', models.BooleanField(default=False)),
-                ('activated_at', models.DateTimeField(blank=True, null=True)),
-                ('deactivated_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("run_key", models.CharField(db_index=True, max_length=36)),
+                ("algorithm", models.CharField(max_length=40)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("training", "Training"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=20,
+                    ),
+                ),
+                ("progress", models.FloatField(default=0)),
+                ("message", models.CharField(blank=True, default="", max_length=200)),
+                ("error", models.TextField(blank=True, default="")),
+                ("label_stage", models.CharField(default="customer", max_length=20)),
+                ("label", models.CharField(blank=True, default="", max_length=200)),
+                ("horizon_days", models.IntegerField(blank=True, null=True)),
+                ("cutoff", models.DateTimeField(blank=True, null=True)),
+                ("train_start", models.DateTimeField(blank=True, null=True)),
+                ("train_end", models.DateTimeField(blank=True, null=True)),
+                ("split", models.CharField(blank=True, default="", max_length=40)),
+                ("n_train", models.IntegerField(default=0)),
+                ("n_test", models.IntegerField(default=0)),
+                ("features", models.JSONField(blank=True, default=dict)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                ("sklearn_version", models.CharField(blank=True, default="", max_length=40)),
+                ("numpy_version", models.CharField(blank=True, default="", max_length=40)),
+                ("artifact_path", models.CharField(blank=True, default="", max_length=300)),
+                ("artifact_sha256", models.CharField(blank=True, default="", max_length=64)),
+                ("is_active", models.BooleanField(default=False)),
+                ("activated_at", models.DateTimeField(blank=True, null=True)),
+                ("deactivated_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(condition=models.Q(('is_active', True)), fields=('is_active',), name='one_active_ml_model')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_active", True)),
+                        fields=("is_active",),
+                        name="one_active_ml_model",
+                    )
+                ],
             },
         ),
     ]

@@ -16,9 +16,8 @@ def _reset_fillfactor(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('scoring', '0004_ml_model'),
+        ("scoring", "0004_ml_model"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -27,29 +26,36 @@ class Migration(migrations.Migration):
         # rewrites a lead in place instead of adding an entry to every index.
         migrations.RunPython(_set_fillfactor, _reset_fillfactor),
         migrations.RemoveIndex(
-            model_name='lead',
-            name='lead_band_idx',
+            model_name="lead",
+            name="lead_band_idx",
         ),
         migrations.RemoveIndex(
-            model_name='lead',
-            name='lead_persona_idx',
+            model_name="lead",
+            name="lead_persona_idx",
         ),
         migrations.RemoveIndex(
-            model_name='lead',
-            name='lead_stage_idx',
+            model_name="lead",
+            name="lead_stage_idx",
         ),
         migrations.AlterField(
-            model_name='lead',
-            name='owner',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='owned_leads', to=settings.AUTH_USER_MODEL),
+            model_name="lead",
+            name="owner",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="owned_leads",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AlterField(
-            model_name='lead',
-            name='source',
-            field=models.CharField(blank=True, default='', max_length=120),
+            model_name="lead",
+            name="source",
+            field=models.CharField(blank=True, default="", max_length=120),
         ),
         migrations.AddIndex(
-            model_name='lead',
-            index=models.Index(fields=['band', '-score', '-id'], name='lead_band_score_idx'),
+            model_name="lead",
+            index=models.Index(fields=["band", "-score", "-id"], name="lead_band_score_idx"),
         ),
     ]

@@ -65,7 +65,7 @@ def _latencies(client: Client, urls: list[str], rounds: int) -> dict:
 
 
 def job_kpis(rounds: int = 10) -> dict:
-    client = Client()
+    client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(User.objects.get(username="manager"))
     urls = [
         "/api/v1/kpis/bands/?start=2000-01-01&end=2100-01-01",
@@ -78,9 +78,9 @@ def job_kpis(rounds: int = 10) -> dict:
 
 
 def job_lead_list(rounds: int = 10) -> dict:
-    manager = Client()
+    manager = Client(HTTP_HOST="127.0.0.1")
     manager.force_login(User.objects.get(username="manager"))
-    rep = Client()
+    rep = Client(HTTP_HOST="127.0.0.1")
     rep.force_login(User.objects.get(username="sales1"))
     urls = ["/leads/", "/leads/?band=Hot", "/leads/?band=MQL&persona=Developer", "/leads/?q=acme"]
     result_manager = _latencies(manager, urls, rounds)
@@ -89,7 +89,110 @@ def job_lead_list(rounds: int = 10) -> dict:
     return {"p95_ms": worst, "manager": result_manager, "sales_rep": result_rep}
 
 
-JOBS = {"rescore": job_rescore, "floor": job_floor, "kpis": job_kpis, "lead_list": job_lead_list}
+def job_preview() -> dict:
+    """A draft that changes one rule's points, previewed against the live rule set."""
+    from django.utils import timezone
+
+    from scoring.selectors import live_rule_set
+    from scoring.services.preview import preview_compute
+    from scoring.services.rescore import compiled_rule_set
+    from scoring.services.rulesets import ruleset_document, ruleset_import
+
+    live = live_rule_set()
+    document = ruleset_document(live)
+    document["rules"][0]["points"] = document["rules"][0]["points"] + 7
+    draft = ruleset_import(document)
+    started = time.perf_counter()
+    preview_compute(compiled_rule_set(draft), compiled_rule_set(live), as_of=timezone.now())
+    seconds = time.perf_counter() - started
+    draft.delete()
+    return {"seconds": seconds}
+
+
+def job_train() -> dict:
+    from scoring.ml.training import train_models
+    from scoring.models import Lead
+
+    started = time.perf_counter()
+    report = train_models()
+    return {
+        "seconds": time.perf_counter() - started,
+        "leads": Lead.objects.count(),
+        "n_train": report.as_json()["n_train"],
+    }
+
+
+def job_score_model() -> dict:
+    from django.db import transaction
+
+    from scoring.ml import registry
+    from scoring.ml.scoring import score_all
+    from scoring.models import MLModel
+
+    newest = MLModel.objects.filter(status=MLModel.Status.DONE).order_by("-id").first()
+    with transaction.atomic():
+        registry.activate(newest)
+    started = time.perf_counter()
+    scored = score_all()
+    return {"seconds": time.perf_counter() - started, "scored": scored}
+
+
+def job_import_csv(n: int = 100_000) -> dict:
+    """100,000 new leads from a CSV file in the canonical columns."""
+    import csv
+    import tempfile
+
+    from integrations.imports import import_file
+
+    path = os.path.join(tempfile.mkdtemp(), "leads.csv")
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            [
+                "external_id",
+                "email",
+                "first_name",
+                "last_name",
+                "title",
+                "company",
+                "employees",
+                "industry",
+                "country",
+                "plan_interest",
+            ]
+        )
+        for i in range(n):
+            writer.writerow(
+                [
+                    f"imp-{i}",
+                    f"imported{i}@bench-import.example",
+                    "Ada",
+                    "Lovelace",
+                    "Engineer",
+                    f"Company {i % 5000}",
+                    10 + i % 900,
+                    "Software",
+                    "Germany",
+                    ("free", "business", "enterprise")[i % 3],
+                ]
+            )
+    started = time.perf_counter()
+    summary = import_file(path, "leads", source="bench")
+    seconds = time.perf_counter() - started
+    created = getattr(summary, "created", None)
+    return {"seconds": seconds, "created": created}
+
+
+JOBS = {
+    "rescore": job_rescore,
+    "floor": job_floor,
+    "kpis": job_kpis,
+    "lead_list": job_lead_list,
+    "preview": job_preview,
+    "train": job_train,
+    "score_model": job_score_model,
+    "import_csv": job_import_csv,
+}
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ def role_users(db) -> dict:
     """The demo company's users, one per role (plus a second sales rep)."""
     from django.contrib.auth.models import Group, User
 
+    # get_or_create: a transactional test before this one flushes the tables, taking the
+    # groups that the roles migration created with them.
     users = {}
     for username, role in ROLE_USERS.items():
         user = User.objects.create_user(username, f"{username}@example.com", TEST_PASSWORD)
@@ -71,7 +73,7 @@ def role_users(db) -> dict:
             user.is_staff = True
             user.is_superuser = True
             user.save()
-        user.groups.add(Group.objects.get(name=role))
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
         users[username] = user
     return users
 

@@ -68,7 +68,7 @@ def demo_users_ensure() -> dict[str, User]:
     each in its role's group. Existing users keep their password (a real admin who happens to
     be called `admin` is not reset)."""
     roles = {role for _, _, _, role in DEMO_USERS}
-    groups = {group.name: group for group in Group.objects.filter(name__in=roles)}
+    groups = {role: Group.objects.get_or_create(name=role)[0] for role in roles}
     users: dict[str, User] = {}
     for username, first_name, last_name, role in DEMO_USERS:
         user, created = User.objects.get_or_create(

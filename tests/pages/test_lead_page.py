@@ -159,7 +159,7 @@ def test_a_role_without_give_feedback_reads_the_lead_but_gets_no_form(client, le
     from django.contrib.auth.models import Group, User
 
     user = User.objects.create_user("integrator")
-    user.groups.add(Group.objects.get(name="admin"))
+    user.groups.add(Group.objects.get_or_create(name="admin")[0])
     client.force_login(user)
     response = client.get(f"/leads/{lead.pk}/")
     assert response.status_code == 200

@@ -74,7 +74,7 @@ CASES = [
 @pytest.fixture
 def clients(role_users):
     integrator = User.objects.create_user("integrator")
-    integrator.groups.add(Group.objects.get(name="admin"))
+    integrator.groups.add(Group.objects.get_or_create(name="admin")[0])
     users = {**role_users, "integrator": integrator}
 
     def make(username):

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean screenshots
 
 install: $(STAMP)
 
@@ -32,3 +32,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) db.sqlite3 var/
+
+# The README's page screenshots (needs Debian's chromium).
+screenshots: install
+	$(BIN)/python scripts/screenshots.py

@@ -7,4 +7,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"expires": 25},
     },
+    "kpi-rollup-refresh": {
+        "task": "scoring.tasks.kpi_rollup_refresh_task",
+        "schedule": 600.0,
+        "options": {"expires": 500},
+    },
 }

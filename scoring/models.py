@@ -83,6 +83,12 @@ class Lead(models.Model):
     scored_at = models.DateTimeField(null=True, blank=True)
     # Whether the lead is currently over the qualifying threshold, with hysteresis applied.
     qualified = models.BooleanField(default=False)
+    # KPI rollup: the band and score the lead had just before it converted (the last history
+    # row before converted_at), valid while conversion_band_at equals converted_at. Kept by
+    # scoring.kpis.rollup so the dashboard need not search the history of every converter.
+    conversion_band = models.CharField(max_length=60, blank=True, default="")
+    conversion_score = models.IntegerField(null=True, blank=True)
+    conversion_band_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         # Every index here is rewritten by each bulk rescore that changes a score, so only the

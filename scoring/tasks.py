@@ -35,6 +35,15 @@ def rescore_pending_task() -> int:
     return rescore.rescore_pending()
 
 
+@shared_task(acks_late=True, expires=500)
+def kpi_rollup_refresh_task() -> int:
+    """Periodic: conversions that arrived by import, sync or API get their band before
+    conversion stored for the KPI dashboard."""
+    from scoring.kpis.rollup import conversion_bands_refresh
+
+    return conversion_bands_refresh()
+
+
 @shared_task(acks_late=True, expires=25)
 def rescore_pending_sweep_task() -> int:
     """Periodic: rescore leads whose real-time task never ran (e.g. the broker was down)."""

@@ -5,8 +5,8 @@ The honest band. For every conversion KPI a lead counts in the band it had *befo
 converted*: the last `ScoreHistory` row with `as_of < converted_at` (strictly before). A lead
 that has not converted counts in the band it had at the end of the period (the last row with
 `as_of` before the filter's cutoff, see `KpiFilters.cutoff`). A lead with no such row is
-"unscored" (band ""). `Lead.band` — today's band, which a converted lead's later activity
-inflates — is never read here.
+"unscored" (band ""). A converted lead's `Lead.band` — today's band, which its later
+activity inflates — is never read here (see `_facts_from_rollup` for when an open lead's is).
 
 One statement finds that row for every lead of the cohort:
 - PostgreSQL: `LEFT JOIN LATERAL (... ORDER BY as_of DESC, id DESC LIMIT 1)`, one backward
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, F, Min, Q
+from django.db.models import Count, F, Max, Min, Q
 from django.db.models.functions import TruncWeek
 
 from scoring.kpis.filters import KpiFilters
-from scoring.models import Band, Feedback, Lead, RuleSet, ScoreHistory
+from scoring.models import Band, Feedback, Lead, RescoreRun, RuleSet, ScoreHistory
 
 UNSCORED = ""
 # A lead with no conversion and no disqualification has a known outcome (not converted) once it
@@ -105,6 +105,8 @@ def _facts_sql(filters: KpiFilters, *, converted_only: bool = False) -> tuple[st
         " ORDER BY h.as_of DESC, h.id DESC LIMIT 1"
     )
     probe_params = [_adapt(filters.cutoff()), *version_params]
+    if filters.rule_set_version is None:
+        return _facts_from_rollup(filters, where, where_params, probe, probe_params)
     columns = (
         "l.id, l.created_at, l.converted_at, l.mql_at, l.disqualified_at, l.revenue,"
         " l.model_probability, hb.band AS kpi_band, hb.score AS kpi_score"
@@ -122,6 +124,51 @@ def _facts_sql(filters: KpiFilters, *, converted_only: bool = False) -> tuple[st
             f" WHERE {where}"
         )
     return sql, probe_params + where_params
+
+
+def _facts_from_rollup(
+    filters: KpiFilters, where: str, where_params: list[Any], probe: str, probe_params: list[Any]
+) -> tuple[str, list[Any]]:
+    """The same facts, read from the rollup where it is valid and searched in the history only
+    where it is not:
+    - a converter whose `conversion_band_at` equals its `converted_at` has its band before
+      conversion stored (scoring.kpis.rollup);
+    - a lead that has not converted has, at a cutoff after every scoring so far, the band it
+      has now (`Lead.band`: each band change writes a history row, so the last row before
+      such a cutoff is the current band). That holds when the newest rescore run is also the
+      one with the latest `as_of` and the cutoff is after it. Its score is the current one:
+      the history keeps a row only when the score moves by SCORE_HISTORY_DELTA, so its last
+      row may lag the score at the cutoff by a few points;
+    - every other lead gets the history search, as a scalar subquery that runs for it alone.
+    Unscored is NULL, as in the plain search."""
+    current = _current_band_is_latest(filters.cutoff())
+    band_probe = f"(SELECT h.band {probe})"
+    score_probe = f"(SELECT h.score {probe})"
+    fresh = "l.converted_at IS NOT NULL AND l.conversion_band_at = l.converted_at"
+    open_lead = "l.converted_at IS NULL" if current else "1 = 0"
+    band = (
+        f"CASE WHEN {fresh} THEN NULLIF(l.conversion_band, '')"
+        f" WHEN {open_lead} THEN NULLIF(l.band, '') ELSE {band_probe} END"
+    )
+    score = (
+        f"CASE WHEN {fresh} THEN l.conversion_score"
+        f" WHEN {open_lead} THEN l.score ELSE {score_probe} END"
+    )
+    sql = (
+        "SELECT l.id, l.created_at, l.converted_at, l.mql_at, l.disqualified_at, l.revenue,"
+        f" l.model_probability, {band} AS kpi_band, {score} AS kpi_score"
+        f" FROM {LEAD_TABLE} l WHERE {where}"
+    )
+    return sql, [*probe_params, *probe_params, *where_params]
+
+
+def _current_band_is_latest(cutoff: dt.datetime) -> bool:
+    """Whether every lead's current band is its band at `cutoff` (see _facts_from_rollup)."""
+    newest = RescoreRun.objects.order_by("-id").values_list("as_of", flat=True).first()
+    latest = RescoreRun.objects.aggregate(latest=Max("as_of"))["latest"]
+    if newest is None or latest is None:
+        return False
+    return newest == latest and latest < cutoff
 
 
 @contextmanager

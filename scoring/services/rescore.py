@@ -38,6 +38,7 @@ from scoring.features import (
     read_behaviour,
     read_lead_columns,
 )
+from scoring.kpis.rollup import conversion_bands_refresh
 from scoring.ml.scoring import refresh_probabilities
 from scoring.models import (
     LeadTransition,
@@ -472,6 +473,8 @@ def rescore_chunk(chunk_id: int) -> ScoringOutcome:
     )
     if finished:
         logger.info("rescore.run.finished run=%s", run.pk)
+        # A rescore of the past may have added history before some conversions.
+        conversion_bands_refresh()
         _enqueue_crm_push(run.pk)
     return outcome
 

@@ -169,6 +169,22 @@ def _has_rule_label(label: str) -> Q | RawSQL:
     return expression
 
 
+# Up to this many matches, a search is answered from its matching ids (found through the
+# trigram index) rather than by walking the score order and testing every lead on the way: with
+# a LIMIT, PostgreSQL trusts its (poor) trigram estimate and walks the score index through the
+# whole table when the word is rare. Above it the word is common and that walk ends quickly.
+SEARCH_CANDIDATES = 5000
+
+
+def _search(words: Q) -> Q:
+    if connection.vendor != "postgresql":
+        return words
+    ids = list(Lead.objects.filter(words).values_list("id", flat=True)[: SEARCH_CANDIDATES + 1])
+    if len(ids) > SEARCH_CANDIDATES:
+        return words
+    return Q(id__in=ids)
+
+
 def filter_leads(queryset: QuerySet[Lead], filters: QueueFilters) -> QuerySet[Lead]:
     """`queryset` narrowed by `filters` (see QueueFilters). The caller passes the leads the
     user may see (`visible_leads`); this never widens them."""
@@ -200,18 +216,21 @@ def filter_leads(queryset: QuerySet[Lead], filters: QueueFilters) -> QuerySet[Le
     if filters.created_to:
         end = _day_start(filters.created_to + dt.timedelta(days=1))
         queryset = queryset.filter(created_at__lt=end)
+    words = Q()
     for term in filters.q.split()[:5]:
         if _FULL_EMAIL.fullmatch(term):
             # A whole address is looked up through the unique email index, not by scanning.
             queryset = queryset.filter(email=normalise_email(term))
             continue
         # Every word must match one of the fields, so "ada lovelace" finds Ada Lovelace.
-        queryset = queryset.filter(
+        words &= (
             Q(email__icontains=term)
             | Q(first_name__icontains=term)
             | Q(last_name__icontains=term)
             | Q(company__icontains=term)
         )
+    if words:
+        queryset = queryset.filter(_search(words))
     if filters.rule:
         queryset = queryset.filter(_has_rule_label(filters.rule))
     if (

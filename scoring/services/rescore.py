@@ -137,9 +137,7 @@ def _qualification(
     qualifying band's minimum (so a lead that jumps straight to a higher band qualifies too),
     and stops only when its score falls more than QUALIFY_HYSTERESIS_POINTS below it, so a lead
     hovering at the threshold does not fire a transition each time it wobbles."""
-    threshold = np.full(leads.n, np.inf)
-    default = _qualifying_min_score(compiled, None)
-    threshold[:] = default
+    threshold = np.full(leads.n, _qualifying_min_score(compiled, None))
     for scope in compiled.band_tables:
         if scope is not None:
             threshold[persona == scope] = _qualifying_min_score(compiled, scope)

@@ -56,4 +56,8 @@ def conversion_bands_refresh() -> int:
         cursor.execute(_POSTGRES if connection.vendor == "postgresql" else _GENERIC)
         changed = cursor.rowcount
     logger.info("kpis.rollup.refreshed leads=%s", changed)
+    # After the bands it reads: the cube is computed from the refreshed columns.
+    from scoring.kpis.cube import cube_refresh
+
+    cube_refresh()
     return changed

@@ -141,25 +141,40 @@ def _facts_from_rollup(
       row may lag the score at the cutoff by a few points;
     - every other lead gets the history search, as a scalar subquery that runs for it alone.
     Unscored is NULL, as in the plain search."""
-    current = _current_band_is_latest(filters.cutoff())
-    band_probe = f"(SELECT h.band {probe})"
-    score_probe = f"(SELECT h.score {probe})"
-    fresh = "l.converted_at IS NOT NULL AND l.conversion_band_at = l.converted_at"
-    open_lead = "l.converted_at IS NULL" if current else "1 = 0"
-    band = (
-        f"CASE WHEN {fresh} THEN NULLIF(l.conversion_band, '')"
-        f" WHEN {open_lead} THEN NULLIF(l.band, '') ELSE {band_probe} END"
-    )
-    score = (
-        f"CASE WHEN {fresh} THEN l.conversion_score"
-        f" WHEN {open_lead} THEN l.score ELSE {score_probe} END"
-    )
+    band, score = honest_band_score_sql(probe, current=_current_band_is_latest(filters.cutoff()))
     sql = (
         "SELECT l.id, l.created_at, l.converted_at, l.mql_at, l.disqualified_at, l.revenue,"
         f" l.model_probability, {band} AS kpi_band, {score} AS kpi_score"
         f" FROM {LEAD_TABLE} l WHERE {where}"
     )
     return sql, [*probe_params, *probe_params, *where_params]
+
+
+def honest_band_score_sql(probe: str, *, current: bool) -> tuple[str, str]:
+    """The band and score expressions of `_facts_from_rollup` over lead alias `l`; each embeds
+    `probe` once (so its parameters come twice, band's first). `current`: open leads are read
+    at their current band (see `_current_band_is_latest`)."""
+    fresh = "l.converted_at IS NOT NULL AND l.conversion_band_at = l.converted_at"
+    open_lead = "l.converted_at IS NULL" if current else "1 = 0"
+    band = (
+        f"CASE WHEN {fresh} THEN NULLIF(l.conversion_band, '')"
+        f" WHEN {open_lead} THEN NULLIF(l.band, '') ELSE (SELECT h.band {probe}) END"
+    )
+    score = (
+        f"CASE WHEN {fresh} THEN l.conversion_score"
+        f" WHEN {open_lead} THEN l.score ELSE (SELECT h.score {probe}) END"
+    )
+    return band, score
+
+
+def history_probe(cutoff: dt.datetime) -> tuple[str, list[Any]]:
+    """The last-history-row search of `_facts_sql` without a rule-set version."""
+    probe = (
+        f"FROM {HISTORY_TABLE} h WHERE h.lead_id = l.id"
+        " AND h.as_of < COALESCE(l.converted_at, %s)"
+        " ORDER BY h.as_of DESC, h.id DESC LIMIT 1"
+    )
+    return probe, [_adapt(cutoff)]
 
 
 def _current_band_is_latest(cutoff: dt.datetime) -> bool:
@@ -215,19 +230,12 @@ def outcome_cells(filters: KpiFilters) -> list[OutcomeCell]:
     """The cohort grouped by (honest band, honest score, converted, known, mql_first): a few
     hundred rows at most, from one pass over the cohort. Bands, revenue, AUC, lift, gains, the
     qualification curve and band-rate calibration are all derived from it."""
-    facts, params = _facts_sql(filters)
-    horizon = filters.cutoff() - dt.timedelta(days=OUTCOME_HORIZON_DAYS)
-    sql = (
-        "SELECT COALESCE(f.kpi_band, '') AS band, f.kpi_score AS score,"
-        " CASE WHEN f.converted_at IS NOT NULL THEN 1 ELSE 0 END AS converted,"
-        " CASE WHEN f.converted_at IS NOT NULL OR f.disqualified_at IS NOT NULL"
-        "      OR f.created_at < %s THEN 1 ELSE 0 END AS known,"
-        " CASE WHEN f.mql_at IS NOT NULL AND (f.converted_at IS NULL OR f.mql_at < f.converted_at)"
-        "      THEN 1 ELSE 0 END AS mql_first,"
-        " COUNT(*) AS leads, SUM(f.revenue) AS revenue, COUNT(f.model_probability) AS with_p"
-        f" FROM ({facts}) f GROUP BY 1, 2, 3, 4, 5"
-    )
-    rows = _fetchall(sql, [_adapt(horizon), *params])
+    from scoring.kpis import cube
+
+    if (reader := cube.reader(filters)) is not None:
+        rows = reader.outcome_rows()
+    else:
+        rows = _outcome_rows(filters)
     return [
         OutcomeCell(
             band=band or UNSCORED,
@@ -243,11 +251,29 @@ def outcome_cells(filters: KpiFilters) -> list[OutcomeCell]:
     ]
 
 
+def _outcome_rows(filters: KpiFilters) -> list[tuple]:
+    facts, params = _facts_sql(filters)
+    horizon = filters.cutoff() - dt.timedelta(days=OUTCOME_HORIZON_DAYS)
+    sql = (
+        "SELECT COALESCE(f.kpi_band, '') AS band, f.kpi_score AS score,"
+        " CASE WHEN f.converted_at IS NOT NULL THEN 1 ELSE 0 END AS converted,"
+        " CASE WHEN f.converted_at IS NOT NULL OR f.disqualified_at IS NOT NULL"
+        "      OR f.created_at < %s THEN 1 ELSE 0 END AS known,"
+        " CASE WHEN f.mql_at IS NOT NULL AND (f.converted_at IS NULL OR f.mql_at < f.converted_at)"
+        "      THEN 1 ELSE 0 END AS mql_first,"
+        " COUNT(*) AS leads, SUM(f.revenue) AS revenue, COUNT(f.model_probability) AS with_p"
+        f" FROM ({facts}) f GROUP BY 1, 2, 3, 4, 5"
+    )
+    return _fetchall(sql, [_adapt(horizon), *params])
+
+
 def cycle_days_by_band(filters: KpiFilters) -> dict[str, dict[str, float | int | None]]:
     """Days from creation to conversion of the cohort's converters, per honest band:
     {band: {"n", "min", "q1", "median", "q3", "max"}} (linear-interpolated quantiles)."""
+    from scoring.kpis import cube
     from scoring.kpis.stats import quantiles
 
+    reader = cube.reader(filters)
     facts, params = _facts_sql(filters, converted_only=True)
     if on_postgres():
         sql = (
@@ -257,7 +283,8 @@ def cycle_days_by_band(filters: KpiFilters) -> dict[str, dict[str, float | int |
             f" FROM ({facts}) f GROUP BY 1"
         )
         result = {}
-        for band, n, q in _fetchall(sql, params):
+        rows = reader.cycle_rows() if reader is not None else _fetchall(sql, params)
+        for band, n, q in rows:
             result[band] = {
                 "n": int(n),
                 **dict(zip(("min", "q1", "median", "q3", "max"), q, strict=True)),
@@ -269,7 +296,8 @@ def cycle_days_by_band(filters: KpiFilters) -> dict[str, dict[str, float | int |
         f" FROM ({facts}) f"
     )
     grouped: dict[str, list[float]] = {}
-    for band, days in _fetchall(sql, params):
+    rows = reader.cycle_rows() if reader is not None else _fetchall(sql, params)
+    for band, days in rows:
         grouped.setdefault(band, []).append(float(days))
     return {band: {"n": len(days), **quantiles(days)} for band, days in grouped.items()}
 
@@ -279,15 +307,20 @@ def model_calibration_deciles(filters: KpiFilters) -> dict[str, Any]:
     {"leads": n known, "with_probability": n with a probability, "deciles": [{"decile",
     "leads", "predicted" (mean probability), "converted"}]}. Deciles are only computed when
     every known-outcome lead has a probability (otherwise `deciles` is empty)."""
+    from scoring.kpis import cube
+
     where, params = _lead_where(filters)
     horizon = _adapt(filters.cutoff() - dt.timedelta(days=OUTCOME_HORIZON_DAYS))
     known = "(l.converted_at IS NOT NULL OR l.disqualified_at IS NOT NULL OR l.created_at < %s)"
-    counts = _fetchall(
-        f"SELECT COUNT(*), COUNT(l.model_probability) FROM {LEAD_TABLE} l"
-        f" WHERE {where} AND {known}",
-        [*params, horizon],
-    )[0]
-    total, with_p = int(counts[0]), int(counts[1])
+    if (reader := cube.reader(filters)) is not None:
+        total, with_p = reader.known_counts()
+    else:
+        counts = _fetchall(
+            f"SELECT COUNT(*), COUNT(l.model_probability) FROM {LEAD_TABLE} l"
+            f" WHERE {where} AND {known}",
+            [*params, horizon],
+        )[0]
+        total, with_p = int(counts[0]), int(counts[1])
     result: dict[str, Any] = {"leads": total, "with_probability": with_p, "deciles": []}
     if total == 0 or with_p < total:
         return result
@@ -315,6 +348,10 @@ def funnel_counts(filters: KpiFilters) -> dict[str, Any]:
     opportunity = converted | Q(opportunity_at__isnull=False)
     sql_stage = opportunity | Q(sql_at__isnull=False)
     mql = sql_stage | Q(mql_at__isnull=False)
+    from scoring.kpis import cube
+
+    if (reader := cube.reader(filters)) is not None:
+        return reader.funnel()
     with _kpi_transaction():
         return cohort(filters).aggregate(
             lead=Count("id"),
@@ -331,6 +368,13 @@ def band_entries_by_week(filters: KpiFilters) -> list[dict[str, Any]]:
     differs from the previous one, up to the cutoff: [{"week": date, "band", "leads"}]. A lead
     that enters the same band twice in one week counts twice: counting rows rather than
     distinct leads lets PostgreSQL hash-aggregate instead of sorting every row."""
+    from scoring.kpis import cube
+
+    if (reader := cube.reader(filters)) is not None:
+        return [
+            {"week": week, "band": band or UNSCORED, "leads": n}
+            for week, band, n in reader.band_entries()
+        ]
     rows = ScoreHistory.objects.filter(
         lead__in=cohort(filters).values("id"), as_of__lt=filters.cutoff()
     ).exclude(band=F("previous_band"))
@@ -429,8 +473,26 @@ def filter_choices() -> dict[str, list[Any]]:
     """What the page's filter selects offer."""
     from django.contrib.auth import get_user_model
 
+    from scoring.kpis import cube
+
     user_model = get_user_model()
     owner_ids = Lead.objects.exclude(owner=None).values("owner_id").distinct()
+    versions = list(
+        RuleSet.objects.exclude(version=None)
+        .order_by("-version")
+        .values("version", "name", "status")
+    )
+    if (cached := cube.choices_if_fresh()) is not None:
+        return {
+            "personas": cached["personas"],
+            "sources": cached["sources"],
+            "owners": list(
+                user_model.objects.filter(id__in=cached["owner_ids"])
+                .order_by("username")
+                .values("id", "username")
+            ),
+            "versions": versions,
+        }
     return {
         "personas": list(
             Lead.objects.exclude(persona="")
@@ -449,9 +511,5 @@ def filter_choices() -> dict[str, list[Any]]:
             .order_by("username")
             .values("id", "username")
         ),
-        "versions": list(
-            RuleSet.objects.exclude(version=None)
-            .order_by("-version")
-            .values("version", "name", "status")
-        ),
+        "versions": versions,
     }

@@ -1,0 +1,328 @@
+"""The KPI cube: the dashboard's per-lead facts aggregated by creation day, so a request sums a
+few tens of thousands of rows instead of scanning every lead (DESIGN.md §7: KPI data at 1M
+leads in under 500 ms p95).
+
+What is stored (tables of migration 0008, no models):
+- `kpi_cube_cell`: leads per (creation day in the project's time zone, honest band, honest
+  score, converted, disqualified, MQL before converting, furthest funnel stage), with their
+  revenue, how many have a model probability and the earliest creation time;
+- `kpi_cube_cycle`: each converter's creation day, honest band and days created -> customer;
+- `kpi_cube_entry`: band entries (score-history rows whose band differs from the previous
+  one) per (lead creation day, entry day, entry week, band);
+- `kpi_cube_choice`: the distinct (persona, source, owner) of the leads (the filter choices).
+The honest band is the one of `selectors._facts_from_rollup` with open leads at their current
+band, so the cube applies to a period whose end is after the latest scoring.
+
+When it is read. Only when it still describes the data: statement triggers on the leads, the
+score history and the rescore runs append a row to `kpi_cube_change` on every write, and the
+refresh deletes the rows it saw in the same transaction (a REPEATABLE READ snapshot on
+PostgreSQL) that computes the cube. An empty change log therefore means no write committed
+since the snapshot the cube was computed from; any write, committed before or after the
+refresh started but not seen by it, leaves a row and the selectors compute directly (the same
+numbers, slower) until the next refresh. Also only for filters it can answer: no persona,
+source, owner or rule-set version, a period with an end date (the cutoff and the 90-day
+outcome horizon are then midnights, which creation days resolve exactly) ending after the
+latest rescore run, and the time zone the cube was built in.
+
+The refresh runs with the conversion-band rollup (`scoring.kpis.rollup`): after each bulk
+rescore run and from beat."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Count, F
+from django.db.models.functions import TruncDate, TruncWeek
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from scoring.kpis import selectors
+from scoring.kpis.filters import KpiFilters
+from scoring.models import ScoreHistory
+
+logger = logging.getLogger(__name__)
+
+TABLES = ("kpi_cube_cell", "kpi_cube_cycle", "kpi_cube_entry", "kpi_cube_choice")
+# Any fixed number: serialises refreshes on PostgreSQL.
+_LOCK_KEY = 7_0008
+
+
+# --- refresh -------------------------------------------------------------------------------
+
+
+def cube_refresh() -> bool:
+    """Recompute the cube from one snapshot; False when another refresh holds the lock (or
+    won the race for the change log), which leaves that refresh's cube in place."""
+    postgres = selectors.on_postgres()
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                if postgres and not _in_outer_transaction():
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                if postgres:
+                    cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_LOCK_KEY])
+                    if not cursor.fetchone()[0]:
+                        return False
+                    cursor.execute("SET LOCAL jit = off")
+                # First, so that a write committed after this snapshot keeps its row.
+                cursor.execute("DELETE FROM kpi_cube_change")
+                for table in TABLES:
+                    cursor.execute(f"DELETE FROM {table}")
+                _build_cells(cursor)
+                _build_cycle(cursor)
+                _build_choices(cursor)
+                cursor.execute("DELETE FROM kpi_cube_state")
+                cursor.execute(
+                    "INSERT INTO kpi_cube_state (id, built_at, time_zone) VALUES (1, %s, %s)",
+                    [selectors._adapt(timezone.now()), timezone.get_current_timezone_name()],
+                )
+            _build_entries()
+    except DatabaseError as error:
+        # A concurrent refresh deleted the same change rows first (serialization failure).
+        logger.warning("kpis.cube.refresh_skipped error=%s", error)
+        return False
+    logger.info("kpis.cube.refreshed")
+    return True
+
+
+def _in_outer_transaction() -> bool:
+    # atomic() above opened the transaction unless the caller already had one (then it made a
+    # savepoint, and the isolation level can no longer be set).
+    return bool(connection.savepoint_ids)
+
+
+def _created_day_sql() -> tuple[str, list[Any]]:
+    sql, params = connection.ops.datetime_cast_date_sql(
+        "l.created_at", (), timezone.get_current_timezone_name()
+    )
+    return sql, list(params)
+
+
+def _facts_for_cube() -> tuple[str, list[Any]]:
+    """Every lead with its creation day, honest band and score (open leads at their current
+    band), outcome flags and furthest funnel stage."""
+    probe, probe_params = selectors.history_probe(timezone.now())
+    band, score = selectors.honest_band_score_sql(probe, current=True)
+    day, day_params = _created_day_sql()
+    sql = (
+        f"SELECT {day} AS created_day, l.created_at, l.converted_at,"
+        f" {band} AS kpi_band, {score} AS kpi_score,"
+        " CASE WHEN l.converted_at IS NOT NULL THEN 1 ELSE 0 END AS converted,"
+        " CASE WHEN l.disqualified_at IS NOT NULL THEN 1 ELSE 0 END AS disqualified,"
+        " CASE WHEN l.mql_at IS NOT NULL AND (l.converted_at IS NULL OR l.mql_at < l.converted_at)"
+        "      THEN 1 ELSE 0 END AS mql_first,"
+        " CASE WHEN l.converted_at IS NOT NULL THEN 4 WHEN l.opportunity_at IS NOT NULL THEN 3"
+        "      WHEN l.sql_at IS NOT NULL THEN 2 WHEN l.mql_at IS NOT NULL THEN 1 ELSE 0 END"
+        "      AS stage,"
+        " l.revenue, l.model_probability"
+        f" FROM {selectors.LEAD_TABLE} l"
+    )
+    return sql, [*day_params, *probe_params, *probe_params]
+
+
+def _build_cells(cursor: Any) -> None:
+    facts, params = _facts_for_cube()
+    cursor.execute(
+        "INSERT INTO kpi_cube_cell (created_day, band, score, converted, disqualified,"
+        " mql_first, stage, leads, revenue, with_p, first_created)"
+        " SELECT f.created_day, COALESCE(f.kpi_band, ''), f.kpi_score, f.converted,"
+        " f.disqualified, f.mql_first, f.stage, COUNT(*), SUM(f.revenue),"
+        " COUNT(f.model_probability), MIN(f.created_at)"
+        f" FROM ({facts}) f GROUP BY 1, 2, 3, 4, 5, 6, 7",
+        params,
+    )
+
+
+def _build_cycle(cursor: Any) -> None:
+    facts, params = _facts_for_cube()
+    if selectors.on_postgres():
+        days = "date_part('epoch', f.converted_at - f.created_at) / 86400.0"
+    else:
+        days = "julianday(f.converted_at) - julianday(f.created_at)"
+    cursor.execute(
+        "INSERT INTO kpi_cube_cycle (created_day, band, days)"
+        f" SELECT f.created_day, COALESCE(f.kpi_band, ''), {days}"
+        f" FROM ({facts}) f WHERE f.converted = 1",
+        params,
+    )
+
+
+def _build_choices(cursor: Any) -> None:
+    cursor.execute(
+        "INSERT INTO kpi_cube_choice (persona, source, owner_id)"
+        f" SELECT DISTINCT persona, source, owner_id FROM {selectors.LEAD_TABLE}"
+    )
+
+
+def _build_entries() -> None:
+    # The ORM's TruncDate/TruncWeek give the project time zone's days and Monday weeks on
+    # either backend, exactly as `selectors.band_entries_by_week` groups them.
+    rows = (
+        ScoreHistory.objects.exclude(band=F("previous_band"))
+        .annotate(
+            created_day=TruncDate("lead__created_at"),
+            as_of_day=TruncDate("as_of"),
+            week=TruncWeek("as_of"),
+        )
+        .values("created_day", "as_of_day", "week", "band")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO kpi_cube_entry (created_day, as_of_day, week, band, n)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            [
+                (r["created_day"], r["as_of_day"], r["week"].date(), r["band"], r["n"])
+                for r in rows.iterator(chunk_size=10_000)
+            ],
+        )
+
+
+# --- read ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CubeReader:
+    """Reads for one set of filters the cube can answer (see `reader`)."""
+
+    filters: KpiFilters
+
+    def _days(self, column: str = "created_day") -> tuple[str, list[Any]]:
+        clauses, params = ["1 = 1"], []
+        if self.filters.start:
+            clauses.append(f"{column} >= %s")
+            params.append(self.filters.start)
+        clauses.append(f"{column} <= %s")
+        params.append(self.filters.end)
+        return " AND ".join(clauses), params
+
+    def _horizon_day(self) -> dt.date:
+        horizon = self.filters.cutoff() - dt.timedelta(days=selectors.OUTCOME_HORIZON_DAYS)
+        return timezone.localtime(horizon).date()
+
+    def outcome_rows(self) -> list[tuple]:
+        where, params = self._days()
+        return selectors._fetchall(
+            "SELECT band, score, converted,"
+            " CASE WHEN converted = 1 OR disqualified = 1 OR created_day < %s THEN 1 ELSE 0 END,"
+            " mql_first, SUM(leads), SUM(revenue), SUM(with_p)"
+            f" FROM kpi_cube_cell WHERE {where} GROUP BY 1, 2, 3, 4, 5",
+            [self._horizon_day(), *params],
+        )
+
+    def cycle_rows(self) -> list[tuple]:
+        where, params = self._days()
+        if selectors.on_postgres():
+            return selectors._fetchall(
+                "SELECT band, COUNT(*), percentile_cont(ARRAY[0, 0.25, 0.5, 0.75, 1]::float8[])"
+                " WITHIN GROUP (ORDER BY days)"
+                f" FROM kpi_cube_cycle WHERE {where} GROUP BY 1",
+                params,
+            )
+        return selectors._fetchall(f"SELECT band, days FROM kpi_cube_cycle WHERE {where}", params)
+
+    def known_counts(self) -> tuple[int, int]:
+        """(known-outcome leads, of which with a model probability)."""
+        where, params = self._days()
+        total, with_p = selectors._fetchall(
+            "SELECT SUM(leads), SUM(with_p) FROM kpi_cube_cell"
+            f" WHERE {where} AND (converted = 1 OR disqualified = 1 OR created_day < %s)",
+            [*params, self._horizon_day()],
+        )[0]
+        return int(total or 0), int(with_p or 0)
+
+    def funnel(self) -> dict[str, Any]:
+        where, params = self._days()
+        row = selectors._fetchall(
+            "SELECT SUM(leads), SUM(CASE WHEN stage >= 1 THEN leads ELSE 0 END),"
+            " SUM(CASE WHEN stage >= 2 THEN leads ELSE 0 END),"
+            " SUM(CASE WHEN stage >= 3 THEN leads ELSE 0 END),"
+            " SUM(CASE WHEN stage >= 4 THEN leads ELSE 0 END), MIN(first_created)"
+            f" FROM kpi_cube_cell WHERE {where}",
+            params,
+        )[0]
+        counts = dict(zip(("lead", "mql", "sql", "opportunity", "customer"), row[:5], strict=True))
+        return {
+            **{name: int(value or 0) for name, value in counts.items()},
+            "first_created": _as_datetime(row[5]),
+        }
+
+    def band_entries(self) -> list[tuple]:
+        """(week, band, entries) ordered by week then band."""
+        where, params = self._days()
+        cutoff_day = timezone.localtime(self.filters.cutoff()).date()
+        entry_clause = "as_of_day < %s"
+        entry_params: list[Any] = [cutoff_day]
+        if self.filters.start:
+            entry_clause += " AND as_of_day >= %s"
+            entry_params.append(self.filters.start)
+        return [
+            (_as_date(week), band, int(n))
+            for week, band, n in selectors._fetchall(
+                "SELECT week, band, SUM(n) FROM kpi_cube_entry"
+                f" WHERE {where} AND {entry_clause} GROUP BY week, band ORDER BY week, band",
+                [*params, *entry_params],
+            )
+        ]
+
+
+def _as_datetime(value: Any) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    parsed = parse_datetime(str(value))  # SQLite returns text
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, dt.UTC)
+
+
+def _as_date(value: Any) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+
+
+def is_fresh() -> bool:
+    """Whether the cube describes the data as it is now (see the module docstring)."""
+    rows = selectors._fetchall(
+        "SELECT (SELECT time_zone FROM kpi_cube_state WHERE id = 1),"
+        " EXISTS (SELECT 1 FROM kpi_cube_change)",
+        [],
+    )
+    time_zone, changed = rows[0]
+    return time_zone == timezone.get_current_timezone_name() and not changed
+
+
+def reader(filters: KpiFilters) -> CubeReader | None:
+    """A reader when the cube can answer `filters` exactly, else None."""
+    if (
+        filters.end is None
+        or filters.persona
+        or filters.source
+        or filters.owner_id is not None
+        or filters.rule_set_version is not None
+    ):
+        return None
+    if not selectors._current_band_is_latest(filters.cutoff()) or not is_fresh():
+        return None
+    return CubeReader(filters)
+
+
+def choices_if_fresh() -> dict[str, list[Any]] | None:
+    """Personas, sources and owner ids of the leads from the cube, or None when stale."""
+    if not is_fresh():
+        return None
+    personas = selectors._fetchall(
+        "SELECT DISTINCT persona FROM kpi_cube_choice WHERE persona <> '' ORDER BY persona", []
+    )
+    sources = selectors._fetchall(
+        "SELECT DISTINCT source FROM kpi_cube_choice WHERE source <> '' ORDER BY source", []
+    )
+    owners = selectors._fetchall(
+        "SELECT DISTINCT owner_id FROM kpi_cube_choice WHERE owner_id IS NOT NULL", []
+    )
+    return {
+        "personas": [p for (p,) in personas],
+        "sources": [s for (s,) in sources],
+        "owner_ids": [o for (o,) in owners],
+    }

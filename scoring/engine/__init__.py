@@ -9,7 +9,13 @@ from .behaviour import BehaviourAggregates, aggregate_events
 from .columns import FREE_EMAIL_DOMAINS, email_domain_type
 from .compiler import CompiledRuleSet, compile_ruleset
 from .explain import breakdown, breakdowns, breakdowns_json, rule_label
-from .scorer import ROUNDING_EPSILON, ScoreResult, round_half_away_from_zero, score_leads
+from .scorer import (
+    ROUNDING_EPSILON,
+    LeadTable,
+    ScoreResult,
+    round_half_away_from_zero,
+    score_leads,
+)
 from .spec import (
     OPERATORS,
     RULE_KINDS,
@@ -39,6 +45,7 @@ __all__ = [
     "Condition",
     "EventRule",
     "InactivityRule",
+    "LeadTable",
     "Persona",
     "Rule",
     "RuleSetInvalid",

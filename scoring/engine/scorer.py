@@ -68,8 +68,12 @@ class ScoreResult:
         return int(self.scores.shape[0])
 
 
-class _Columns:
-    """Lead columns prepared on first use, once per `score_leads` call."""
+class LeadTable:
+    """Lead columns, each prepared (normalised, factorised) on first use and kept.
+
+    `score_leads` builds one per call from a mapping; a caller scoring the same leads with
+    several rule sets (the impact preview) builds one and passes it to every call, so each
+    column is prepared once, not once per rule set."""
 
     def __init__(self, columns: Mapping[str, np.ndarray], n: int) -> None:
         for name, values in columns.items():
@@ -78,7 +82,7 @@ class _Columns:
             if np.shape(values) != (n,):
                 raise ValueError(f"column {name!r} has shape {np.shape(values)}, expected ({n},)")
         self._columns = columns
-        self._n = n
+        self.n = n
         self._views: dict[str, ColumnView] = {}
 
     def view(self, field: str) -> ColumnView:
@@ -86,14 +90,14 @@ class _Columns:
             if field == EMAIL_DOMAIN_TYPE_FIELD:
                 self._views[field] = self.view("email").email_domain_types()
             else:
-                self._views[field] = ColumnView(self._columns.get(field), self._n)
+                self._views[field] = ColumnView(self._columns.get(field), self.n)
         return self._views[field]
 
     def holds(self, condition: Condition | AttributeRule) -> np.ndarray:
         return evaluate(self.view(condition.field), condition.op, condition.value)
 
 
-def assign_personas(compiled: CompiledRuleSet, columns: _Columns, n: int) -> np.ndarray:
+def assign_personas(compiled: CompiledRuleSet, columns: LeadTable, n: int) -> np.ndarray:
     """Index into `spec.personas` of each lead's persona, -1 for none (first match wins)."""
     persona_index = np.full(n, -1, dtype=np.intp)
     for p in compiled.persona_order:
@@ -110,15 +114,15 @@ def assign_personas(compiled: CompiledRuleSet, columns: _Columns, n: int) -> np.
 @gc_paused()
 def score_leads(
     compiled: CompiledRuleSet,
-    columns: Mapping[str, np.ndarray],
+    columns: Mapping[str, np.ndarray] | LeadTable,
     behaviour: BehaviourAggregates,
     model_probability: np.ndarray | None = None,
 ) -> ScoreResult:
     """Score n leads (n = `len(behaviour.days_since_activity)`).
 
     `columns` maps lead field names (see `compiled.fields`) to arrays of length n; a field that
-    is absent reads as missing for every lead. `behaviour` holds the aggregates for
-    `compiled.event_rules` (see `BehaviourAggregates`).
+    is absent reads as missing for every lead; a `LeadTable` of n leads may be given instead.
+    `behaviour` holds the aggregates for `compiled.event_rules` (see `BehaviourAggregates`).
 
     Contributions: attribute rule -> `points` when its predicate holds; event rule ->
     `points * decayed`, clipped to [-|cap|, |cap|] when it has a cap; inactivity rule ->
@@ -139,7 +143,12 @@ def score_leads(
         raise ValueError(
             f"behaviour has {behaviour.counts.shape[1]} event columns, the rule set {k}"
         )
-    cols = _Columns(columns, n)
+    if isinstance(columns, LeadTable):
+        if columns.n != n:
+            raise ValueError(f"the lead table has {columns.n} leads, the behaviour {n}")
+        cols = columns
+    else:
+        cols = LeadTable(columns, n)
     persona_index = assign_personas(compiled, cols, n)
 
     n_rules = len(compiled.rules)

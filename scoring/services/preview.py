@@ -52,6 +52,7 @@ from scoring.engine import (
     CompiledRuleSet,
     EventRule,
     InactivityRule,
+    LeadTable,
     ScoreResult,
     score_leads,
 )
@@ -248,15 +249,14 @@ def preview_compute(
             results: dict[str, ScoreResult] = {}
             codes: dict[str, np.ndarray] = {}
             qualified: dict[str, np.ndarray] = {}
+            table = LeadTable(chunk.leads.fields, n)  # each column prepared once, for both
             for side, compiled in sides.items():
                 behaviour = BehaviourAggregates(
                     chunk.behaviour.counts[:, columns[side]],
                     chunk.behaviour.decayed[:, columns[side]],
                     chunk.behaviour.days_since_activity,
                 )
-                result = score_leads(
-                    compiled, chunk.leads.fields, behaviour, chunk.leads.model_probability
-                )
+                result = score_leads(compiled, table, behaviour, chunk.leads.model_probability)
                 results[side] = result
                 qualified[side] = qualifying(compiled, result)
                 codes[side] = _band_codes(result.bands, band_index)
@@ -487,7 +487,9 @@ def _plan(size: int) -> list[LeadSelection]:
 
 def _read_chunk(reader: CompiledRuleSet, selection: LeadSelection, as_of: dt.datetime) -> _Chunk:
     leads = read_lead_columns(reader, selection)
-    behaviour = read_behaviour(reader, selection, leads.ids, leads.created_epoch, as_of)
+    behaviour = read_behaviour(
+        reader, selection, leads.ids, leads.created_epoch, as_of, with_counts=False
+    )
     converted = np.zeros(leads.n, dtype=bool)
     disqualified = np.zeros(leads.n, dtype=bool)
     if leads.n:

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 
 from scoring.engine import (
     BehaviourAggregates,
+    LeadTable,
     ScoreResult,
     aggregate_events,
     breakdown,
@@ -72,6 +73,28 @@ def assert_matches_reference(doc: dict[str, Any], sc: Scenario) -> None:
 @given(doc=documents(), sc=scenarios())
 def test_it_matches_the_naive_reference_on_random_rule_sets(doc, sc):
     assert_matches_reference(doc, sc)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=documents(), second=documents(), sc=scenarios())
+def test_one_lead_table_shared_by_two_rule_sets_scores_as_separate_calls(first, second, sc):
+    # The impact preview prepares the columns once and scores a draft and the live set on them.
+    table = LeadTable(sc.columns(), sc.n)
+    for doc in (first, second, first):
+        compiled = compile_ruleset(parse_ruleset(doc))
+        behaviour = aggregate_events(compiled, **sc.event_arrays(), as_of=AS_OF, n=sc.n)
+        shared = score_leads(compiled, table, behaviour)
+        alone = score_leads(compiled, sc.columns(), behaviour)
+        np.testing.assert_array_equal(shared.scores, alone.scores)
+        np.testing.assert_array_equal(shared.contributions, alone.contributions)
+        assert shared.bands.tolist() == alone.bands.tolist()
+        assert shared.personas.tolist() == alone.personas.tolist()
+
+
+def test_a_lead_table_of_another_size_is_refused():
+    compiled = compile_ruleset(parse_ruleset(persona_doc()))
+    with pytest.raises(ValueError, match="lead table has 3"):
+        score_leads(compiled, LeadTable({}, 3), BehaviourAggregates.zeros(2, 0))
 
 
 # --- worked examples ----------------------------------------------------------------------

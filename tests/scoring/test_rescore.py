@@ -81,8 +81,6 @@ def test_sql_aggregates_equal_the_engines_numpy_reference(live):
     columns = read_lead_columns(compiled, selection)
     from_sql = read_behaviour(compiled, selection, columns.ids, columns.created_epoch, NOW)
 
-    events = list(Lead.objects.none())  # placeholder for type checkers
-
     events = list(
         Event.objects.order_by("id").values("lead_id", "event_type", "occurred_at", "properties")
     )
@@ -102,6 +100,45 @@ def test_sql_aggregates_equal_the_engines_numpy_reference(live):
     np.testing.assert_allclose(
         from_sql.days_since_activity, reference.days_since_activity, rtol=1e-9
     )
+    # The preview reads the decayed sums alone: the same sums, no counts.
+    without_counts = read_behaviour(
+        compiled, selection, columns.ids, columns.created_epoch, NOW, with_counts=False
+    )
+    np.testing.assert_allclose(without_counts.decayed, reference.decayed, rtol=1e-9)
+    np.testing.assert_array_equal(without_counts.counts, np.zeros_like(reference.counts))
+    np.testing.assert_allclose(
+        without_counts.days_since_activity, reference.days_since_activity, rtol=1e-9
+    )
+
+
+def test_lead_columns_read_each_attribute_with_its_json_type(db):
+    compiled = compiled_rule_set(
+        ruleset_import(
+            {
+                "name": "Attributes",
+                "bands": [{"name": "Cold", "min_score": 0}],
+                "rules": [
+                    {"kind": "attribute", "field": f"attributes.{key}", "op": "is_set", "points": 1}
+                    for key in ("plan", "seats", "trial", "nested")
+                ],
+            }
+        )
+    )
+    documents = [
+        {"plan": "team", "seats": 12, "trial": True, "nested": {"a": [1, 2]}},
+        {"plan": "team", "seats": 2.5, "trial": False, "nested": None},
+        {"plan": "enterprise", "seats": "12"},
+        {},
+        {"plan": None, "seats": 0, "trial": True},
+    ]
+    leads = [LeadFactory(attributes=document) for document in documents]
+    columns = read_lead_columns(compiled, LeadSelection(first_id=leads[0].pk, last_id=leads[-1].pk))
+    for key in ("plan", "seats", "trial", "nested"):
+        read = columns.fields[f"attributes.{key}"].tolist()
+        expected = [document.get(key) for document in documents]
+        assert read == expected, key
+        # bools stay bools and numbers stay numbers: 1 == True in Python, so compare types too
+        assert [type(v) for v in read] == [type(v) for v in expected], key
 
 
 def test_a_bulk_rescore_writes_scores_bands_breakdowns_and_history(live):

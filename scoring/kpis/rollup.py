@@ -6,7 +6,10 @@ converter on every request.
 lead whose stored value is missing or out of date. It runs after each bulk rescore (a rescore
 of the past can add history before a conversion) and periodically (conversions arrive through
 imports, syncs and the API). Until a lead's value is refreshed, the dashboard falls back to the
-history search for that lead, so the numbers never depend on the refresh having run."""
+history search for that lead, so the numbers never depend on the refresh having run.
+
+The KPI cube (scoring.kpis.cube) is rebuilt after these columns: by the periodic task itself,
+and enqueued as that task after a rescore run."""
 
 from __future__ import annotations
 
@@ -56,8 +59,30 @@ def conversion_bands_refresh() -> int:
         cursor.execute(_POSTGRES if connection.vendor == "postgresql" else _GENERIC)
         changed = cursor.rowcount
     logger.info("kpis.rollup.refreshed leads=%s", changed)
-    # After the bands it reads: the cube is computed from the refreshed columns.
+    _cube_refresh_after()
+    return changed
+
+
+REFRESH_TASK = "scoring.tasks.kpi_rollup_refresh_task"
+
+
+def _cube_refresh_after() -> None:
+    """The KPI cube (scoring.kpis.cube) is computed from the columns refreshed above, so it
+    follows them: inline in the periodic refresh task, and as that task, enqueued, when a
+    rescore run calls this (building the cube takes seconds at 1M leads, which the run's
+    worker should not spend). Until the cube is refreshed the dashboard computes directly."""
+    from celery import current_app, current_task
+
     from scoring.kpis.cube import cube_refresh
 
-    cube_refresh()
-    return changed
+    if current_task and current_task.name == REFRESH_TASK:
+        cube_refresh()
+        return
+
+    def enqueue() -> None:
+        try:
+            current_app.send_task(REFRESH_TASK)
+        except Exception:  # a broker outage must not fail the rescore run
+            logger.warning("kpis.cube.enqueue_failed", exc_info=True)
+
+    transaction.on_commit(enqueue)

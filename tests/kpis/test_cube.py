@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from scoring.demo.seed import seed_demo
-from scoring.kpis import cube, selectors
+from scoring.kpis import cube, rollup, selectors
 from scoring.kpis.filters import KpiFilters
 from scoring.kpis.report import TABLES, KpiReport
 from scoring.kpis.rollup import conversion_bands_refresh
@@ -66,6 +66,14 @@ def periods() -> list[KpiFilters]:
     ]
 
 
+def refresh_as_the_periodic_task() -> None:
+    """What beat's kpi_rollup_refresh_task runs: the conversion bands, then the cube."""
+    task = mock.Mock()
+    task.name = rollup.REFRESH_TASK
+    with mock.patch("celery.current_task", task):
+        conversion_bands_refresh()
+
+
 @pytest.fixture
 def demo(db):
     seed_demo(n_leads=500, seed=11, history_months=6, events_per_lead=4)
@@ -99,7 +107,7 @@ def test_a_new_conversion_makes_the_cube_stale_until_refreshed(demo):
     # Read while stale: the direct numbers, not the cube's.
     assert_same({**all_tables(filters), "choices": selectors.filter_choices()}, after)
 
-    conversion_bands_refresh()  # refreshes the cube too
+    refresh_as_the_periodic_task()
     assert_same(cube_tables(filters), after)
 
 
@@ -147,3 +155,18 @@ def test_without_a_refresh_the_cube_is_not_read(db):
     seed_demo(n_leads=50, seed=2, history_months=1, events_per_lead=2)
     Lead.objects.filter(pk=Lead.objects.first().pk).update(revenue=1.0)
     assert cube.reader(KpiFilters(end=timezone.localdate())) is None
+
+
+def test_a_rescore_run_enqueues_the_refresh_instead_of_building_the_cube(
+    demo, django_capture_on_commit_callbacks
+):
+    Lead.objects.filter(pk=Lead.objects.first().pk).update(revenue=2.0)
+    with (
+        mock.patch("celery.current_app.send_task") as send_task,
+        mock.patch.object(cube, "cube_refresh") as build,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        conversion_bands_refresh()
+    send_task.assert_called_once_with(rollup.REFRESH_TASK)
+    build.assert_not_called()
+    assert cube.reader(demo[0]) is None

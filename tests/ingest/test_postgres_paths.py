@@ -11,6 +11,7 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from integrations import imports
 from integrations.imports import import_file
 from scoring.models import Event, Identity, Lead
 from scoring.services import leads as lead_service
@@ -61,6 +62,8 @@ def test_two_identical_batches_at_the_same_moment_store_each_event_once(role_use
 
 
 def test_a_large_chunk_goes_through_copy_and_reimports_unchanged(tmp_path, db, monkeypatch):
+    # The chunked generic path (the staged path has its own tests in test_lead_staging.py).
+    monkeypatch.setattr(imports, "STAGED_LEADS", False)
     calls = []
     original = lead_service._copy_rows
     monkeypatch.setattr(

@@ -183,7 +183,7 @@ def read_behaviour(
     if n and (k or needs_inactivity):
         sql, params = _behaviour_sql(compiled, selection, as_of, needs_inactivity, with_counts)
         width = (2 * k if with_counts else k) + (1 if needs_inactivity else 0)
-        found, values = _fetch_per_lead(sql, params, width)
+        found, values = fetch_per_lead(sql, params, width)
         # Events of leads outside `lead_ids` (e.g. created after as_of) are dropped.
         index = np.searchsorted(lead_ids, found)
         inside = index < n
@@ -201,11 +201,11 @@ def read_behaviour(
     return BehaviourAggregates(counts, decayed, days_since)
 
 
-def _fetch_per_lead(sql: str, params: list[Any], width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Run a query of rows (lead_id, `width` numbers) and return the ids and an (rows, width)
-    float matrix, NULL as NaN. PostgreSQL packs the rows into one bytea of fixed-size binary
-    records, so NumPy reads them without a Python object per value (a chunk's 15,000 rows of
-    40 aggregates were 600,000 floats to box and unbox)."""
+def fetch_per_lead(sql: str, params: list[Any], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run a query of rows (lead_id, `width` numbers or booleans) and return the ids and an
+    (rows, width) float matrix, NULL as NaN. PostgreSQL packs the rows into one bytea of
+    fixed-size binary records, so NumPy reads them without a Python object per value (a
+    chunk's 15,000 rows of 40 aggregates were 600,000 floats to box and unbox)."""
     if is_postgres():
         names = [f"v{i}" for i in range(width)]
         packed = " || ".join(
@@ -339,18 +339,15 @@ def _objects(values: Sequence[Any], n: int) -> np.ndarray:
 
 
 def _json_values(values: Sequence[Any]) -> list[Any]:
-    """JSON values (text, or already decoded) as Python values; SQL NULL as None. Each
-    distinct text is decoded once: an attribute's values repeat across a chunk's leads."""
-    decoded: dict[str, Any] = {}
-    out: list[Any] = []
-    for value in values:
-        if isinstance(value, str):
-            if value not in decoded:
-                decoded[value] = json.loads(value)
-            out.append(decoded[value])
-        else:
-            out.append(value)
-    return out
+    """JSON texts as Python values, SQL NULL as None. Each distinct text is decoded once: an
+    attribute's values repeat across a chunk's leads."""
+    distinct = set(values)
+    distinct.discard(None)
+    if not all(type(text) is str for text in distinct):
+        # A driver that already decoded the JSON (not Django's, which returns text).
+        return list(values)
+    decoded = {text: json.loads(text) for text in distinct}
+    return list(map(decoded.get, values))
 
 
 def _json_object(value: Any) -> dict:

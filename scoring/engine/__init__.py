@@ -5,6 +5,7 @@ bulk from column arrays and behaviour aggregates (`score_leads`), explained (`br
 DESIGN.md §4 is the contract; each module's docstring states the details it settles.
 """
 
+from ._bulk import gc_paused
 from .behaviour import BehaviourAggregates, aggregate_events
 from .columns import FREE_EMAIL_DOMAINS, email_domain_type
 from .compiler import CompiledRuleSet, compile_ruleset
@@ -58,6 +59,7 @@ __all__ = [
     "breakdowns_json",
     "compile_ruleset",
     "email_domain_type",
+    "gc_paused",
     "parse_ruleset",
     "round_half_away_from_zero",
     "rule_label",

@@ -65,16 +65,30 @@ def _latencies(client: Client, urls: list[str], rounds: int) -> dict:
 
 
 def job_kpis(rounds: int = 10) -> dict:
+    """Every KPI endpoint and the dashboard page for one period (p95 over all of them), as a
+    manager; beside it the page without filters (period "until now", which the KPI cube does
+    not answer: computed directly) and whether the cube was fresh (read) at all."""
+    from scoring.kpis import cube
+
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(User.objects.get(username="manager"))
-    urls = [
-        "/api/v1/kpis/bands/?start=2000-01-01&end=2100-01-01",
-        "/api/v1/kpis/funnel/?start=2000-01-01&end=2100-01-01",
-        "/api/v1/kpis/qualification/?start=2000-01-01&end=2100-01-01",
-        "/api/v1/kpis/lift/?start=2000-01-01&end=2100-01-01",
-        "/api/v1/kpis/revenue/?start=2000-01-01&end=2100-01-01",
-    ]
-    return _latencies(client, urls, rounds)
+    period = "?start=2000-01-01&end=2100-01-01"
+    endpoints = (
+        "bands",
+        "funnel",
+        "cycle",
+        "qualification",
+        "lift",
+        "calibration",
+        "revenue",
+        "band-entries",
+        "feedback",
+    )
+    urls = [f"/api/v1/kpis/{name}/{period}" for name in endpoints] + [f"/kpis/{period}"]
+    result = _latencies(client, urls, rounds)
+    result["cube_fresh"] = cube.is_fresh()
+    result["page_without_filters"] = _latencies(client, ["/kpis/"], max(1, rounds // 3))
+    return result
 
 
 def job_lead_list(rounds: int = 10) -> dict:
@@ -109,32 +123,43 @@ def job_preview() -> dict:
     return {"seconds": seconds}
 
 
-def job_train() -> dict:
+def job_train(max_leads: int = 200_000) -> dict:
+    """Both models trained on at most `max_leads` leads (the product's `--max-leads`: the most
+    recently created leads of the labelled population)."""
     from scoring.ml.training import train_models
-    from scoring.models import Lead
 
     started = time.perf_counter()
-    report = train_models()
+    report = train_models(max_leads=max_leads)
+    summary = report.as_json()
     return {
         "seconds": time.perf_counter() - started,
-        "leads": Lead.objects.count(),
-        "n_train": report.as_json()["n_train"],
+        "n_train": summary["n_train"],
+        "n_test": summary["n_test"],
+        "leads_used": summary["n_train"] + summary["n_test"],
+        "population": summary["population"],
+        "roc_auc": {m["name"]: m["roc_auc"] for m in summary["models"]},
     }
 
 
 def job_score_model() -> dict:
-    from django.db import transaction
-
+    """The newest trained model (the best of its run by test ROC AUC) activated, then every
+    lead's probability computed and stored."""
     from scoring.ml import registry
     from scoring.ml.scoring import score_all
-    from scoring.models import MLModel
+    from scoring.models import Lead, MLModel
 
     newest = MLModel.objects.filter(status=MLModel.Status.DONE).order_by("-id").first()
-    with transaction.atomic():
-        registry.activate(newest)
+    run = MLModel.objects.filter(run_key=newest.run_key, status=MLModel.Status.DONE)
+    best = max(run, key=lambda row: (row.metrics or {}).get("overall", {}).get("roc_auc") or 0)
+    registry.activate(best)
     started = time.perf_counter()
     scored = score_all()
-    return {"seconds": time.perf_counter() - started, "scored": scored}
+    return {
+        "seconds": time.perf_counter() - started,
+        "scored": scored,
+        "leads": Lead.objects.count(),
+        "algorithm": best.algorithm,
+    }
 
 
 def job_import_csv(n: int = 100_000) -> dict:

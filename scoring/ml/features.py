@@ -406,9 +406,64 @@ def id_ranges(chunk_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk_size - 1, high)) for s in range(low, high + 1, chunk_size)]
 
 
-def read_frame(spec: FeatureSpec, cutoff: dt.datetime, first_id: int, last_id: int) -> RawFrame:
-    """The raw features of the leads with ids in [first_id, last_id] as of `cutoff`, ordered
-    by id: one query for lead columns, one for behaviour aggregates."""
+def read_frame(
+    spec: FeatureSpec,
+    cutoff: dt.datetime,
+    first_id: int,
+    last_id: int,
+    *,
+    ids: np.ndarray | None = None,
+    events: EventRows | None = None,
+) -> RawFrame:
+    """The raw features of the leads with ids in [first_id, last_id] (only those in `ids`
+    when given) as of `cutoff`, ordered by id: one query for lead columns, one for the events
+    (unless the caller already read them in bulk, `events`), aggregated in NumPy."""
+    lead_ids = None if ids is None else np.asarray(ids, dtype=np.int64)
+    if lead_ids is not None:
+        lead_ids = lead_ids[(lead_ids >= first_id) & (lead_ids <= last_id)]
+        if lead_ids.size == 0:
+            return RawFrame.concat([], spec)
+    raw, created = _read_lead_columns(spec, first_id, last_id, lead_ids)
+    if raw.n:
+        if events is None:
+            events = read_events(spec, cutoff, first_id, last_id, lead_ids)
+        aggregate_behaviour(
+            spec, raw.numeric[:, len(spec.numeric) :], raw.ids, created, cutoff, events
+        )
+    return raw
+
+
+def iter_frames(
+    spec: FeatureSpec,
+    cutoff: dt.datetime,
+    chunk_size: int = 50000,
+    *,
+    ids: np.ndarray | None = None,
+) -> Iterator[RawFrame]:
+    """Every lead's raw features (only those in `ids`, ascending, when given) in id-range
+    chunks. The events are read for all chunks in one pass first (`read_events_bulk`): the
+    events table is not ordered by lead, so a query per chunk would scan all of it each time."""
+    ranges = id_ranges(chunk_size)
+    if not ranges:
+        return
+    per_chunk = read_events_bulk(spec, cutoff, ranges[0][0], chunk_size, ids=ids)
+    for k, (first_id, last_id) in enumerate(ranges):
+        packed = per_chunk.pop(k, None)  # unpacked one chunk at a time, to bound memory
+        if packed is None:
+            events = EventRows.empty()
+        elif isinstance(packed, EventRows):
+            events = packed
+        else:
+            events = _unpack_events(packed)
+        frame = read_frame(spec, cutoff, first_id, last_id, ids=ids, events=events)
+        if frame.n:
+            yield frame
+
+
+def _read_lead_columns(
+    spec: FeatureSpec, first_id: int, last_id: int, lead_ids: np.ndarray | None
+) -> tuple[RawFrame, np.ndarray]:
+    """The lead-column features (behaviour columns left as zeros) and creation epochs."""
     postgres = connection.vendor == "postgresql"
     attribute_keys = sorted(
         {f.key for f in spec.numeric if f.source == "attribute"}
@@ -435,9 +490,10 @@ def read_frame(spec: FeatureSpec, cutoff: dt.datetime, first_id: int, last_id: i
                 "'false' ELSE json_extract(attributes, %s) END"
             )
             params += [path, path]
-    sql = f"SELECT {', '.join(select)} FROM scoring_lead WHERE id BETWEEN %s AND %s ORDER BY id"
+    where, where_params = _lead_filter("id", first_id, last_id, lead_ids, postgres)
+    sql = f"SELECT {', '.join(select)} FROM scoring_lead WHERE {where} ORDER BY id"
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, first_id, last_id])
+        cursor.execute(sql, [*params, *where_params])
         rows = cursor.fetchall()
     n = len(rows)
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in select]
@@ -450,7 +506,7 @@ def read_frame(spec: FeatureSpec, cutoff: dt.datetime, first_id: int, last_id: i
     for offset, key in enumerate(attribute_keys):
         by_name[("attribute", key)] = columns[base + offset]
 
-    numeric = np.full((n, len(spec.numeric_names)), np.nan)
+    numeric = np.zeros((n, len(spec.numeric_names)))
     for j, feature in enumerate(spec.numeric):
         numeric[:, j] = _numbers(by_name[(feature.source, feature.key)])
     categorical = np.empty((n, len(spec.categorical)), dtype=object)
@@ -459,82 +515,211 @@ def read_frame(spec: FeatureSpec, cutoff: dt.datetime, first_id: int, last_id: i
         if feature.source == "derived" and feature.key == "persona":
             categorical[:, j] = persona
         elif feature.source == "derived" and feature.key == "email_domain_type":
-            categorical[:, j] = _texts([email_domain_type(e) for e in columns[2]])
+            categorical[:, j] = _domain_types(columns[2])
         else:
             categorical[:, j] = _texts(by_name[(feature.source, feature.key)])
-    if n:
-        _fill_behaviour(spec, numeric[:, len(spec.numeric) :], ids, created, cutoff, postgres)
-    return RawFrame(ids=ids, numeric=numeric, categorical=categorical, persona=persona)
+    return RawFrame(ids=ids, numeric=numeric, categorical=categorical, persona=persona), created
 
 
-def iter_frames(
-    spec: FeatureSpec, cutoff: dt.datetime, chunk_size: int = 20000
-) -> Iterator[RawFrame]:
-    for first_id, last_id in id_ranges(chunk_size):
-        yield read_frame(spec, cutoff, first_id, last_id)
+def _lead_filter(
+    column: str, first_id: int, last_id: int, lead_ids: np.ndarray | None, postgres: bool
+) -> tuple[str, list[Any]]:
+    if lead_ids is None:
+        return f"{column} BETWEEN %s AND %s", [int(first_id), int(last_id)]
+    if postgres:
+        return f"{column} = ANY(%s::bigint[])", [lead_ids.tolist()]
+    # One parameter however many ids (SQLite limits the number of parameters).
+    return f"{column} IN (SELECT value FROM json_each(%s))", [json.dumps(lead_ids.tolist())]
 
 
-def _fill_behaviour(
+def _domain_types(emails: Iterable[Any]) -> np.ndarray:
+    """email_domain_type per lead, computed once per distinct domain."""
+    cache: dict[str, str | None] = {}
+    out: list[str | None] = []
+    for email in emails:
+        if not isinstance(email, str) or "@" not in email:
+            out.append(email_domain_type(email))
+            continue
+        domain = email.rpartition("@")[2]
+        if domain not in cache:
+            cache[domain] = email_domain_type(email)
+        out.append(cache[domain])
+    return _texts(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Behaviour: events read raw (lead, type, time) and aggregated in NumPy, the same code for one
+# lead, a chunk, or the whole table.
+
+
+@dataclass(frozen=True, eq=False)
+class EventRows:
+    """Events as columns: lead id, type code (1 + index in `spec.event_types`, 0 for any other
+    type: it counts only towards the last activity) and time (epoch seconds)."""
+
+    lead_ids: np.ndarray
+    codes: np.ndarray
+    epochs: np.ndarray
+
+    @staticmethod
+    def empty() -> EventRows:
+        return EventRows(np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0))
+
+
+# One event in PostgreSQL's bytea aggregate: lead id (int8), time (float8), type code (int2),
+# big-endian as the *send functions write them.
+_EVENT_RECORD = np.dtype([("lead", ">i8"), ("epoch", ">f8"), ("code", ">i2")])
+
+
+def _event_sql_postgres(spec: FeatureSpec, bucket: str, where: str) -> str:
+    # One row per bucket of leads holding its events packed as fixed-size binary records:
+    # a handful of rows instead of millions, so the transfer costs no Python per event.
+    return (
+        f"SELECT {bucket} AS bucket, string_agg(int8send(lead_id) || "
+        "float8send(date_part('epoch', occurred_at)) || "
+        "int2send(COALESCE(array_position(%s::text[], event_type::text), 0)::int2), "
+        f"''::bytea) FROM scoring_event WHERE {where} AND occurred_at <= %s GROUP BY 1"
+    )
+
+
+def _unpack_events(data: bytes | memoryview) -> EventRows:
+    records = np.frombuffer(data, dtype=_EVENT_RECORD)
+    return EventRows(
+        records["lead"].astype(np.int64),
+        records["code"].astype(np.int16),
+        records["epoch"].astype(np.float64),
+    )
+
+
+def read_events(
+    spec: FeatureSpec,
+    cutoff: dt.datetime,
+    first_id: int,
+    last_id: int,
+    lead_ids: np.ndarray | None = None,
+) -> EventRows:
+    """The events at or before `cutoff` of the leads in [first_id, last_id] (in `lead_ids`)."""
+    postgres = connection.vendor == "postgresql"
+    where, where_params = _lead_filter("lead_id", first_id, last_id, lead_ids, postgres)
+    if postgres:
+        sql = _event_sql_postgres(spec, "0", where)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [list(spec.event_types), *where_params, cutoff])
+            row = cursor.fetchone()
+        return EventRows.empty() if row is None else _unpack_events(row[1])
+    codes = {t: i + 1 for i, t in enumerate(spec.event_types)}
+    sql = (
+        "SELECT lead_id, event_type, (julianday(occurred_at) - 2440587.5) * 86400.0 "
+        f"FROM scoring_event WHERE {where} AND julianday(occurred_at) <= julianday(%s)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*where_params, _db_time(cutoff)])
+        rows = cursor.fetchall()
+    if not rows:
+        return EventRows.empty()
+    lead, kind, epoch = zip(*rows, strict=True)
+    return EventRows(
+        np.asarray(lead, dtype=np.int64),
+        np.asarray([codes.get(k, 0) for k in kind], dtype=np.int16),
+        np.asarray(epoch, dtype=np.float64),
+    )
+
+
+def read_events_bulk(
+    spec: FeatureSpec,
+    cutoff: dt.datetime,
+    low: int,
+    chunk_size: int,
+    *,
+    ids: np.ndarray | None = None,
+) -> dict[int, EventRows | bytes]:
+    """Every event at or before `cutoff` (of the leads in `ids` when given), in one pass over
+    the events table, split by the id-range chunk (of `chunk_size` ids from `low`) its lead
+    falls in; on PostgreSQL each chunk's events are still packed (`_unpack_events`)."""
+    lead_ids = None if ids is None else np.asarray(ids, dtype=np.int64)
+    if connection.vendor != "postgresql":
+        bounds = lead_id_range()
+        if bounds is None:
+            return {}
+        events = read_events(spec, cutoff, bounds[0], bounds[1], lead_ids)
+        bucket = (events.lead_ids - low) // chunk_size
+        return {
+            int(k): EventRows(
+                events.lead_ids[bucket == k], events.codes[bucket == k], events.epochs[bucket == k]
+            )
+            for k in np.unique(bucket).tolist()
+        }
+    import psycopg  # only on PostgreSQL
+
+    where, where_params = (
+        ("TRUE", []) if lead_ids is None else ("lead_id = ANY(%s::bigint[])", [lead_ids.tolist()])
+    )
+    sql = _event_sql_postgres(spec, "(lead_id - %s::bigint) / %s::bigint", where)
+    out: dict[int, EventRows | bytes] = {}
+    connection.ensure_connection()
+    # A server-side-binding cursor for binary results: the packed events arrive as they are,
+    # not hex-encoded (Django's client-side cursors cannot ask for binary).
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            sql, [low, chunk_size, list(spec.event_types), *where_params, cutoff], binary=True
+        )
+        for bucket, data in cursor.fetchall():
+            out[int(bucket)] = bytes(data)
+    return out
+
+
+def aggregate_behaviour(
     spec: FeatureSpec,
     out: np.ndarray,
     ids: np.ndarray,
     created: np.ndarray,
     cutoff: dt.datetime,
-    postgres: bool,
+    events: EventRows,
 ) -> None:
-    """Fill `out` (n, len(behaviour_names)) from one aggregation query grouped by lead and
-    event type; event types outside the spec count only towards the last activity."""
+    """Fill `out` (n, len(behaviour_names)) for the leads `ids` (ascending) from their
+    events; events of other leads, or after the cut-off, are ignored."""
+    n = ids.shape[0]
     cutoff_epoch = cutoff.timestamp()
     out[:, 0] = (cutoff_epoch - created) / SECONDS_PER_DAY
     per_type = 2 * len(spec.windows) + 1
+    n_types = len(spec.event_types)
     # Never active (overall or for a type): days since creation, as the inactivity rule reads
     # it; the zero counts say "never". No NaN here, so every behaviour column is usable.
     out[:, 1] = out[:, 0]
     out[:, 2:] = 0.0
-    for t in range(len(spec.event_types)):
+    for t in range(n_types):
         out[:, 2 + t * per_type + per_type - 1] = out[:, 0]
-    if postgres:
-        age = "(%s - date_part('epoch', occurred_at)) / 86400.0"
-        age_params: list[Any] = [cutoff_epoch]
-        time_filter = "occurred_at <= %s"
-        time_params: list[Any] = [cutoff]
-    else:
-        age = "(julianday(%s) - julianday(occurred_at))"
-        age_params = [_db_time(cutoff)]
-        time_filter = "julianday(occurred_at) <= julianday(%s)"
-        time_params = [_db_time(cutoff)]
-    aggregates: list[str] = []
-    params: list[Any] = []
-    for w in spec.windows:
-        aggregates.append("SUM(CASE WHEN age <= %s THEN 1 ELSE 0 END)")
-        params.append(w)
-    for w in spec.windows:
-        aggregates.append("SUM(CASE WHEN age <= %s THEN POWER(0.5, age / %s) ELSE 0 END)")
-        params += [w, w / 2.0]
-    aggregates.append("MIN(age)")
-    sql = (
-        f"SELECT lead_id, event_type, {', '.join(aggregates)} FROM ("
-        f"SELECT lead_id, event_type, {age} AS age FROM scoring_event "
-        f"WHERE lead_id BETWEEN %s AND %s AND {time_filter}) ev GROUP BY lead_id, event_type"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *age_params, int(ids[0]), int(ids[-1]), *time_params])
-        rows = cursor.fetchall()
-    if not rows:
+    if n == 0 or events.lead_ids.size == 0:
         return
-    lead_ids = np.asarray([row[0] for row in rows], dtype=np.int64)
-    position = np.searchsorted(ids, lead_ids)
-    inside = (position < ids.shape[0]) & (ids[np.minimum(position, ids.shape[0] - 1)] == lead_ids)
-    values = np.asarray([row[2:] for row in rows], dtype=np.float64)
-    last_age = np.full(ids.shape[0], np.inf)
-    np.minimum.at(last_age, position[inside], values[inside, -1])
+    position = np.searchsorted(ids, events.lead_ids)
+    inside = (position < n) & (ids[np.minimum(position, n - 1)] == events.lead_ids)
+    inside &= events.epochs <= cutoff_epoch
+    position = position[inside]
+    codes = events.codes[inside].astype(np.int64)
+    age = (cutoff_epoch - events.epochs[inside]) / SECONDS_PER_DAY
+    last_age = np.full(n, np.inf)
+    np.minimum.at(last_age, position, age)
     out[:, 1] = np.where(np.isinf(last_age), out[:, 0], np.maximum(last_age, 0.0))
-    type_index = {t: i for i, t in enumerate(spec.event_types)}
-    columns = np.asarray([type_index.get(row[1], -1) for row in rows], dtype=np.int64)
-    keep = inside & (columns >= 0)
-    for k in range(per_type):
-        target = 2 + columns[keep] * per_type + k
-        out[position[keep], target] = values[keep, k]
+    typed = codes > 0
+    if not n_types or not typed.any():
+        return
+    key = position[typed] * n_types + (codes[typed] - 1)
+    age = age[typed]
+    size = n * n_types
+    block = out[:, 2:].reshape(n, n_types, per_type)
+    for k, w in enumerate(spec.windows):
+        within = age <= w
+        block[:, :, k] = np.bincount(key, weights=within, minlength=size).reshape(n, n_types)
+        decayed = np.where(within, np.power(0.5, age / (w / 2.0)), 0.0)
+        block[:, :, len(spec.windows) + k] = np.bincount(
+            key, weights=decayed, minlength=size
+        ).reshape(n, n_types)
+    last = np.full(size, np.inf)
+    np.minimum.at(last, key, age)
+    last = last.reshape(n, n_types)
+    seen = np.isfinite(last)
+    block[:, :, per_type - 1] = np.where(seen, last, block[:, :, per_type - 1])
+    out[:, 2:] = block.reshape(n, n_types * per_type)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,17 +762,19 @@ def fit_vocabularies(spec: FeatureSpec, raw: RawFrame, min_count: int) -> Featur
 
 def encode(spec: FeatureSpec, raw: RawFrame) -> np.ndarray:
     """The model input: float64 (n, len(spec.names)); numbers then category codes (0 missing,
-    1 other/rare/unseen, 2 + i for vocabulary value i)."""
+    1 other/rare/unseen, 2 + i for vocabulary value i). Each column is coded once per
+    distinct value (np.unique), not once per lead."""
     p_num = len(spec.numeric_names)
     matrix = np.empty((raw.n, p_num + len(spec.categorical)), dtype=np.float64)
     matrix[:, :p_num] = raw.numeric
     for j, feature in enumerate(spec.categorical):
         lookup = {value: i + 2 for i, value in enumerate(feature.vocabulary)}
         lookup[MISSING] = MISSING_CODE
-        column = raw.categorical[:, j]
-        matrix[:, p_num + j] = np.fromiter(
-            (lookup.get(v, OTHER_CODE) for v in column), dtype=np.float64, count=raw.n
-        )
+        if raw.n == 0:
+            continue
+        values, inverse = np.unique(raw.categorical[:, j].astype(str), return_inverse=True)
+        codes = np.array([lookup.get(v, OTHER_CODE) for v in values.tolist()], dtype=np.float64)
+        matrix[:, p_num + j] = codes[inverse.reshape(-1)]
     return matrix
 
 

@@ -50,6 +50,26 @@ class Labels:
     def n(self) -> int:
         return int(self.ids.shape[0])
 
+    def latest(self, n: int) -> Labels:
+        """The `n` most recently created leads of the population (ties by id), still in id
+        order: a training window ending at the cut-off. Raises LabelError when one outcome
+        is left out."""
+        if n <= 0 or n >= self.n:
+            return self
+        order = np.lexsort((self.ids, self.created_epoch))
+        rows = np.sort(order[-n:])
+        kept = Labels(
+            ids=self.ids[rows],
+            y=self.y[rows],
+            created_epoch=self.created_epoch[rows],
+            stage=self.stage,
+            cutoff=self.cutoff,
+            horizon_days=self.horizon_days,
+            dated=self.dated,
+        )
+        _check_both_outcomes(kept)
+        return kept
+
     def describe(self) -> str:
         if not self.dated:
             return f"reached {self.stage} (ever; the data has no stage dates)"
@@ -87,7 +107,10 @@ def build_labels(
         if connection.vendor == "postgresql"
         else (lambda c: f"(julianday({c}) - 2440587.5) * 86400.0")
     )
-    select = ["id", epoch("created_at"), "lifecycle_stage"] + [epoch(c) for c in time_columns]
+    postgres = connection.vendor == "postgresql"
+    # NULL times as NaN in SQL, so NumPy reads the columns without a Python check per value.
+    timed = (lambda c: f"COALESCE({epoch(c)}, 'NaN'::float8)") if postgres else epoch
+    select = ["id", epoch("created_at"), "lifecycle_stage"] + [timed(c) for c in time_columns]
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {', '.join(select)} FROM scoring_lead ORDER BY id")
         rows = cursor.fetchall()
@@ -98,7 +121,13 @@ def build_labels(
     created = np.asarray(columns[1], dtype=np.float64)
     at_stage = np.isin(np.asarray(columns[2], dtype=object), np.asarray(stages, dtype=object))
     times = np.array(
-        [[np.nan if v is None else float(v) for v in col] for col in columns[3:]], dtype=np.float64
+        [
+            np.asarray(col, dtype=np.float64)
+            if postgres
+            else [np.nan if v is None else float(v) for v in col]
+            for col in columns[3:]
+        ],
+        dtype=np.float64,
     ).reshape(len(time_columns), len(ids))
     reached_at = np.full(len(ids), np.nan)
     if time_columns:
@@ -133,6 +162,11 @@ def build_labels(
             horizon_days=horizon_days,
             dated=True,
         )
+    _check_both_outcomes(labels)
+    return labels
+
+
+def _check_both_outcomes(labels: Labels) -> None:
     if labels.n == 0:
         raise LabelError(f"No leads are left to learn from ({labels.describe()}).")
     positives = int(labels.y.sum())
@@ -141,4 +175,3 @@ def build_labels(
             f"Every lead has the same label ({positives} of {labels.n} {labels.describe()}); "
             "a model needs both outcomes."
         )
-    return labels

@@ -11,7 +11,11 @@
 - **Calibration**: each pipeline is fitted on the training leads minus validation; when a
   sigmoid calibration (cross-fitted on the validation predictions) lowers the validation Brier
   score, the artifact is `CalibratedClassifierCV(FrozenEstimator(pipeline))` fitted on the
-  validation leads; otherwise the pipeline refitted on all training leads.
+  validation leads; otherwise the pipeline refitted on all training leads (from
+  `LARGE_DATA_ROWS` training leads on, the pipeline fitted without the validation leads is
+  kept: refitting would double the time for a fifth more data).
+- **Size**: at most `max_leads` (default `DEFAULT_MAX_LEADS`, 200,000) leads, the most
+  recently created of the labelled population.
 - **Evaluation** on test leads only, beside the live rule set's score on the same leads (its
   rules alone, as of the cut-off; the model blend is switched off for the comparison)."""
 
@@ -21,6 +25,7 @@ import dataclasses
 import datetime as dt
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -56,6 +61,12 @@ TEST_SHARE = 0.3
 VALIDATION_SHARE = 0.2
 TIME_SPLIT_MIN_SPREAD_DAYS = 7.0
 SMALL_DATA_ROWS = 50000
+LARGE_DATA_ROWS = 100_000
+# Training reads at most this many leads by default: the most recently created ones before the
+# cut-off (a training window ending there), so a run's time and memory stay bounded (about a
+# minute and well under 1.5 GB at 200,000 leads). 0 or None means every labelled lead.
+DEFAULT_MAX_LEADS = 200_000
+SUGGESTION_SAMPLE = 50_000
 LOGISTIC = "logistic_regression"
 BOOSTING = "hist_gradient_boosting"
 ALGORITHMS = (LOGISTIC, BOOSTING)
@@ -89,6 +100,7 @@ class TrainingReport:
     excluded: list[str]
     seconds: float
     rows: list[MLModel]
+    population: int = 0  # labelled leads before `max_leads` kept the latest ones
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -100,6 +112,7 @@ class TrainingReport:
             "rules_roc_auc": self.rules_roc_auc,
             "label": self.label,
             "cutoff": self.cutoff.isoformat(),
+            "population": self.population,
             "excluded_attributes": self.excluded,
             "seconds": round(self.seconds, 2),
         }
@@ -239,12 +252,13 @@ def fit_and_calibrate(
 
 def _threads(n_rows: int) -> Any:
     """OpenMP threads for gradient boosting: one below SMALL_DATA_ROWS, where thread start-up
-    and spinning cost more than they save (on a busy 2-core box, 30x more), else the default."""
-    return (
-        threadpool_limits(limits=1, user_api="openmp")
-        if n_rows < SMALL_DATA_ROWS
-        else nullcontext()
-    )
+    and spinning cost more than they save (on a busy 2-core box, 30x more); otherwise all
+    cores but one, which is left to PostgreSQL and the web processes: threads that compete
+    for a busy core spin at every barrier (on this 2-core box, 112,000 leads: one thread
+    4-7 s, two threads 3-23 s)."""
+    cores = os.cpu_count() or 1
+    limit = 1 if n_rows < SMALL_DATA_ROWS else max(1, cores - 1)
+    return threadpool_limits(limits=limit, user_api="openmp") if limit < cores else nullcontext()
 
 
 def _fit_and_calibrate(
@@ -262,6 +276,10 @@ def _fit_and_calibrate(
         calibrated = CalibratedClassifierCV(FrozenEstimator(pipeline), method="sigmoid")
         calibrated.fit(X[split.validation], y_val)
         return calibrated, True, scores
+    if split.train.size >= LARGE_DATA_ROWS:
+        # The validation leads add a fifth to the training leads; at this size that changes
+        # the model little and would double the fitting time.
+        return pipeline, False, scores
     return make_pipeline(algorithm, spec).fit(X[split.train], y[split.train]), False, scores
 
 
@@ -320,11 +338,14 @@ def train_models(
     exclude: Iterable[str] = (),
     user: Any = None,
     run_key: str | None = None,
-    chunk_size: int = 20000,
+    chunk_size: int = 50000,
     include_doubtful: bool = False,
+    max_leads: int | None = DEFAULT_MAX_LEADS,
 ) -> TrainingReport:
     """Train and evaluate both models and store them in the registry (inactive).
 
+    With `max_leads`, only the most recently created `max_leads` leads of the labelled
+    population are used (the training window then starts later; it is recorded on the rows).
     Progress goes to the run's rows. On any error the rows are marked failed with the message
     and the error is raised again; artifacts are written only after everything succeeded."""
     run_key = run_key or start_training(label_stage=label_stage, user=user)
@@ -348,6 +369,7 @@ def train_models(
             chunk_size,
             progress,
             include_doubtful,
+            max_leads,
         )
     except Exception as error:
         MLModel.objects.filter(run_key=run_key).exclude(status=MLModel.Status.DONE).update(
@@ -369,10 +391,14 @@ def _train(
     chunk_size: int,
     progress: Progress,
     include_doubtful: bool = False,
+    max_leads: int | None = None,
 ) -> TrainingReport:
     started = time.perf_counter()
     progress(0.02, "labelling leads")
     labels = build_labels(label_stage, horizon_days=horizon_days, cutoff=cutoff)
+    population = labels.n
+    if max_leads:
+        labels = labels.latest(max_leads)
     spec = F.discover_spec(labels.cutoff, exclude=exclude, include_doubtful=include_doubtful)
     raw = _population_frame(spec, labels, chunk_size, progress)
     y = labels.y
@@ -403,7 +429,8 @@ def _train(
         }
 
     progress(0.82, "scoring the same leads with the live rules")
-    rules = _rule_scores(labels.ids, labels.cutoff)
+    suggest_rows = _suggestion_rows(split.train)
+    rules = _rule_scores(labels.ids, labels.cutoff, np.union1d(split.test, suggest_rows))
     rules_metrics = None
     if rules is not None:
         rule_scores = np.nan_to_num(rules.scores[split.test], nan=float(rules.spec.floor))
@@ -423,7 +450,7 @@ def _train(
         from scoring.ml.suggest import suggest_from_training
 
         suggestion = suggest_from_training(
-            fitted[LOGISTIC][0], spec, X[split.train], rules, split.train
+            fitted[LOGISTIC][0], spec, X[suggest_rows], rules, suggest_rows
         )
     reference = _reference_row(spec, X[split.train])
     train_created = labels.created_epoch[split.train]
@@ -454,6 +481,7 @@ def _train(
                 "reference": reference,
                 "suggestion": suggestion if row.algorithm == LOGISTIC else None,
                 "seconds": round(time.perf_counter() - started, 2),
+                "population": population,
             }
             row.status = MLModel.Status.DONE
             row.progress = 1.0
@@ -495,23 +523,23 @@ def _train(
         excluded=list(spec.excluded),
         seconds=seconds,
         rows=rows,
+        population=population,
     )
 
 
 def _population_frame(
     spec: F.FeatureSpec, labels: Labels, chunk_size: int, progress: Progress
 ) -> F.RawFrame:
-    """The raw features of the labelled leads, in `labels.ids` order (chunk by chunk, keeping
-    only the population's rows as it goes)."""
-    ranges = F.id_ranges(chunk_size)
+    """The raw features of the labelled leads, in `labels.ids` order (chunk by chunk, reading
+    only the population's leads; the events in one pass)."""
     frames = []
-    for i, (first_id, last_id) in enumerate(ranges):
-        frame = F.read_frame(spec, labels.cutoff, first_id, last_id)
-        frames.append(frame.take(np.isin(frame.ids, labels.ids)))
-        progress(0.05 + 0.4 * (i + 1) / max(1, len(ranges)), "reading features")
+    n_chunks = max(1, len(F.id_ranges(chunk_size)))
+    for i, frame in enumerate(F.iter_frames(spec, labels.cutoff, chunk_size, ids=labels.ids)):
+        frames.append(frame)
+        progress(0.05 + 0.4 * min(1.0, (i + 1) / n_chunks), "reading features")
     raw = F.RawFrame.concat(frames, spec)
     if raw.n != labels.n or not np.array_equal(raw.ids, labels.ids):
-        # Leads deleted or merged while training: keep the leads both reads saw.
+        # Leads deleted or merged while training.
         keep = np.isin(labels.ids, raw.ids)
         raise RuntimeError(
             f"The leads changed while training ({int((~keep).sum())} vanished); train again."
@@ -531,7 +559,21 @@ class RuleScores:
     model_weight: float  # the live rule set's blend weight (0 in `spec`, for the comparison)
 
 
-def _rule_scores(ids: np.ndarray, as_of: dt.datetime, chunk: int = 5000) -> RuleScores | None:
+def _suggestion_rows(train: np.ndarray) -> np.ndarray:
+    """The training rows the suggested weights are computed on: all of them up to
+    SUGGESTION_SAMPLE, else a fixed-seed sample of that size (means and percentiles over
+    50,000 leads are as good as over 140,000, and the live rules need not score the rest)."""
+    if train.size <= SUGGESTION_SAMPLE:
+        return train
+    rng = np.random.default_rng(SEED)
+    return np.sort(rng.choice(train, SUGGESTION_SAMPLE, replace=False))
+
+
+def _rule_scores(
+    ids: np.ndarray, as_of: dt.datetime, rows: np.ndarray | None = None, chunk: int = 60000
+) -> RuleScores | None:
+    """The live rules' scores of the population (only at `rows` when given: elsewhere the
+    score is NaN and the contributions 0)."""
     from scoring.engine import compile_ruleset
     from scoring.features import LeadSelection
     from scoring.selectors import live_rule_set
@@ -546,12 +588,14 @@ def _rule_scores(ids: np.ndarray, as_of: dt.datetime, chunk: int = 5000) -> Rule
     compiled = compile_ruleset(spec)
     scores = np.full(ids.size, np.nan)
     contributions = np.zeros((ids.size, len(spec.rules)), dtype=np.float64)
-    for start in range(0, ids.size, chunk):
-        part = ids[start : start + chunk]
+    rows = np.arange(ids.size) if rows is None else np.asarray(rows, dtype=np.int64)
+    for start in range(0, rows.size, chunk):
+        part_rows = rows[start : start + chunk]
+        part = ids[part_rows]
         leads, result = score_selection(compiled, LeadSelection(ids=tuple(part.tolist())), as_of)
-        position = np.searchsorted(part, leads.ids)
-        scores[start + position] = result.scores
-        contributions[start + position] = result.contributions
+        position = part_rows[np.searchsorted(part, leads.ids)]
+        scores[position] = result.scores
+        contributions[position] = result.contributions
     return RuleScores(
         scores=scores,
         contributions=contributions,

@@ -39,7 +39,7 @@ from scoring.features import (
     read_lead_columns,
 )
 from scoring.kpis.rollup import conversion_bands_refresh
-from scoring.ml.scoring import refresh_probabilities
+from scoring.ml.scoring import refresh_lead_probabilities, refresh_probabilities
 from scoring.models import (
     LeadTransition,
     PendingRescore,
@@ -522,6 +522,8 @@ def rescore_leads(lead_ids: Sequence[int], *, as_of: dt.datetime | None = None) 
     with transaction.atomic():
         for start in range(0, len(ids), size):
             selection = LeadSelection(ids=tuple(ids[start : start + size]))
+            # The active model's probability first, as in a bulk chunk, so the blend is fresh.
+            refresh_lead_probabilities(selection.ids, as_of=as_of)
             changed += rescore_selection(rule_set, selection, as_of).changed
     return changed
 

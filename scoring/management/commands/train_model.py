@@ -1,5 +1,8 @@
-"""`manage.py train_model [--label STAGE] [--json] [--activate]`: train and evaluate the
-predictive models to completion in this process (no worker needed).
+"""`manage.py train_model [--label STAGE] [--max-leads N] [--json] [--activate]`: train and
+evaluate the predictive models to completion in this process (no worker needed).
+
+--max-leads N (default 200,000; 0 for all) trains on the N most recently created leads of the
+labelled population, so time and memory stay bounded on a large database.
 
 With --json it prints ONE JSON object: {"split", "n_train", "n_test", "features", "models":
 [{"name", "roc_auc", "pr_auc", "brier", "ece", "lift_top_decile", ...}], "rules_roc_auc", ...}.
@@ -18,7 +21,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from scoring.ml import registry
 from scoring.ml import scoring as ml_scoring
 from scoring.ml.labels import DEFAULT_HORIZON_DAYS, DEFAULT_STAGE, LabelError
-from scoring.ml.training import train_models
+from scoring.ml.training import DEFAULT_MAX_LEADS, train_models
 
 
 class Command(BaseCommand):
@@ -36,6 +39,12 @@ class Command(BaseCommand):
             action="store_true",
             help="also use the columns a mapping marks as doubtful",
         )
+        parser.add_argument(
+            "--max-leads",
+            type=int,
+            default=DEFAULT_MAX_LEADS,
+            help="train on at most this many leads, the most recently created (0: all)",
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument("--activate", action="store_true", help="activate the best model")
 
@@ -48,6 +57,8 @@ class Command(BaseCommand):
                 raise CommandError(f"--cutoff {options['cutoff']!r} is not ISO 8601.") from None
             if cutoff.tzinfo is None:
                 cutoff = cutoff.replace(tzinfo=dt.UTC)
+        if options["max_leads"] < 0:
+            raise CommandError("--max-leads must be 0 (all leads) or a positive number.")
         if options["json"]:
             # The JSON object must be the only thing on stdout.
             logging.getLogger("scoring").setLevel(logging.WARNING)
@@ -58,6 +69,7 @@ class Command(BaseCommand):
                 cutoff=cutoff,
                 exclude=options["exclude"],
                 include_doubtful=options["include_doubtful"],
+                max_leads=options["max_leads"] or None,
             )
         except LabelError as error:
             raise CommandError(str(error)) from None

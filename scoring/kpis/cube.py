@@ -20,9 +20,11 @@ PostgreSQL) that computes the cube. An empty change log therefore means no write
 since the snapshot the cube was computed from; any write, committed before or after the
 refresh started but not seen by it, leaves a row and the selectors compute directly (the same
 numbers, slower) until the next refresh. Also only for filters it can answer: no persona,
-source, owner or rule-set version, a period with an end date (the cutoff and the 90-day
-outcome horizon are then midnights, which creation days resolve exactly) ending after the
-latest rescore run, and the time zone the cube was built in.
+source, owner or rule-set version, a period ending after the latest rescore run, in the time
+zone the cube was built in. With an end date the cutoff and the 90-day outcome horizon are
+midnights, which creation days resolve exactly; without one (the cutoff is "now") the leads
+created on the horizon's day are read from the leads table, and the cube is used only when
+every score-history row it holds is before now.
 
 The refresh runs with the conversion-band rollup (`scoring.kpis.rollup`): after each bulk
 rescore run and from beat."""
@@ -77,7 +79,8 @@ def cube_refresh() -> bool:
                 _build_choices(cursor)
                 cursor.execute("DELETE FROM kpi_cube_state")
                 cursor.execute(
-                    "INSERT INTO kpi_cube_state (id, built_at, time_zone) VALUES (1, %s, %s)",
+                    "INSERT INTO kpi_cube_state (id, built_at, time_zone, last_entry_at)"
+                    f" SELECT 1, %s, %s, MAX(as_of) FROM {selectors.HISTORY_TABLE}",
                     [selectors._adapt(timezone.now()), timezone.get_current_timezone_name()],
                 )
             _build_entries()
@@ -197,22 +200,59 @@ class CubeReader:
         if self.filters.start:
             clauses.append(f"{column} >= %s")
             params.append(self.filters.start)
-        clauses.append(f"{column} <= %s")
-        params.append(self.filters.end)
+        if self.filters.end:
+            clauses.append(f"{column} <= %s")
+            params.append(self.filters.end)
         return " AND ".join(clauses), params
 
+    def _horizon(self) -> dt.datetime:
+        return self.filters.cutoff() - dt.timedelta(days=selectors.OUTCOME_HORIZON_DAYS)
+
     def _horizon_day(self) -> dt.date:
-        horizon = self.filters.cutoff() - dt.timedelta(days=selectors.OUTCOME_HORIZON_DAYS)
-        return timezone.localtime(horizon).date()
+        return timezone.localtime(self._horizon()).date()
+
+    def _split_day(self) -> dt.date | None:
+        """The creation day the outcome horizon falls inside of (a cutoff of "now"): the
+        cube cannot tell which of its leads are older than the horizon, so that day's leads
+        are read from the leads table. None when the horizon is a midnight."""
+        local = timezone.localtime(self._horizon())
+        return None if local.time() == dt.time.min else local.date()
+
+    def _split_day_leads(self, split: dt.date) -> tuple[str, list[Any]]:
+        """WHERE over lead alias `l` for the cohort's leads created on `split`."""
+        day_start = timezone.make_aware(dt.datetime.combine(split, dt.time.min))
+        bounds = [day_start, day_start + dt.timedelta(days=1)]
+        if self.filters.created_from():
+            bounds[0] = max(bounds[0], self.filters.created_from())
+        return "l.created_at >= %s AND l.created_at < %s", [selectors._adapt(b) for b in bounds]
 
     def outcome_rows(self) -> list[tuple]:
         where, params = self._days()
-        return selectors._fetchall(
+        split = self._split_day()
+        if split is not None:
+            where += " AND created_day <> %s"
+            params.append(split)
+        rows = selectors._fetchall(
             "SELECT band, score, converted,"
             " CASE WHEN converted = 1 OR disqualified = 1 OR created_day < %s THEN 1 ELSE 0 END,"
             " mql_first, SUM(leads), SUM(revenue), SUM(with_p)"
             f" FROM kpi_cube_cell WHERE {where} GROUP BY 1, 2, 3, 4, 5",
             [self._horizon_day(), *params],
+        )
+        if split is None:
+            return rows
+        return _merge_cells([*rows, *self._split_day_outcome_rows(split)])
+
+    def _split_day_outcome_rows(self, split: dt.date) -> list[tuple]:
+        facts, facts_params = _facts_for_cube()
+        where, params = self._split_day_leads(split)
+        return selectors._fetchall(
+            "SELECT COALESCE(f.kpi_band, ''), f.kpi_score, f.converted,"
+            " CASE WHEN f.converted = 1 OR f.disqualified = 1 OR f.created_at < %s"
+            "      THEN 1 ELSE 0 END,"
+            " f.mql_first, COUNT(*), SUM(f.revenue), COUNT(f.model_probability)"
+            f" FROM ({facts} WHERE {where}) f GROUP BY 1, 2, 3, 4, 5",
+            [selectors._adapt(self._horizon()), *facts_params, *params],
         )
 
     def cycle_rows(self) -> list[tuple]:
@@ -229,12 +269,26 @@ class CubeReader:
     def known_counts(self) -> tuple[int, int]:
         """(known-outcome leads, of which with a model probability)."""
         where, params = self._days()
+        split = self._split_day()
+        if split is not None:
+            where += " AND created_day <> %s"
+            params.append(split)
         total, with_p = selectors._fetchall(
             "SELECT SUM(leads), SUM(with_p) FROM kpi_cube_cell"
             f" WHERE {where} AND (converted = 1 OR disqualified = 1 OR created_day < %s)",
             [*params, self._horizon_day()],
         )[0]
-        return int(total or 0), int(with_p or 0)
+        total, with_p = int(total or 0), int(with_p or 0)
+        if split is not None:
+            lead_where, lead_params = self._split_day_leads(split)
+            extra = selectors._fetchall(
+                f"SELECT COUNT(*), COUNT(l.model_probability) FROM {selectors.LEAD_TABLE} l"
+                f" WHERE {lead_where} AND (l.converted_at IS NOT NULL"
+                " OR l.disqualified_at IS NOT NULL OR l.created_at < %s)",
+                [*lead_params, selectors._adapt(self._horizon())],
+            )[0]
+            total, with_p = total + int(extra[0]), with_p + int(extra[1])
+        return total, with_p
 
     def funnel(self) -> dict[str, Any]:
         where, params = self._days()
@@ -255,9 +309,12 @@ class CubeReader:
     def band_entries(self) -> list[tuple]:
         """(week, band, entries) ordered by week then band."""
         where, params = self._days()
-        cutoff_day = timezone.localtime(self.filters.cutoff()).date()
-        entry_clause = "as_of_day < %s"
-        entry_params: list[Any] = [cutoff_day]
+        if self.filters.end is not None:
+            entry_clause = "as_of_day < %s"
+            entry_params: list[Any] = [timezone.localtime(self.filters.cutoff()).date()]
+        else:
+            # `reader` checked that every entry is before the cutoff.
+            entry_clause, entry_params = "1 = 1", []
         if self.filters.start:
             entry_clause += " AND as_of_day >= %s"
             entry_params.append(self.filters.start)
@@ -271,10 +328,25 @@ class CubeReader:
         ]
 
 
+def _merge_cells(rows: list[tuple]) -> list[tuple]:
+    """Sum outcome rows sharing (band, score, converted, known, mql_first)."""
+    merged: dict[tuple, list] = {}
+    for band, score, converted, known, mql_first, leads, revenue, with_p in rows:
+        key = (band, score, int(converted), int(known), int(mql_first))
+        entry = merged.setdefault(key, [0, None, 0])
+        entry[0] += int(leads)
+        if revenue is not None:
+            entry[1] = float(revenue) + (entry[1] or 0.0)
+        entry[2] += int(with_p)
+    return [(*key, *values) for key, values in merged.items()]
+
+
 def _as_datetime(value: Any) -> dt.datetime | None:
-    if value is None or isinstance(value, dt.datetime):
-        return value
-    parsed = parse_datetime(str(value))  # SQLite returns text
+    """A timestamp read by a raw cursor as an aware datetime (SQLite gives naive UTC values
+    or text)."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, dt.datetime) else parse_datetime(str(value))
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, dt.UTC)
 
 
@@ -282,28 +354,49 @@ def _as_date(value: Any) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
-def is_fresh() -> bool:
-    """Whether the cube describes the data as it is now (see the module docstring)."""
+@dataclass(frozen=True)
+class CubeState:
+    fresh: bool
+    last_entry_at: dt.datetime | None
+
+
+def state() -> CubeState:
+    """Whether the cube describes the data as it is now (see the module docstring), and the
+    latest score-history time it holds."""
     rows = selectors._fetchall(
         "SELECT (SELECT time_zone FROM kpi_cube_state WHERE id = 1),"
+        " (SELECT last_entry_at FROM kpi_cube_state WHERE id = 1),"
         " EXISTS (SELECT 1 FROM kpi_cube_change)",
         [],
     )
-    time_zone, changed = rows[0]
-    return time_zone == timezone.get_current_timezone_name() and not changed
+    time_zone, last_entry_at, changed = rows[0]
+    fresh = time_zone == timezone.get_current_timezone_name() and not changed
+    return CubeState(fresh, _as_datetime(last_entry_at))
+
+
+def is_fresh() -> bool:
+    return state().fresh
 
 
 def reader(filters: KpiFilters) -> CubeReader | None:
     """A reader when the cube can answer `filters` exactly, else None."""
     if (
-        filters.end is None
-        or filters.persona
+        filters.persona
         or filters.source
         or filters.owner_id is not None
         or filters.rule_set_version is not None
     ):
         return None
-    if not selectors._current_band_is_latest(filters.cutoff()) or not is_fresh():
+    if not selectors._current_band_is_latest(filters.cutoff()):
+        return None
+    current = state()
+    if not current.fresh:
+        return None
+    if filters.end is None and (
+        current.last_entry_at is not None and current.last_entry_at >= filters.cutoff()
+    ):
+        # Band entries count history before the cutoff; with a cutoff of "now" the cube's
+        # days cannot split the current day, so it needs every entry to be before it.
         return None
     return CubeReader(filters)
 

@@ -25,7 +25,7 @@ TABLES = [
         persona varchar(100) NOT NULL, source varchar(120) NOT NULL, owner_id integer NULL)""",
     """CREATE TABLE kpi_cube_state (
         id integer PRIMARY KEY, built_at timestamp with time zone NOT NULL,
-        time_zone varchar(64) NOT NULL)""",
+        time_zone varchar(64) NOT NULL, last_entry_at timestamp with time zone NULL)""",
 ]
 
 DROP = [

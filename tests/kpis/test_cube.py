@@ -63,6 +63,9 @@ def periods() -> list[KpiFilters]:
         # Ends far after the data: every lead's outcome known by age.
         KpiFilters(start=dt.date(2000, 1, 1), end=dt.date(2100, 1, 1)),
         KpiFilters(start=today - dt.timedelta(days=40), end=today + dt.timedelta(days=3)),
+        # Until now (the page's default): the horizon falls inside a creation day.
+        KpiFilters(),
+        KpiFilters(start=today - dt.timedelta(days=120)),
     ]
 
 
@@ -144,8 +147,7 @@ def test_filters_the_cube_does_not_hold_are_computed_directly(demo, overrides):
     assert cube.reader(filters) is None
 
 
-def test_a_period_without_an_end_or_ending_before_the_last_rescore_is_computed_directly(demo):
-    assert cube.reader(KpiFilters()) is None
+def test_a_period_ending_before_the_last_rescore_is_computed_directly(demo):
     last = RescoreRun.objects.order_by("-id").first().as_of
     before_last = timezone.localtime(last).date() - dt.timedelta(days=1)
     assert cube.reader(KpiFilters(end=before_last)) is None
@@ -170,3 +172,17 @@ def test_a_rescore_run_enqueues_the_refresh_instead_of_building_the_cube(
     send_task.assert_called_once_with(rollup.REFRESH_TASK)
     build.assert_not_called()
     assert cube.reader(demo[0]) is None
+
+
+def test_until_now_the_cube_needs_every_history_row_before_now(db):
+    seed_demo(n_leads=60, seed=5, history_months=1, events_per_lead=2)
+    lead = Lead.objects.first()
+    ScoreHistory.objects.create(
+        lead=lead, score=1, band="Cold", previous_band="Hot", as_of=timezone.now()
+    )
+    assert cube.cube_refresh()
+    with_end = KpiFilters(end=timezone.localdate() + dt.timedelta(days=1))
+    assert cube.reader(with_end) is not None
+    # Filters taken before that row: its entry is after their cutoff.
+    assert cube.reader(KpiFilters(now=timezone.now() - dt.timedelta(minutes=5))) is None
+    assert cube.reader(KpiFilters()) is not None

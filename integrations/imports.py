@@ -40,6 +40,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
+from integrations.lead_staging import LeadStage
 from scoring.models import LifecycleStage
 from scoring.services.events import EventInput, events_ingest, parse_event_item, parse_timestamp
 from scoring.services.leads import LeadUpsert, leads_bulk_upsert
@@ -387,6 +388,7 @@ class _RowContext:
     now: dt.datetime
     owners: dict[str, int] | None = None
     column_plans: dict[Any, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    lead_plans: dict[Any, tuple[int, str, dict[str, Any], int]] = field(default_factory=dict)
 
     def owner_id(self, username: str) -> int | None:
         if self.owners is None:
@@ -434,31 +436,83 @@ def _column_plan(column: Any, mapping: Mapping) -> tuple[str, dict[str, Any]]:
     return target, value_map
 
 
+_PLAIN_TEXT_TARGETS = frozenset(
+    {"first_name", "last_name", "title", "company", "industry", "country", "source"}
+)
+# What a lead row does with a column's cells, worked out once per column (see _lead_plan).
+_LABEL, _ATTRIBUTE, _TEXT, _OTHER = range(4)
+
+
+def _lead_plan(column: Any, ctx: _RowContext) -> tuple[int, str, dict[str, Any], int]:
+    """(kind, target, value map, text limit) for one file column of a lead file."""
+    target, value_map = _column_plan(column, ctx.mapping)
+    if (target, value_map) == _SKIP:
+        return (-1, "", {}, 0)
+    label = ctx.mapping.label
+    if label and column == label["column"]:
+        kind = _LABEL
+    elif target not in _LEAD_COLUMN_SET:
+        kind = _ATTRIBUTE
+    elif target in _PLAIN_TEXT_TARGETS:
+        kind = _TEXT
+    else:
+        kind = _OTHER
+    return (kind, target, value_map, _TEXT_LIMITS.get(target, 0))
+
+
 def lead_from_row(row: dict[str, Any], ctx: _RowContext) -> tuple[LeadUpsert | None, list[str]]:
-    """One file row as a LeadUpsert, or the reasons it is rejected."""
+    """One file row as a LeadUpsert, or the reasons it is rejected. This runs once per row of
+    every lead import, so the per-column decisions are cached in ``ctx.lead_plans`` and the
+    common cells (plain text, custom attributes) take the shortest way."""
     values: dict[str, Any] = {}
     attributes: dict[str, Any] = {}
     reasons: list[str] = []
     external_id = None
-    label = ctx.mapping.label
-    label_column = label["column"] if label else None
-    for column, target, value in _mapped_cells(row, ctx):
-        if column == label_column:
+    plans = ctx.lead_plans
+    missing = ctx.mapping.missing
+    for column, raw in row.items():
+        plan = plans.get(column)
+        if plan is None:
+            plan = plans[column] = _lead_plan(column, ctx)
+        kind, target, value_map, limit = plan
+        if kind < 0:
+            continue
+        if isinstance(raw, str):
+            value = raw.strip()
+            if value in missing:
+                continue
+            if value_map and value in value_map:
+                value = value_map[value]
+                if value is None:
+                    continue
+        elif raw is None:
+            continue
+        else:
+            value = raw
+        if kind == _TEXT and type(value) is str:
+            value = value.strip()  # a mapped value may carry spaces
+            if len(value) > limit:
+                reasons.append(f"{target}: at most {limit} characters")
+            else:
+                values[target] = value
+            continue
+        if kind == _ATTRIBUTE:
+            if target == "attributes" and isinstance(value, dict):
+                attributes.update(value)  # a JSONL row may nest its custom attributes
+            else:
+                attributes[target] = _scalar(value) if isinstance(value, str) else value
+            continue
+        if kind == _LABEL:
+            label = ctx.mapping.label
             text = str(value).strip()
             if text in [str(p) for p in label.get("positive", [])]:
                 values.update({k: v for k, v in label.get("sets", {}).items() if v is not None})
             elif text not in [str(n) for n in label.get("negative", [])]:
                 reasons.append(f"{column}: {text!r} is not a known label value")
             continue
-        if target == "attributes" and isinstance(value, dict):
-            attributes.update(value)  # a JSONL row may nest its custom attributes
-            continue
-        if target not in _LEAD_COLUMN_SET:
-            attributes[target] = _scalar(value) if isinstance(value, str) else value
-            continue
         text = str(value).strip()
-        if target in _TEXT_LIMITS and len(text) > _TEXT_LIMITS[target]:
-            reasons.append(f"{target}: at most {_TEXT_LIMITS[target]} characters")
+        if limit and len(text) > limit:
+            reasons.append(f"{target}: at most {limit} characters")
         elif target == "external_id":
             external_id = text
         elif target == "email":
@@ -684,8 +738,6 @@ def _stream_leads_staged(
     reported while reading), then write the whole file set-based in one transaction (see
     integrations.lead_staging). Outside an atomic import the staging runs in autocommit, so
     the upload page sees the progress."""
-    from integrations.lead_staging import LeadStage
-
     with LeadStage() as stage:
         for line, row, problem in _records(info):
             summary.rows += 1

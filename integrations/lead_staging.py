@@ -126,6 +126,10 @@ class LeadStage:
         self._buffer: list[list[Any]] = []
         # Rows the staging table cannot hold as given (rare): kept as they came.
         self._odd: dict[int, LeadUpsert] = {}
+        # First line of each email and identity, and the lines that share one with another
+        # line: found here while reading, so the database does not sort the file to find them.
+        self._first_line: dict[Any, int] = {}
+        self._shared: set[int] = set()
         self.staged = 0
         self._clock = _Clock()
 
@@ -187,8 +191,14 @@ class LeadStage:
         if attributes:
             kept = {k: v for k, v in attributes.items() if v is not None and v != ""}
             row[-2] = json.dumps(kept) if kept else None
-        if row[1] is None and row[_EMAIL_AT] is None:
+        email = row[_EMAIL_AT]
+        if row[1] is None and email is None:
             odd = True  # neither identity nor email: rejected the generic way
+        for key in (email, (row[1], row[2]) if row[1] else None):
+            if key is not None:
+                first = self._first_line.setdefault(key, line)
+                if first != line:
+                    self._shared.update((first, line))
         row[-1] = odd
         if odd:
             self._odd[line] = record
@@ -264,10 +274,15 @@ class LeadStage:
 
     def _plan(self, cursor: Any) -> None:
         """One pass over the staged rows: each row's stored lead by identity and by email,
-        whether it is entangled, and a new lead id (in file order) for each plain row that
-        found no lead."""
+        whether it is entangled (it shares an email or identity with another row, found while
+        reading; it resolves to the same lead as another row; its identity and email name two
+        leads), and a new lead id (in file order) for each plain row that found no lead."""
         email = _column("email")
         cursor.execute(f"DROP TABLE IF EXISTS {PLAN}")
+        if self._shared:
+            cursor.execute(
+                f"UPDATE {TABLE} SET odd = true WHERE line = ANY(%s)", [sorted(self._shared)]
+            )
         cursor.execute(
             f"""
             CREATE TEMP TABLE {PLAN} ON COMMIT DROP AS
@@ -279,10 +294,6 @@ class LeadStage:
             FROM (
                 SELECT r.*,
                     r.odd
-                    OR (r."{email}" IS NOT NULL
-                        AND count(*) OVER (PARTITION BY r."{email}") > 1)
-                    OR (r.id_external IS NOT NULL
-                        AND count(*) OVER (PARTITION BY r.id_source, r.id_external) > 1)
                     OR (r.found IS NOT NULL AND count(*) OVER (PARTITION BY r.found) > 1)
                     OR coalesce(r.id_lead <> r.email_lead, false) AS entangled
                 FROM (

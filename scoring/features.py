@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import psycopg
 from django.db import connection
 
 from scoring.engine import BehaviourAggregates, CompiledRuleSet, EventRule, InactivityRule
@@ -171,8 +173,13 @@ def read_behaviour(
     """One query: per lead, every event rule's matched count and decayed sum as of `as_of`,
     and the days since its last event at or before `as_of` (or since its creation).
 
+    PostgreSQL sends the chunk's events packed as fixed-size binary records (lead, time, type,
+    one bit per distinct `where` condition) and NumPy aggregates them: one scan and no
+    per-rule FILTER evaluated on every event row, which cost PostgreSQL twice the time of
+    the scan. SQLite aggregates in SQL.
+
     Scores depend on the decayed sums only; the counts are for the breakdown. With
-    `with_counts=False` they are not computed (half the aggregates) and read as zero."""
+    `with_counts=False` they may be left at zero."""
     n = int(lead_ids.shape[0])
     k = len(compiled.event_rules)
     needs_inactivity = any(isinstance(r, InactivityRule) for r in compiled.rules)
@@ -180,7 +187,11 @@ def read_behaviour(
     decayed = np.zeros((n, k), dtype=np.float64)
     as_of_epoch = as_of.timestamp()
     last_epoch = np.full(n, np.nan)
-    if n and (k or needs_inactivity):
+    if n and (k or needs_inactivity) and is_postgres():
+        _aggregate_packed_events(
+            compiled, selection, lead_ids, as_of, needs_inactivity, counts, decayed, last_epoch
+        )
+    elif n and (k or needs_inactivity):
         sql, params = _behaviour_sql(compiled, selection, as_of, needs_inactivity, with_counts)
         width = (2 * k if with_counts else k) + (1 if needs_inactivity else 0)
         found, values = fetch_per_lead(sql, params, width)
@@ -201,6 +212,96 @@ def read_behaviour(
     return BehaviourAggregates(counts, decayed, days_since)
 
 
+def _aggregate_packed_events(
+    compiled: CompiledRuleSet,
+    selection: LeadSelection,
+    lead_ids: np.ndarray,
+    as_of: dt.datetime,
+    needs_inactivity: bool,
+    counts: np.ndarray,
+    decayed: np.ndarray,
+    last_epoch: np.ndarray,
+) -> None:
+    """PostgreSQL: fill `counts`, `decayed` and `last_epoch` (in place) from the selected
+    leads' events at or before `as_of`, read as one bytea of packed records."""
+    rules: list[EventRule] = [rule for _, rule in compiled.event_rules]
+    types = sorted({rule.event_type for rule in rules})
+    conditions = list(dict.fromkeys(pair for rule in rules for pair in rule.where))
+    words = math.ceil(len(conditions) / 63)  # a bit per condition, 63 per int8 word
+    record: list[str] = [
+        "int8send(lead_id)",
+        "float8send(date_part('epoch', occurred_at))",
+        "int2send(COALESCE(array_position(%s::text[], event_type::text), 0)::int2)",
+    ]
+    select_params: list[Any] = [types]
+    for word in range(words):
+        bits = []
+        for bit, (key, value) in enumerate(conditions[word * 63 : (word + 1) * 63]):
+            bits.append(f"CASE WHEN properties @> %s::jsonb THEN {1 << bit}::int8 ELSE 0 END")
+            select_params.append(json.dumps({key: value}))
+        record.append(f"int8send({' + '.join(bits)})")
+    where, where_params = selection.where("lead_id")
+    filters = "occurred_at <= %s"
+    filter_params: list[Any] = [as_of]
+    if not needs_inactivity:
+        # Only the rules' event types, and nothing older than the longest window.
+        longest = max(rule.window_days for rule in rules)
+        filters += f" AND event_type IN ({', '.join(['%s'] * len(types))}) AND occurred_at >= %s"
+        filter_params += [*types, as_of - dt.timedelta(days=longest)]
+    sql = (
+        f"SELECT string_agg({' || '.join(record)}, ''::bytea) "
+        f"FROM scoring_event WHERE {where} AND {filters}"
+    )
+    data = _fetch_bytea(sql, select_params + where_params + filter_params)
+    layout = [("lead", ">i8"), ("epoch", ">f8"), ("type", ">i2")]
+    if words:
+        layout.append(("where", ">i8", (words,)))
+    events = np.frombuffer(data, dtype=np.dtype(layout))
+    n = int(lead_ids.shape[0])
+    # Events of leads outside `lead_ids` (e.g. created after as_of) are dropped.
+    lead_of_event = events["lead"].astype(np.int64)
+    index = np.searchsorted(lead_ids, lead_of_event)
+    inside = index < n
+    inside[inside] = lead_ids[index[inside]] == lead_of_event[inside]
+    events, index = events[inside], index[inside]
+    epoch = events["epoch"].astype(np.float64)
+    type_code = events["type"].astype(np.int64)
+    age_days = (as_of.timestamp() - epoch) / SECONDS_PER_DAY
+    # Same arithmetic as the SQL aggregates it replaces: (as_of - occurred) / 86400 days.
+    for j, rule in enumerate(rules):
+        matched = (
+            (type_code == types.index(rule.event_type) + 1)
+            & (age_days >= 0)
+            & (age_days <= rule.window_days)
+        )
+        for pair in rule.where:
+            position = conditions.index(pair)
+            word = events["where"][:, position // 63].astype(np.int64)
+            matched &= ((word >> (position % 63)) & 1).astype(bool)
+        leads = index[matched]
+        counts[:, j] = np.bincount(leads, minlength=n)
+        if rule.half_life_days is None:
+            decayed[:, j] = counts[:, j]
+        else:
+            terms = np.power(0.5, age_days[matched] / rule.half_life_days)
+            decayed[:, j] = np.bincount(leads, weights=terms, minlength=n)
+    if needs_inactivity and index.shape[0]:
+        latest = np.full(n, -np.inf)
+        np.maximum.at(latest, index, epoch)
+        last_epoch[:] = np.where(np.isneginf(latest), np.nan, latest)
+
+
+def _fetch_bytea(sql: str, params: list[Any]) -> bytes:
+    """PostgreSQL: the one bytea value a query returns (b"" for NULL). Through a
+    server-binding cursor, for a binary result: the bytes arrive as they are, not as hex text
+    twice their size (Django's client-side cursors cannot ask for binary)."""
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, binary=True)
+        row = cursor.fetchone()
+    return bytes(row[0]) if row and row[0] is not None else b""
+
+
 def fetch_per_lead(sql: str, params: list[Any], width: int) -> tuple[np.ndarray, np.ndarray]:
     """Run a query of rows (lead_id, `width` numbers or booleans) and return the ids and an
     (rows, width) float matrix, NULL as NaN. PostgreSQL packs the rows into one bytea of
@@ -215,11 +316,9 @@ def fetch_per_lead(sql: str, params: list[Any], width: int) -> tuple[np.ndarray,
             f"SELECT string_agg({packed}, ''::bytea) "
             f"FROM ({sql}) AS per_lead (lead_id, {', '.join(names)})"
         )
-        with connection.cursor() as cursor:
-            cursor.execute(wrapped, params)
-            data = cursor.fetchone()[0]
+        data = _fetch_bytea(wrapped, params)
         record = np.dtype([("lead", ">i8"), ("values", ">f8", (width,))])
-        records = np.frombuffer(data or b"", dtype=record)
+        records = np.frombuffer(data, dtype=record)
         return records["lead"].astype(np.int64), records["values"].astype(np.float64)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -238,60 +337,39 @@ def _behaviour_sql(
     needs_inactivity: bool,
     with_counts: bool = True,
 ) -> tuple[str, list[Any]]:
-    postgres = is_postgres()
+    """SQLite: per lead, each event rule's count (with `with_counts`) and decayed sum, then
+    the epoch of its last event when an inactivity rule needs it."""
     where, where_params = selection.where("lead_id")
     rules: list[EventRule] = [rule for _, rule in compiled.event_rules]
-    as_of_epoch = as_of.timestamp()
     params: list[Any] = []
-    if postgres:
-        age = "(%s - date_part('epoch', occurred_at)) / 86400.0"
-        inner_params: list[Any] = [as_of_epoch]
-        time_filter = "occurred_at <= %s"
-    else:
-        age = "(julianday(%s) - julianday(occurred_at))"
-        inner_params = [_sqlite_time(as_of)]
-        time_filter = "julianday(occurred_at) <= julianday(%s)"
-    time_params: list[Any] = [as_of if postgres else _sqlite_time(as_of)]
+    age = "(julianday(%s) - julianday(occurred_at))"
+    inner_params: list[Any] = [_sqlite_time(as_of)]
+    time_filter = "julianday(occurred_at) <= julianday(%s)"
+    time_params: list[Any] = [_sqlite_time(as_of)]
     type_filter = ""
     type_params: list[Any] = []
     if not needs_inactivity:
-        # Only the rules' event types, and nothing older than the longest window.
+        # Only the rules' event types.
         types = sorted({rule.event_type for rule in rules})
         type_filter = f" AND event_type IN ({', '.join(['%s'] * len(types))})"
         type_params = types
-        longest = max(rule.window_days for rule in rules)
-        if postgres:
-            type_filter += " AND occurred_at >= %s"
-            type_params.append(as_of - dt.timedelta(days=longest))
     aggregates: list[str] = []
     for rule in rules:
         condition = "event_type = %s AND age >= 0 AND age <= %s"
         condition_params: list[Any] = [rule.event_type, rule.window_days]
         for key, value in rule.where:
-            fragment, fragment_params = _where_fragment(key, value, postgres)
+            fragment, fragment_params = _where_fragment(key, value)
             condition += f" AND {fragment}"
             condition_params += fragment_params
         term = "1.0" if rule.half_life_days is None else "POWER(0.5, age / %s)"
         term_params = [] if rule.half_life_days is None else [rule.half_life_days]
-        if postgres:
-            if with_counts:
-                aggregates.append(f"count(*) FILTER (WHERE {condition})")
-                params += condition_params
-            aggregates.append(f"coalesce(sum({term}) FILTER (WHERE {condition}), 0)")
-            params += term_params + condition_params
-        else:
-            if with_counts:
-                aggregates.append(f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)")
-                params += condition_params
-            aggregates.append(f"SUM(CASE WHEN {condition} THEN {term} ELSE 0 END)")
-            params += condition_params + term_params
+        if with_counts:
+            aggregates.append(f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)")
+            params += condition_params
+        aggregates.append(f"SUM(CASE WHEN {condition} THEN {term} ELSE 0 END)")
+        params += condition_params + term_params
     if needs_inactivity:
-        last = (
-            "max(date_part('epoch', occurred_at))"
-            if postgres
-            else "MAX((julianday(occurred_at) - 2440587.5) * 86400.0)"
-        )
-        aggregates.append(last)
+        aggregates.append("MAX((julianday(occurred_at) - 2440587.5) * 86400.0)")
     inner = (
         f"SELECT lead_id, event_type, properties, occurred_at, {age} AS age "
         f"FROM scoring_event WHERE {where} AND {time_filter}{type_filter}"
@@ -301,10 +379,8 @@ def _behaviour_sql(
     return sql, params + inner_params + where_params + time_params + type_params
 
 
-def _where_fragment(key: str, value: Any, postgres: bool) -> tuple[str, list[Any]]:
-    """Exact JSON equality of one event property, bools never equal to numbers."""
-    if postgres:
-        return "properties @> %s::jsonb", [json.dumps({key: value})]
+def _where_fragment(key: str, value: Any) -> tuple[str, list[Any]]:
+    """SQLite: exact JSON equality of one event property, bools never equal to numbers."""
     path = "$." + json.dumps(key)
     if isinstance(value, bool):
         return f"json_type(properties, '{_quote(path)}') = %s", ["true" if value else "false"]

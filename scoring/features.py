@@ -80,10 +80,16 @@ def is_postgres() -> bool:
 
 
 def read_lead_columns(
-    compiled: CompiledRuleSet, selection: LeadSelection, as_of: dt.datetime | None = None
+    compiled: CompiledRuleSet,
+    selection: LeadSelection,
+    as_of: dt.datetime | None = None,
+    *,
+    with_state: bool = True,
 ) -> LeadColumns:
     """One query: the selected leads ordered by id, with every field the rule set needs.
-    With `as_of`, leads created after it are left out: they did not exist yet."""
+    With `as_of`, leads created after it are left out: they did not exist yet. With
+    `with_state=False` the stored score, band, persona and qualification (what a rescore
+    compares against, not what it scores) are not read and come back empty."""
     direct = sorted(f for f in compiled.fields if f in LEAD_FIELDS)
     attribute_keys = sorted(
         f.split(".", 1)[1] for f in compiled.fields if f.startswith("attributes.")
@@ -97,17 +103,12 @@ def read_lead_columns(
         if is_postgres()
         else "(julianday(created_at) - 2440587.5) * 86400.0"
     )
-    select = [
-        "id",
-        f"{epoch}",
-        "score",
-        "band",
-        "persona",
-        "qualified",
-        "mql_at IS NOT NULL",
-        "lifecycle_stage",
-        "model_probability",
-    ]
+    state = (
+        ["score", "band", "persona", "qualified", "mql_at IS NOT NULL"]
+        if with_state
+        else ["NULL", "NULL", "NULL", "false", "false"]
+    )
+    select = ["id", epoch, *state, "lifecycle_stage", "model_probability"]
     select += [f'"{name}"' for name in direct if name != "lifecycle_stage"]
     # PostgreSQL extracts each attribute the rules read, so only those values are parsed, not
     # whole documents; elsewhere the document is read and parsed once per lead.

@@ -498,7 +498,7 @@ def _plan(size: int) -> list[LeadSelection]:
 
 
 def _read_chunk(reader: CompiledRuleSet, selection: LeadSelection, as_of: dt.datetime) -> _Chunk:
-    leads = read_lead_columns(reader, selection)
+    leads = read_lead_columns(reader, selection, with_state=False)
     behaviour = read_behaviour(
         reader, selection, leads.ids, leads.created_epoch, as_of, with_counts=False
     )

@@ -620,9 +620,16 @@ class ImportSummary:
     error: str = ""
 
     def reject(self, line: int, reasons: list[str]) -> None:
+        """Count a rejected row; the report keeps the first MAX_ERRORS_REPORTED lines of the
+        file (rows may be rejected out of line order: the staged path rejects the rows it
+        hands to the generic path after all others were read)."""
         self.rejected += 1
         if len(self.errors) < MAX_ERRORS_REPORTED:
             self.errors.append({"line": line, "reasons": reasons})
+            return
+        last = max(range(len(self.errors)), key=lambda i: self.errors[i]["line"])
+        if line < self.errors[last]["line"]:
+            self.errors[last] = {"line": line, "reasons": reasons}
 
     def as_dict(self) -> dict[str, Any]:
         data = {

@@ -169,3 +169,42 @@ def test_staged_import_in_autocommit_reports_progress_and_drops_its_table(tmp_pa
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass('pg_temp.import_lead_stage')")
         assert cursor.fetchone()[0] is None
+
+
+def test_a_row_rejected_by_the_generic_pass_is_reported_among_the_first_lines(
+    tmp_path, db, monkeypatch
+):
+    # Lines 2 and 3 give one new email to two stored leads: the generic pass (which sees
+    # them after the 30 bad rows were read) rejects line 3, and the report still lists it.
+    a = Lead.objects.create(email="a@example.com")
+    b = Lead.objects.create(email="b@example.com")
+    Identity.objects.create(source="crm", external_id="ia", lead=a)
+    Identity.objects.create(source="crm", external_id="ib", lead=b)
+    rows = ["ia,c@example.com", "ib,c@example.com"]
+    rows += [f"bad-{i},not-an-email-{i}" for i in range(30)]
+    path = tmp_path / "leads.csv"
+    path.write_text("external_id,email\n" + "\n".join(rows) + "\n")
+    staged = import_file(path, "leads", source="crm").as_dict()
+    assert staged["rejected"] == 31
+    lines = [e["line"] for e in staged["errors"]]
+    assert lines[0] == 3 and lines == sorted(lines) and len(lines) == 20
+    assert "belongs to another lead" in staged["errors"][0]["reasons"][0]
+
+
+def test_a_value_the_staging_table_cannot_hold_goes_the_generic_way(db):
+    from django.db import transaction
+
+    from integrations.lead_staging import LeadStage
+    from scoring.services.leads import LeadUpsert
+
+    naive = LeadUpsert(
+        source="crm", external_id="x", values={"created_at": dt.datetime(2024, 1, 1)}
+    )
+    plain = LeadUpsert(source="crm", external_id="y", values={"email": "Y@Example.com"})
+    with transaction.atomic(), LeadStage() as stage:
+        stage.add(2, naive)
+        stage.add(3, plain)
+        counts = stage.apply()
+        assert counts == {"created": 1, "updated": 0, "unchanged": 0}
+        assert list(stage.entangled_rows()) == [(2, naive)]
+    assert Lead.objects.get(email="y@example.com")

@@ -28,6 +28,7 @@ from scoring.engine import (
     ScoreResult,
     breakdowns_json,
     compile_ruleset,
+    gc_paused,
     parse_ruleset,
     score_leads,
 )
@@ -94,6 +95,9 @@ def score_selection(
     return leads, result
 
 
+# Reading and writing a chunk builds a few hundred thousand short-lived Python values; with the
+# collector on, they set off repeated full collections (as in the preview, measured).
+@gc_paused()
 def rescore_selection(
     rule_set: RuleSet, selection: LeadSelection, as_of: dt.datetime
 ) -> ScoringOutcome:

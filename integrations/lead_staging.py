@@ -3,7 +3,7 @@ temporary staging table, then written with a handful of statements over the whol
 
 Why: the chunked generic path (``leads_bulk_upsert`` per 5,000 rows) spends most of its time
 looking up each chunk's stored leads and shipping them through Python; at 1M stored leads a
-100,000-row file took 45 s. Here the lookups are two index joins, new leads go in with one
+100,000-row file took 45 s. Here the lookups are index probes in one pass, new leads go in with one
 ``INSERT ... SELECT``, changed leads with one ``UPDATE ... FROM`` (unchanged rows are not
 written), identities with one conflict-ignoring insert.
 
@@ -151,14 +151,14 @@ class LeadStage:
             ]
         )
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE IF EXISTS {TABLE}")
+            cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{TABLE}")
             cursor.execute(f"CREATE TEMP TABLE {TABLE} ({columns}) {on_commit}")
         return self
 
     def __exit__(self, *exc: object) -> None:
         if (exc[0] is None or not connection.in_atomic_block) and not connection.needs_rollback:
             with connection.cursor() as cursor:
-                cursor.execute(f"DROP TABLE IF EXISTS {TABLE}")
+                cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{TABLE}")
 
     # ----------------------------------------------------------------------------------------
     # Staging
@@ -236,7 +236,7 @@ class LeadStage:
             cursor.execute("SET LOCAL enable_hashjoin = off")
             cursor.execute("SET LOCAL enable_mergejoin = off")
             cursor.execute("SET LOCAL jit = off")
-            # The windows over the staged rows sort in memory rather than on disk.
+            # The window over the staged rows sorts in memory rather than on disk.
             cursor.execute("SET LOCAL work_mem = '256MB'")
             cursor.execute(f"ANALYZE {TABLE}")
             self._plan(cursor)
@@ -278,7 +278,7 @@ class LeadStage:
         reading; it resolves to the same lead as another row; its identity and email name two
         leads), and a new lead id (in file order) for each plain row that found no lead."""
         email = _column("email")
-        cursor.execute(f"DROP TABLE IF EXISTS {PLAN}")
+        cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{PLAN}")
         if self._shared:
             cursor.execute(
                 f"UPDATE {TABLE} SET odd = true WHERE line = ANY(%s)", [sorted(self._shared)]

@@ -8,7 +8,11 @@ the live rule set's global bands lowest first (zero-lead bands included), then a
 found in the score history but not in the live rule set, then `"Unscored"` only when some
 leads had no score-history row before conversion / the end of the period — each object with
 exactly `band, leads, converted, conversion_rate, ci_low, ci_high, revenue,
-median_cycle_days`."""
+median_cycle_days`.
+
+Every response carries `X-KPI-As-Of` (ISO 8601): the moment the figures describe. It is the
+request's time when they are current, or the KPI cube's refresh time when they were read from a
+cube refreshed before the latest writes (scoring.kpis.cube); the body is unchanged."""
 
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ from rest_framework.views import APIView
 from scoring.kpis.filters import KpiFilterError, KpiFilters, parse_filters
 from scoring.kpis.report import KpiReport
 from scoring.roles import HasCapability, can
+
+AS_OF_HEADER = "X-KPI-As-Of"
 
 FILTER_PARAMETERS = [
     OpenApiParameter("start", OpenApiTypes.DATE, description="First creation day (included)"),
@@ -67,7 +73,10 @@ class _KpiView(APIView):
             filters = request_filters(request)
         except KpiFilterError as error:
             return Response({"errors": error.errors}, status=400)
-        return Response(type(self).compute(KpiReport(filters)))
+        report = KpiReport(filters)
+        response = Response(type(self).compute(report))
+        response[AS_OF_HEADER] = report.as_of().isoformat()
+        return response
 
 
 def _kpi_view(name: str, compute: Callable[[KpiReport], Any], doc: str, response: Any = None):

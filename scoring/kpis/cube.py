@@ -13,18 +13,25 @@ What is stored (tables of migration 0008, no models):
 The honest band is the one of `selectors._facts_from_rollup` with open leads at their current
 band, so the cube applies to a period whose end is after the latest scoring.
 
-When it is read. Only when it still describes the data: statement triggers on the leads, the
-score history and the rescore runs append a row to `kpi_cube_change` on every write, and the
-refresh deletes the rows it saw in the same transaction (a REPEATABLE READ snapshot on
-PostgreSQL) that computes the cube. An empty change log therefore means no write committed
-since the snapshot the cube was computed from; any write, committed before or after the
-refresh started but not seen by it, leaves a row and the selectors compute directly (the same
-numbers, slower) until the next refresh. Also only for filters it can answer: no persona,
+When it is read. Statement triggers on the leads, the score history and the rescore runs
+append a row to `kpi_cube_change` on every write, and the refresh deletes the rows it saw in
+the same transaction (a REPEATABLE READ snapshot on PostgreSQL) that computes the cube. An
+empty change log therefore means no write committed since the snapshot the cube was computed
+from: the cube is *fresh* and gives the current numbers. After a write the cube still gives
+the numbers as they were at `built_at` (the moment just before the snapshot: everything
+committed before it is in the cube). While it is younger than
+`settings.KPI_CUBE_MAX_AGE_SECONDS` it is read anyway and the reader carries `as_of =
+built_at`, which the page and the API show; older than that (beat stopped), or with the
+setting at 0, the selectors compute directly (the current numbers, seconds at 1M leads). A
+live system rescoring single leads as events arrive always has writes, so without the max
+age the cube would almost never be read. Also only for filters it can answer: no persona,
 source, owner or rule-set version, a period ending after the latest rescore run, in the time
 zone the cube was built in. With an end date the cutoff and the 90-day outcome horizon are
 midnights, which creation days resolve exactly; without one (the cutoff is "now") the leads
-created on the horizon's day are read from the leads table, and the cube is used only when
-every score-history row it holds is before now.
+created on the horizon's day are read from the leads table (so, read "as of", that one day's
+leads are current), and the cube is used only when every score-history row it holds is before
+now. Read "as of", the rescore-run condition is checked on the runs created before `built_at`
+(the ones the cube saw), since the open leads' bands in the cube are those of that moment.
 
 The refresh runs with the conversion-band rollup (`scoring.kpis.rollup`): after each bulk
 rescore run and from beat."""
@@ -36,6 +43,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, F
 from django.db.models.functions import TruncDate, TruncWeek
@@ -62,6 +70,9 @@ def cube_refresh() -> bool:
     postgres = selectors.on_postgres()
     try:
         with transaction.atomic():
+            # Taken before the snapshot: every write committed before this moment is in the
+            # cube, so "figures as of built_at" never claims a write the cube missed.
+            built_at = timezone.now()
             with connection.cursor() as cursor:
                 if postgres and not _in_outer_transaction():
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -81,7 +92,7 @@ def cube_refresh() -> bool:
                 cursor.execute(
                     "INSERT INTO kpi_cube_state (id, built_at, time_zone, last_entry_at)"
                     f" SELECT 1, %s, %s, MAX(as_of) FROM {selectors.HISTORY_TABLE}",
-                    [selectors._adapt(timezone.now()), timezone.get_current_timezone_name()],
+                    [selectors._adapt(built_at), timezone.get_current_timezone_name()],
                 )
             _build_entries()
     except DatabaseError as error:
@@ -191,9 +202,12 @@ def _build_entries() -> None:
 
 @dataclass(frozen=True)
 class CubeReader:
-    """Reads for one set of filters the cube can answer (see `reader`)."""
+    """Reads for one set of filters the cube can answer (see `reader`). `as_of`: None when
+    the cube is fresh (the numbers are current), else its `built_at` (writes since then are
+    not included)."""
 
     filters: KpiFilters
+    as_of: dt.datetime | None = None
 
     def _days(self, column: str = "created_day") -> tuple[str, list[Any]]:
         clauses, params = ["1 = 1"], []
@@ -356,22 +370,38 @@ def _as_date(value: Any) -> dt.date:
 
 @dataclass(frozen=True)
 class CubeState:
+    """fresh: built in the current time zone and no write since. readable: fresh, or built in
+    the current time zone less than KPI_CUBE_MAX_AGE_SECONDS ago (then read "as of"
+    built_at)."""
+
     fresh: bool
+    readable: bool
+    built_at: dt.datetime | None
     last_entry_at: dt.datetime | None
+
+    @property
+    def as_of(self) -> dt.datetime | None:
+        """What a read of the cube is "as of": None when fresh (current numbers)."""
+        return None if self.fresh else self.built_at
 
 
 def state() -> CubeState:
-    """Whether the cube describes the data as it is now (see the module docstring), and the
-    latest score-history time it holds."""
+    """Whether the cube describes the data as it is now, or as it was a short while ago (see
+    the module docstring), when it was built and the latest score-history time it holds."""
     rows = selectors._fetchall(
         "SELECT (SELECT time_zone FROM kpi_cube_state WHERE id = 1),"
+        " (SELECT built_at FROM kpi_cube_state WHERE id = 1),"
         " (SELECT last_entry_at FROM kpi_cube_state WHERE id = 1),"
         " EXISTS (SELECT 1 FROM kpi_cube_change)",
         [],
     )
-    time_zone, last_entry_at, changed = rows[0]
-    fresh = time_zone == timezone.get_current_timezone_name() and not changed
-    return CubeState(fresh, _as_datetime(last_entry_at))
+    time_zone, built_at, last_entry_at, changed = rows[0]
+    built_at = _as_datetime(built_at)
+    same_zone = time_zone == timezone.get_current_timezone_name() and built_at is not None
+    fresh = same_zone and not changed
+    max_age = dt.timedelta(seconds=settings.KPI_CUBE_MAX_AGE_SECONDS)
+    young = same_zone and max_age > dt.timedelta(0) and timezone.now() - built_at < max_age
+    return CubeState(fresh, fresh or young, built_at, _as_datetime(last_entry_at))
 
 
 def is_fresh() -> bool:
@@ -379,7 +409,8 @@ def is_fresh() -> bool:
 
 
 def reader(filters: KpiFilters) -> CubeReader | None:
-    """A reader when the cube can answer `filters` exactly, else None."""
+    """A reader when the cube can answer `filters` exactly (for the data as of its `as_of`),
+    else None."""
     if (
         filters.persona
         or filters.source
@@ -387,10 +418,12 @@ def reader(filters: KpiFilters) -> CubeReader | None:
         or filters.rule_set_version is not None
     ):
         return None
-    if not selectors._current_band_is_latest(filters.cutoff()):
-        return None
     current = state()
-    if not current.fresh:
+    if not current.readable:
+        return None
+    # The cube holds the open leads' bands as they were at built_at: the condition must hold
+    # for the runs it saw. Fresh, those are all of them.
+    if not selectors._current_band_is_latest(filters.cutoff(), runs_created_before=current.as_of):
         return None
     if filters.end is None and (
         current.last_entry_at is not None and current.last_entry_at >= filters.cutoff()
@@ -398,12 +431,13 @@ def reader(filters: KpiFilters) -> CubeReader | None:
         # Band entries count history before the cutoff; with a cutoff of "now" the cube's
         # days cannot split the current day, so it needs every entry to be before it.
         return None
-    return CubeReader(filters)
+    return CubeReader(filters, as_of=current.as_of)
 
 
 def choices_if_fresh() -> dict[str, list[Any]] | None:
-    """Personas, sources and owner ids of the leads from the cube, or None when stale."""
-    if not is_fresh():
+    """Personas, sources and owner ids of the leads from the cube when it is readable (fresh,
+    or younger than KPI_CUBE_MAX_AGE_SECONDS: then as of its refresh), else None."""
+    if not state().readable:
         return None
     personas = selectors._fetchall(
         "SELECT DISTINCT persona FROM kpi_cube_choice WHERE persona <> '' ORDER BY persona", []

@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from scoring.kpis import selectors, stats
+from scoring.kpis import cube, selectors, stats
 from scoring.kpis.filters import KpiFilters
 from scoring.kpis.selectors import UNSCORED, BandScheme, OutcomeCell
 
@@ -72,8 +72,31 @@ class KpiReport:
 
     def __init__(self, filters: KpiFilters):
         self.filters = filters
+        self._read_cube = False
 
     # -- cached reads -----------------------------------------------------------------------
+
+    @cached_property
+    def _cube_reader(self) -> cube.CubeReader | None:
+        return cube.reader(self.filters)
+
+    def _source(self) -> cube.CubeReader | None:
+        """The cube reader every cube-backed KPI of this report uses (None: direct)."""
+        reader = self._cube_reader
+        self._read_cube = self._read_cube or reader is not None
+        return reader
+
+    def stale_as_of(self) -> dt.datetime | None:
+        """When some figure read so far came from a cube refreshed before the latest writes:
+        its refresh time (writes since then are not included). None when every figure read so
+        far is current (a fresh cube, or computed directly)."""
+        if not self._read_cube or self._cube_reader is None:
+            return None
+        return self._cube_reader.as_of
+
+    def as_of(self) -> dt.datetime:
+        """The moment the figures read so far describe: `stale_as_of`, else the report's now."""
+        return self.stale_as_of() or self.filters.now
 
     @cached_property
     def scheme(self) -> BandScheme:
@@ -81,15 +104,15 @@ class KpiReport:
 
     @cached_property
     def cells(self) -> list[OutcomeCell]:
-        return selectors.outcome_cells(self.filters)
+        return selectors.outcome_cells(self.filters, self._source())
 
     @cached_property
     def cycle_by_band(self) -> dict[str, dict[str, Any]]:
-        return selectors.cycle_days_by_band(self.filters)
+        return selectors.cycle_days_by_band(self.filters, self._source())
 
     @cached_property
     def funnel_raw(self) -> dict[str, Any]:
-        return selectors.funnel_counts(self.filters)
+        return selectors.funnel_counts(self.filters, self._source())
 
     def band_order(self, present: set[str]) -> list[str]:
         """The scheme's bands lowest first; then bands found in the history but not in the
@@ -246,7 +269,7 @@ class KpiReport:
         """Predicted vs observed per decile. With a model probability on every known-outcome
         lead, deciles of that probability; otherwise deciles of the score before conversion,
         each lead predicted at its band's conversion rate over the same leads."""
-        model = selectors.model_calibration_deciles(self.filters)
+        model = selectors.model_calibration_deciles(self.filters, self._source())
         if model["deciles"]:
             rows = []
             for d in model["deciles"]:
@@ -322,7 +345,7 @@ class KpiReport:
                 "band": band_label(row["band"]),
                 "leads": row["leads"],
             }
-            for row in selectors.band_entries_by_week(self.filters)
+            for row in selectors.band_entries_by_week(self.filters, self._source())
         ]
 
     def feedback(self) -> list[dict[str, Any]]:

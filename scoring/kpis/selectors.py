@@ -177,10 +177,17 @@ def history_probe(cutoff: dt.datetime) -> tuple[str, list[Any]]:
     return probe, [_adapt(cutoff)]
 
 
-def _current_band_is_latest(cutoff: dt.datetime) -> bool:
-    """Whether every lead's current band is its band at `cutoff` (see _facts_from_rollup)."""
-    newest = RescoreRun.objects.order_by("-id").values_list("as_of", flat=True).first()
-    latest = RescoreRun.objects.aggregate(latest=Max("as_of"))["latest"]
+def _current_band_is_latest(
+    cutoff: dt.datetime, *, runs_created_before: dt.datetime | None = None
+) -> bool:
+    """Whether every lead's current band is its band at `cutoff` (see _facts_from_rollup).
+    `runs_created_before`: judge by the runs created before that moment only, i.e. for the
+    bands the leads had then (the KPI cube read "as of" its build)."""
+    runs = RescoreRun.objects.all()
+    if runs_created_before is not None:
+        runs = runs.filter(created_at__lt=runs_created_before)
+    newest = runs.order_by("-id").values_list("as_of", flat=True).first()
+    latest = runs.aggregate(latest=Max("as_of"))["latest"]
     if newest is None or latest is None:
         return False
     return newest == latest and latest < cutoff
@@ -206,6 +213,17 @@ def _fetchall(sql: str, params: list[Any]) -> list[tuple]:
 
 # --- the outcome cube ----------------------------------------------------------------------
 
+# The default of the selectors' `cube_reader`: look the cube up. `KpiReport` passes the reader
+# it looked up once instead, so every KPI of one report comes from the same source and the
+# report can say what its figures are as of.
+LOOK_UP: Any = object()
+
+
+def _reader(filters: KpiFilters, cube_reader: Any) -> Any:
+    from scoring.kpis import cube
+
+    return cube.reader(filters) if cube_reader is LOOK_UP else cube_reader
+
 
 @dataclass(frozen=True)
 class OutcomeCell:
@@ -226,13 +244,11 @@ class OutcomeCell:
     with_probability: int
 
 
-def outcome_cells(filters: KpiFilters) -> list[OutcomeCell]:
+def outcome_cells(filters: KpiFilters, cube_reader: Any = LOOK_UP) -> list[OutcomeCell]:
     """The cohort grouped by (honest band, honest score, converted, known, mql_first): a few
     hundred rows at most, from one pass over the cohort. Bands, revenue, AUC, lift, gains, the
     qualification curve and band-rate calibration are all derived from it."""
-    from scoring.kpis import cube
-
-    if (reader := cube.reader(filters)) is not None:
+    if (reader := _reader(filters, cube_reader)) is not None:
         rows = reader.outcome_rows()
     else:
         rows = _outcome_rows(filters)
@@ -267,13 +283,14 @@ def _outcome_rows(filters: KpiFilters) -> list[tuple]:
     return _fetchall(sql, [_adapt(horizon), *params])
 
 
-def cycle_days_by_band(filters: KpiFilters) -> dict[str, dict[str, float | int | None]]:
+def cycle_days_by_band(
+    filters: KpiFilters, cube_reader: Any = LOOK_UP
+) -> dict[str, dict[str, float | int | None]]:
     """Days from creation to conversion of the cohort's converters, per honest band:
     {band: {"n", "min", "q1", "median", "q3", "max"}} (linear-interpolated quantiles)."""
-    from scoring.kpis import cube
     from scoring.kpis.stats import quantiles
 
-    reader = cube.reader(filters)
+    reader = _reader(filters, cube_reader)
     facts, params = _facts_sql(filters, converted_only=True)
     if on_postgres():
         sql = (
@@ -302,17 +319,15 @@ def cycle_days_by_band(filters: KpiFilters) -> dict[str, dict[str, float | int |
     return {band: {"n": len(days), **quantiles(days)} for band, days in grouped.items()}
 
 
-def model_calibration_deciles(filters: KpiFilters) -> dict[str, Any]:
+def model_calibration_deciles(filters: KpiFilters, cube_reader: Any = LOOK_UP) -> dict[str, Any]:
     """Known-outcome cohort leads ranked by `Lead.model_probability` into ten equal groups:
     {"leads": n known, "with_probability": n with a probability, "deciles": [{"decile",
     "leads", "predicted" (mean probability), "converted"}]}. Deciles are only computed when
     every known-outcome lead has a probability (otherwise `deciles` is empty)."""
-    from scoring.kpis import cube
-
     where, params = _lead_where(filters)
     horizon = _adapt(filters.cutoff() - dt.timedelta(days=OUTCOME_HORIZON_DAYS))
     known = "(l.converted_at IS NOT NULL OR l.disqualified_at IS NOT NULL OR l.created_at < %s)"
-    if (reader := cube.reader(filters)) is not None:
+    if (reader := _reader(filters, cube_reader)) is not None:
         total, with_p = reader.known_counts()
     else:
         counts = _fetchall(
@@ -341,16 +356,14 @@ def model_calibration_deciles(filters: KpiFilters) -> dict[str, Any]:
 # --- other reads ---------------------------------------------------------------------------
 
 
-def funnel_counts(filters: KpiFilters) -> dict[str, Any]:
+def funnel_counts(filters: KpiFilters, cube_reader: Any = LOOK_UP) -> dict[str, Any]:
     """How many cohort leads reached each funnel stage. A lead reached a stage when it has the
     timestamp of that stage or of any later one (a lead can skip a stage in the CRM)."""
     converted = Q(converted_at__isnull=False)
     opportunity = converted | Q(opportunity_at__isnull=False)
     sql_stage = opportunity | Q(sql_at__isnull=False)
     mql = sql_stage | Q(mql_at__isnull=False)
-    from scoring.kpis import cube
-
-    if (reader := cube.reader(filters)) is not None:
+    if (reader := _reader(filters, cube_reader)) is not None:
         return reader.funnel()
     with _kpi_transaction():
         return cohort(filters).aggregate(
@@ -363,14 +376,12 @@ def funnel_counts(filters: KpiFilters) -> dict[str, Any]:
         )
 
 
-def band_entries_by_week(filters: KpiFilters) -> list[dict[str, Any]]:
+def band_entries_by_week(filters: KpiFilters, cube_reader: Any = LOOK_UP) -> list[dict[str, Any]]:
     """Band entries per week (Monday-based): score-history rows of cohort leads whose band
     differs from the previous one, up to the cutoff: [{"week": date, "band", "leads"}]. A lead
     that enters the same band twice in one week counts twice: counting rows rather than
     distinct leads lets PostgreSQL hash-aggregate instead of sorting every row."""
-    from scoring.kpis import cube
-
-    if (reader := cube.reader(filters)) is not None:
+    if (reader := _reader(filters, cube_reader)) is not None:
         return [
             {"week": week, "band": band or UNSCORED, "leads": n}
             for week, band, n in reader.band_entries()

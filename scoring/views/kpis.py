@@ -7,15 +7,17 @@ draws the figures from the JSON the template embeds with `json_script`."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import logging
 import time
 from typing import Any
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from scoring.api.kpis import request_filters
+from scoring.api.kpis import AS_OF_HEADER, request_filters
 from scoring.kpis import charts
 from scoring.kpis.filters import KpiFilterError, KpiFilters, leads_queue_url
 from scoring.kpis.report import DEFINITIONS, SMALL_N, TABLES, KpiReport, table_rows
@@ -43,6 +45,26 @@ def csv_cell(value: Any) -> str:
 
 def _fmt_rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
+
+
+def _refresh_minutes() -> int:
+    schedule = settings.CELERY_BEAT_SCHEDULE["kpi-rollup-refresh"]["schedule"]
+    return max(1, round(float(schedule) / 60))
+
+
+def freshness_text(report: KpiReport) -> dict[str, Any]:
+    """The line the page shows next to the filters: whether the figures are current or as of
+    the KPI cube's last refresh (call after the report's figures were read)."""
+    stale = report.stale_as_of()
+    as_of = report.as_of().astimezone(dt.UTC)
+    if stale is None:
+        text = f"Figures are current (computed at {as_of:%H:%M} UTC)."
+    else:
+        text = (
+            f"Figures as of {as_of:%H:%M} UTC, refreshed every {_refresh_minutes()} minutes;"
+            " changes since then are not yet included."
+        )
+    return {"text": text, "stale": stale is not None, "iso": as_of.isoformat()}
 
 
 @require("view_kpis")
@@ -88,6 +110,7 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
     querystring = filters.querystring()
     context = {
         "filters": filters,
+        "freshness": freshness_text(report),
         "errors": errors,
         "choices": filter_choices(),
         "definitions": DEFINITIONS,
@@ -127,7 +150,9 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
         "entries_weeks": len({row["week"] for row in entries}),
         "all_leads_url": link_for(None),
     }
-    return render(request, "kpis/dashboard.html", context, status=400 if errors else 200)
+    response = render(request, "kpis/dashboard.html", context, status=400 if errors else 200)
+    response[AS_OF_HEADER] = report.as_of().isoformat()
+    return response
 
 
 def _export_url(name: str, querystring: str) -> str:
@@ -146,8 +171,10 @@ def kpi_export(request: HttpRequest, table: str) -> HttpResponse:
     except KpiFilterError as error:
         message = "; ".join(f"{k}: {v}" for k, v in error.errors.items())
         return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
-    columns, rows = table_rows(KpiReport(filters), table)
+    report = KpiReport(filters)
+    columns, rows = table_rows(report, table)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response[AS_OF_HEADER] = report.as_of().isoformat()
     response["Content-Disposition"] = f'attachment; filename="kpi-{table}.csv"'
     writer = csv.writer(response)
     writer.writerow(columns)

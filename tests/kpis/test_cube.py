@@ -1,6 +1,8 @@
 """The KPI cube gives exactly the numbers of the direct computation (every KPI table and the
-filter choices), is read only while no write happened since its refresh, and is read again,
-with the new numbers, once refreshed."""
+filter choices). With KPI_CUBE_MAX_AGE_SECONDS at 0 it is read only while no write happened
+since its refresh, and again, with the new numbers, once refreshed; above 0 it is read after
+writes too, "as of" its refresh (which the API's X-KPI-As-Of header and the page say), until it
+is older than that."""
 
 from __future__ import annotations
 
@@ -16,6 +18,13 @@ from scoring.kpis.filters import KpiFilters
 from scoring.kpis.report import TABLES, KpiReport
 from scoring.kpis.rollup import conversion_bands_refresh
 from scoring.models import Lead, RescoreRun, ScoreHistory
+
+
+@pytest.fixture(autouse=True)
+def strict(settings):
+    """The cube read only while no write happened since its refresh (the "as of" tests below
+    set a max age)."""
+    settings.KPI_CUBE_MAX_AGE_SECONDS = 0
 
 
 def all_tables(filters: KpiFilters) -> dict:
@@ -186,3 +195,123 @@ def test_until_now_the_cube_needs_every_history_row_before_now(db):
     # Filters taken before that row: its entry is after their cutoff.
     assert cube.reader(KpiFilters(now=timezone.now() - dt.timedelta(minutes=5))) is None
     assert cube.reader(KpiFilters()) is not None
+
+
+# --- read "as of" its refresh after writes (KPI_CUBE_MAX_AGE_SECONDS > 0) -------------------
+
+
+def convert_a_lead() -> None:
+    lead = Lead.objects.filter(converted_at__isnull=True, band="Hot").first() or (
+        Lead.objects.filter(converted_at__isnull=True).first()
+    )
+    lead.converted_at = timezone.now() - dt.timedelta(hours=1)
+    lead.revenue = 12345.0
+    lead.save(update_fields=["converted_at", "revenue"])
+
+
+def built_at() -> dt.datetime:
+    return cube.state().built_at
+
+
+def seconds_after_the_refresh(seconds: int):
+    """The clock moved to `seconds` after the cube's refresh (beat stopped meanwhile)."""
+    return mock.patch.object(
+        timezone, "now", return_value=built_at() + dt.timedelta(seconds=seconds)
+    )
+
+
+@pytest.fixture
+def manager(demo):
+    """A client logged in as the demo data's manager (the demo seeds the role users)."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    client = Client()
+    client.force_login(get_user_model().objects.get(username="manager"))
+    return client
+
+
+@pytest.fixture
+def max_age(settings):
+    settings.KPI_CUBE_MAX_AGE_SECONDS = 900
+    return 900
+
+
+def test_after_writes_a_young_cube_is_read_as_of_its_refresh(demo, max_age, manager):
+    filters = demo[0]
+    before = cube_tables(filters)
+    assert cube.reader(filters).as_of is None
+    convert_a_lead()
+    after = direct_tables(filters)
+    assert after["bands"] != before["bands"]
+
+    reader = cube.reader(filters)
+    assert reader is not None and reader.as_of == built_at()
+    assert cube.choices_if_fresh() is not None
+    # The pre-write numbers, for every period the cube answers.
+    assert_same(cube_tables(filters), before)
+    report = KpiReport(filters)
+    report.bands()
+    assert report.stale_as_of() == built_at()
+
+    response = manager.get("/api/v1/kpis/bands/", {"end": filters.end})
+    assert response.status_code == 200
+    assert response.json() == before["bands"]
+    assert dt.datetime.fromisoformat(response["X-KPI-As-Of"]) == built_at()
+
+    # Filters the cube does not hold are current, and say so.
+    response = manager.get("/api/v1/kpis/bands/", {"persona": "Developer"})
+    assert dt.datetime.fromisoformat(response["X-KPI-As-Of"]) > built_at()
+
+
+def test_a_cube_older_than_the_max_age_is_not_read(demo, max_age, manager):
+    filters = demo[0]
+    convert_a_lead()
+    with seconds_after_the_refresh(max_age - 60):
+        assert cube.reader(filters) is not None
+    with seconds_after_the_refresh(max_age + 1) as now:
+        assert cube.reader(filters) is None
+        assert cube.choices_if_fresh() is None
+        expected = direct_tables(filters)
+        assert_same({**all_tables(filters), "choices": selectors.filter_choices()}, expected)
+
+        response = manager.get("/api/v1/kpis/bands/", {"end": filters.end})
+        assert response.json() == expected["bands"]
+        assert dt.datetime.fromisoformat(response["X-KPI-As-Of"]) == now.return_value
+
+
+def test_a_fresh_cube_is_not_read_as_of_when_old(demo, max_age):
+    with seconds_after_the_refresh(max_age + 1):
+        reader = cube.reader(demo[0])
+    assert reader is not None and reader.as_of is None
+
+
+def test_runs_after_the_refresh_do_not_change_what_the_cube_was_built_for(demo, max_age):
+    """Read as of its refresh, the cube's bands are those of the runs it saw: a run created
+    later (a rescore under way, here dated after the period's end) does not stop it being read
+    as of then."""
+    filters = demo[1]
+    convert_a_lead()
+    RescoreRun.objects.create(
+        rule_set=RescoreRun.objects.first().rule_set, as_of=timezone.now() + dt.timedelta(days=9)
+    )
+    assert cube.reader(filters) is not None
+    assert cube.reader(KpiFilters(end=timezone.localdate() + dt.timedelta(days=10))) is not None
+
+
+def test_the_page_says_what_its_figures_are_as_of(demo, max_age, manager):
+    client = manager
+    page = client.get("/kpis/", {"end": demo[0].end}).content.decode()
+    assert "Figures are current" in page
+
+    convert_a_lead()
+    response = client.get("/kpis/", {"end": demo[0].end})
+    page = response.content.decode()
+    as_of = built_at().astimezone(dt.UTC)
+    assert f"Figures as of {as_of:%H:%M} UTC, refreshed every 5 minutes" in page
+    assert "changes since then are not yet included" in page
+    assert dt.datetime.fromisoformat(response["X-KPI-As-Of"]) == built_at()
+
+    with seconds_after_the_refresh(max_age + 1):
+        page = client.get("/kpis/", {"end": demo[0].end}).content.decode()
+    assert "Figures are current" in page

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 50000
 SMALL_WRITE = 1000
+PREFETCH_CHUNKS = 1
 COPY_NULL = "\\N"
 
 
@@ -124,7 +127,7 @@ def score_all(
     as_of = as_of or timezone.now()
     n_chunks = max(1, len(F.id_ranges(chunk_size)))
     total = 0
-    for i, raw in enumerate(F.iter_frames(loaded.spec, as_of, chunk_size)):
+    for i, raw in enumerate(_frames(loaded.spec, as_of, chunk_size)):
         with transaction.atomic():
             if connection.vendor == "postgresql":
                 # A derived value the next run recomputes: a crash may lose the last chunks'
@@ -137,6 +140,51 @@ def score_all(
             progress(min(1.0, (i + 1) / n_chunks))
     logger.info("ml.scoring.done model=%s leads=%s", loaded.pk, total)
     return total
+
+
+def _frames(spec: F.FeatureSpec, as_of: dt.datetime, chunk_size: int) -> Iterator[F.RawFrame]:
+    """The chunks' frames; on PostgreSQL outside a transaction they are read one chunk ahead
+    by a thread with its own connection, so reading (mostly PostgreSQL's work and the decoding
+    of lead columns) overlaps with prediction (which releases the GIL) and the writes. Inside
+    a transaction the caller's uncommitted rows would be invisible to another connection, so
+    the chunks are read in line."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield from F.iter_frames(spec, as_of, chunk_size)
+        return
+    done = object()
+    buffer: queue.Queue = queue.Queue(maxsize=PREFETCH_CHUNKS)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for frame in F.iter_frames(spec, as_of, chunk_size):
+                while not stop.is_set():
+                    try:
+                        buffer.put(frame, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(done)
+        except BaseException as error:  # handed to the consumer, which raises it
+            buffer.put(error)
+        finally:
+            connection.close()  # this thread's own connection
+
+    reader = threading.Thread(target=produce, name="ml-score-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join(timeout=30)
 
 
 def clear_probabilities() -> int:

@@ -116,3 +116,19 @@ def test_the_command_takes_max_leads(db, live_rules):
     call_command("train_model", "--json", "--max-leads", "700", stdout=out)
     result = json.loads(out.getvalue())
     assert result["n_train"] + result["n_test"] == 700
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bulk_scoring_outside_a_transaction_reads_ahead_and_stores_the_same_probabilities():
+    # Outside a transaction PostgreSQL reads the chunks in a second thread (its own
+    # connection); the probabilities must be exactly the per-lead ones all the same.
+    make_dated(700)
+    report = train_models()
+    row = registry.activate(next(r for r in report.rows if r.algorithm == BOOSTING))
+    assert ml_scoring.score_all(chunk_size=150) == Lead.objects.count()
+    stored = dict(Lead.objects.values_list("id", "model_probability"))
+    loaded = ml_scoring.load(row)
+    now = timezone.now()
+    for lead_id in list(stored)[::35]:
+        frame = F.read_frame(loaded.spec, now, lead_id, lead_id)
+        assert stored[lead_id] == pytest.approx(float(loaded.predict(frame)[0]), abs=1e-9)

@@ -7,9 +7,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"expires": 25},
     },
-    # The conversion bands and the KPI cube (scoring.kpis.cube). Any write to the leads makes
-    # the cube stale and the dashboard compute directly (same numbers, seconds at 1M leads)
-    # until this runs; a refresh takes ~5-9 s at 1M leads.
+    # The conversion bands and the KPI cube (scoring.kpis.cube). After a write to the leads
+    # the dashboard reads the cube "as of" its last refresh for KPI_CUBE_MAX_AGE_SECONDS, then
+    # computes directly (seconds at 1M leads) until this runs; a refresh takes ~5-9 s at 1M.
     "kpi-rollup-refresh": {
         "task": "scoring.tasks.kpi_rollup_refresh_task",
         "schedule": 300.0,

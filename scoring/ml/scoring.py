@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,19 +128,47 @@ def score_all(
     as_of = as_of or timezone.now()
     n_chunks = max(1, len(F.id_ranges(chunk_size)))
     total = 0
-    for i, raw in enumerate(_frames(loaded.spec, as_of, chunk_size)):
-        with transaction.atomic():
-            if connection.vendor == "postgresql":
-                # A derived value the next run recomputes: a crash may lose the last chunks'
-                # commits (never corrupt them), so no chunk waits for its WAL flush.
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL synchronous_commit = off")
-            write_probabilities(raw.ids, loaded.predict(raw))
-        total += raw.n
-        if progress:
-            progress(min(1.0, (i + 1) / n_chunks))
+    # Outside a transaction on PostgreSQL, a second thread (its own connection) writes chunk k
+    # while chunk k + 1 is predicted; inside one, everything runs in line on the caller's.
+    background = connection.vendor == "postgresql" and not connection.in_atomic_block
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-score-writer")
+    pending: list[Future] = []
+    try:
+        for i, raw in enumerate(_frames(loaded.spec, as_of, chunk_size)):
+            probabilities = loaded.predict(raw)
+            if background:
+                while len(pending) >= PREFETCH_CHUNKS:
+                    pending.pop(0).result()  # raises the writer's error, if any
+                pending.append(writer.submit(_write_chunk, raw.ids, probabilities))
+            else:
+                _write_chunk(raw.ids, probabilities)
+            total += raw.n
+            if progress:
+                progress(min(1.0, (i + 1) / n_chunks))
+        for future in pending:
+            future.result()
+    finally:
+        if background:
+            writer.submit(_close_connection)  # the writer thread's own connection
+        writer.shutdown(wait=True)
     logger.info("ml.scoring.done model=%s leads=%s", loaded.pk, total)
     return total
+
+
+def _close_connection() -> None:
+    # Looked up when called, so in the calling thread: `connection` is per thread.
+    connection.close()
+
+
+def _write_chunk(ids: np.ndarray, probabilities: np.ndarray) -> None:
+    """One chunk's probabilities in one transaction."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # A derived value the next run recomputes: a crash may lose the last chunks'
+            # commits (never corrupt them), so no chunk waits for its WAL flush.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+        write_probabilities(ids, probabilities)
 
 
 def _frames(spec: F.FeatureSpec, as_of: dt.datetime, chunk_size: int) -> Iterator[F.RawFrame]:

@@ -159,14 +159,7 @@ def main() -> int:
             "ratio": round(r["median"] / f["median"], 2),
             "spread": [round(r["min"], 2), round(r["max"], 2)],
             "floor_spread": [round(f["min"], 2), round(f["max"], 2)],
-        }
-    )
-    results.append(
-        {
-            "name": "peak memory, full rescore",
-            "value": round(max(rescore_rss)),
-            "unit": "MB",
-            "target": "< 1500",
+            "peak_rss_mb": round(max(rescore_rss)),
         }
     )
     kpis = [run_job("kpis", env) for _ in range(args.repeat)]
@@ -180,6 +173,19 @@ def main() -> int:
                 round(min(k["p95_ms"] for k in kpis), 1),
                 round(max(k["p95_ms"] for k in kpis), 1),
             ],
+            # What beat does every 5 minutes, timed before each measurement.
+            "cube_refresh_seconds": round(
+                statistics.median(k["cube_refresh_seconds"] for k in kpis), 2
+            ),
+            "cube_read": all(k["cube_fresh"] for k in kpis),
+        }
+    )
+    results.append(
+        {
+            "name": "KPI cube refresh (beat, every 5 minutes)",
+            "value": results[-1]["cube_refresh_seconds"],
+            "unit": "s",
+            "target": None,
         }
     )
     pages = [run_job("lead_list", env) for _ in range(args.repeat)]
@@ -244,14 +250,6 @@ def main() -> int:
             "roc_auc": trained["roc_auc"],
         }
     )
-    results.append(
-        {
-            "name": "peak memory, model training",
-            "value": round(trained["peak_rss_mb"]),
-            "unit": "MB",
-            "target": "< 1500",
-        }
-    )
     scored = run_job("score_model", env)
     results.append(
         {
@@ -261,14 +259,6 @@ def main() -> int:
             "target": "< 10 at 1,000,000",
             "peak_rss_mb": round(scored["peak_rss_mb"]),
             "algorithm": scored["algorithm"],
-        }
-    )
-    results.append(
-        {
-            "name": "peak memory, model scoring",
-            "value": round(scored["peak_rss_mb"]),
-            "unit": "MB",
-            "target": "< 1500",
         }
     )
 
@@ -303,8 +293,8 @@ def main() -> int:
         f"Machine: {machine['cores']} cores, {machine['memory_gb']} GB; {machine['leads']:,} leads, "
         f"{machine['events']:,} events, {machine['rules']} rules; medians of {machine['repeat']} runs (min–max).",
         "",
-        "| path | value | target | floor | ratio | spread |",
-        "|---|---|---|---|---|---|",
+        "| path | value | target | floor | ratio | spread | peak RSS |",
+        "|---|---|---|---|---|---|---|",
     ]
     for item in results:
         value = (
@@ -313,10 +303,12 @@ def main() -> int:
             else f"{item['value']} {item['unit']}"
         )
         spread = "–".join(str(v) for v in item.get("spread", [])) or ""
+        rss = f"{item['peak_rss_mb']} MB" if item.get("peak_rss_mb") is not None else ""
         lines.append(
             f"| {item['name']} | {value} | {item.get('target') or ''} | "
-            f"{item.get('floor', '')} | {item.get('ratio', '')} | {spread} |"
+            f"{item.get('floor', '')} | {item.get('ratio', '')} | {spread} | {rss} |"
         )
+    lines += ["", "Peak RSS is each bulk job's own process (`ru_maxrss`); the target is < 1500 MB."]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -190,6 +190,10 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
+    # kombu's filesystem transport expects its folders to exist, in every process that sends
+    # (a management command's `send_task` never finalizes the app, so no app hook would run).
+    for _folder in ("queue", "processed", "control"):
+        (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
 else:
     # Longer than the longest task, or Redis redelivers a task that is still running.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 2}

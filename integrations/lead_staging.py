@@ -275,8 +275,9 @@ class LeadStage:
     def _plan(self, cursor: Any) -> None:
         """One pass over the staged rows: each row's stored lead by identity and by email,
         whether it is entangled (it shares an email or identity with another row, found while
-        reading; it resolves to the same lead as another row; its identity and email name two
-        leads), and a new lead id (in file order) for each plain row that found no lead."""
+        reading; it touches, by identity or by email, a lead another row touches; its identity
+        and email name two leads), and a new lead id (in file order) for each plain row that
+        found no lead."""
         email = _column("email")
         cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{PLAN}")
         if self._shared:
@@ -310,6 +311,26 @@ class LeadStage:
             ORDER BY c.line
             """
         )
+        # A row whose identity and email name two leads (entangled above) also touches its
+        # email's lead, which the window over `found` does not see: another row reaching that
+        # lead must wait for the merge too. Only rows that found a lead can share one, so no
+        # new lead id changes hands here.
+        cursor.execute("SET LOCAL enable_hashjoin = on")
+        cursor.execute(
+            f"""
+            UPDATE {PLAN} AS p SET entangled = true
+            FROM (
+                SELECT lead FROM (
+                    SELECT line, id_lead AS lead FROM {PLAN} WHERE id_lead IS NOT NULL
+                    UNION
+                    SELECT line, email_lead FROM {PLAN} WHERE email_lead IS NOT NULL
+                ) touches
+                GROUP BY lead HAVING count(*) > 1
+            ) shared
+            WHERE NOT p.entangled AND p.found = shared.lead
+            """
+        )
+        cursor.execute("SET LOCAL enable_hashjoin = off")
 
     def _insert_new(self, cursor: Any, now: dt.datetime) -> int:
         """Insert a lead for every plain row that found none."""

@@ -128,6 +128,21 @@ def test_staged_import_equals_the_generic_path(tmp_path, db, monkeypatch):
     assert "renamed@example.com" in leads and "old3@example.com" not in leads
 
 
+def test_a_row_reaching_a_lead_that_another_row_merges_away_waits_for_the_merge(
+    tmp_path, db, monkeypatch
+):
+    # Row 1's identity names old1@ and its email old2@ (a merge); row 2 reaches old2@ by its
+    # own identity. Written before the merge, row 2's change would be lost in it.
+    rows = ["old-1,old2@example.com,,,,,,,", "old-2,,,Renamed Co,,,,,"]
+    generic_summary, generic = _run(tmp_path, monkeypatch, staged=False, rows=rows)
+    staged_summary, staged = _run(tmp_path, monkeypatch, staged=True, rows=rows)
+    assert staged_summary == generic_summary
+    assert staged == generic
+    survivor = next(lead for lead in staged["leads"].values() if "crm:old-2" in lead["identities"])
+    assert survivor["company"] == "Renamed Co"
+    assert staged["merges"] == 1
+
+
 def test_staged_reimport_changes_nothing(tmp_path, db, monkeypatch):
     first, _ = _run(tmp_path, monkeypatch, staged=True)
     PendingRescore.objects.all().delete()

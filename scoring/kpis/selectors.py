@@ -344,7 +344,10 @@ def model_calibration_deciles(filters: KpiFilters, cube_reader: Any = LOOK_UP) -
         " SELECT l.model_probability AS p,"
         " CASE WHEN l.converted_at IS NOT NULL THEN 1 ELSE 0 END AS converted,"
         " NTILE(10) OVER (ORDER BY l.model_probability DESC, l.id) AS decile"
-        f" FROM {LEAD_TABLE} l WHERE {where} AND {known}) t GROUP BY t.decile ORDER BY t.decile"
+        # IS NOT NULL: when the gate above came from the cube, probabilities may have been
+        # cleared or leads added since (these deciles are read live).
+        f" FROM {LEAD_TABLE} l WHERE {where} AND {known} AND l.model_probability IS NOT NULL) t"
+        " GROUP BY t.decile ORDER BY t.decile"
     )
     result["deciles"] = [
         {"decile": int(d), "leads": int(n), "predicted": float(p), "converted": int(c)}

@@ -315,3 +315,19 @@ def test_the_page_says_what_its_figures_are_as_of(demo, max_age, manager):
     with seconds_after_the_refresh(max_age + 1):
         page = client.get("/kpis/", {"end": demo[0].end}).content.decode()
     assert "Figures are current" in page
+
+
+def test_probabilities_cleared_after_the_refresh_do_not_break_the_calibration(
+    demo, max_age, manager
+):
+    # The cube said every known-outcome lead had a probability; the deciles are read live,
+    # where some no longer have one (a model deactivated, say).
+    Lead.objects.update(model_probability=0.3)
+    assert cube.cube_refresh()
+    cleared = list(Lead.objects.order_by("id").values_list("id", flat=True)[:50])
+    Lead.objects.filter(id__in=cleared).update(model_probability=None)
+
+    response = manager.get("/api/v1/kpis/calibration/", {"end": demo[0].end})
+    assert response.status_code == 200
+    deciles = selectors.model_calibration_deciles(demo[0])["deciles"]
+    assert deciles and all(row["predicted"] == pytest.approx(0.3) for row in deciles)

@@ -184,20 +184,25 @@ def _frames(spec: F.FeatureSpec, as_of: dt.datetime, chunk_size: int) -> Iterato
     buffer: queue.Queue = queue.Queue(maxsize=PREFETCH_CHUNKS)
     stop = threading.Event()
 
+    def hand_over(item: object) -> bool:
+        """Put `item` for the consumer; False once it has stopped listening (it raised), so
+        this thread never blocks on a full buffer nobody will empty."""
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for frame in F.iter_frames(spec, as_of, chunk_size):
-                while not stop.is_set():
-                    try:
-                        buffer.put(frame, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not hand_over(frame):
                     return
-            buffer.put(done)
+            hand_over(done)
         except BaseException as error:  # handed to the consumer, which raises it
-            buffer.put(error)
+            hand_over(error)
         finally:
             connection.close()  # this thread's own connection
 

@@ -132,3 +132,34 @@ def test_bulk_scoring_outside_a_transaction_reads_ahead_and_stores_the_same_prob
     for lead_id in list(stored)[::35]:
         frame = F.read_frame(loaded.spec, now, lead_id, lead_id)
         assert stored[lead_id] == pytest.approx(float(loaded.predict(frame)[0]), abs=1e-9)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_while_scoring_stops_the_read_ahead_thread(monkeypatch):
+    # The consumer raises while the reader has the next chunk waiting in the full buffer:
+    # the reader must notice and end (closing its connection), not block forever.
+    import threading
+    import time
+
+    make_dated(700)
+    report = train_models()
+    registry.activate(next(r for r in report.rows if r.algorithm == BOOSTING))
+    calls = {"n": 0}
+    original = ml_scoring.LoadedModel.predict
+    # Fail on the last chunk but one: the reader has read the last one and waits to hand over
+    # "done" behind it.
+    failing_call = len(F.id_ranges(100)) - 1
+    assert failing_call >= 2
+
+    def failing_predict(self, raw):
+        calls["n"] += 1
+        if calls["n"] == failing_call:
+            time.sleep(1.5)  # by now the reader holds the last chunk in the buffer and waits
+            raise RuntimeError("prediction failed")
+        return original(self, raw)
+
+    monkeypatch.setattr(ml_scoring.LoadedModel, "predict", failing_predict)
+    with pytest.raises(RuntimeError, match="prediction failed"):
+        ml_scoring.score_all(chunk_size=100)
+    readers = [t for t in threading.enumerate() if t.name == "ml-score-reader"]
+    assert not any(t.is_alive() for t in readers)

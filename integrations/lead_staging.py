@@ -261,8 +261,6 @@ class LeadStage:
             resolved = cursor.fetchone()[0]
             cursor.execute(f"SELECT lead_id FROM {PLAN} WHERE created")
             created_ids = [row[0] for row in cursor.fetchall()]
-            for setting in ("enable_hashjoin", "enable_mergejoin", "jit", "work_mem"):
-                cursor.execute(f"RESET {setting}")
         request_rescore([*created_ids, *updated_ids])
         clock.lap("rescore_marks")
         logger.info("import.staged rows=%s %s", self.staged, clock)

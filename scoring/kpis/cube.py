@@ -96,7 +96,10 @@ def cube_refresh() -> bool:
                 )
             _build_entries()
     except DatabaseError as error:
-        # A concurrent refresh deleted the same change rows first (serialization failure).
+        # A concurrent refresh deleted the same change rows first (a serialization failure
+        # on PostgreSQL). Anything else is a real fault and must not pass for "skipped".
+        if getattr(error.__cause__, "sqlstate", None) != "40001":
+            raise
         logger.warning("kpis.cube.refresh_skipped error=%s", error)
         return False
     logger.info("kpis.cube.refreshed")

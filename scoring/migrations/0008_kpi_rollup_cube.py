@@ -4,7 +4,7 @@ every lead, and a change log that tells the reader whether they still describe t
 Raw tables without models: only scoring.kpis.cube reads and writes them. The change log gets
 one row per statement that writes leads, score history or rescore runs (PostgreSQL:
 statement-level triggers, so a bulk rescore adds one row per chunk, not per lead; SQLite:
-row-level, the only kind it has)."""
+row-level, the only kind it has, so they write only while the log is empty)."""
 
 from django.db import migrations
 
@@ -60,8 +60,11 @@ def forwards(apps, schema_editor):
         run("CREATE TABLE kpi_cube_change (id integer PRIMARY KEY AUTOINCREMENT)")
         for table in WATCHED:
             for event in ("INSERT", "UPDATE", "DELETE"):
+                # Row-level, so only when the log is empty: one row says "changed" as well
+                # as a million would (SQLite has one writer at a time, so no race).
                 run(
                     f"CREATE TRIGGER {table}_kpi_cube_{event.lower()} AFTER {event} ON {table}"
+                    " WHEN NOT EXISTS (SELECT 1 FROM kpi_cube_change)"
                     " BEGIN INSERT INTO kpi_cube_change (id) VALUES (NULL); END"
                 )
 

@@ -331,3 +331,38 @@ def test_probabilities_cleared_after_the_refresh_do_not_break_the_calibration(
     assert response.status_code == 200
     deciles = selectors.model_calibration_deciles(demo[0])["deciles"]
     assert deciles and all(row["predicted"] == pytest.approx(0.3) for row in deciles)
+
+
+def test_the_change_log_triggers_exist_after_every_migration(db):
+    # A later migration that rebuilds one of these tables (SQLite remakes a table for most
+    # column changes) would drop its triggers silently, and the cube would pass for fresh.
+    from django.db import connection
+
+    watched = ("scoring_lead", "scoring_scorehistory", "scoring_rescorerun")
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                " WHERE NOT t.tgisinternal AND t.tgname LIKE '%%kpi_cube%%'"
+            )
+        else:
+            cursor.execute(
+                "SELECT tbl_name FROM sqlite_master WHERE type = 'trigger'"
+                " AND name LIKE '%kpi_cube%'"
+            )
+        tables = {row[0] for row in cursor.fetchall()}
+    assert tables == set(watched)
+
+
+def test_a_write_marks_the_cube_stale_once(db):
+    from django.db import connection
+
+    cube.cube_refresh()
+    Lead.objects.create(email="one@example.com")
+    Lead.objects.create(email="two@example.com")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM kpi_cube_change")
+        changes = cursor.fetchone()[0]
+    assert not cube.is_fresh()
+    # PostgreSQL: a row per statement; SQLite: a row only while the log was empty.
+    assert changes == (2 if connection.vendor == "postgresql" else 1)

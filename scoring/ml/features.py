@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import connection
+from numpy.dtypes import StringDType
 
 from scoring.engine import email_domain_type
 
@@ -772,7 +773,11 @@ def encode(spec: FeatureSpec, raw: RawFrame) -> np.ndarray:
         lookup[MISSING] = MISSING_CODE
         if raw.n == 0:
             continue
-        values, inverse = np.unique(raw.categorical[:, j].astype(str), return_inverse=True)
+        # StringDType, not astype(str): a fixed-width array is as wide as the longest text
+        # for every lead (one long free-text value made gigabytes at 1M leads).
+        values, inverse = np.unique(
+            np.asarray(raw.categorical[:, j], dtype=StringDType()), return_inverse=True
+        )
         codes = np.array([lookup.get(v, OTHER_CODE) for v in values.tolist()], dtype=np.float64)
         matrix[:, p_num + j] = codes[inverse.reshape(-1)]
     return matrix

@@ -289,7 +289,11 @@ class ScoreHistory(models.Model):
     recorded_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["lead", "as_of"], name="history_lead_asof_idx")]
+        indexes = [
+            models.Index(fields=["lead", "as_of"], name="history_lead_asof_idx"),
+            # "Did any band change after this time?" (the KPIs' honest band of open leads).
+            models.Index(fields=["as_of"], name="history_asof_idx"),
+        ]
         verbose_name_plural = "score history"
 
 

@@ -190,7 +190,15 @@ def _current_band_is_latest(
     latest = runs.aggregate(latest=Max("as_of"))["latest"]
     if newest is None or latest is None:
         return False
-    return newest == latest and latest < cutoff
+    if not (newest == latest and latest < cutoff):
+        return False
+    # Real-time rescores make no run: a band they changed at or after the cutoff left a
+    # history row (every band change does), and then today's band is not the one at the
+    # cutoff (a period that ended in the past).
+    changed = ScoreHistory.objects.filter(as_of__gte=cutoff)
+    if runs_created_before is not None:
+        changed = changed.filter(recorded_at__lt=runs_created_before)
+    return not changed.exists()
 
 
 @contextmanager

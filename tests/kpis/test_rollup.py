@@ -58,3 +58,27 @@ def test_a_stale_rollup_is_never_read(db):
     assert cells(filters) == expected
     assert conversion_bands_refresh() >= 1
     assert cells(filters) == expected
+
+
+def test_a_band_changed_after_the_period_counts_at_its_band_then(db):
+    # A real-time rescore makes no rescore run; one that changed an open lead's band after
+    # the period's end must not move that lead in the period's numbers.
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from scoring.models import ScoreHistory
+
+    seed_demo(n_leads=300, seed=5, history_months=3)
+    end = timezone.localdate() + dt.timedelta(days=2)
+    filters = parse_filters({"end": end.isoformat()})
+    before = by_band(cells(filters))
+
+    lead = Lead.objects.filter(converted_at__isnull=True, band="Cold").first()
+    later = filters.cutoff() + dt.timedelta(hours=1)
+    ScoreHistory.objects.create(lead=lead, as_of=later, score=95, band="Hot", previous_band="Cold")
+    Lead.objects.filter(pk=lead.pk).update(band="Hot", score=95)
+
+    assert by_band(cells(filters)) == before
+    with mock.patch.object(selectors, "_current_band_is_latest", return_value=False):
+        assert by_band(cells(filters)) == before

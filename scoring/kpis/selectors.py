@@ -194,11 +194,13 @@ def _current_band_is_latest(
         return False
     # Real-time rescores make no run: a band they changed at or after the cutoff left a
     # history row (every band change does), and then today's band is not the one at the
-    # cutoff (a period that ended in the past).
-    changed = ScoreHistory.objects.filter(as_of__gte=cutoff)
+    # cutoff (a period that ended in the past). MAX walks `history_asof_idx` from its end
+    # whatever the table's statistics say (an EXISTS was planned as a scan of the table).
+    history = ScoreHistory.objects.all()
     if runs_created_before is not None:
-        changed = changed.filter(recorded_at__lt=runs_created_before)
-    return not changed.exists()
+        history = history.filter(recorded_at__lt=runs_created_before)
+    last_change = history.aggregate(last=Max("as_of"))["last"]
+    return last_change is None or last_change < cutoff
 
 
 @contextmanager

@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +21,7 @@ from django.db import connection, models, transaction
 from django.db.models import Max
 
 from scoring.models import Event, Identity, Lead
+from scoring.prefetch import prefetched
 
 from .generator import STR, DemoData, EventColumns, IdentityColumns, LeadColumns, generate
 
@@ -201,46 +200,8 @@ def _text_default(field: models.Field) -> str:
 def _prefetched(items: Iterator[str], depth: int = 2) -> Iterator[str]:
     """Yield `items`, computed ahead in a background thread, so that NumPy builds the next
     chunk of COPY text while PostgreSQL digests the current one (two cores, both busy).
-    The thread touches no database connection. An exception in it is re-raised here; when
-    the consumer stops early, the thread notices and ends."""
-    done = object()
-    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            outcome: Any = done
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            outcome = exc
-        while not stop.is_set():
-            try:
-                buffer.put(outcome, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    thread = threading.Thread(target=produce, name="demo-copy-text", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
+    The thread touches no database connection."""
+    return prefetched(items, depth=depth, name="demo-copy-text")
 
 
 ColumnsFor = Callable[[int, int], dict[str, np.ndarray | str]]

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import queue
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from threadpoolctl import threadpool_limits
 from scoring.ml import features as F
 from scoring.ml import registry
 from scoring.models import Lead, MLModel
+from scoring.prefetch import prefetched
 
 logger = logging.getLogger(__name__)
 
@@ -180,45 +179,12 @@ def _frames(spec: F.FeatureSpec, as_of: dt.datetime, chunk_size: int) -> Iterato
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         yield from F.iter_frames(spec, as_of, chunk_size)
         return
-    done = object()
-    buffer: queue.Queue = queue.Queue(maxsize=PREFETCH_CHUNKS)
-    stop = threading.Event()
-
-    def hand_over(item: object) -> bool:
-        """Put `item` for the consumer; False once it has stopped listening (it raised), so
-        this thread never blocks on a full buffer nobody will empty."""
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for frame in F.iter_frames(spec, as_of, chunk_size):
-                if not hand_over(frame):
-                    return
-            hand_over(done)
-        except BaseException as error:  # handed to the consumer, which raises it
-            hand_over(error)
-        finally:
-            connection.close()  # this thread's own connection
-
-    reader = threading.Thread(target=produce, name="ml-score-reader", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        reader.join(timeout=30)
+    yield from prefetched(
+        F.iter_frames(spec, as_of, chunk_size),
+        depth=PREFETCH_CHUNKS,
+        name="ml-score-reader",
+        on_thread_exit=_close_connection,  # the reader thread's own connection
+    )
 
 
 def clear_probabilities() -> int:

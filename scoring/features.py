@@ -197,9 +197,7 @@ def read_behaviour(
         width = (2 * k if with_counts else k) + (1 if needs_inactivity else 0)
         found, values = fetch_per_lead(sql, params, width)
         # Events of leads outside `lead_ids` (e.g. created after as_of) are dropped.
-        index = np.searchsorted(lead_ids, found)
-        inside = index < n
-        inside[inside] = lead_ids[index[inside]] == found[inside]
+        index, inside = positions_in(lead_ids, found)
         index, values = index[inside], values[inside]
         if k and with_counts:
             counts[index] = values[:, 0 : 2 * k : 2].astype(np.int64)
@@ -261,9 +259,7 @@ def _aggregate_packed_events(
     n = int(lead_ids.shape[0])
     # Events of leads outside `lead_ids` (e.g. created after as_of) are dropped.
     lead_of_event = events["lead"].astype(np.int64)
-    index = np.searchsorted(lead_ids, lead_of_event)
-    inside = index < n
-    inside[inside] = lead_ids[index[inside]] == lead_of_event[inside]
+    index, inside = positions_in(lead_ids, lead_of_event)
     events, index = events[inside], index[inside]
     epoch = events["epoch"].astype(np.float64)
     type_code = events["type"].astype(np.int64)
@@ -290,6 +286,15 @@ def _aggregate_packed_events(
         latest = np.full(n, -np.inf)
         np.maximum.at(latest, index, epoch)
         last_epoch[:] = np.where(np.isneginf(latest), np.nan, latest)
+
+
+def positions_in(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of `ids` sits in `sorted_ids`, and whether it is there at all (a row of a
+    lead the selection left out, or one inserted between two reads, is not)."""
+    index = np.searchsorted(sorted_ids, ids)
+    inside = index < sorted_ids.shape[0]
+    inside[inside] = sorted_ids[index[inside]] == ids[inside]
+    return index, inside
 
 
 def _fetch_bytea(sql: str, params: list[Any]) -> bytes:

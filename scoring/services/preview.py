@@ -61,6 +61,7 @@ from scoring.features import (
     LeadColumns,
     LeadSelection,
     fetch_per_lead,
+    positions_in,
     read_behaviour,
     read_lead_columns,
 )
@@ -514,9 +515,7 @@ def _read_chunk(reader: CompiledRuleSet, selection: LeadSelection, as_of: dt.dat
             2,
         )
         # A lead inserted between the two reads is not in `leads`: place by id, not order.
-        position = np.searchsorted(leads.ids, ids)
-        inside = position < leads.n
-        inside[inside] = leads.ids[position[inside]] == ids[inside]
+        position, inside = positions_in(leads.ids, ids)
         converted[position[inside]] = flags[inside, 0] == 1
         disqualified[position[inside]] = flags[inside, 1] == 1
     return _Chunk(leads, behaviour, converted, disqualified)

@@ -97,7 +97,10 @@ def read_lead_columns(
     unknown = sorted(
         f for f in compiled.fields if f not in LEAD_FIELDS and not f.startswith("attributes.")
     )
-    where, params = selection.where("id")
+    where, params = selection.where("l.id")
+    # The selection repeated on the join, so PostgreSQL reads only the chunk's probability
+    # rows (it does not carry a range condition across the join's equality).
+    join_where, join_params = selection.where("lp.lead_id")
     epoch = (
         "date_part('epoch', created_at)"
         if is_postgres()
@@ -108,7 +111,9 @@ def read_lead_columns(
         if with_state
         else ["NULL", "NULL", "NULL", "false", "false"]
     )
-    select = ["id", epoch, *state, "lifecycle_stage", "model_probability"]
+    # The probability lives in its own table (scoring_leadprobability), joined from the lead
+    # side: NULL, then NaN, where a lead has none.
+    select = ["l.id", epoch, *state, "lifecycle_stage", "lp.probability"]
     select += [f'"{name}"' for name in direct if name != "lifecycle_stage"]
     # PostgreSQL extracts each attribute the rules read, so only those values are parsed, not
     # whole documents; elsewhere the document is read and parsed once per lead.
@@ -122,9 +127,13 @@ def read_lead_columns(
     if as_of is not None:
         where += " AND created_at <= %s"
         params = [*params, as_of]
-    sql = f"SELECT {', '.join(select)} FROM scoring_lead WHERE {where} ORDER BY id"
+    sql = (
+        f"SELECT {', '.join(select)} FROM scoring_lead l"
+        f" LEFT JOIN scoring_leadprobability lp ON lp.lead_id = l.id AND {join_where}"
+        f" WHERE {where} ORDER BY l.id"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, select_params + params)
+        cursor.execute(sql, select_params + join_params + params)
         rows = cursor.fetchall()
     n = len(rows)
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in select]

@@ -78,7 +78,6 @@ class Lead(models.Model):
     score = models.IntegerField(null=True, blank=True)
     band = models.CharField(max_length=60, blank=True, default="")
     breakdown = models.JSONField(default=list, blank=True)
-    model_probability = models.FloatField(null=True, blank=True)
     rule_set_version = models.IntegerField(null=True, blank=True)
     scored_at = models.DateTimeField(null=True, blank=True)
     # Whether the lead is currently over the qualifying threshold, with hysteresis applied.
@@ -107,6 +106,37 @@ class Lead(models.Model):
     def display_name(self) -> str:
         name = f"{self.first_name} {self.last_name}".strip()
         return name or self.email or f"Lead {self.pk}"
+
+    @property
+    def model_probability(self) -> float | None:
+        """The active model's probability (LeadProbability), None when there is none. A query
+        unless the lead was read with select_related("probability_row")."""
+        try:
+            return self.probability_row.probability
+        except LeadProbability.DoesNotExist:
+            return None
+
+
+class LeadProbability(models.Model):
+    """The active model's probability for a lead (absent = none). A table of its own so the
+    bulk scoring writes narrow rows (DELETE + COPY per id range), not 1M wide lead rows with
+    their indexes."""
+
+    # No database constraint: a foreign-key check per COPY'd row would cost seconds at 1M
+    # rows. The ORM still cascades a lead's deletion, and every reader joins from the lead
+    # side, so an orphan (a lead deleted by raw SQL) is never seen and the next bulk write of
+    # its id range removes it.
+    lead = models.OneToOneField(
+        Lead,
+        primary_key=True,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        related_name="probability_row",
+    )
+    probability = models.FloatField()
+
+    def __str__(self) -> str:
+        return f"lead {self.lead_id}: {self.probability:.4f}"
 
 
 class Identity(models.Model):

@@ -7,12 +7,15 @@ import datetime as dt
 import factory
 from django.utils import timezone
 
-from scoring.models import Event, Identity, Lead
+from scoring.models import Event, Identity, Lead, LeadProbability
 
 
 class LeadFactory(factory.django.DjangoModelFactory):
+    """`model_probability=p` stores the lead's probability (a LeadProbability row)."""
+
     class Meta:
         model = Lead
+        skip_postgeneration_save = True
 
     email = factory.Sequence(lambda n: f"lead{n}@example.com")
     first_name = factory.Faker("first_name")
@@ -24,6 +27,11 @@ class LeadFactory(factory.django.DjangoModelFactory):
     country = "Germany"
     source = "web"
     created_at = factory.LazyFunction(lambda: timezone.now() - dt.timedelta(days=60))
+
+    @factory.post_generation
+    def model_probability(lead: Lead, create: bool, extracted: float | None, **kwargs) -> None:
+        if create and extracted is not None:
+            LeadProbability.objects.create(lead=lead, probability=extracted)
 
 
 class IdentityFactory(factory.django.DjangoModelFactory):

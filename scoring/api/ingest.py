@@ -291,7 +291,7 @@ class LeadListView(_IngestWritesThrottled, APIView):
     def get(self, request: Request) -> Response:
         filters = LeadFilter(
             request.query_params,
-            queryset=visible_leads(request.user).select_related("owner"),
+            queryset=visible_leads(request.user).select_related("owner", "probability_row"),
         )
         if not filters.is_valid():
             return Response(filters.errors, status=400)
@@ -305,7 +305,7 @@ class LeadListView(_IngestWritesThrottled, APIView):
         outcome = lead_upsert(serializer.to_upsert())
         if outcome.status == "rejected":
             return Response({"detail": outcome.reason}, status=400)
-        lead = Lead.objects.select_related("owner").get(pk=outcome.lead_id)
+        lead = Lead.objects.select_related("owner", "probability_row").get(pk=outcome.lead_id)
         body = LeadDetailSerializer(lead).data
         body["status"] = outcome.status
         return Response(body, status=201 if outcome.status == "created" else 200)
@@ -320,7 +320,9 @@ class LeadDetailView(_IngestWritesThrottled, APIView):
     capability_by_method = {"GET": "view_leads", "PUT": "ingest", "PATCH": "ingest"}
 
     def _lead(self, request: Request, lead_id: int) -> Lead:
-        return get_object_or_404(visible_leads(request.user).select_related("owner"), pk=lead_id)
+        return get_object_or_404(
+            visible_leads(request.user).select_related("owner", "probability_row"), pk=lead_id
+        )
 
     @extend_schema(responses=LeadDetailSerializer)
     def get(self, request: Request, lead_id: int) -> Response:
@@ -335,7 +337,9 @@ class LeadDetailView(_IngestWritesThrottled, APIView):
             lead, outcome = lead_update(lead, serializer.to_upsert())
         except ValueError as exc:
             return Response({"detail": str(exc)}, status=400)
-        body = LeadDetailSerializer(Lead.objects.select_related("owner").get(pk=lead.pk)).data
+        body = LeadDetailSerializer(
+            Lead.objects.select_related("owner", "probability_row").get(pk=lead.pk)
+        ).data
         body["status"] = outcome
         return Response(body)
 

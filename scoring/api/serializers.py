@@ -107,6 +107,9 @@ class LeadUpsertSerializer(serializers.Serializer):
 
 class LeadListSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", default=None, read_only=True)
+    # Lead.model_probability is a property over LeadProbability: read the leads with
+    # select_related("probability_row"), or each one costs a query.
+    model_probability = serializers.FloatField(read_only=True, allow_null=True)
 
     class Meta:
         model = Lead
@@ -143,6 +146,7 @@ class LeadDetailSerializer(serializers.ModelSerializer):
     identities = serializers.SerializerMethodField()
     merges = serializers.SerializerMethodField()
     recent_events = serializers.SerializerMethodField()
+    model_probability = serializers.FloatField(read_only=True, allow_null=True)
 
     class Meta:
         model = Lead

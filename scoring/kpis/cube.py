@@ -32,6 +32,8 @@ created on the horizon's day are read from the leads table (so, read "as of", th
 leads are current), and the cube is used only when every score-history row it holds is before
 now. Read "as of", the rescore-run condition is checked on the runs created before `built_at`
 (the ones the cube saw), since the open leads' bands in the cube are those of that moment.
+The model probabilities' table (`scoring_leadprobability`, migration 0010) has the same
+trigger: the cells count the leads with a probability.
 
 The refresh runs with the conversion-band rollup (`scoring.kpis.rollup`): after each bulk
 rescore run and from beat."""
@@ -135,8 +137,8 @@ def _facts_for_cube() -> tuple[str, list[Any]]:
         " CASE WHEN l.converted_at IS NOT NULL THEN 4 WHEN l.opportunity_at IS NOT NULL THEN 3"
         "      WHEN l.sql_at IS NOT NULL THEN 2 WHEN l.mql_at IS NOT NULL THEN 1 ELSE 0 END"
         "      AS stage,"
-        " l.revenue, l.model_probability"
-        f" FROM {selectors.LEAD_TABLE} l"
+        " l.revenue, lp.probability AS model_probability"
+        f" FROM {selectors.LEAD_TABLE} l{selectors.PROBABILITY_JOIN}"
     )
     return sql, [*day_params, *probe_params, *probe_params]
 
@@ -299,7 +301,8 @@ class CubeReader:
         if split is not None:
             lead_where, lead_params = self._split_day_leads(split)
             extra = selectors._fetchall(
-                f"SELECT COUNT(*), COUNT(l.model_probability) FROM {selectors.LEAD_TABLE} l"
+                "SELECT COUNT(*), COUNT(lp.probability)"
+                f" FROM {selectors.LEAD_TABLE} l{selectors.PROBABILITY_JOIN}"
                 f" WHERE {lead_where} AND (l.converted_at IS NOT NULL"
                 " OR l.disqualified_at IS NOT NULL OR l.created_at < %s)",
                 [*lead_params, selectors._adapt(self._horizon())],

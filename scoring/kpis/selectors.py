@@ -28,7 +28,15 @@ from django.db.models import Count, F, Max, Min, Q
 from django.db.models.functions import TruncWeek
 
 from scoring.kpis.filters import KpiFilters
-from scoring.models import Band, Feedback, Lead, RescoreRun, RuleSet, ScoreHistory
+from scoring.models import (
+    Band,
+    Feedback,
+    Lead,
+    LeadProbability,
+    RescoreRun,
+    RuleSet,
+    ScoreHistory,
+)
 
 UNSCORED = ""
 # A lead with no conversion and no disqualification has a known outcome (not converted) once it
@@ -38,6 +46,9 @@ OUTCOME_HORIZON_DAYS = 90
 
 LEAD_TABLE = Lead._meta.db_table
 HISTORY_TABLE = ScoreHistory._meta.db_table
+# The model probability has a table of its own, joined from the lead (alias `l`) side: a lead
+# without a row has none, and a row whose lead is gone is never read.
+PROBABILITY_JOIN = f" LEFT JOIN {LeadProbability._meta.db_table} lp ON lp.lead_id = l.id"
 
 
 def on_postgres() -> bool:
@@ -109,17 +120,17 @@ def _facts_sql(filters: KpiFilters, *, converted_only: bool = False) -> tuple[st
         return _facts_from_rollup(filters, where, where_params, probe, probe_params)
     columns = (
         "l.id, l.created_at, l.converted_at, l.mql_at, l.disqualified_at, l.revenue,"
-        " l.model_probability, hb.band AS kpi_band, hb.score AS kpi_score"
+        " lp.probability AS model_probability, hb.band AS kpi_band, hb.score AS kpi_score"
     )
     if on_postgres():
         sql = (
-            f"SELECT {columns} FROM {LEAD_TABLE} l"
+            f"SELECT {columns} FROM {LEAD_TABLE} l{PROBABILITY_JOIN}"
             f" LEFT JOIN LATERAL (SELECT h.band, h.score {probe}) hb ON TRUE"
             f" WHERE {where}"
         )
     else:
         sql = (
-            f"SELECT {columns} FROM {LEAD_TABLE} l"
+            f"SELECT {columns} FROM {LEAD_TABLE} l{PROBABILITY_JOIN}"
             f" LEFT JOIN {HISTORY_TABLE} hb ON hb.id = (SELECT h.id {probe})"
             f" WHERE {where}"
         )
@@ -144,8 +155,8 @@ def _facts_from_rollup(
     band, score = honest_band_score_sql(probe, current=_current_band_is_latest(filters.cutoff()))
     sql = (
         "SELECT l.id, l.created_at, l.converted_at, l.mql_at, l.disqualified_at, l.revenue,"
-        f" l.model_probability, {band} AS kpi_band, {score} AS kpi_score"
-        f" FROM {LEAD_TABLE} l WHERE {where}"
+        f" lp.probability AS model_probability, {band} AS kpi_band, {score} AS kpi_score"
+        f" FROM {LEAD_TABLE} l{PROBABILITY_JOIN} WHERE {where}"
     )
     return sql, [*probe_params, *probe_params, *where_params]
 
@@ -330,7 +341,7 @@ def cycle_days_by_band(
 
 
 def model_calibration_deciles(filters: KpiFilters, cube_reader: Any = LOOK_UP) -> dict[str, Any]:
-    """Known-outcome cohort leads ranked by `Lead.model_probability` into ten equal groups:
+    """Known-outcome cohort leads ranked by their model probability into ten equal groups:
     {"leads": n known, "with_probability": n with a probability, "deciles": [{"decile",
     "leads", "predicted" (mean probability), "converted"}]}. Deciles are only computed when
     every known-outcome lead has a probability (otherwise `deciles` is empty)."""
@@ -341,7 +352,7 @@ def model_calibration_deciles(filters: KpiFilters, cube_reader: Any = LOOK_UP) -
         total, with_p = reader.known_counts()
     else:
         counts = _fetchall(
-            f"SELECT COUNT(*), COUNT(l.model_probability) FROM {LEAD_TABLE} l"
+            f"SELECT COUNT(*), COUNT(lp.probability) FROM {LEAD_TABLE} l{PROBABILITY_JOIN}"
             f" WHERE {where} AND {known}",
             [*params, horizon],
         )[0]
@@ -351,12 +362,13 @@ def model_calibration_deciles(filters: KpiFilters, cube_reader: Any = LOOK_UP) -
         return result
     sql = (
         "SELECT t.decile, COUNT(*), AVG(t.p), SUM(t.converted) FROM ("
-        " SELECT l.model_probability AS p,"
+        " SELECT lp.probability AS p,"
         " CASE WHEN l.converted_at IS NOT NULL THEN 1 ELSE 0 END AS converted,"
-        " NTILE(10) OVER (ORDER BY l.model_probability DESC, l.id) AS decile"
+        " NTILE(10) OVER (ORDER BY lp.probability DESC, l.id) AS decile"
         # IS NOT NULL: when the gate above came from the cube, probabilities may have been
         # cleared or leads added since (these deciles are read live).
-        f" FROM {LEAD_TABLE} l WHERE {where} AND {known} AND l.model_probability IS NOT NULL) t"
+        f" FROM {LEAD_TABLE} l{PROBABILITY_JOIN}"
+        f" WHERE {where} AND {known} AND lp.probability IS NOT NULL) t"
         " GROUP BY t.decile ORDER BY t.decile"
     )
     result["deciles"] = [

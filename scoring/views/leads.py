@@ -127,7 +127,9 @@ def lead_export(request: HttpRequest) -> HttpResponse:
 def lead_detail(request: HttpRequest, lead_id: int) -> HttpResponse:
     """One lead the user may see (404 otherwise): why it scored what it did, its events,
     score history, lifecycle, identities, merges and feedback."""
-    lead = get_object_or_404(visible_leads(request.user).select_related("owner"), pk=lead_id)
+    lead = get_object_or_404(
+        visible_leads(request.user).select_related("owner", "probability_row"), pk=lead_id
+    )
     events = lead_events_page(lead, request.GET.get("events_page"))
     if is_htmx(request) and request.headers.get("HX-Target") == "timeline":
         return render(request, "leads/detail.html#timeline", {"lead": lead, "events": events})

@@ -17,7 +17,7 @@ from scoring.kpis import cube, rollup, selectors
 from scoring.kpis.filters import KpiFilters
 from scoring.kpis.report import TABLES, KpiReport
 from scoring.kpis.rollup import conversion_bands_refresh
-from scoring.models import Lead, RescoreRun, ScoreHistory
+from scoring.models import Lead, LeadProbability, RescoreRun, ScoreHistory
 
 
 @pytest.fixture(autouse=True)
@@ -322,10 +322,13 @@ def test_probabilities_cleared_after_the_refresh_do_not_break_the_calibration(
 ):
     # The cube said every known-outcome lead had a probability; the deciles are read live,
     # where some no longer have one (a model deactivated, say).
-    Lead.objects.update(model_probability=0.3)
+    LeadProbability.objects.bulk_create(
+        LeadProbability(lead_id=lead_id, probability=0.3)
+        for lead_id in Lead.objects.values_list("id", flat=True)
+    )
     assert cube.cube_refresh()
     cleared = list(Lead.objects.order_by("id").values_list("id", flat=True)[:50])
-    Lead.objects.filter(id__in=cleared).update(model_probability=None)
+    LeadProbability.objects.filter(lead_id__in=cleared).delete()
 
     response = manager.get("/api/v1/kpis/calibration/", {"end": demo[0].end})
     assert response.status_code == 200
@@ -338,7 +341,12 @@ def test_the_change_log_triggers_exist_after_every_migration(db):
     # column changes) would drop its triggers silently, and the cube would pass for fresh.
     from django.db import connection
 
-    watched = ("scoring_lead", "scoring_scorehistory", "scoring_rescorerun")
+    watched = (
+        "scoring_lead",
+        "scoring_leadprobability",
+        "scoring_scorehistory",
+        "scoring_rescorerun",
+    )
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from scoring.models import Lead
+from scoring.models import Lead, LeadProbability
 from tests.kpis import dataset
 
 START, END = dataset.PERIOD
@@ -156,8 +156,10 @@ def test_calibration_uses_band_rates_until_every_lead_has_a_model_probability(sp
     result = api("calibration")
     assert result["source"] == "band_rate"
     assert sum(d["leads"] for d in result["deciles"]) == 6
-    Lead.objects.update(model_probability=0.3)
-    Lead.objects.filter(converted_at__isnull=False).update(model_probability=0.7)
+    LeadProbability.objects.bulk_create(
+        LeadProbability(lead_id=lead_id, probability=0.3 if converted_at is None else 0.7)
+        for lead_id, converted_at in Lead.objects.values_list("id", "converted_at")
+    )
     result = api("calibration")
     assert result["source"] == "model"
     deciles = result["deciles"]

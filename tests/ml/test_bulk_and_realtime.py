@@ -15,7 +15,7 @@ from scoring.ml import registry
 from scoring.ml import scoring as ml_scoring
 from scoring.ml.labels import build_labels
 from scoring.ml.training import BOOSTING, LOGISTIC, train_models
-from scoring.models import Lead
+from scoring.models import Lead, LeadProbability
 from scoring.services.rescore import rescore_leads
 from tests.factories import EventFactory
 from tests.ml.conftest import make_dated
@@ -69,7 +69,7 @@ def test_bulk_probabilities_equal_the_per_lead_ones(trained):
     for algorithm in (BOOSTING, LOGISTIC):
         row = registry.activate(trained["rows"][algorithm])
         assert ml_scoring.score_all(chunk_size=250) == Lead.objects.count()
-        stored = dict(Lead.objects.values_list("id", "model_probability"))
+        stored = dict(LeadProbability.objects.values_list("lead_id", "probability"))
         loaded = ml_scoring.load(row)
         now = timezone.now()
         for lead_id in list(stored)[:: max(1, len(stored) // 25)]:
@@ -80,7 +80,7 @@ def test_bulk_probabilities_equal_the_per_lead_ones(trained):
 def test_the_real_time_rescore_refreshes_the_active_models_probability(trained):
     row = registry.activate(trained["rows"][LOGISTIC])
     lead = Lead.objects.order_by("id").first()
-    Lead.objects.filter(pk=lead.pk).update(model_probability=None)
+    LeadProbability.objects.filter(lead=lead).delete()
     for _ in range(5):
         EventFactory(lead=lead, event_type="pricing_page_visit", occurred_at=timezone.now())
     rescore_leads([lead.pk])
@@ -126,7 +126,7 @@ def test_bulk_scoring_outside_a_transaction_reads_ahead_and_stores_the_same_prob
     report = train_models()
     row = registry.activate(next(r for r in report.rows if r.algorithm == BOOSTING))
     assert ml_scoring.score_all(chunk_size=150) == Lead.objects.count()
-    stored = dict(Lead.objects.values_list("id", "model_probability"))
+    stored = dict(LeadProbability.objects.values_list("lead_id", "probability"))
     loaded = ml_scoring.load(row)
     now = timezone.now()
     for lead_id in list(stored)[::35]:

@@ -11,7 +11,7 @@ from scoring.ml import scoring as ml_scoring
 from scoring.ml.explain import explain_frame, explain_lead
 from scoring.ml.suggest import apply_suggestion
 from scoring.ml.training import BOOSTING, LOGISTIC, inner_pipeline, train_models
-from scoring.models import Lead, MLModel, RuleSet
+from scoring.models import Lead, LeadProbability, MLModel, RuleSet
 from tests.ml.conftest import make_dated
 
 
@@ -26,7 +26,7 @@ def test_bulk_scoring_stores_the_active_models_probability_on_every_lead(trained
     row = registry.activate(trained[BOOSTING])
     written = ml_scoring.score_all(chunk_size=300)
     assert written == Lead.objects.count()
-    stored = dict(Lead.objects.values_list("id", "model_probability"))
+    stored = dict(LeadProbability.objects.values_list("lead_id", "probability"))
     assert all(p is not None and 0 <= p <= 1 for p in stored.values())
     loaded = ml_scoring.load(row)
     frame = F.read_frame(loaded.spec, timezone.now(), 0, 10**9)
@@ -40,7 +40,7 @@ def test_with_no_active_model_probabilities_are_cleared(trained):
     ml_scoring.score_all()
     registry.deactivate()
     assert ml_scoring.score_all() == 0
-    assert not Lead.objects.filter(model_probability__isnull=False).exists()
+    assert not LeadProbability.objects.exists()
 
 
 def test_logistic_explanations_add_up_to_the_models_log_odds(trained):

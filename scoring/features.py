@@ -234,7 +234,9 @@ def _aggregate_packed_events(
     leads' events at or before `as_of`, read as one bytea of packed records."""
     rules: list[EventRule] = [rule for _, rule in compiled.event_rules]
     types = sorted({rule.event_type for rule in rules})
-    conditions = list(dict.fromkeys(pair for rule in rules for pair in rule.where))
+    # A condition is its JSON text: as tuples, ("plan", True) and ("plan", 1) are equal and
+    # would share one bit, though JSON containment tells them apart.
+    conditions = list(dict.fromkeys(_condition_json(pair) for rule in rules for pair in rule.where))
     words = math.ceil(len(conditions) / 63)  # a bit per condition, 63 per int8 word
     record: list[str] = [
         "int8send(lead_id)",
@@ -244,9 +246,9 @@ def _aggregate_packed_events(
     select_params: list[Any] = [types]
     for word in range(words):
         bits = []
-        for bit, (key, value) in enumerate(conditions[word * 63 : (word + 1) * 63]):
+        for bit, condition in enumerate(conditions[word * 63 : (word + 1) * 63]):
             bits.append(f"CASE WHEN properties @> %s::jsonb THEN {1 << bit}::int8 ELSE 0 END")
-            select_params.append(json.dumps({key: value}))
+            select_params.append(condition)
         record.append(f"int8send({' + '.join(bits)})")
     where, where_params = selection.where("lead_id")
     filters = "occurred_at <= %s"
@@ -281,7 +283,7 @@ def _aggregate_packed_events(
             & (age_days <= rule.window_days)
         )
         for pair in rule.where:
-            position = conditions.index(pair)
+            position = conditions.index(_condition_json(pair))
             word = events["where"][:, position // 63].astype(np.int64)
             matched &= ((word >> (position % 63)) & 1).astype(bool)
         leads = index[matched]
@@ -304,6 +306,11 @@ def positions_in(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, n
     inside = index < sorted_ids.shape[0]
     inside[inside] = sorted_ids[index[inside]] == ids[inside]
     return index, inside
+
+
+def _condition_json(pair: tuple[str, Any]) -> str:
+    key, value = pair
+    return json.dumps({key: value})
 
 
 def _fetch_bytea(sql: str, params: list[Any]) -> bytes:

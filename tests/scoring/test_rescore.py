@@ -88,6 +88,14 @@ WHERE_RULES = [
         "window_days": 90,
         "where": {"campaign": 7},
     },
+    {
+        # The same key as a rule above with 1 for True: a condition of its own.
+        "kind": "event",
+        "event_type": "page_view",
+        "points": 4,
+        "window_days": 60,
+        "where": {"trial": 1},
+    },
 ]
 PROPERTIES = [
     {},

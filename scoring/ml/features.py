@@ -461,10 +461,12 @@ def iter_frames(
             yield frame
 
 
-def _read_lead_columns(
+def _fetch_lead_columns(
     spec: FeatureSpec, first_id: int, last_id: int, lead_ids: np.ndarray | None
-) -> tuple[RawFrame, np.ndarray]:
-    """The lead-column features (behaviour columns left as zeros) and creation epochs."""
+) -> tuple[list[tuple], dict[tuple[str, str], int]]:
+    """The chunk's lead rows (ordered by id) as columns: 0 id, 1 creation epoch, 2 email,
+    3 persona, then the fields and attributes the spec reads, at the positions the returned
+    mapping gives for (source, key)."""
     postgres = connection.vendor == "postgresql"
     attribute_keys = sorted(
         {f.key for f in spec.numeric if f.source == "attribute"}
@@ -496,20 +498,24 @@ def _read_lead_columns(
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, *where_params])
         rows = cursor.fetchall()
-    n = len(rows)
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in select]
+    position = {("field", name): 4 + offset for offset, name in enumerate(field_names)}
+    base = 4 + len(field_names)
+    position |= {("attribute", key): base + offset for offset, key in enumerate(attribute_keys)}
+    return columns, position
+
+
+def _read_lead_columns(
+    spec: FeatureSpec, first_id: int, last_id: int, lead_ids: np.ndarray | None
+) -> tuple[RawFrame, np.ndarray]:
+    """The lead-column features (behaviour columns left as zeros) and creation epochs."""
+    columns, position = _fetch_lead_columns(spec, first_id, last_id, lead_ids)
     ids = np.asarray(columns[0], dtype=np.int64)
     created = np.asarray(columns[1], dtype=np.float64)
-    by_name: dict[tuple[str, str], tuple] = {}
-    for offset, name in enumerate(field_names):
-        by_name[("field", name)] = columns[4 + offset]
-    base = 4 + len(field_names)
-    for offset, key in enumerate(attribute_keys):
-        by_name[("attribute", key)] = columns[base + offset]
-
+    n = ids.shape[0]
     numeric = np.zeros((n, len(spec.numeric_names)))
     for j, feature in enumerate(spec.numeric):
-        numeric[:, j] = _numbers(by_name[(feature.source, feature.key)])
+        numeric[:, j] = _numbers(columns[position[(feature.source, feature.key)]])
     categorical = np.empty((n, len(spec.categorical)), dtype=object)
     persona = _texts(columns[3])
     for j, feature in enumerate(spec.categorical):
@@ -518,8 +524,76 @@ def _read_lead_columns(
         elif feature.source == "derived" and feature.key == "email_domain_type":
             categorical[:, j] = _domain_types(columns[2])
         else:
-            categorical[:, j] = _texts(by_name[(feature.source, feature.key)])
+            categorical[:, j] = _texts(columns[position[(feature.source, feature.key)]])
     return RawFrame(ids=ids, numeric=numeric, categorical=categorical, persona=persona), created
+
+
+class MatrixReader:
+    """Reads chunks of leads straight into the model's input matrix: exactly
+    `encode(spec, read_frame(...))`, without the texts in between. Each category column is
+    coded through a memo of raw value -> code kept for the reader's life (a scoring run), so a
+    value is normalised and looked up once per run, not once per lead (at 1,000,000 leads the
+    texts and their `np.unique` cost more than the reads). Not thread-safe: one per thread."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self._lookups = [category_codes(feature) for feature in spec.categorical]
+        self._memos: list[dict[Any, float]] = [{} for _ in spec.categorical]
+
+    def read(
+        self,
+        cutoff: dt.datetime,
+        first_id: int,
+        last_id: int,
+        *,
+        ids: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(lead ids ascending, float64 matrix (n, len(spec.names))) for the leads with ids in
+        [first_id, last_id] (only those in `ids` when given) as of `cutoff`."""
+        spec = self.spec
+        lead_ids = None if ids is None else np.asarray(ids, dtype=np.int64)
+        if lead_ids is not None:
+            lead_ids = lead_ids[(lead_ids >= first_id) & (lead_ids <= last_id)]
+            if lead_ids.size == 0:
+                return np.zeros(0, dtype=np.int64), np.zeros((0, len(spec.names)))
+        columns, position = _fetch_lead_columns(spec, first_id, last_id, lead_ids)
+        found = np.asarray(columns[0], dtype=np.int64)
+        n, p_num = found.shape[0], len(spec.numeric_names)
+        matrix = np.empty((n, p_num + len(spec.categorical)))
+        if n == 0:
+            return found, matrix
+        for j, feature in enumerate(spec.numeric):
+            matrix[:, j] = _numbers(columns[position[(feature.source, feature.key)]])
+        events = read_events(spec, cutoff, first_id, last_id, lead_ids)
+        created = np.asarray(columns[1], dtype=np.float64)
+        aggregate_behaviour(
+            spec, matrix[:, len(spec.numeric) : p_num], found, created, cutoff, events
+        )
+        for j, feature in enumerate(spec.categorical):
+            if feature.source == "derived" and feature.key == "persona":
+                matrix[:, p_num + j] = self._codes(j, columns[3], _text)
+            elif feature.source == "derived" and feature.key == "email_domain_type":
+                # The type depends on the part after the last "@" only: one memo entry per
+                # domain, not per address.
+                domains = [
+                    e.rpartition("@")[2] if isinstance(e, str) and "@" in e else None
+                    for e in columns[2]
+                ]
+                matrix[:, p_num + j] = self._codes(j, domains, _domain_text)
+            else:
+                values = columns[position[(feature.source, feature.key)]]
+                matrix[:, p_num + j] = self._codes(j, values, _text)
+        return found, matrix
+
+    def _codes(self, j: int, values: tuple | list, text_of: Any) -> np.ndarray:
+        memo, lookup = self._memos[j], self._lookups[j]
+        try:
+            new = set(values).difference(memo)
+        except TypeError:  # an unhashable value (a JSON list on SQLite): no memo
+            return np.array([lookup.get(text_of(v), OTHER_CODE) for v in values], dtype=float)
+        for value in new:
+            memo[value] = lookup.get(text_of(value), OTHER_CODE)
+        return np.fromiter(map(memo.__getitem__, values), dtype=np.float64, count=len(values))
 
 
 def _lead_filter(
@@ -567,9 +641,17 @@ class EventRows:
         return EventRows(np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0))
 
 
-# One event in PostgreSQL's bytea aggregate: lead id (int8), time (float8), type code (int2),
-# big-endian as the *send functions write them.
-_EVENT_RECORD = np.dtype([("lead", ">i8"), ("epoch", ">f8"), ("code", ">i2")])
+# PostgreSQL's own binary forms, big-endian: a timestamp is int8 microseconds since
+# 2000-01-01 UTC, turned into epoch seconds as date_part('epoch', ...) computes them.
+_PG_EPOCH_MICROS = 946_684_800_000_000
+# One event in the bytea aggregate of the one-pass read (`read_events_bulk`): lead id, time,
+# type code, as int8send / timestamptz_send / int2send write them.
+_EVENT_RECORD = np.dtype([("lead", ">i8"), ("time", ">i8"), ("code", ">i2")])
+
+
+def _type_code_sql() -> str:
+    # 1 + the type's index in the spec's event types, 0 for any other type.
+    return "COALESCE(array_position(%s::text[], event_type::text), 0)::int2"
 
 
 def _event_sql_postgres(spec: FeatureSpec, bucket: str, where: str) -> str:
@@ -577,19 +659,32 @@ def _event_sql_postgres(spec: FeatureSpec, bucket: str, where: str) -> str:
     # a handful of rows instead of millions, so the transfer costs no Python per event.
     return (
         f"SELECT {bucket} AS bucket, string_agg(int8send(lead_id) || "
-        "float8send(date_part('epoch', occurred_at)) || "
-        "int2send(COALESCE(array_position(%s::text[], event_type::text), 0)::int2), "
-        f"''::bytea) FROM scoring_event WHERE {where} AND occurred_at <= %s GROUP BY 1"
+        f"timestamptz_send(occurred_at) || int2send({_type_code_sql()}), ''::bytea) "
+        f"FROM scoring_event WHERE {where} AND occurred_at <= %s GROUP BY 1"
     )
+
+
+def _epochs(micros: np.ndarray) -> np.ndarray:
+    return (micros.astype(np.int64) + _PG_EPOCH_MICROS) / 1e6
 
 
 def _unpack_events(data: bytes | memoryview) -> EventRows:
     records = np.frombuffer(data, dtype=_EVENT_RECORD)
     return EventRows(
-        records["lead"].astype(np.int64),
-        records["code"].astype(np.int16),
-        records["epoch"].astype(np.float64),
+        records["lead"].astype(np.int64), records["code"].astype(np.int16), _epochs(records["time"])
     )
+
+
+def _fetch_packed(sql: str, params: list[Any]) -> dict[int, bytes]:
+    """PostgreSQL: bucket -> packed events, from a `_event_sql_postgres` query. Through a
+    server-binding cursor for binary results: the packed events arrive as they are, not
+    hex-encoded (Django's client-side cursors cannot ask for binary)."""
+    import psycopg  # only on PostgreSQL
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, binary=True)
+        return {int(bucket): bytes(data) for bucket, data in cursor.fetchall()}
 
 
 def read_events(
@@ -603,11 +698,10 @@ def read_events(
     postgres = connection.vendor == "postgresql"
     where, where_params = _lead_filter("lead_id", first_id, last_id, lead_ids, postgres)
     if postgres:
+        # For an id range, the lead/type/time index answers this by an index-only scan.
         sql = _event_sql_postgres(spec, "0", where)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [list(spec.event_types), *where_params, cutoff])
-            row = cursor.fetchone()
-        return EventRows.empty() if row is None else _unpack_events(row[1])
+        packed = _fetch_packed(sql, [list(spec.event_types), *where_params, cutoff])
+        return _unpack_events(packed[0]) if packed else EventRows.empty()
     codes = {t: i + 1 for i, t in enumerate(spec.event_types)}
     sql = (
         "SELECT lead_id, event_type, (julianday(occurred_at) - 2440587.5) * 86400.0 "
@@ -650,23 +744,11 @@ def read_events_bulk(
             )
             for k in np.unique(bucket).tolist()
         }
-    import psycopg  # only on PostgreSQL
-
     where, where_params = (
         ("TRUE", []) if lead_ids is None else ("lead_id = ANY(%s::bigint[])", [lead_ids.tolist()])
     )
     sql = _event_sql_postgres(spec, "(lead_id - %s::bigint) / %s::bigint", where)
-    out: dict[int, EventRows | bytes] = {}
-    connection.ensure_connection()
-    # A server-side-binding cursor for binary results: the packed events arrive as they are,
-    # not hex-encoded (Django's client-side cursors cannot ask for binary).
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(
-            sql, [low, chunk_size, list(spec.event_types), *where_params, cutoff], binary=True
-        )
-        for bucket, data in cursor.fetchall():
-            out[int(bucket)] = bytes(data)
-    return out
+    return _fetch_packed(sql, [low, chunk_size, list(spec.event_types), *where_params, cutoff])
 
 
 def aggregate_behaviour(
@@ -769,8 +851,7 @@ def encode(spec: FeatureSpec, raw: RawFrame) -> np.ndarray:
     matrix = np.empty((raw.n, p_num + len(spec.categorical)), dtype=np.float64)
     matrix[:, :p_num] = raw.numeric
     for j, feature in enumerate(spec.categorical):
-        lookup = {value: i + 2 for i, value in enumerate(feature.vocabulary)}
-        lookup[MISSING] = MISSING_CODE
+        lookup = category_codes(feature)
         if raw.n == 0:
             continue
         # StringDType, not astype(str): a fixed-width array is as wide as the longest text
@@ -781,6 +862,13 @@ def encode(spec: FeatureSpec, raw: RawFrame) -> np.ndarray:
         codes = np.array([lookup.get(v, OTHER_CODE) for v in values.tolist()], dtype=np.float64)
         matrix[:, p_num + j] = codes[inverse.reshape(-1)]
     return matrix
+
+
+def category_codes(feature: CategoricalFeature) -> dict[str, float]:
+    """Normalised text -> code; a text not in it (rare or unseen) is OTHER_CODE."""
+    lookup = {value: float(i + 2) for i, value in enumerate(feature.vocabulary)}
+    lookup[MISSING] = MISSING_CODE
+    return lookup
 
 
 def category_label(feature: CategoricalFeature, code: int) -> str:
@@ -842,6 +930,23 @@ def _numbers(values: Iterable[Any]) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
+def _text(value: Any) -> str:
+    """A category value's normalised text (MISSING for a missing one)."""
+    if _is_missing(value):
+        return MISSING
+    try:
+        hash(value)
+    except TypeError:  # unhashable (a JSON list or object): its canonical text
+        return json.dumps(value, sort_keys=True).casefold()
+    return _normalise_text(value)
+
+
+def _domain_text(domain: str | None) -> str:
+    """email_domain_type's text for an address whose part after the last "@" is `domain`
+    (None: no "@")."""
+    return MISSING if domain is None else _text(email_domain_type("@" + domain))
+
+
 def _texts(values: Iterable[Any]) -> np.ndarray:
     cache: dict[Any, str] = {None: MISSING}
     out = []
@@ -849,10 +954,9 @@ def _texts(values: Iterable[Any]) -> np.ndarray:
         try:
             text = cache[value]
         except KeyError:
-            text = MISSING if _is_missing(value) else _normalise_text(value)
-            cache[value] = text
-        except TypeError:  # unhashable (a JSON list or object): its canonical text
-            text = json.dumps(value, sort_keys=True).casefold()
+            text = cache[value] = _text(value)
+        except TypeError:
+            text = _text(value)
         out.append(text)
     array = np.empty(len(out), dtype=object)
     array[:] = out

@@ -1,10 +1,13 @@
-"""Bulk probabilities of the active model, stored on `Lead.model_probability`.
+"""Bulk probabilities of the active model, stored in `LeadProbability` (a narrow table of its
+own: `scoring.ml.probabilities`).
 
-Per chunk of leads (an id range): one query for lead columns and one for event aggregates
-(`features.read_frame`), the category coding and the pipeline's `predict_proba` vectorised
-over the whole chunk, and one set-based write (PostgreSQL: COPY into a temp table + one
-UPDATE ... FROM; SQLite: one executemany). The loaded artifact is cached per process by
-(model id, hash), so each chunk does not unpickle it again.
+Per chunk of leads (an id range): the lead columns and the events are read straight into the
+model's input matrix (`features.MatrixReader`: one query for the lead columns, one binary COPY
+of the events that the lead/type/time index answers), the pipeline's `predict_proba` runs over
+blocks of rows, and the chunk's id range is replaced in one transaction (DELETE + binary
+COPY). On PostgreSQL outside a transaction, `WORKERS` threads score chunks side by side, each
+with its own connection: while one waits for PostgreSQL, another predicts (scikit-learn's tree
+code releases the GIL). The loaded artifact is cached per process by (model id, hash).
 
 Hooking into the rescore: `refresh_probabilities(first_id, last_id, as_of=...)` inside the
 chunk's transaction, before the rule scores are read, makes the blend use fresh
@@ -14,8 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,15 +30,18 @@ from threadpoolctl import threadpool_limits
 
 from scoring.ml import features as F
 from scoring.ml import registry
-from scoring.models import Lead, MLModel
-from scoring.prefetch import prefetched
+from scoring.ml.probabilities import clear_probabilities, write_probabilities
+from scoring.models import MLModel
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 50000
-SMALL_WRITE = 1000
-PREFETCH_CHUNKS = 1
-COPY_NULL = "\\N"
+# Rows per predict_proba call: a block's rows stay in the CPU cache while every tree walks
+# them (one call per 50,000-row chunk was twice as slow at 1,000,000 leads).
+PREDICT_BLOCK = 4096
+# Scoring threads on PostgreSQL: on a 2-core machine, three keep both cores busy (one thread
+# usually waits for PostgreSQL, whose work runs in its own process).
+WORKERS = 3
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,13 +54,22 @@ class LoadedModel:
     reference: list[float | None]
 
     def predict(self, raw: F.RawFrame) -> np.ndarray:
-        if raw.n == 0:
+        return self.predict_matrix(F.encode(self.spec, raw))
+
+    def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """The positive class's probability for each row of an encoded matrix."""
+        n = matrix.shape[0]
+        if n == 0:
             return np.zeros(0)
-        # One OpenMP thread: gradient boosting's prediction threads spin at barriers when
-        # they compete for a busy core (at 1,000,000 leads on this 2-core box: 23 s with
-        # two threads); the other core is PostgreSQL's.
+        # One OpenMP thread per calling thread: gradient boosting's prediction threads spin at
+        # barriers when they compete for a busy core; the parallelism is the scoring threads'.
         with threadpool_limits(limits=1, user_api="openmp"):
-            return self.estimator.predict_proba(F.encode(self.spec, raw))[:, 1]
+            return np.concatenate(
+                [
+                    self.estimator.predict_proba(matrix[i : i + PREDICT_BLOCK])[:, 1]
+                    for i in range(0, n, PREDICT_BLOCK)
+                ]
+            )
 
 
 _cache: dict[tuple[int, str], LoadedModel] = {}
@@ -88,11 +104,8 @@ def refresh_probabilities(first_id: int, last_id: int, *, as_of: dt.datetime | N
     loaded = active_loaded()
     if loaded is None:
         return 0
-    raw = F.read_frame(loaded.spec, as_of or timezone.now(), first_id, last_id)
-    if raw.n == 0:
-        return 0
-    write_probabilities(raw.ids, loaded.predict(raw))
-    return raw.n
+    reader = F.MatrixReader(loaded.spec)
+    return _score_range(loaded, reader, as_of or timezone.now(), first_id, last_id)
 
 
 def refresh_lead_probabilities(lead_ids: Sequence[int], *, as_of: dt.datetime | None = None) -> int:
@@ -105,11 +118,12 @@ def refresh_lead_probabilities(lead_ids: Sequence[int], *, as_of: dt.datetime | 
     if loaded is None:
         return 0
     ids = np.unique(np.asarray(lead_ids, dtype=np.int64))
-    raw = F.read_frame(loaded.spec, as_of or timezone.now(), int(ids[0]), int(ids[-1]), ids=ids)
-    if raw.n == 0:
-        return 0
-    write_probabilities(raw.ids, loaded.predict(raw))
-    return raw.n
+    found, matrix = F.MatrixReader(loaded.spec).read(
+        as_of or timezone.now(), int(ids[0]), int(ids[-1]), ids=ids
+    )
+    if found.size:
+        write_probabilities(found, loaded.predict_matrix(matrix))
+    return int(found.size)
 
 
 def score_all(
@@ -125,116 +139,87 @@ def score_all(
         clear_probabilities()
         return 0
     as_of = as_of or timezone.now()
-    n_chunks = max(1, len(F.id_ranges(chunk_size)))
-    total = 0
-    # Outside a transaction on PostgreSQL, a second thread (its own connection) writes chunk k
-    # while chunk k + 1 is predicted; inside one, everything runs in line on the caller's.
-    background = connection.vendor == "postgresql" and not connection.in_atomic_block
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-score-writer")
-    pending: list[Future] = []
-    try:
-        for i, raw in enumerate(_frames(loaded.spec, as_of, chunk_size)):
-            probabilities = loaded.predict(raw)
-            if background:
-                while len(pending) >= PREFETCH_CHUNKS:
-                    pending.pop(0).result()  # raises the writer's error, if any
-                pending.append(writer.submit(_write_chunk, raw.ids, probabilities))
-            else:
-                _write_chunk(raw.ids, probabilities)
-            total += raw.n
+    ranges = F.id_ranges(chunk_size)
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        total = _score_in_threads(loaded, as_of, ranges, progress)
+    else:
+        # Inside a transaction the caller's uncommitted rows would be invisible to other
+        # connections: everything runs in line on the caller's.
+        reader = F.MatrixReader(loaded.spec)
+        total = 0
+        for k, (first_id, last_id) in enumerate(ranges):
+            total += _score_range(loaded, reader, as_of, first_id, last_id)
             if progress:
-                progress(min(1.0, (i + 1) / n_chunks))
-        for future in pending:
-            future.result()
-    finally:
-        if background:
-            writer.submit(_close_connection)  # the writer thread's own connection
-        writer.shutdown(wait=True)
+                progress((k + 1) / len(ranges))
     logger.info("ml.scoring.done model=%s leads=%s", loaded.pk, total)
     return total
 
 
-def _close_connection() -> None:
-    # Looked up when called, so in the calling thread: `connection` is per thread.
-    connection.close()
-
-
-def _write_chunk(ids: np.ndarray, probabilities: np.ndarray) -> None:
-    """One chunk's probabilities in one transaction."""
+def _score_range(
+    loaded: LoadedModel, reader: F.MatrixReader, as_of: dt.datetime, first_id: int, last_id: int
+) -> int:
+    """Score the leads with ids in [first_id, last_id] and replace the range's stored
+    probabilities in one transaction; returns how many leads were scored."""
+    ids, matrix = reader.read(as_of, first_id, last_id)
+    probabilities = loaded.predict_matrix(matrix)
+    owns_transaction = not connection.in_atomic_block
     with transaction.atomic():
-        if connection.vendor == "postgresql":
+        if owns_transaction and connection.vendor == "postgresql":
             # A derived value the next run recomputes: a crash may lose the last chunks'
             # commits (never corrupt them), so no chunk waits for its WAL flush.
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit = off")
-        write_probabilities(ids, probabilities)
+        write_probabilities(ids, probabilities, covering=(first_id, last_id))
+    return int(ids.size)
 
 
-def _frames(spec: F.FeatureSpec, as_of: dt.datetime, chunk_size: int) -> Iterator[F.RawFrame]:
-    """The chunks' frames; on PostgreSQL outside a transaction they are read one chunk ahead
-    by a thread with its own connection, so reading (mostly PostgreSQL's work and the decoding
-    of lead columns) overlaps with prediction (which releases the GIL) and the writes. Inside
-    a transaction the caller's uncommitted rows would be invisible to another connection, so
-    the chunks are read in line."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        yield from F.iter_frames(spec, as_of, chunk_size)
-        return
-    yield from prefetched(
-        F.iter_frames(spec, as_of, chunk_size),
-        depth=PREFETCH_CHUNKS,
-        name="ml-score-reader",
-        on_thread_exit=_close_connection,  # the reader thread's own connection
-    )
+def _score_in_threads(
+    loaded: LoadedModel,
+    as_of: dt.datetime,
+    ranges: list[tuple[int, int]],
+    progress: Callable[[float], None] | None,
+) -> int:
+    """Score the id ranges in `WORKERS` threads, each with its own connection (closed when the
+    thread ends) and its own reader. Progress is reported from the calling thread; the first
+    error stops the others after their current chunk and is raised here."""
+    todo: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+    for item in ranges:
+        todo.put(item)
+    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    stop = threading.Event()
 
+    def work() -> None:
+        reader = F.MatrixReader(loaded.spec)
+        try:
+            while not stop.is_set():
+                try:
+                    first_id, last_id = todo.get_nowait()
+                except queue.Empty:
+                    return
+                results.put(_score_range(loaded, reader, as_of, first_id, last_id))
+        except BaseException as error:  # handed to the calling thread, which raises it
+            stop.set()
+            results.put(error)
+        finally:
+            connection.close()  # this thread's own connection
 
-def clear_probabilities() -> int:
-    return Lead.objects.filter(model_probability__isnull=False).update(model_probability=None)
-
-
-def write_probabilities(ids: np.ndarray, probabilities: np.ndarray) -> None:
-    """Set `model_probability` for these leads in one statement (after one COPY on
-    PostgreSQL). Probabilities are clipped into [0, 1]; NaN is stored as NULL."""
-    probabilities = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
-    if connection.vendor == "postgresql" and ids.size <= SMALL_WRITE:
-        # A few leads (the real-time path): one UPDATE from arrays, no temp table.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE scoring_lead AS l SET model_probability = t.p FROM "
-                "unnest(%s::bigint[], %s::float8[]) AS t (id, p) WHERE l.id = t.id "
-                "AND l.model_probability IS DISTINCT FROM t.p",
-                [ids.tolist(), [None if p != p else p for p in probabilities.tolist()]],
-            )
-        return
-    if connection.vendor == "postgresql":
-        text = "".join(
-            f"{i}\t{COPY_NULL if p != p else repr(p)}\n"
-            for i, p in zip(ids.tolist(), probabilities.tolist(), strict=True)
-        )
-        # ON COMMIT DROP needs a transaction: a savepoint inside the caller's, or our own.
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS ml_probability_buffer "
-                "(id bigint, p double precision) ON COMMIT DROP"
-            )
-            cursor.execute("TRUNCATE ml_probability_buffer")
-            with cursor.cursor.copy("COPY ml_probability_buffer (id, p) FROM STDIN") as copy:
-                copy.write(text)
-            # Statistics for the planner (a fresh temp table has none) and an explicit id
-            # range, as the rescore's write does, so the UPDATE joins by hash or merge.
-            cursor.execute("ANALYZE ml_probability_buffer")
-            cursor.execute(
-                "UPDATE scoring_lead AS l SET model_probability = t.p "
-                "FROM ml_probability_buffer t WHERE l.id = t.id "
-                "AND l.id BETWEEN %s AND %s "
-                "AND l.model_probability IS DISTINCT FROM t.p",
-                [int(ids.min()), int(ids.max())],
-            )
-        return
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            "UPDATE scoring_lead SET model_probability = %s WHERE id = %s",
-            [
-                (None if p != p else p, i)
-                for i, p in zip(ids.tolist(), probabilities.tolist(), strict=True)
-            ],
-        )
+    threads = [
+        threading.Thread(target=work, name=f"ml-score-{i}", daemon=True)
+        for i in range(min(WORKERS, len(ranges)))
+    ]
+    for thread in threads:
+        thread.start()
+    total = 0
+    try:
+        for k in range(len(ranges)):
+            result = results.get()
+            if isinstance(result, BaseException):
+                raise result
+            total += result
+            if progress:
+                progress((k + 1) / len(ranges))
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return total

@@ -119,8 +119,8 @@ class Lead(models.Model):
 
 class LeadProbability(models.Model):
     """The active model's probability for a lead (absent = none). A table of its own so the
-    bulk scoring writes narrow rows (DELETE + COPY per id range), not 1M wide lead rows with
-    their indexes."""
+    bulk scoring writes narrow rows (a new table by COPY, swapped in), not 1M wide lead rows
+    with their indexes."""
 
     # No database constraint: a foreign-key check per COPY'd row would cost seconds at 1M
     # rows. The ORM still cascades a lead's deletion, and every reader joins from the lead
@@ -134,6 +134,9 @@ class LeadProbability(models.Model):
         related_name="probability_row",
     )
     probability = models.FloatField()
+    # When it was computed: a full scoring run builds a new table and, when it swaps it in,
+    # keeps the rows the real-time path wrote while it ran (computed after it started).
+    computed_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
         return f"lead {self.lead_id}: {self.probability:.4f}"

@@ -1,19 +1,21 @@
 """The model probability moves off the wide leads table into `scoring_leadprobability`
-(lead_id, probability), so the bulk scoring writes narrow rows (DELETE + COPY per id range)
-instead of updating a million lead rows and their indexes.
+(lead_id, probability, computed_at), so the bulk scoring writes narrow rows (a new table by
+COPY, swapped in) instead of updating a million lead rows and their indexes.
 
 The existing probabilities are copied over before the column is dropped. The KPI cube counts
 leads with a probability, so the new table gets the change-log trigger of migration 0008 (the
 same kind: statement-level on PostgreSQL, row-level while the log is empty on SQLite)."""
 
 import django.db.models.deletion
+import django.utils.timezone
 from django.db import migrations, models
 
 TABLE = "scoring_leadprobability"
 
 COPY_FORWARD = (
-    f"INSERT INTO {TABLE} (lead_id, probability)"
-    " SELECT id, model_probability FROM scoring_lead WHERE model_probability IS NOT NULL"
+    f"INSERT INTO {TABLE} (lead_id, probability, computed_at)"
+    " SELECT id, model_probability, CURRENT_TIMESTAMP FROM scoring_lead"
+    " WHERE model_probability IS NOT NULL"
 )
 COPY_BACKWARD = (
     "UPDATE scoring_lead SET model_probability ="
@@ -70,6 +72,7 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("probability", models.FloatField()),
+                ("computed_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
         ),
         migrations.RunSQL(COPY_FORWARD, COPY_BACKWARD),

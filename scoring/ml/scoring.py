@@ -2,12 +2,14 @@
 own: `scoring.ml.probabilities`).
 
 Per chunk of leads (an id range): the lead columns and the events are read straight into the
-model's input matrix (`features.MatrixReader`: one query for the lead columns, one binary COPY
-of the events that the lead/type/time index answers), the pipeline's `predict_proba` runs over
-blocks of rows, and the chunk's id range is replaced in one transaction (DELETE + binary
-COPY). On PostgreSQL outside a transaction, `WORKERS` threads score chunks side by side, each
-with its own connection: while one waits for PostgreSQL, another predicts (scikit-learn's tree
-code releases the GIL). The loaded artifact is cached per process by (model id, hash).
+model's input matrix (`features.MatrixReader`: on PostgreSQL one query for the lead columns,
+grouped by value, and one for the events, which the lead/type/time index answers), and the
+pipeline's `predict_proba` runs over blocks of rows. On PostgreSQL outside a transaction,
+`WORKERS` threads score chunks side by side, each with its own connection (while one waits for
+PostgreSQL, another predicts: scikit-learn's tree code releases the GIL), COPY'ing them into a
+new table that is swapped in at the end (`probabilities.Replacement`). Otherwise the chunks
+run in line and each id range is replaced in one transaction. The loaded artifact is cached
+per process by (model id, hash).
 
 Hooking into the rescore: `refresh_probabilities(first_id, last_id, as_of=...)` inside the
 chunk's transaction, before the rule scores are read, makes the blend use fresh
@@ -30,7 +32,7 @@ from threadpoolctl import threadpool_limits
 
 from scoring.ml import features as F
 from scoring.ml import registry
-from scoring.ml.probabilities import clear_probabilities, write_probabilities
+from scoring.ml.probabilities import Replacement, clear_probabilities, write_probabilities
 from scoring.models import MLModel
 
 logger = logging.getLogger(__name__)
@@ -141,7 +143,13 @@ def score_all(
     as_of = as_of or timezone.now()
     ranges = F.id_ranges(chunk_size)
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
-        total = _score_in_threads(loaded, as_of, ranges, progress)
+        replacement = Replacement.begin()
+        try:
+            total = _score_in_threads(loaded, as_of, ranges, progress, replacement.write)
+        except BaseException:
+            replacement.abandon()
+            raise
+        replacement.finish()
     else:
         # Inside a transaction the caller's uncommitted rows would be invisible to other
         # connections: everything runs in line on the caller's.
@@ -156,12 +164,21 @@ def score_all(
 
 
 def _score_range(
-    loaded: LoadedModel, reader: F.MatrixReader, as_of: dt.datetime, first_id: int, last_id: int
+    loaded: LoadedModel,
+    reader: F.MatrixReader,
+    as_of: dt.datetime,
+    first_id: int,
+    last_id: int,
+    write: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> int:
-    """Score the leads with ids in [first_id, last_id] and replace the range's stored
-    probabilities in one transaction; returns how many leads were scored."""
+    """Score the leads with ids in [first_id, last_id] and hand their probabilities to
+    `write`, or by default replace the range's stored probabilities in one transaction;
+    returns how many leads were scored."""
     ids, matrix = reader.read(as_of, first_id, last_id)
     probabilities = loaded.predict_matrix(matrix)
+    if write is not None:
+        write(ids, probabilities)
+        return int(ids.size)
     owns_transaction = not connection.in_atomic_block
     with transaction.atomic():
         if owns_transaction and connection.vendor == "postgresql":
@@ -178,10 +195,12 @@ def _score_in_threads(
     as_of: dt.datetime,
     ranges: list[tuple[int, int]],
     progress: Callable[[float], None] | None,
+    write: Callable[[np.ndarray, np.ndarray], None],
 ) -> int:
     """Score the id ranges in `WORKERS` threads, each with its own connection (closed when the
-    thread ends) and its own reader. Progress is reported from the calling thread; the first
-    error stops the others after their current chunk and is raised here."""
+    thread ends) and its own reader, handing each chunk's probabilities to `write`. Progress
+    is reported from the calling thread; the first error stops the others after their current
+    chunk and is raised here."""
     todo: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
     for item in ranges:
         todo.put(item)
@@ -196,7 +215,7 @@ def _score_in_threads(
                     first_id, last_id = todo.get_nowait()
                 except queue.Empty:
                     return
-                results.put(_score_range(loaded, reader, as_of, first_id, last_id))
+                results.put(_score_range(loaded, reader, as_of, first_id, last_id, write))
         except BaseException as error:  # handed to the calling thread, which raises it
             stop.set()
             results.put(error)

@@ -15,7 +15,13 @@ from rest_framework.test import APIClient
 from scoring.engine import compile_ruleset, parse_ruleset
 from scoring.features import LeadSelection, read_lead_columns
 from scoring.kpis import cube
-from scoring.ml.probabilities import clear_probabilities, write_probabilities
+from scoring.ml.probabilities import (
+    RUN_LOCK,
+    STAGING,
+    Replacement,
+    clear_probabilities,
+    write_probabilities,
+)
 from scoring.models import Lead, LeadProbability
 from tests.factories import LeadFactory
 
@@ -288,3 +294,77 @@ def test_the_migration_moves_the_column_into_the_table_and_back():
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(latest)
+
+
+# --- a full run's new table, swapped in (PostgreSQL) ---------------------------------------
+
+
+def _has_cube_trigger() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal",
+            [LeadProbability._meta.db_table],
+        )
+        return cursor.fetchone()[0] == 1
+
+
+def _staging_exists() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", [STAGING])
+        return cursor.fetchone()[0] is not None
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_full_run_swaps_in_its_table_and_keeps_what_real_time_wrote_meanwhile():
+    leads = LeadFactory.create_batch(5)
+    a, b, c, d, e = ids_of(leads)
+    write_probabilities(np.array([a, b, c, e]), np.array([0.5, 0.5, 0.5, 0.5]))
+    replacement = Replacement.begin()
+    replacement.write(np.array([a, b]), np.array([0.1, 0.2]))
+    # The live table still answers while the run writes its own.
+    assert stored() == {a: 0.5, b: 0.5, c: 0.5, e: 0.5}
+    # The real-time path writes after the run started: b's and d's values are newer.
+    write_probabilities(np.array([b, d]), np.array([0.8, 0.9]))
+    replacement.write(np.array([c, d, e]), np.array([0.3, 0.4, NAN]))
+    assert cube.cube_refresh() and cube.is_fresh()
+    replacement.finish()
+    # a and c from the run, b and d from real time, e: no probability in the run (and none
+    # written since it started).
+    assert stored() == {a: 0.1, b: 0.8, c: 0.3, d: 0.9}
+    assert not _staging_exists()
+    assert _has_cube_trigger()
+    assert not cube.is_fresh()  # the cube counts leads with a probability
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s::regclass"
+            " AND indisprimary",
+            [LeadProbability._meta.db_table],
+        )
+        assert cursor.fetchone()[0] == f"{LeadProbability._meta.db_table}_pkey"
+    # The swapped-in table works as the model's table for every path.
+    write_probabilities(np.array([a]), np.array([0.6]))
+    LeadProbability.objects.filter(lead_id=c).delete()
+    assert stored() == {a: 0.6, b: 0.8, d: 0.9}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_abandoned_run_leaves_the_live_probabilities_untouched():
+    leads = LeadFactory.create_batch(3)
+    write_probabilities(np.array(ids_of(leads)), np.array([0.1, 0.2, 0.3]))
+    replacement = Replacement.begin()
+    replacement.write(np.array(ids_of(leads)), np.array([0.9, 0.9, 0.9]))
+    replacement.abandon()
+    assert stored() == dict(zip(ids_of(leads), [0.1, 0.2, 0.3], strict=True))
+    assert not _staging_exists()
+    # A run that died (with its connection, so its advisory lock is gone too) leaves its
+    # table behind; the next run starts afresh.
+    Replacement.begin().write(np.array(ids_of(leads)[:1]), np.array([0.5]))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s)", [RUN_LOCK])
+    assert _staging_exists()
+    replacement = Replacement.begin()
+    replacement.write(np.array(ids_of(leads)[1:]), np.array([0.7, 0.8]))
+    replacement.finish()
+    assert stored() == dict(zip(ids_of(leads)[1:], [0.7, 0.8], strict=True))

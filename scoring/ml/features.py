@@ -22,11 +22,13 @@ feature), the rest are grouped as `__other__`, as are values first seen at servi
 The encoded matrix (`encode`) is float64: numbers first, then category codes, so a whole
 scikit-learn pipeline takes it directly and 1,000,000 leads stay a few hundred MB.
 
-Reads are set-based: one query for a chunk's lead columns and one aggregation query for its
-events (PostgreSQL with `date_part('epoch', ...)` and `FILTER`; SQLite with julianday() and
-CASE), as `scoring/features.py` does for rules. Attributes keep their current values: the
-database has no attribute history, so an attribute set after the cut-off is read as it is now
-(the mappings' leakage lists exist for exactly the attributes where that matters)."""
+Reads are set-based. Training reads the lead columns of a chunk with one query and the events
+of all its leads in one pass (PostgreSQL packs each chunk's events as fixed-size binary records
+in one `bytea`), aggregated in NumPy. Serving (`MatrixReader`) builds the model's input matrix
+directly, per chunk of ids; its output is tested to equal training's encoding exactly.
+Attributes keep their current values: the database has no attribute history, so an attribute
+set after the cut-off is read as it is now (the mappings' leakage lists exist for exactly the
+attributes where that matters)."""
 
 from __future__ import annotations
 
@@ -755,9 +757,8 @@ _PG_EPOCH_MICROS = 946_684_800_000_000
 _EVENT_RECORD = np.dtype([("lead", ">i8"), ("time", ">i8"), ("code", ">i2")])
 
 
-def _type_code_sql() -> str:
-    # 1 + the type's index in the spec's event types, 0 for any other type.
-    return "COALESCE(array_position(%s::text[], event_type::text), 0)::int2"
+# 1 + the type's index in the spec's event types (the parameter), 0 for any other type.
+_TYPE_CODE_SQL = "COALESCE(array_position(%s::text[], event_type::text), 0)::int2"
 
 
 def _event_sql_postgres(spec: FeatureSpec, bucket: str, where: str) -> str:
@@ -765,7 +766,7 @@ def _event_sql_postgres(spec: FeatureSpec, bucket: str, where: str) -> str:
     # a handful of rows instead of millions, so the transfer costs no Python per event.
     return (
         f"SELECT {bucket} AS bucket, string_agg(int8send(lead_id) || "
-        f"timestamptz_send(occurred_at) || int2send({_type_code_sql()}), ''::bytea) "
+        f"timestamptz_send(occurred_at) || int2send({_TYPE_CODE_SQL}), ''::bytea) "
         f"FROM scoring_event WHERE {where} AND occurred_at <= %s GROUP BY 1"
     )
 

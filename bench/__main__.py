@@ -230,6 +230,15 @@ def main() -> int:
     )
     results.append(
         {
+            "name": "ingest backlog rescored by one worker",
+            "value": round(live["backlog_seconds"], 1),
+            "unit": "s",
+            "target": None,
+            "leads": live["backlog_leads"],
+        }
+    )
+    results.append(
+        {
             "name": "one event in -> new score stored, p95",
             "value": round(live["realtime_p95_ms"], 1),
             "unit": "ms",

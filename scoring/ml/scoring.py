@@ -134,8 +134,10 @@ def score_all(
     chunk_size: int = DEFAULT_CHUNK,
     progress: Callable[[float], None] | None = None,
 ) -> int:
-    """Store the active model's probability on every lead (chunk by chunk, one transaction per
-    chunk); with no active model, clear every probability so no stale one is blended."""
+    """Store the active model's probability for every lead: on PostgreSQL outside a
+    transaction into a new table swapped in at the end (all or nothing), otherwise id range by
+    id range; with no active model, clear every probability so no stale one is blended.
+    Returns how many leads were scored."""
     loaded = active_loaded()
     if loaded is None:
         clear_probabilities()

@@ -54,6 +54,11 @@ def test_the_benchmark_runs_end_to_end_at_a_tiny_scale(tmp_path):
     assert report["machine"]["leads"] == 3000
     assert by_name["event ingest through the REST API, batches of 1,000"]["value"] > 0
     assert by_name["one event in -> new score stored, p95"]["value"] > 0
+    # The ingest's leads were rescored (the backlog drained) before the single events went in.
+    backlog = by_name["ingest backlog rescored by one worker"]
+    assert backlog["leads"] > 0 and backlog["value"] > 0
+    # Every lead scored with the active model (the count is in the row's name).
+    assert by_name["scoring 3,000 leads with the active model"]["value"] > 0
     assert by_name["impact preview of a draft"]["value"] > 0
     assert by_name["CSV import of 100,000 leads"]["value"] > 0
     measured = [item for item in report["results"] if item["value"] is None]

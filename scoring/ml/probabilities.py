@@ -215,11 +215,11 @@ def _upsert(ids: np.ndarray, probabilities: np.ndarray) -> None:
     known = ~np.isnan(probabilities)
     gone = ids[~known].tolist()
     ids, probabilities = ids[known].tolist(), probabilities[known].tolist()
-    # Rows whose probability did not change are not rewritten.
+    # computed_at moves on even when the value is the same: a full run swapping its table in
+    # keeps the rows computed after it started, which this one was.
     upsert = (
         " ON CONFLICT (lead_id) DO UPDATE SET probability = EXCLUDED.probability,"
         " computed_at = EXCLUDED.computed_at"
-        f" WHERE {TABLE}.probability IS DISTINCT FROM EXCLUDED.probability"
     )
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -237,12 +237,10 @@ def _upsert(ids: np.ndarray, probabilities: np.ndarray) -> None:
             return
         if ids:
             now = timezone.now()
-            # SQLite's upsert (3.24+) spells "distinct" as IS NOT.
             cursor.executemany(
                 f"INSERT INTO {TABLE} (lead_id, probability, computed_at) VALUES (%s, %s, %s)"
                 " ON CONFLICT (lead_id) DO UPDATE SET probability = excluded.probability,"
-                " computed_at = excluded.computed_at"
-                f" WHERE {TABLE}.probability IS NOT excluded.probability",
+                " computed_at = excluded.computed_at",
                 [(i, p, now) for i, p in zip(ids, probabilities, strict=True)],
             )
         if gone:

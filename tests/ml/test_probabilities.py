@@ -324,14 +324,15 @@ def test_a_full_run_swaps_in_its_table_and_keeps_what_real_time_wrote_meanwhile(
     replacement.write(np.array([a, b]), np.array([0.1, 0.2]))
     # The live table still answers while the run writes its own.
     assert stored() == {a: 0.5, b: 0.5, c: 0.5, e: 0.5}
-    # The real-time path writes after the run started: b's and d's values are newer.
-    write_probabilities(np.array([b, d]), np.array([0.8, 0.9]))
+    # The real-time path writes after the run started: b's and d's values are newer, and so
+    # is c's, though unchanged (0.5 again).
+    write_probabilities(np.array([b, c, d]), np.array([0.8, 0.5, 0.9]))
     replacement.write(np.array([c, d, e]), np.array([0.3, 0.4, NAN]))
     assert cube.cube_refresh() and cube.is_fresh()
     replacement.finish()
-    # a and c from the run, b and d from real time, e: no probability in the run (and none
+    # a from the run, b, c and d from real time, e: no probability in the run (and none
     # written since it started).
-    assert stored() == {a: 0.1, b: 0.8, c: 0.3, d: 0.9}
+    assert stored() == {a: 0.1, b: 0.8, c: 0.5, d: 0.9}
     assert not _staging_exists()
     assert _has_cube_trigger()
     assert not cube.is_fresh()  # the cube counts leads with a probability

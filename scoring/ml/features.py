@@ -521,18 +521,31 @@ def _read_lead_columns(
     for j, feature in enumerate(spec.numeric):
         numeric[:, j] = _numbers(columns[position[(feature.source, feature.key)]])
     categorical = np.empty((n, len(spec.categorical)), dtype=object)
-    persona = _texts(columns[3])
     for j, feature in enumerate(spec.categorical):
-        if feature.source == "derived" and feature.key == "persona":
-            categorical[:, j] = persona
-        elif feature.source == "derived" and feature.key == "email_domain_type":
-            categorical[:, j] = _domain_types(columns[2])
-        else:
-            categorical[:, j] = _texts(columns[position[(feature.source, feature.key)]])
+        values = _category_values(feature, columns, position)
+        categorical[:, j] = _texts(values, _text_of(feature))
+    persona = _texts(columns[3])
     return RawFrame(ids=ids, numeric=numeric, categorical=categorical, persona=persona), created
 
 
 _DOMAIN_TYPE = ("derived", "email_domain_type")
+
+
+def _category_values(
+    feature: CategoricalFeature, columns: list[list], position: dict[tuple[str, str], int]
+) -> list:
+    """The raw values a category feature reads from `_fetch_lead_columns`' columns: for the
+    email domain type, each address's part after its last "@" (all the type depends on)."""
+    if (feature.source, feature.key) == _DOMAIN_TYPE:
+        return [_domain_part(email) for email in columns[2]]
+    if feature.source == "derived":  # persona
+        return columns[3]
+    return columns[position[(feature.source, feature.key)]]
+
+
+def _text_of(feature: CategoricalFeature) -> Callable[[Any], str]:
+    """How a raw value of `_category_values` becomes the feature's normalised text."""
+    return _domain_text if (feature.source, feature.key) == _DOMAIN_TYPE else _text
 
 
 class MatrixReader:
@@ -545,11 +558,7 @@ class MatrixReader:
     def __init__(self, spec: FeatureSpec) -> None:
         self.spec = spec
         self._memos = [
-            _CodeMemo(
-                category_codes(feature),
-                _domain_text if (feature.source, feature.key) == _DOMAIN_TYPE else _text,
-            )
-            for feature in spec.categorical
+            _CodeMemo(category_codes(feature), _text_of(feature)) for feature in spec.categorical
         ]
 
     def read(
@@ -596,13 +605,7 @@ class MatrixReader:
         for j, feature in enumerate(spec.numeric):
             part[:, j] = _numbers(columns[position[(feature.source, feature.key)]])
         for j, feature in enumerate(spec.categorical):
-            if feature.source == "derived" and feature.key == "persona":
-                values = columns[3]
-            elif (feature.source, feature.key) == _DOMAIN_TYPE:
-                values = [_domain_part(e) for e in columns[2]]
-            else:
-                values = columns[position[(feature.source, feature.key)]]
-            part[:, p_lead + j] = self._codes(j, values)
+            part[:, p_lead + j] = self._codes(j, _category_values(feature, columns, position))
         return found, created, part
 
     def _lead_part_grouped(
@@ -637,9 +640,7 @@ class MatrixReader:
                 # The part after the last "@" (NULL without one), as `_domain_part` takes it
                 # (split_part's negative field counts from the end: PostgreSQL 14+).
                 expression = "CASE WHEN strpos(email, '@') > 0 THEN split_part(email, '@', -1) END"
-            elif feature.source == "derived":
-                expression = f'"{feature.key}"::text'  # persona
-            elif feature.source == "field":
+            elif feature.source in ("derived", "field"):  # persona, or a lead field
                 expression = f'"{feature.key}"::text'
             else:
                 expression = "attributes ->> %s"
@@ -713,21 +714,6 @@ def _lead_filter(
         return f"{column} = ANY(%s::bigint[])", [lead_ids.tolist()]
     # One parameter however many ids (SQLite limits the number of parameters).
     return f"{column} IN (SELECT value FROM json_each(%s))", [json.dumps(lead_ids.tolist())]
-
-
-def _domain_types(emails: Iterable[Any]) -> np.ndarray:
-    """email_domain_type per lead, computed once per distinct domain."""
-    cache: dict[str, str | None] = {}
-    out: list[str | None] = []
-    for email in emails:
-        if not isinstance(email, str) or "@" not in email:
-            out.append(email_domain_type(email))
-            continue
-        domain = email.rpartition("@")[2]
-        if domain not in cache:
-            cache[domain] = email_domain_type(email)
-        out.append(cache[domain])
-    return _texts(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1065,16 +1051,17 @@ def _domain_text(domain: str | None) -> str:
     return MISSING if domain is None else _text(email_domain_type("@" + domain))
 
 
-def _texts(values: Iterable[Any]) -> np.ndarray:
+def _texts(values: Iterable[Any], text_of: Callable[[Any], str] = _text) -> np.ndarray:
+    """Each value's normalised text (`text_of`), computed once per distinct value."""
     cache: dict[Any, str] = {None: MISSING}
     out = []
     for value in values:
         try:
             text = cache[value]
         except KeyError:
-            text = cache[value] = _text(value)
+            text = cache[value] = text_of(value)
         except TypeError:
-            text = _text(value)
+            text = text_of(value)
         out.append(text)
     array = np.empty(len(out), dtype=object)
     array[:] = out

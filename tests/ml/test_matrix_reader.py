@@ -10,6 +10,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from scoring.engine import email_domain_type
 from scoring.ml import features as F
 from scoring.ml import registry
 from scoring.ml import scoring as ml_scoring
@@ -78,6 +79,12 @@ def test_the_matrix_reader_builds_exactly_the_training_encoding(trained):
     assert len(np.unique(everything[:, plan])) >= 5
     domain = len(spec.numeric_names) + names.index("email_domain_type")
     assert F.MISSING_CODE in everything[:, domain] and len(np.unique(everything[:, domain])) >= 2
+    # Both read the domain type from the part after the last "@": it is the engine's type of
+    # the whole address.
+    raw = F.read_frame(spec, cutoff, int(ids[0]), int(ids[-1]))
+    emails = dict(Lead.objects.values_list("id", "email"))
+    kinds = [email_domain_type(emails[i]) or F.MISSING for i in raw.ids.tolist()]
+    assert raw.categorical[:, names.index("email_domain_type")].tolist() == kinds
 
 
 def test_an_empty_range_and_a_selection_outside_it_give_empty_matrices(trained):

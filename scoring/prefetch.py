@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -16,13 +16,11 @@ def prefetched(
     *,
     depth: int,
     name: str,
-    on_thread_exit: Callable[[], None] | None = None,
 ) -> Iterator[T]:
     """Yield `items`, computed up to `depth` ahead by a thread named `name`. An exception in
     the thread is re-raised here. When the consumer stops early (it raised, or closed the
     generator) the thread notices at its next hand-over and ends: it never blocks on a full
-    buffer nobody will empty. `on_thread_exit` runs last in the thread (e.g. closing the
-    thread's own database connection)."""
+    buffer nobody will empty."""
     done = object()
     buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -44,9 +42,6 @@ def prefetched(
             hand_over(done)
         except BaseException as error:  # handed to the consumer, which re-raises it
             hand_over(error)
-        finally:
-            if on_thread_exit is not None:
-                on_thread_exit()
 
     thread = threading.Thread(target=produce, name=name, daemon=True)
     thread.start()

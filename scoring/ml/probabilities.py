@@ -21,6 +21,9 @@ range write drops it."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 from django.db import connection, transaction
@@ -113,9 +116,7 @@ class Replacement:
     def write(self, ids: np.ndarray, probabilities: np.ndarray) -> None:
         """Add these leads' probabilities (NaN: none) to the new table."""
         ids, probabilities = _checked(ids, probabilities)
-        with transaction.atomic(), connection.cursor() as cursor:
-            # A derived value a later run recomputes: no chunk waits for its WAL flush.
-            cursor.execute("SET LOCAL synchronous_commit = off")
+        with _bulk_transaction() as cursor:
             _copy_rows(cursor, STAGING, ids, probabilities, self.started_at)
 
     def finish(self) -> None:
@@ -158,6 +159,19 @@ class Replacement:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [RUN_LOCK])
 
 
+@contextmanager
+def _bulk_transaction() -> Iterator[Any]:
+    """A transaction (a savepoint inside the caller's) and a cursor for a bulk write. When it
+    is its own transaction on PostgreSQL, its commit does not wait for the WAL flush: the
+    values are derived and a later run recomputes them, so a crash may lose the last chunks'
+    commits, never corrupt them."""
+    owns = not connection.in_atomic_block
+    with transaction.atomic(), connection.cursor() as cursor:
+        if owns and connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL synchronous_commit = off")
+        yield cursor
+
+
 def _checked(ids: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ids = np.asarray(ids, dtype=np.int64)
     probabilities = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
@@ -196,7 +210,7 @@ def _copy_rows(
 def _replace_range(first_id: int, last_id: int, ids: np.ndarray, probabilities: np.ndarray) -> None:
     now = timezone.now()
     # One transaction (a savepoint inside the caller's): readers never see the range empty.
-    with transaction.atomic(), connection.cursor() as cursor:
+    with _bulk_transaction() as cursor:
         cursor.execute(f"DELETE FROM {TABLE} WHERE lead_id BETWEEN %s AND %s", [first_id, last_id])
         if connection.vendor == "postgresql":
             _copy_rows(cursor, TABLE, ids, probabilities, now)

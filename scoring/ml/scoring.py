@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 from threadpoolctl import threadpool_limits
 
@@ -181,14 +181,7 @@ def _score_range(
     if write is not None:
         write(ids, probabilities)
         return int(ids.size)
-    owns_transaction = not connection.in_atomic_block
-    with transaction.atomic():
-        if owns_transaction and connection.vendor == "postgresql":
-            # A derived value the next run recomputes: a crash may lose the last chunks'
-            # commits (never corrupt them), so no chunk waits for its WAL flush.
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit = off")
-        write_probabilities(ids, probabilities, covering=(first_id, last_id))
+    write_probabilities(ids, probabilities, covering=(first_id, last_id))
     return int(ids.size)
 
 

@@ -134,13 +134,13 @@ def test_a_failure_while_scoring_is_raised_and_every_scoring_thread_ends(live_ru
     calls = {"n": 0}
     lock = threading.Lock()
 
-    def failing_predict(self, matrix):
+    def failing_predict(self, matrix, **options):
         with lock:
             calls["n"] += 1
             failing = calls["n"] == 3
         if failing:
             raise RuntimeError("prediction failed")
-        return original(self, matrix)
+        return original(self, matrix, **options)
 
     monkeypatch.setattr(ml_scoring.LoadedModel, "predict_matrix", failing_predict)
     with pytest.raises(RuntimeError, match="prediction failed"):

@@ -1,0 +1,154 @@
+"""The compiled forest (`scoring.ml.compiled`): a gradient-boosting artifact's trees built
+into native code give scikit-learn's probabilities, for plain and calibrated artifacts, for
+codes the trees never saw, and for the split thresholds themselves; bulk scoring uses it; and
+where it cannot be built or disagrees, scikit-learn predicts."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import treelite
+from django.utils import timezone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
+
+from scoring.ml import compiled, registry
+from scoring.ml import features as F
+from scoring.ml import scoring as ml_scoring
+from scoring.ml.training import BOOSTING, LOGISTIC, train_models
+from scoring.models import Lead, LeadProbability
+from tests.ml.conftest import make_dated
+
+
+@pytest.fixture(autouse=True)
+def _fresh_builds():
+    compiled._built.clear()
+    yield
+    compiled._built.clear()
+
+
+@pytest.fixture
+def trained(db, live_rules):
+    data = make_dated(700)
+    report = train_models()
+    rows = {row.algorithm: row for row in report.rows}
+    return {"rows": rows, "data": data}
+
+
+def _matrix(loaded):
+    ids = sorted(Lead.objects.values_list("id", flat=True))
+    return F.MatrixReader(loaded.spec).read(timezone.now(), ids[0], ids[-1])[1]
+
+
+def _sklearn(loaded, matrix):
+    return loaded.estimator.predict_proba(matrix)[:, 1]
+
+
+def test_the_compiled_forest_gives_scikit_learns_probabilities(trained):
+    loaded = ml_scoring.load(trained["rows"][BOOSTING])
+    forest = loaded.compiled()
+    assert forest is not None
+    matrix = _matrix(loaded)
+    assert np.allclose(forest.predict_proba(matrix), _sklearn(loaded, matrix), rtol=0, atol=1e-9)
+    # The bulk path goes through it, in blocks; the one-lead path stays with scikit-learn.
+    assert np.allclose(
+        loaded.predict_matrix(matrix, bulk=True), _sklearn(loaded, matrix), atol=1e-9
+    )
+    assert np.array_equal(loaded.predict_matrix(matrix), _sklearn(loaded, matrix))
+    assert forest.predict_proba(matrix[:0]).shape == (0,)
+
+
+def test_codes_the_trees_never_saw_go_the_way_of_a_missing_value(trained):
+    # scikit-learn sends a category code no training lead had the missing value's way; the
+    # compiled trees must too (left alone, treelite's would take the "not in the set" side).
+    loaded = ml_scoring.load(trained["rows"][BOOSTING])
+    forest = loaded.compiled()
+    matrix = _matrix(loaded)[:200].copy()
+    p_num = len(loaded.spec.numeric_names)
+    for c, feature in enumerate(loaded.spec.categorical):
+        unseen = len(feature.vocabulary) + 2  # never produced by the coding, never trained on
+        matrix[::2, p_num + c] = unseen
+        matrix[1::4, p_num + c] = F.OTHER_CODE
+    expected = _sklearn(loaded, matrix)
+    assert np.allclose(forest.predict_proba(matrix), expected, rtol=0, atol=1e-9)
+    # ... which differs from what the trees alone would say: the case is a real one.
+    unmapped = compiled.CompiledForest(forest.library, forest.link, [], forest.workdir)
+    assert not np.allclose(unmapped.predict_proba(matrix), expected, rtol=0, atol=1e-9)
+
+
+def test_the_probe_hits_the_split_thresholds_and_every_category_code(trained):
+    loaded = ml_scoring.load(trained["rows"][BOOSTING])
+    boosting = loaded.estimator.steps[0][1]
+    dump = json.loads(treelite.sklearn.import_model(boosting).dump_as_json())
+    probe = compiled.probe_matrix(loaded.spec, dump)
+    nodes = [n for t in dump["trees"] for n in t["nodes"] if "threshold" in n]
+    assert nodes
+    ties = sum(np.any(probe[:, n["split_feature_id"]] == n["threshold"]) for n in nodes)
+    assert ties == len(nodes)  # every numeric split is tested on its own threshold
+    p_num = len(loaded.spec.numeric_names)
+    for c, feature in enumerate(loaded.spec.categorical):
+        codes = set(np.unique(probe[:, p_num + c]).tolist())
+        assert codes == set(range(len(feature.vocabulary) + 3))
+    assert np.isnan(probe[:, :p_num]).any()
+    forest = loaded.compiled()
+    assert np.allclose(forest.predict_proba(probe), _sklearn(loaded, probe), rtol=0, atol=1e-9)
+
+
+def test_a_calibrated_artifact_compiles_with_its_sigmoid(trained):
+    loaded = ml_scoring.load(trained["rows"][BOOSTING])
+    matrix = _matrix(loaded)
+    outcome = (np.arange(matrix.shape[0]) % 3 == 0).astype(int)  # any labels will do
+    calibrated = CalibratedClassifierCV(FrozenEstimator(loaded.estimator), method="sigmoid")
+    calibrated.fit(matrix, outcome)
+    forest = compiled.compiled_forest((0, "calibrated"), calibrated, loaded.spec)
+    assert forest is not None
+    expected = calibrated.predict_proba(matrix)[:, 1]
+    assert not np.allclose(expected, _sklearn(loaded, matrix), atol=1e-3)  # it did calibrate
+    assert np.allclose(forest.predict_proba(matrix), expected, rtol=0, atol=1e-9)
+
+
+def test_other_artifacts_and_a_missing_compiler_leave_scikit_learn_to_predict(
+    trained, settings, caplog
+):
+    assert ml_scoring.load(trained["rows"][LOGISTIC]).compiled() is None
+    loaded = ml_scoring.load(trained["rows"][BOOSTING])
+    settings.ML_COMPILED_TREES = False
+    assert loaded.compiled() is None
+    compiled._built.clear()
+    settings.ML_COMPILED_TREES = True
+    settings.ML_COMPILER = "no-such-compiler"
+    with caplog.at_level(logging.WARNING, logger="scoring.ml.compiled"):
+        assert loaded.compiled() is None
+        assert loaded.compiled() is None  # remembered: tried, and logged, once per model
+    warnings = [
+        r.getMessage() for r in caplog.records if "ml.compiled.unavailable" in r.getMessage()
+    ]
+    assert len(warnings) == 1 and "no-such-compiler" in warnings[0]
+    matrix = _matrix(loaded)
+    assert np.array_equal(loaded.predict_matrix(matrix, bulk=True), _sklearn(loaded, matrix))
+
+
+def test_a_forest_that_disagrees_with_scikit_learn_is_not_used(trained, monkeypatch, caplog):
+    # Without the unseen-code mapping the probe (which has such codes) catches the difference.
+    monkeypatch.setattr(compiled, "_known_codes", lambda boosting: [])
+    loaded = ml_scoring.load(trained["rows"][BOOSTING])
+    with caplog.at_level(logging.WARNING, logger="scoring.ml.compiled"):
+        assert loaded.compiled() is None
+    assert "differ from scikit-learn" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bulk_scoring_stores_the_compiled_forests_probabilities(live_rules):
+    make_dated(700)
+    report = train_models()
+    row = registry.activate(next(r for r in report.rows if r.algorithm == BOOSTING))
+    as_of = timezone.now()
+    assert ml_scoring.score_all(as_of=as_of, chunk_size=90) == Lead.objects.count()
+    loaded = ml_scoring.load(row)
+    assert compiled._built[(row.pk, row.artifact_sha256)] is loaded.compiled() is not None
+    stored = dict(LeadProbability.objects.values_list("lead_id", "probability"))
+    ids = sorted(stored)
+    found, matrix = F.MatrixReader(loaded.spec).read(as_of, ids[0], ids[-1])
+    expected = _sklearn(loaded, matrix)
+    assert np.allclose([stored[i] for i in found.tolist()], expected, rtol=0, atol=1e-9)

@@ -751,9 +751,12 @@ class EventRows:
 # PostgreSQL's own binary forms, big-endian: a timestamp is int8 microseconds since
 # 2000-01-01 UTC, turned into epoch seconds as date_part('epoch', ...) computes them.
 _PG_EPOCH_MICROS = 946_684_800_000_000
-# One event in the bytea aggregate of the one-pass read (`read_events_bulk`): lead id, time,
-# type code, as int8send / timestamptz_send / int2send write them.
-_EVENT_RECORD = np.dtype([("lead", ">i8"), ("time", ">i8"), ("code", ">i2")])
+# Events travel grouped by (lead, type), which is the lead/type/time index's order: one
+# header per group (lead id, type code, how many events) in one `bytea`, and the events' times
+# in the same order in another. The type is coded once per group, not per event: its text
+# comparison was a third of the query's time when it ran per event.
+_GROUP_RECORD = np.dtype([("lead", ">i8"), ("code", ">i2"), ("count", ">i4")])
+_TIME_RECORD = np.dtype(">i8")
 
 
 # 1 + the type's index in the spec's event types (the parameter), 0 for any other type.
@@ -762,11 +765,15 @@ _TYPE_CODE_SQL = "COALESCE(array_position(%s::text[], event_type::text), 0)::int
 
 def _event_sql_postgres(spec: FeatureSpec, bucket: str, where: str) -> str:
     # One row per bucket of leads holding its events packed as fixed-size binary records:
-    # a handful of rows instead of millions, so the transfer costs no Python per event.
+    # a handful of rows instead of millions, so the transfer costs no Python per event. The
+    # two aggregates of the outer query see the groups in the same order.
     return (
-        f"SELECT {bucket} AS bucket, string_agg(int8send(lead_id) || "
-        f"timestamptz_send(occurred_at) || int2send({_TYPE_CODE_SQL}), ''::bytea) "
-        f"FROM scoring_event WHERE {where} AND occurred_at <= %s GROUP BY 1"
+        f"SELECT {bucket} AS bucket, string_agg(int8send(lead_id) || int2send({_TYPE_CODE_SQL})"
+        " || int4send(n), ''::bytea), string_agg(times, ''::bytea) FROM ("
+        "SELECT lead_id, event_type, count(*)::int4 AS n,"
+        " string_agg(timestamptz_send(occurred_at), ''::bytea) AS times"
+        f" FROM scoring_event WHERE {where} AND occurred_at <= %s"
+        " GROUP BY lead_id, event_type) AS groups GROUP BY 1"
     )
 
 
@@ -774,10 +781,16 @@ def _epochs(micros: np.ndarray) -> np.ndarray:
     return (micros.astype(np.int64) + _PG_EPOCH_MICROS) / 1e6
 
 
-def _unpack_events(data: bytes | memoryview) -> EventRows:
-    records = np.frombuffer(data, dtype=_EVENT_RECORD)
+def _unpack_events(packed: tuple[bytes, bytes]) -> EventRows:
+    heads = np.frombuffer(packed[0], dtype=_GROUP_RECORD)
+    times = np.frombuffer(packed[1], dtype=_TIME_RECORD)
+    counts = heads["count"].astype(np.int64)
+    if int(counts.sum()) != times.shape[0]:
+        raise ValueError(f"{int(counts.sum())} events announced, {times.shape[0]} received")
     return EventRows(
-        records["lead"].astype(np.int64), records["code"].astype(np.int16), _epochs(records["time"])
+        np.repeat(heads["lead"].astype(np.int64), counts),
+        np.repeat(heads["code"].astype(np.int16), counts),
+        _epochs(times),
     )
 
 
@@ -793,9 +806,13 @@ def _fetch_binary(sql: str, params: list[Any]) -> list[tuple]:
         return cursor.fetchall()
 
 
-def _fetch_packed(sql: str, params: list[Any]) -> dict[int, bytes]:
-    """PostgreSQL: bucket -> packed events, from a `_event_sql_postgres` query."""
-    return {int(bucket): bytes(data) for bucket, data in _fetch_binary(sql, params)}
+def _fetch_packed(sql: str, params: list[Any]) -> dict[int, tuple[bytes, bytes]]:
+    """PostgreSQL: bucket -> packed events (group headers, times), from a
+    `_event_sql_postgres` query."""
+    return {
+        int(bucket): (bytes(heads), bytes(times))
+        for bucket, heads, times in _fetch_binary(sql, params)
+    }
 
 
 def read_events(
@@ -838,7 +855,7 @@ def read_events_bulk(
     chunk_size: int,
     *,
     ids: np.ndarray | None = None,
-) -> dict[int, EventRows | bytes]:
+) -> dict[int, EventRows | tuple[bytes, bytes]]:
     """Every event at or before `cutoff` (of the leads in `ids` when given), in one pass over
     the events table, split by the id-range chunk (of `chunk_size` ids from `low`) its lead
     falls in; on PostgreSQL each chunk's events are still packed (`_unpack_events`)."""

@@ -87,6 +87,19 @@ def test_the_matrix_reader_builds_exactly_the_training_encoding(trained):
     assert raw.categorical[:, names.index("email_domain_type")].tolist() == kinds
 
 
+def test_a_reader_that_reuses_its_buffer_reads_the_same_matrices(trained):
+    loaded = ml_scoring.load(trained["rows"][BOOSTING])
+    ids = sorted(Lead.objects.values_list("id", flat=True))
+    middle, now = ids[len(ids) // 2], timezone.now()
+    fresh, reusing = F.MatrixReader(loaded.spec), F.MatrixReader(loaded.spec, reuse_buffer=True)
+    for first_id, last_id in ((ids[0], middle), (middle + 1, ids[-1]), (ids[0], ids[-1])):
+        expected = fresh.read(now, first_id, last_id)[1]
+        matrix = reusing.read(now, first_id, last_id)[1]
+        assert np.array_equal(matrix, expected, equal_nan=True)
+    again = reusing.read(now, ids[0], middle)[1]
+    assert np.shares_memory(again, matrix)  # the next read overwrites: one buffer per reader
+
+
 def test_an_empty_range_and_a_selection_outside_it_give_empty_matrices(trained):
     loaded = ml_scoring.load(trained["rows"][LOGISTIC])
     reader = F.MatrixReader(loaded.spec)

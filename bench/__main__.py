@@ -261,15 +261,19 @@ def main() -> int:
             "roc_auc": trained["roc_auc"],
         }
     )
-    scored = run_job("score_model", env)
+    # Each run is a fresh process: it loads the artifact (and its compiled trees) as a newly
+    # started worker would.
+    scored = [run_job("score_model", env) for _ in range(args.repeat)]
+    s = summarise([x["seconds"] for x in scored])
     results.append(
         {
-            "name": f"scoring {scored['scored']:,} leads with the active model",
-            "value": round(scored["seconds"], 2),
+            "name": f"scoring {scored[0]['scored']:,} leads with the active model",
+            "value": round(s["median"], 2),
             "unit": "s",
             "target": "< 10 at 1,000,000",
-            "peak_rss_mb": round(scored["peak_rss_mb"]),
-            "algorithm": scored["algorithm"],
+            "spread": [round(s["min"], 2), round(s["max"], 2)],
+            "peak_rss_mb": round(max(x["peak_rss_mb"] for x in scored)),
+            "algorithm": scored[0]["algorithm"],
         }
     )
 

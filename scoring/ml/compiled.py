@@ -7,22 +7,33 @@ writes them out as C, one if/else nest per tree, which the machine's C compiler 
 default `gcc`) builds into a shared library: about five times faster on the same rows, with
 the same numbers.
 
-- Built once per process and model (about a second), in a private temporary directory that
-  goes with the process: nothing is loaded from a place another user could write to.
-- Checked before use: on a probe matrix made of the model's own split thresholds (ties
-  included), the values just above them, missing numbers and every category code the feature
-  coding produces, its probabilities must equal scikit-learn's within `TOLERANCE`.
-- Where it cannot be used (no compiler, `ML_COMPILED_TREES` off, an artifact that is not a binary
-  gradient-boosting pipeline, a failed check), `compiled_forest` returns None, logs why once
-  per model, and the caller predicts with scikit-learn: slower, the same numbers."""
+- Built where the model is trained (`store_library`, about a second) and kept beside its
+  artifact under VAR_DIR/models, its SHA-256 on the model's row with the platform it was built
+  for (`details["compiled"]`). A process that scores with the model reads the file, checks
+  the hash before anything of it is loaded (as the registry does for the artifact), and loads
+  it from a private temporary directory. On another platform, or when the file is missing or
+  changed, the process builds its own copy there instead, once per process and model.
+- Checked before use, however it was obtained: on a probe matrix made of the model's own split
+  thresholds (ties included), the values just above them, missing numbers and every category
+  code the feature coding produces, its probabilities must equal scikit-learn's within
+  `TOLERANCE`.
+- Where it cannot be used (no stored library for this platform and no compiler,
+  `ML_COMPILED_TREES` off, an artifact that is not a binary gradient-boosting pipeline, a
+  failed check), `compiled_forest` returns None, logs why once per model, and the caller
+  predicts with scikit-learn: slower, the same numbers.
+
+treelite and tl2cgen are imported where they are used: a process that never scores in bulk
+(the web server) does not load their native libraries."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
 import os
+import platform
 import tempfile
 import threading
 from collections.abc import Callable
@@ -39,6 +50,8 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from scoring.ml import features as F
+from scoring.ml import registry
+from scoring.models import MLModel
 
 logger = logging.getLogger(__name__)
 
@@ -86,22 +99,72 @@ _built: dict[tuple[int, str], CompiledForest | None] = {}
 
 
 def compiled_forest(
-    key: tuple[int, str], estimator: Any, spec: F.FeatureSpec
+    key: tuple[int, str],
+    estimator: Any,
+    spec: F.FeatureSpec,
+    stored: dict[str, str] | None = None,
 ) -> CompiledForest | None:
-    """The compiled forest of the artifact identified by `key` (model id, artifact hash),
-    built on first use in this process, or None when it cannot be used (logged once)."""
+    """The compiled forest of the artifact identified by `key` (model id, artifact hash): the
+    library `stored` with the model when it was built for this platform and is unchanged,
+    else one built now; kept for the process. None when it cannot be used (logged once)."""
     with _lock:
         if key in _built:
             return _built[key]
         forest = None
         if settings.ML_COMPILED_TREES:
-            try:
-                forest = _build(estimator, spec)
-            except Exception as error:  # any failure means scikit-learn predicts: same numbers
-                logger.warning("ml.compiled.unavailable model=%s reason=%s", key[0], error)
+            if stored and stored.get("platform") == platform_tag():
+                try:
+                    forest = _load_stored(stored, estimator, spec)
+                except Exception as error:  # built afresh below
+                    logger.warning("ml.compiled.stored_refused model=%s reason=%s", key[0], error)
+            if forest is None:
+                try:
+                    forest = _build(estimator, spec)
+                except Exception as error:  # any failure: scikit-learn predicts, same numbers
+                    logger.warning("ml.compiled.unavailable model=%s reason=%s", key[0], error)
         _built.clear()  # one model's library at a time is enough
         _built[key] = forest
         return forest
+
+
+def store_library(row: MLModel, estimator: Any, spec: F.FeatureSpec) -> None:
+    """Build the trees of the row's freshly saved artifact and keep the library beside it,
+    recording its file, SHA-256 and platform in `row.details["compiled"]` (saved). Nothing is
+    stored when it cannot be built (logged); the process that scores then tries itself."""
+    if not settings.ML_COMPILED_TREES:
+        return
+    try:
+        forest = _build(estimator, spec)
+    except Exception as error:
+        logger.warning("ml.compiled.unavailable model=%s reason=%s", row.pk, error)
+        return
+    data = forest.library.read_bytes()
+    directory = registry.models_dir()
+    name = f"{Path(row.artifact_path).stem}.so"
+    temporary = directory / f".{name}.tmp"
+    temporary.write_bytes(data)
+    os.replace(temporary, directory / name)
+    row.details = {
+        **(row.details or {}),
+        "compiled": {
+            "file": name,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "platform": platform_tag(),
+        },
+    }
+    row.save(update_fields=["details"])
+    with _lock:
+        _built.clear()
+        _built[(row.pk, row.artifact_sha256)] = forest
+
+
+def platform_tag() -> str:
+    """Where a stored library can be loaded: the same system, machine, C library and tl2cgen
+    (whose loader calls into it)."""
+    import tl2cgen
+
+    libc = "".join(platform.libc_ver())
+    return f"{platform.system()}-{platform.machine()}-{libc}-tl2cgen{tl2cgen.__version__}"
 
 
 class NotCompilable(Exception):
@@ -112,12 +175,13 @@ def _build(estimator: Any, spec: F.FeatureSpec) -> CompiledForest:
     import tl2cgen
     import treelite
 
-    boosting, link = _boosting_and_link(estimator)
+    boosting, _ = _boosting_and_link(estimator)
     model = treelite.sklearn.import_model(boosting)
     workdir = tempfile.TemporaryDirectory(prefix="leadscoring-forest-")  # mode 0700
     library = Path(workdir.name) / "forest.so"
-    # tl2cgen prints its native library's log lines (a note when treelite's model format is
-    # newer than its own reader): kept out of the worker's output, in the debug log.
+    # tl2cgen hands its native library's progress lines to print(): kept out of the worker's
+    # output, in the debug log. (Its note that treelite's model format is newer than its own
+    # reader goes straight to stderr; the probe check is what vouches for the result.)
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
         tl2cgen.export_lib(
@@ -130,6 +194,36 @@ def _build(estimator: Any, spec: F.FeatureSpec) -> CompiledForest:
         )
     if captured.getvalue().strip():
         logger.debug("ml.compiled.build_log %s", captured.getvalue().strip())
+    return _checked(library, workdir, estimator, spec, model)
+
+
+def _load_stored(stored: dict[str, str], estimator: Any, spec: F.FeatureSpec) -> CompiledForest:
+    import treelite
+
+    data = (registry.models_dir() / stored["file"]).read_bytes()
+    if hashlib.sha256(data).hexdigest() != stored["sha256"]:
+        raise NotCompilable(
+            f"the stored library {stored['file']} is not the one recorded when it was built"
+            " (changed or corrupt); not loading it"
+        )
+    # Loaded from a private copy of the checked bytes, so the file cannot change in between.
+    workdir = tempfile.TemporaryDirectory(prefix="leadscoring-forest-")
+    library = Path(workdir.name) / "forest.so"
+    library.write_bytes(data)
+    boosting, _ = _boosting_and_link(estimator)
+    return _checked(library, workdir, estimator, spec, treelite.sklearn.import_model(boosting))
+
+
+def _checked(
+    library: Path,
+    workdir: tempfile.TemporaryDirectory,
+    estimator: Any,
+    spec: F.FeatureSpec,
+    model: Any,
+) -> CompiledForest:
+    """The forest of `library` (the trees of `model`, treelite's import of the estimator's),
+    once its probabilities on the probe equal the estimator's."""
+    boosting, link = _boosting_and_link(estimator)
     p_num = len(spec.numeric_names)
     known_codes = [(p_num + c, codes) for c, codes in enumerate(_known_codes(boosting))]
     forest = CompiledForest(library=library, link=link, known_codes=known_codes, workdir=workdir)

@@ -56,6 +56,7 @@ class LoadedModel:
     spec: F.FeatureSpec
     estimator: Any
     reference: list[float | None]
+    compiled_library: dict[str, str] | None = None  # `compiled.store_library`'s record
 
     def predict(self, raw: F.RawFrame) -> np.ndarray:
         return self.predict_matrix(F.encode(self.spec, raw))
@@ -89,7 +90,9 @@ class LoadedModel:
         """This model's trees as native code (`scoring.ml.compiled`), or None."""
         if self.algorithm != BOOSTING:
             return None
-        return compiled_forest((self.pk, self.sha256), self.estimator, self.spec)
+        return compiled_forest(
+            (self.pk, self.sha256), self.estimator, self.spec, self.compiled_library
+        )
 
 
 _cache: dict[tuple[int, str], LoadedModel] = {}
@@ -107,6 +110,7 @@ def load(row: MLModel) -> LoadedModel:
             spec=F.FeatureSpec.from_dict(row.features["spec"]),
             estimator=registry.load_estimator(row),
             reference=list((row.details or {}).get("reference") or []),
+            compiled_library=(row.details or {}).get("compiled"),
         )
         _cache.clear()  # one model in memory at a time is enough
         _cache[key] = loaded

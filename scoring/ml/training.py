@@ -48,9 +48,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from scoring.ml import compiled, registry
 from scoring.ml import features as F
 from scoring.ml import metrics as M
-from scoring.ml import registry
 from scoring.ml.labels import DEFAULT_HORIZON_DAYS, DEFAULT_STAGE, Labels, build_labels
 from scoring.models import MLModel
 
@@ -489,6 +489,9 @@ def _train(
             row.finished_at = timezone.now()
             row.save()
             registry.save_artifact(row, estimator)
+            if row.algorithm == BOOSTING:
+                # Its trees compiled once here, not by every process that scores with it.
+                compiled.store_library(row, estimator, spec)
             overall = results[row.algorithm]["overall"]
             models_json.append(
                 {

@@ -3,11 +3,13 @@ into native code give scikit-learn's probabilities, for plain and calibrated art
 codes the trees never saw, and for the split thresholds themselves; bulk scoring uses it; and
 where it cannot be built or disagrees, scikit-learn predicts."""
 
+import hashlib
 import json
 import logging
 
 import numpy as np
 import pytest
+import tl2cgen
 import treelite
 from django.utils import timezone
 from sklearn.calibration import CalibratedClassifierCV
@@ -22,10 +24,27 @@ from tests.ml.conftest import make_dated
 
 
 @pytest.fixture(autouse=True)
-def _fresh_builds():
+def _fresh_processes():
+    # As in a newly started process: no model loaded, no forest built.
     compiled._built.clear()
+    ml_scoring._cache.clear()
     yield
     compiled._built.clear()
+    ml_scoring._cache.clear()
+
+
+def _as_a_new_process(row):
+    compiled._built.clear()
+    ml_scoring._cache.clear()
+    row.refresh_from_db()
+    return ml_scoring.load(row)
+
+
+def _no_compiler(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the compiler ran")
+
+    monkeypatch.setattr(tl2cgen, "export_lib", refuse)
 
 
 @pytest.fixture
@@ -108,11 +127,61 @@ def test_a_calibrated_artifact_compiles_with_its_sigmoid(trained):
     assert np.allclose(forest.predict_proba(matrix), expected, rtol=0, atol=1e-9)
 
 
+def test_training_keeps_the_library_and_a_new_process_loads_it_without_compiling(
+    trained, monkeypatch
+):
+    row = trained["rows"][BOOSTING]
+    record = row.details["compiled"]
+    data = (registry.models_dir() / record["file"]).read_bytes()
+    assert record["sha256"] == hashlib.sha256(data).hexdigest()
+    assert record["platform"] == compiled.platform_tag()
+    assert "compiled" not in trained["rows"][LOGISTIC].details
+    _no_compiler(monkeypatch)
+    loaded = _as_a_new_process(row)
+    forest = loaded.compiled()
+    assert forest is not None and forest.library.read_bytes() == data
+    assert not forest.library.is_relative_to(registry.models_dir())  # a private copy
+    matrix = _matrix(loaded)
+    assert np.allclose(forest.predict_proba(matrix), _sklearn(loaded, matrix), rtol=0, atol=1e-9)
+
+
+def test_a_changed_stored_library_is_never_loaded(trained, monkeypatch, caplog):
+    row = trained["rows"][BOOSTING]
+    path = registry.models_dir() / row.details["compiled"]["file"]
+    path.write_bytes(path.read_bytes() + b"\0")
+    loaded = _as_a_new_process(row)
+    with caplog.at_level(logging.WARNING, logger="scoring.ml.compiled"):
+        forest = loaded.compiled()  # built afresh in the process instead
+    assert "changed or corrupt" in caplog.text
+    assert forest is not None and forest.library.read_bytes() != path.read_bytes()
+    # Without a compiler either, scikit-learn predicts.
+    _no_compiler(monkeypatch)
+    loaded = _as_a_new_process(row)
+    assert loaded.compiled() is None
+    matrix = _matrix(loaded)
+    assert np.array_equal(loaded.predict_matrix(matrix, bulk=True), _sklearn(loaded, matrix))
+
+
+def test_a_library_built_for_another_platform_is_rebuilt_here(trained, monkeypatch):
+    row = trained["rows"][BOOSTING]
+    row.details["compiled"]["platform"] = "Plan9-mips-uclibc-tl2cgen0"
+    row.save(update_fields=["details"])
+    built = []
+    build = compiled._build
+    monkeypatch.setattr(compiled, "_build", lambda *args: built.append(1) or build(*args))
+    monkeypatch.setattr(compiled, "_load_stored", lambda *args: pytest.fail("loaded"))
+    assert _as_a_new_process(row).compiled() is not None
+    assert built == [1]
+
+
 def test_other_artifacts_and_a_missing_compiler_leave_scikit_learn_to_predict(
     trained, settings, caplog
 ):
     assert ml_scoring.load(trained["rows"][LOGISTIC]).compiled() is None
-    loaded = ml_scoring.load(trained["rows"][BOOSTING])
+    row = trained["rows"][BOOSTING]
+    row.details.pop("compiled")  # as if trained where there was no compiler
+    row.save(update_fields=["details"])
+    loaded = _as_a_new_process(row)
     settings.ML_COMPILED_TREES = False
     assert loaded.compiled() is None
     compiled._built.clear()
@@ -130,9 +199,10 @@ def test_other_artifacts_and_a_missing_compiler_leave_scikit_learn_to_predict(
 
 
 def test_a_forest_that_disagrees_with_scikit_learn_is_not_used(trained, monkeypatch, caplog):
-    # Without the unseen-code mapping the probe (which has such codes) catches the difference.
+    # Without the unseen-code mapping the probe (which has such codes) catches the difference,
+    # for the stored library and for one built afresh alike.
     monkeypatch.setattr(compiled, "_known_codes", lambda boosting: [])
-    loaded = ml_scoring.load(trained["rows"][BOOSTING])
+    loaded = _as_a_new_process(trained["rows"][BOOSTING])
     with caplog.at_level(logging.WARNING, logger="scoring.ml.compiled"):
         assert loaded.compiled() is None
     assert "differ from scikit-learn" in caplog.text

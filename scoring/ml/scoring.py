@@ -4,9 +4,11 @@ own: `scoring.ml.probabilities`).
 Per chunk of leads (an id range): the lead columns and the events are read straight into the
 model's input matrix (`features.MatrixReader`: on PostgreSQL one query for the lead columns,
 grouped by value, and one for the events, which the lead/type/time index answers), and the
-pipeline's `predict_proba` runs over blocks of rows. On PostgreSQL outside a transaction,
-`WORKERS` threads score chunks side by side, each with its own connection (while one waits for
-PostgreSQL, another predicts: scikit-learn's tree code releases the GIL), COPY'ing them into a
+model predicts over blocks of rows: a gradient-boosting model through its trees compiled to
+native code (`scoring.ml.compiled`), otherwise the pipeline's `predict_proba`. On PostgreSQL
+outside a transaction, `WORKERS` threads score chunks side by side, each with its own
+connection (while one waits for PostgreSQL, another predicts: the compiled trees, NumPy and
+scikit-learn's tree code release the GIL), COPY'ing them into a
 new table that is swapped in at the end (`probabilities.Replacement`). Otherwise the chunks
 run in line and each id range is replaced in one transaction. The loaded artifact is cached
 per process by (model id, hash).
@@ -63,8 +65,9 @@ class LoadedModel:
 
     def predict_matrix(self, matrix: np.ndarray, *, bulk: bool = False) -> np.ndarray:
         """The positive class's probability for each row of an encoded matrix. `bulk` runs a
-        gradient-boosting model's compiled trees when they can be used (built on first use
-        in the process: worth it for whole chunks, not for one lead's event)."""
+        gradient-boosting model's compiled trees when they can be used (the library stored
+        with the model, or one built in the process on first use: worth it for whole chunks,
+        not for one lead's event)."""
         n = matrix.shape[0]
         if n == 0:
             return np.zeros(0)

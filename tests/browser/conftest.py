@@ -84,6 +84,12 @@ def browser(django_db_setup) -> Iterator[object]:
         )
         yield browser
         browser.close()
+        # Inside sync_playwright() the test's ORM calls run in another context than
+        # pytest-django's, and Django keeps connections per context (asgiref's Local): they
+        # are closed here, still inside it, or they outlive the test database's teardown.
+        from django.db import connections
+
+        connections.close_all()
 
 
 @pytest.fixture

@@ -64,18 +64,28 @@ def _sklearn(loaded, matrix):
     return loaded.estimator.predict_proba(matrix)[:, 1]
 
 
-def test_the_compiled_forest_gives_scikit_learns_probabilities(trained):
+def test_the_compiled_forest_gives_scikit_learns_probabilities(trained, monkeypatch):
     loaded = ml_scoring.load(trained["rows"][BOOSTING])
     forest = loaded.compiled()
     assert forest is not None
     matrix = _matrix(loaded)
     assert np.allclose(forest.predict_proba(matrix), _sklearn(loaded, matrix), rtol=0, atol=1e-9)
-    # The bulk path goes through it, in blocks; the one-lead path stays with scikit-learn.
-    assert np.allclose(
-        loaded.predict_matrix(matrix, bulk=True), _sklearn(loaded, matrix), atol=1e-9
-    )
-    assert np.array_equal(loaded.predict_matrix(matrix), _sklearn(loaded, matrix))
     assert forest.predict_proba(matrix[:0]).shape == (0,)
+    # The bulk path goes through it, a block at a time; the one-lead path stays with
+    # scikit-learn.
+    blocks = []
+    predict = compiled.CompiledForest.predict_proba
+    monkeypatch.setattr(
+        compiled.CompiledForest,
+        "predict_proba",
+        lambda self, block: blocks.append(len(block)) or predict(self, block),
+    )
+    monkeypatch.setattr(ml_scoring, "PREDICT_BLOCK", 100)
+    bulk = loaded.predict_matrix(matrix, bulk=True)
+    assert blocks == [len(matrix[i : i + 100]) for i in range(0, len(matrix), 100)]
+    assert np.allclose(bulk, _sklearn(loaded, matrix), rtol=0, atol=1e-9)
+    assert np.array_equal(loaded.predict_matrix(matrix), _sklearn(loaded, matrix))
+    assert len(blocks) == -(-len(matrix) // 100)  # no more calls: scikit-learn did that one
 
 
 def test_codes_the_trees_never_saw_go_the_way_of_a_missing_value(trained):

@@ -112,9 +112,10 @@ def compiled_forest(
             return _built[key]
         forest = None
         if settings.ML_COMPILED_TREES:
-            if stored and stored.get("platform") == platform_tag():
+            if stored:
                 try:
-                    forest = _load_stored(stored, estimator, spec)
+                    if stored.get("platform") == platform_tag():
+                        forest = _load_stored(stored, estimator, spec)
                 except Exception as error:  # built afresh below
                     logger.warning("ml.compiled.stored_refused model=%s reason=%s", key[0], error)
             if forest is None:

@@ -115,7 +115,7 @@ def compiled_forest(
             if stored:
                 try:
                     if stored.get("platform") == platform_tag():
-                        forest = _load_stored(stored, estimator, spec)
+                        forest = _load_stored(key[0], stored, estimator, spec)
                 except Exception as error:  # built afresh below
                     logger.warning("ml.compiled.stored_refused model=%s reason=%s", key[0], error)
             if forest is None:
@@ -123,9 +123,14 @@ def compiled_forest(
                     forest = _build(estimator, spec)
                 except Exception as error:  # any failure: scikit-learn predicts, same numbers
                     logger.warning("ml.compiled.unavailable model=%s reason=%s", key[0], error)
-        _built.clear()  # one model's library at a time is enough
-        _built[key] = forest
+        _remember(key, forest)
         return forest
+
+
+def _remember(key: tuple[int, str], forest: CompiledForest | None) -> None:
+    """Keep `forest` as this process's for the artifact `key` (callers hold `_lock`)."""
+    _built.clear()  # one model's library at a time is enough
+    _built[key] = forest
 
 
 def store_library(row: MLModel, estimator: Any, spec: F.FeatureSpec) -> None:
@@ -140,11 +145,8 @@ def store_library(row: MLModel, estimator: Any, spec: F.FeatureSpec) -> None:
         logger.warning("ml.compiled.unavailable model=%s reason=%s", row.pk, error)
         return
     data = forest.library.read_bytes()
-    directory = registry.models_dir()
     name = f"{Path(row.artifact_path).stem}.so"
-    temporary = directory / f".{name}.tmp"
-    temporary.write_bytes(data)
-    os.replace(temporary, directory / name)
+    registry.write_file(name, data)
     row.details = {
         **(row.details or {}),
         "compiled": {
@@ -155,8 +157,7 @@ def store_library(row: MLModel, estimator: Any, spec: F.FeatureSpec) -> None:
     }
     row.save(update_fields=["details"])
     with _lock:
-        _built.clear()
-        _built[(row.pk, row.artifact_sha256)] = forest
+        _remember((row.pk, row.artifact_sha256), forest)
 
 
 def platform_tag() -> str:
@@ -174,10 +175,8 @@ class NotCompilable(Exception):
 
 def _build(estimator: Any, spec: F.FeatureSpec) -> CompiledForest:
     import tl2cgen
-    import treelite
 
-    boosting, _ = _boosting_and_link(estimator)
-    model = treelite.sklearn.import_model(boosting)
+    trees = _Trees.of(estimator)
     workdir = tempfile.TemporaryDirectory(prefix="leadscoring-forest-")  # mode 0700
     library = Path(workdir.name) / "forest.so"
     # tl2cgen hands its native library's progress lines to print(): kept out of the worker's
@@ -186,7 +185,7 @@ def _build(estimator: Any, spec: F.FeatureSpec) -> CompiledForest:
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
         tl2cgen.export_lib(
-            model,
+            trees.model,
             toolchain=settings.ML_COMPILER,
             libpath=str(library),
             params={"parallel_comp": TRANSLATION_UNITS},
@@ -195,45 +194,58 @@ def _build(estimator: Any, spec: F.FeatureSpec) -> CompiledForest:
         )
     if captured.getvalue().strip():
         logger.debug("ml.compiled.build_log %s", captured.getvalue().strip())
-    return _checked(library, workdir, estimator, spec, model)
+    return trees.checked(library, workdir, estimator, spec)
 
 
-def _load_stored(stored: dict[str, str], estimator: Any, spec: F.FeatureSpec) -> CompiledForest:
-    import treelite
-
-    data = (registry.models_dir() / stored["file"]).read_bytes()
-    if hashlib.sha256(data).hexdigest() != stored["sha256"]:
-        raise NotCompilable(
-            f"the stored library {stored['file']} is not the one recorded when it was built"
-            " (changed or corrupt); not loading it"
-        )
+def _load_stored(
+    model_id: int, stored: dict[str, str], estimator: Any, spec: F.FeatureSpec
+) -> CompiledForest:
+    data = registry.read_checked(model_id, stored["file"], stored["sha256"], "compiled trees")
     # Loaded from a private copy of the checked bytes, so the file cannot change in between.
     workdir = tempfile.TemporaryDirectory(prefix="leadscoring-forest-")
     library = Path(workdir.name) / "forest.so"
     library.write_bytes(data)
-    boosting, _ = _boosting_and_link(estimator)
-    return _checked(library, workdir, estimator, spec, treelite.sklearn.import_model(boosting))
+    return _Trees.of(estimator).checked(library, workdir, estimator, spec)
 
 
-def _checked(
-    library: Path,
-    workdir: tempfile.TemporaryDirectory,
-    estimator: Any,
-    spec: F.FeatureSpec,
-    model: Any,
-) -> CompiledForest:
-    """The forest of `library` (the trees of `model`, treelite's import of the estimator's),
-    once its probabilities on the probe equal the estimator's."""
-    boosting, link = _boosting_and_link(estimator)
-    p_num = len(spec.numeric_names)
-    known_codes = [(p_num + c, codes) for c, codes in enumerate(_known_codes(boosting))]
-    forest = CompiledForest(library=library, link=link, known_codes=known_codes, workdir=workdir)
-    probe = probe_matrix(spec, json.loads(model.dump_as_json()))
-    expected = estimator.predict_proba(probe)[:, 1]
-    difference = float(np.max(np.abs(forest.predict_proba(probe) - expected)))
-    if not difference <= TOLERANCE:
-        raise NotCompilable(f"compiled probabilities differ from scikit-learn's by {difference}")
-    return forest
+@dataclass(frozen=True)
+class _Trees:
+    """An artifact's gradient-boosting model, the link from its raw margin to the artifact's
+    probability, and treelite's import of its trees."""
+
+    boosting: HistGradientBoostingClassifier
+    link: Callable[[np.ndarray], np.ndarray]
+    model: Any
+
+    @classmethod
+    def of(cls, estimator: Any) -> _Trees:
+        import treelite
+
+        boosting, link = _boosting_and_link(estimator)
+        return cls(boosting, link, treelite.sklearn.import_model(boosting))
+
+    def checked(
+        self,
+        library: Path,
+        workdir: tempfile.TemporaryDirectory,
+        estimator: Any,
+        spec: F.FeatureSpec,
+    ) -> CompiledForest:
+        """The forest of `library` (these trees, compiled), once its probabilities on the
+        probe equal the estimator's."""
+        p_num = len(spec.numeric_names)
+        known_codes = [(p_num + c, codes) for c, codes in enumerate(_known_codes(self.boosting))]
+        forest = CompiledForest(
+            library=library, link=self.link, known_codes=known_codes, workdir=workdir
+        )
+        probe = probe_matrix(spec, json.loads(self.model.dump_as_json()))
+        expected = estimator.predict_proba(probe)[:, 1]
+        difference = float(np.max(np.abs(forest.predict_proba(probe) - expected)))
+        if not difference <= TOLERANCE:
+            raise NotCompilable(
+                f"compiled probabilities differ from scikit-learn's by {difference}"
+            )
+        return forest
 
 
 def _boosting_and_link(

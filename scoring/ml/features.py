@@ -23,9 +23,10 @@ The encoded matrix (`encode`) is float64: numbers first, then category codes, so
 scikit-learn pipeline takes it directly and 1,000,000 leads stay a few hundred MB.
 
 Reads are set-based. Training reads the lead columns of a chunk with one query and the events
-of all its leads in one pass (PostgreSQL packs each chunk's events as fixed-size binary records
-in one `bytea`), aggregated in NumPy. Serving (`MatrixReader`) builds the model's input matrix
-directly, per chunk of ids; its output is tested to equal training's encoding exactly.
+of all its leads in one pass (PostgreSQL packs each chunk's events, grouped by lead and type,
+as fixed-size binary records in two `bytea`s), aggregated in NumPy. Serving (`MatrixReader`)
+builds the model's input matrix directly, per chunk of ids; its output is tested to equal
+training's encoding exactly.
 Attributes keep their current values: the database has no attribute history, so an attribute
 set after the cut-off is read as it is now (the mappings' leakage lists exist for exactly the
 attributes where that matters)."""
@@ -684,11 +685,7 @@ class MatrixReader:
         for slot, (column, numeric) in enumerate(grouped):
             entries = by_slot.get(slot, [])
             values = [value for value, _ in entries]
-            if numeric:
-                coded = _numbers(values)
-            else:
-                memo = self._memos[column - p_lead]
-                coded = np.fromiter(map(memo.__getitem__, values), np.float64, len(values))
+            coded = _numbers(values) if numeric else self._codes(column - p_lead, values)
             positions = np.frombuffer(b"".join(data for _, data in entries), dtype=">i4")
             counts = [len(data) // 4 for _, data in entries]
             part[positions, column] = np.repeat(coded, counts)
@@ -764,9 +761,10 @@ _TYPE_CODE_SQL = "COALESCE(array_position(%s::text[], event_type::text), 0)::int
 
 
 def _event_sql_postgres(spec: FeatureSpec, bucket: str, where: str) -> str:
-    # One row per bucket of leads holding its events packed as fixed-size binary records:
-    # a handful of rows instead of millions, so the transfer costs no Python per event. The
-    # two aggregates of the outer query see the groups in the same order.
+    # One row per bucket of leads holding its events packed as fixed-size binary records
+    # (`_GROUP_RECORD` headers, `_TIME_RECORD` times): a handful of rows instead of millions,
+    # so the transfer costs no Python per event. The two aggregates of the outer query see the
+    # groups in the same order.
     return (
         f"SELECT {bucket} AS bucket, string_agg(int8send(lead_id) || int2send({_TYPE_CODE_SQL})"
         " || int4send(n), ''::bytea), string_agg(times, ''::bytea) FROM ("

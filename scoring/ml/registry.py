@@ -52,12 +52,8 @@ def save_artifact(row: MLModel, estimator: Any) -> MLModel:
     joblib.dump(estimator, buffer)
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()
-    directory = models_dir()
-    directory.mkdir(parents=True, exist_ok=True)
     name = f"{row.pk}-{row.algorithm}-{digest[:12]}.joblib"
-    temporary = directory / f".{name}.tmp"
-    temporary.write_bytes(data)
-    os.replace(temporary, directory / name)
+    write_file(name, data)
     row.artifact_path = name
     row.artifact_sha256 = digest
     row.sklearn_version = sklearn.__version__
@@ -65,6 +61,34 @@ def save_artifact(row: MLModel, estimator: Any) -> MLModel:
     row.save(update_fields=["artifact_path", "artifact_sha256", "sklearn_version", "numpy_version"])
     logger.info("ml.artifact.saved model=%s bytes=%s", row.pk, len(data))
     return row
+
+
+def write_file(name: str, data: bytes) -> None:
+    """Write `data` as models_dir()/name atomically: a reader sees the old file or the new
+    one, never half of it."""
+    directory = models_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = directory / f".{name}.tmp"
+    temporary.write_bytes(data)
+    os.replace(temporary, directory / name)
+
+
+def read_checked(model_id: int, name: str, sha256: str, what: str) -> bytes:
+    """The bytes of models_dir()/name (model `model_id`'s `what`: its artifact, its compiled
+    trees),
+    once their SHA-256 is the one recorded when they were saved. Raises ModelLoadRefused."""
+    try:
+        data = (models_dir() / name).read_bytes()
+    except OSError as error:
+        raise ModelLoadRefused(f"Model #{model_id}: cannot read its {what} ({error}).") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise ModelLoadRefused(
+            f"Model #{model_id}: the SHA-256 of its {what} is {digest[:16]}…, but "
+            f"{sha256[:16]}… was recorded when it was saved; "
+            "refusing to load a changed or corrupt file."
+        )
+    return data
 
 
 def check_compatible(row: MLModel) -> None:
@@ -88,18 +112,7 @@ def load_estimator(row: MLModel) -> Any:
     check_compatible(row)
     if not row.artifact_path:
         raise ModelLoadRefused(f"Model #{row.pk} has no artifact (it has not finished training).")
-    path = models_dir() / row.artifact_path
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ModelLoadRefused(f"Model #{row.pk}: cannot read its artifact ({error}).") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != row.artifact_sha256:
-        raise ModelLoadRefused(
-            f"Model #{row.pk}: the artifact's SHA-256 is {digest[:16]}…, but "
-            f"{row.artifact_sha256[:16]}… was recorded when it was saved; "
-            "refusing to load a changed or corrupt file."
-        )
+    data = read_checked(row.pk, row.artifact_path, row.artifact_sha256, "artifact")
     return joblib.load(io.BytesIO(data))
 
 

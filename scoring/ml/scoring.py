@@ -73,21 +73,11 @@ class LoadedModel:
             return np.zeros(0)
         forest = self.compiled() if bulk else None
         if forest is not None:
-            return np.concatenate(
-                [
-                    forest.predict_proba(matrix[i : i + PREDICT_BLOCK])
-                    for i in range(0, n, PREDICT_BLOCK)
-                ]
-            )
+            return _in_blocks(forest.predict_proba, matrix)
         # One OpenMP thread per calling thread: gradient boosting's prediction threads spin at
         # barriers when they compete for a busy core; the parallelism is the scoring threads'.
         with threadpool_limits(limits=1, user_api="openmp"):
-            return np.concatenate(
-                [
-                    self.estimator.predict_proba(matrix[i : i + PREDICT_BLOCK])[:, 1]
-                    for i in range(0, n, PREDICT_BLOCK)
-                ]
-            )
+            return _in_blocks(lambda block: self.estimator.predict_proba(block)[:, 1], matrix)
 
     def compiled(self) -> CompiledForest | None:
         """This model's trees as native code (`scoring.ml.compiled`), or None."""
@@ -96,6 +86,12 @@ class LoadedModel:
         return compiled_forest(
             (self.pk, self.sha256), self.estimator, self.spec, self.compiled_library
         )
+
+
+def _in_blocks(predict: Callable[[np.ndarray], np.ndarray], matrix: np.ndarray) -> np.ndarray:
+    return np.concatenate(
+        [predict(matrix[i : i + PREDICT_BLOCK]) for i in range(0, matrix.shape[0], PREDICT_BLOCK)]
+    )
 
 
 _cache: dict[tuple[int, str], LoadedModel] = {}

@@ -4,6 +4,9 @@ from integrations import views, webhooks
 
 urlpatterns: list = [
     path("integrations/", views.integrations_page, name="integrations"),
+    path("imports/", views.import_page, name="import-page"),
+    path("imports/<int:job_id>/", views.import_detail, name="import-detail"),
+    path("imports/<int:job_id>/progress/", views.import_progress, name="import-progress"),
     path("integrations/hubspot/webhook", webhooks.hubspot_webhook, name="hubspot-webhook"),
     path(
         "integrations/<slug:vendor>/status",

@@ -1,16 +1,10 @@
 """Roles are Django groups. This module is the one place that says which role may do what;
-pages, the API and tests all read it from here."""
+pages, the API and tests all read it from here. The HTTP and DRF adapters that enforce it are
+`scoring.views.access.require` and `scoring.api.permissions.HasCapability`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
-from typing import Any
-
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
-from rest_framework.permissions import BasePermission
 
 MARKETING_OPS = "marketing_ops"
 SALES = "sales"
@@ -83,32 +77,3 @@ def primary_role(user: AbstractBaseUser | AnonymousUser) -> str | None:
         if role in roles:
             return role
     return None
-
-
-def require(capability: str) -> Callable:
-    """View decorator: 403 unless the user has the capability (login is enforced by the
-    middleware before this runs)."""
-
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not can(request.user, capability):
-                raise PermissionDenied(f"Your role does not allow this ({capability}).")
-            return view(request, *args, **kwargs)
-
-        wrapper.capability = capability  # read by the role-matrix test
-        return wrapper
-
-    return decorator
-
-
-class HasCapability(BasePermission):
-    """DRF permission: the view names its capability in `required_capability`, or one per
-    method in `capability_by_method`."""
-
-    def has_permission(self, request: Any, view: Any) -> bool:
-        by_method = getattr(view, "capability_by_method", None) or {}
-        capability = by_method.get(request.method, getattr(view, "required_capability", None))
-        if capability is None:
-            return False
-        return can(request.user, capability)

@@ -3,7 +3,6 @@
 from django.urls import path
 
 from scoring.views import feedback as feedback_views
-from scoring.views import imports as import_views
 from scoring.views import kpis as kpi_views
 from scoring.views import leads as lead_views
 from scoring.views import models as model_views
@@ -21,9 +20,6 @@ urlpatterns: list = [
     path("feedback/", feedback_views.feedback_review_page, name="feedback-review"),
     path("kpis/", kpi_views.kpi_dashboard, name="kpis"),
     path("kpis/export/<slug:table>.csv", kpi_views.kpi_export, name="kpi-export"),
-    path("imports/", import_views.import_page, name="import-page"),
-    path("imports/<int:job_id>/", import_views.import_detail, name="import-detail"),
-    path("imports/<int:job_id>/progress/", import_views.import_progress, name="import-progress"),
     # Rules, personas, bands, preview, publishing (scoring/views/rules.py)
     path("rules/", rule_views.rules_index, name="rules-index"),
     path("rules/new/", rule_views.draft_new, name="rules-new"),

@@ -18,8 +18,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from scoring.api.permissions import HasCapability
 from scoring.models import Feedback
-from scoring.roles import HasCapability
 from scoring.selectors import visible_leads
 from scoring.services.feedback import NOTE_MAX_CHARS, FeedbackInvalid, feedback_give
 

@@ -29,6 +29,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from scoring.api.permissions import HasCapability
 from scoring.api.serializers import (
     EventInSerializer,
     IngestResultSerializer,
@@ -37,7 +38,6 @@ from scoring.api.serializers import (
     LeadUpsertSerializer,
 )
 from scoring.models import Lead, LifecycleStage
-from scoring.roles import HasCapability
 from scoring.selectors import visible_leads
 from scoring.services.events import MAX_EVENTS_PER_REQUEST, events_ingest, parse_event_item
 from scoring.services.leads import lead_update, lead_upsert

@@ -27,9 +27,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from scoring.api.permissions import HasCapability
 from scoring.kpis.filters import KpiFilterError, KpiFilters, parse_filters
 from scoring.kpis.report import KpiReport
-from scoring.roles import HasCapability, can
+from scoring.roles import can
 
 AS_OF_HEADER = "X-KPI-As-Of"
 

@@ -14,9 +14,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from scoring.lead_queries import feedback_review, lead_feedback
 from scoring.models import Feedback, Lead
-from scoring.roles import can, require
+from scoring.roles import can
 from scoring.selectors import visible_leads
 from scoring.services.feedback import NOTE_MAX_CHARS, FeedbackInvalid, feedback_give
+from scoring.views.access import require
 
 REVIEW_PERIODS = (("30", "Last 30 days"), ("90", "Last 90 days"), ("365", "Last year"),
                   ("all", "All time"))  # fmt: skip

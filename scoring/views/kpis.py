@@ -1,7 +1,7 @@
 """The KPI dashboard page (/kpis/) and its CSV exports (/kpis/export/<table>.csv).
 
 The page parses the filters, asks `KpiReport` for every KPI once, turns each into a plotly
-figure dict (`scoring.kpis.charts`) and hands the template prepared rows; `static/js/kpis.js`
+figure dict (`scoring.charts.kpis`) and hands the template prepared rows; `static/js/kpis.js`
 draws the figures from the JSON the template embeds with `json_script`."""
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from scoring.api.kpis import AS_OF_HEADER, request_filters
-from scoring.kpis import charts
+from scoring.charts import kpis as charts
 from scoring.kpis.filters import KpiFilterError, KpiFilters, leads_queue_url
 from scoring.kpis.report import DEFINITIONS, SMALL_N, TABLES, KpiReport, table_rows
 from scoring.kpis.selectors import filter_choices
-from scoring.roles import require
+from scoring.views.access import require
 
 log = logging.getLogger(__name__)
 

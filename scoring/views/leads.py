@@ -27,8 +27,9 @@ from scoring.lead_queries import (
     verdicts_by_lead,
 )
 from scoring.models import Feedback, Lead, RuleSet
-from scoring.roles import can, require
+from scoring.roles import can
 from scoring.selectors import visible_leads
+from scoring.views.access import require
 from scoring.views.feedback import feedback_panel_context, is_htmx
 
 

@@ -23,8 +23,9 @@ from scoring.ml.labels import reached_stages
 from scoring.ml.suggest import apply_suggestion
 from scoring.ml.training import LOGISTIC, start_training, training_in_progress
 from scoring.models import FUNNEL_STAGES, MLModel
-from scoring.roles import can, require
+from scoring.roles import can
 from scoring.selectors import live_rule_set, visible_leads
+from scoring.views.access import require
 
 logger = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from scoring.charts.preview import band_matrix_rows, preview_figures
 from scoring.engine import RuleSetInvalid
 from scoring.forms import BandForm, ImportForm, PersonaForm, RuleForm, RuleSetSettingsForm
 from scoring.models import PreviewRun, RescoreRun, RuleSet
-from scoring.preview_charts import band_matrix_rows, preview_figures
-from scoring.roles import can, require
+from scoring.roles import can
 from scoring.rules_queries import (
     audit_trail,
     issues_by_item,
@@ -50,6 +50,7 @@ from scoring.services.rulesets import (
     ruleset_import,
     ruleset_publish,
 )
+from scoring.views.access import require
 
 SECTION_FORMS = {"rules": RuleForm, "personas": PersonaForm, "bands": BandForm}
 SECTION_TEMPLATES = {

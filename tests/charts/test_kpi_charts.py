@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import pytest
 
-from scoring.kpis import charts
+from scoring.charts import kpis as charts
 
 
 def link_for(band):

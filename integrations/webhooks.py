@@ -17,8 +17,11 @@ from integrations.connectors.hubspot import verify_signature_v3
 
 logger = logging.getLogger(__name__)
 
-#: HubSpot's v3 signatures older than this (or dated in the future) are refused.
+#: HubSpot's v3 signatures older than this are refused (a replay)...
 MAX_SIGNATURE_AGE_MS = 300_000
+#: ...and so are those dated further ahead than this: a little skew between HubSpot's clock and
+#: ours is normal, and refusing it would drop real deliveries.
+MAX_CLOCK_SKEW_MS = 60_000
 
 
 @csrf_exempt
@@ -26,8 +29,9 @@ MAX_SIGNATURE_AGE_MS = 300_000
 @require_POST
 def hubspot_webhook(request: HttpRequest) -> HttpResponse:
     """``POST /integrations/hubspot/webhook``: verify the v3 signature (401 when it is
-    missing, wrong, older than 5 minutes or in the future), then hand the events to the
-    service, which ignores replayed event ids and enqueues the sync. Answers at once."""
+    missing, wrong, older than 5 minutes or more than 60 s in the future), then hand the
+    events to the service, which ignores replayed event ids and enqueues the sync. Answers at
+    once."""
     secret = integration_config.hubspot_app_secret(services.connection_get("hubspot"))
     if not secret:
         logger.warning("sync.webhook.refused source=hubspot reason=no_app_secret")
@@ -42,6 +46,7 @@ def hubspot_webhook(request: HttpRequest) -> HttpResponse:
         request.headers.get("X-HubSpot-Signature-v3", ""),
         now_ms=int(time.time() * 1000),
         max_age_ms=MAX_SIGNATURE_AGE_MS,
+        max_skew_ms=MAX_CLOCK_SKEW_MS,
     )
     if not valid:
         logger.warning("sync.webhook.refused source=hubspot reason=signature")

@@ -835,6 +835,7 @@ def verify_signature_v3(
     signature: str,
     now_ms: int,
     max_age_ms: int = 300_000,
+    max_skew_ms: int = 60_000,
 ) -> bool:
     """Check an ``X-HubSpot-Signature-v3`` header. Pure: no clock, no I/O.
 
@@ -842,7 +843,8 @@ def verify_signature_v3(
     over the UTF-8 request method, the full request URI (scheme, host, path and query, as
     HubSpot called it), the raw body bytes and the ``X-HubSpot-Request-Timestamp`` header.
     Returns ``False`` - never raises - when the timestamp is missing or malformed, older than
-    ``max_age_ms`` or later than ``now_ms`` (a replay or a forged clock), or when the
+    ``max_age_ms`` (a replay) or more than ``max_skew_ms`` later than ``now_ms`` (HubSpot's
+    clock may run a little ahead of ours; further ahead is a forged timestamp), or when the
     signature does not match. The comparison is constant-time.
     """
     if not app_secret or not signature or not timestamp_ms or not timestamp_ms.isdigit():
@@ -851,7 +853,7 @@ def verify_signature_v3(
         sent_at = int(timestamp_ms)
     except ValueError:
         return False
-    if sent_at > now_ms or now_ms - sent_at > max_age_ms:
+    if sent_at - now_ms > max_skew_ms or now_ms - sent_at > max_age_ms:
         return False
     try:
         given = signature.strip().encode("ascii")

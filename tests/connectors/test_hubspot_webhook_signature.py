@@ -66,8 +66,10 @@ def test_it_rejects_a_stale_timestamp():
     assert verify_request(now_ms=int(REQUEST_TS) + 300_001) is False
 
 
-def test_it_rejects_a_timestamp_in_the_future():
-    assert verify_request(now_ms=int(REQUEST_TS) - 1) is False
+def test_it_accepts_up_to_a_minute_of_clock_skew_and_rejects_a_timestamp_further_ahead():
+    assert verify_request(now_ms=int(REQUEST_TS) - 2_000) is True
+    assert verify_request(now_ms=int(REQUEST_TS) - 60_000) is True
+    assert verify_request(now_ms=int(REQUEST_TS) - 60_001) is False
     assert verify_request(now_ms=int(REQUEST_TS) - 600_000) is False
 
 

@@ -74,8 +74,18 @@ def test_a_stale_signature_is_refused(enqueued):
     assert post(offset_ms=-301_000).status_code == 401
 
 
-def test_a_signature_dated_in_the_future_is_refused(enqueued):
-    assert post(offset_ms=60_000).status_code == 401
+def test_a_signature_dated_more_than_a_minute_in_the_future_is_refused(enqueued):
+    assert post(offset_ms=61_000).status_code == 401
+
+
+def test_a_signature_a_few_seconds_in_the_future_is_accepted_as_clock_skew(
+    enqueued, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(offset_ms=2_000)
+
+    assert response.status_code == 200
+    assert enqueued == [["152", "154"]]
 
 
 def test_a_replayed_event_id_is_ignored(enqueued, django_capture_on_commit_callbacks):

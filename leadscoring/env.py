@@ -77,3 +77,15 @@ def env_database(name: str, default: str) -> dict:
     if config.get("ENGINE") not in environ.Env.DB_SCHEMES.values():
         raise ImproperlyConfigured(f"{name}={raw!r} names an unsupported database scheme.")
     return config
+
+
+def env_cache(name: str, default: str) -> dict:
+    """A Django CACHES entry from a URL (redis://…, dbcache://TABLE, locmemcache://…)."""
+    raw = os.environ.get(name) or default
+    try:
+        config = environ.Env.cache_url_config(raw)
+    except Exception as exc:  # django-environ raises several types for bad URLs
+        raise ImproperlyConfigured(f"{name} is not a valid cache URL: {exc}") from None
+    if config.get("BACKEND") not in environ.Env.CACHE_SCHEMES.values():
+        raise ImproperlyConfigured(f"{name}={raw!r} names an unsupported cache scheme.")
+    return config

@@ -9,4 +9,7 @@ import os
 import tempfile
 
 os.environ.setdefault("DEBUG", "true")
+# Each test process gets its own in-memory cache: throttle and lockout counts must not leak
+# between test runs through a shared table (tests of the shared cache set it themselves).
+os.environ.setdefault("CACHE_URL", "locmemcache://")
 os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="leadscoring-test-"))

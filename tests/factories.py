@@ -53,3 +53,10 @@ class EventFactory(factory.django.DjangoModelFactory):
     event_type = "page_view"
     occurred_at = factory.LazyFunction(lambda: timezone.now() - dt.timedelta(days=1))
     properties = factory.LazyFunction(dict)
+
+
+def api_token(user) -> str:
+    """A new API token of the user, as a client would send it (stored hashed)."""
+    from knox.models import AuthToken
+
+    return AuthToken.objects.create(user=user, expiry=None)[1]

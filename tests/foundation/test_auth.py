@@ -62,10 +62,10 @@ def test_the_api_answers_401_to_anonymous_callers_instead_of_redirecting(db):
 
 
 def test_the_api_takes_a_token(role_users):
-    from rest_framework.authtoken.models import Token
+    from tests.factories import api_token
 
-    token = Token.objects.create(user=role_users["sales1"])
-    response = Client().get("/api/v1/me/", HTTP_AUTHORIZATION=f"Token {token.key}")
+    token = api_token(role_users["sales1"])
+    response = Client().get("/api/v1/me/", HTTP_AUTHORIZATION=f"Token {token}")
     assert response.status_code == 200
     assert response.json() == {"username": "sales1", "roles": ["sales"]}
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+
+from tests.factories import api_token
 
 
 @pytest.fixture(autouse=True)
@@ -27,9 +28,8 @@ def api_as(role_users):
     """api_as("ops") -> a DRF APIClient authenticated by a fresh token of that user."""
 
     def make(username: str) -> APIClient:
-        token, _ = Token.objects.get_or_create(user=role_users[username])
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(role_users[username])}")
         return client
 
     return make

@@ -8,20 +8,20 @@ import threading
 
 import pytest
 from django.db import connection
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from integrations import imports
 from integrations.imports import import_file
 from scoring.models import Event, Identity, Lead
 from scoring.services import leads as lead_service
+from tests.factories import api_token
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.mark.django_db(transaction=True)
 def test_two_identical_batches_at_the_same_moment_store_each_event_once(role_users):
-    token = Token.objects.create(user=role_users["ops"]).key
+    token = api_token(role_users["ops"])
     batch = [
         {
             "external_id": f"evt-{i}",

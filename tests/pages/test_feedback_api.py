@@ -2,9 +2,9 @@
 
 import pytest
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
 from scoring.models import Feedback
+from tests.factories import api_token
 from tests.pages.factories import ScoredLeadFactory
 
 
@@ -57,7 +57,7 @@ def test_a_lead_the_caller_cannot_see_is_404(client_as, lead):
 
 
 def test_it_takes_an_api_token(role_users, lead):
-    token = Token.objects.create(user=role_users["sales1"])
+    token = api_token(role_users["sales1"])
     response = post(Client(), lead.pk, {"verdict": "good"}, HTTP_AUTHORIZATION=f"Token {token}")
     assert response.status_code == 201
 

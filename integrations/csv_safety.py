@@ -19,8 +19,3 @@ def safe_cell(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(_TRIGGERS):
         return "'" + value
     return value
-
-
-def safe_row(values: list[Any] | tuple[Any, ...]) -> list[Any]:
-    """safe_cell applied to every cell of a row."""
-    return [safe_cell(value) for value in values]

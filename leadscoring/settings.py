@@ -1,5 +1,5 @@
 """Django settings. Every value that differs between machines comes from the environment,
-read through `leadscoring.env` (see the configuration table in the README)."""
+read through `leadscoring.env` (see docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -198,7 +198,7 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # Secrets of connections configured in the page are encrypted with these Fernet keys; the
-# first encrypts, all decrypt, so a key can be rotated (see README).
+# first encrypts, all decrypt, so a key can be rotated (see docs/integrations.md).
 FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS", [])
 
 REST_FRAMEWORK = {

@@ -2,8 +2,10 @@
 its behaviour aggregates (every event rule's matched count and decayed sum as of a time).
 
 Leads are chosen either by an id range (bulk rescore chunks) or by a list of ids (real-time).
-PostgreSQL gets `date_part('epoch', …)` and `FILTER` aggregates over jsonb containment; SQLite
-gets the equivalent with julianday(), CASE and json_type()/json_extract()."""
+On PostgreSQL the chunk's events come back as one `bytea` of packed binary records (lead,
+time, type code, one bit per distinct `where` condition, tested with jsonb containment) that
+NumPy aggregates per rule with `np.bincount`; SQLite aggregates in SQL with julianday(), CASE
+and json_type()/json_extract()."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """Behaviour aggregates: what the engine needs to know about a lead's events.
 
-The engine never sees events. The bulk path computes these aggregates in SQL; the real-time
-path (and the tests, as the reference for the SQL) compute them here with NumPy from raw events.
+The engine never sees events. `scoring.features.read_behaviour` computes these aggregates for
+the bulk and the real-time rescore alike (PostgreSQL: packed event records aggregated with
+NumPy; SQLite: in SQL). `aggregate_events` computes them here from raw events: the plain
+reference the tests hold those reads to.
 """
 
 from __future__ import annotations

@@ -1,2 +1,4 @@
 """Conversion KPIs by score band: honest (band before conversion) aggregations in SQL
-(`selectors`), the statistics on top (`stats`, `report`) and plotly figure dicts (`charts`)."""
+(`selectors`, for the filters parsed in `filters`), kept fast by the conversion-band rollup
+(`rollup`) and the per-day KPI cube (`cube`), the statistics on top (`stats`, `report`) and
+plotly figure dicts (`charts`)."""

@@ -456,9 +456,3 @@ def table_rows(report: KpiReport, name: str) -> tuple[tuple[str, ...], list[dict
     """(columns, rows) of one exportable table; KeyError for an unknown name."""
     builder, columns = TABLES[name]
     return columns, builder(report)
-
-
-def period_label(filters: KpiFilters) -> str:
-    start = filters.start.isoformat() if filters.start else "the first lead"
-    end = filters.end.isoformat() if filters.end else dt.date.today().isoformat()
-    return f"{start} to {end}"

@@ -268,31 +268,11 @@ def _document_exclusions(document: dict[str, Any], include_doubtful: bool = Fals
     return names
 
 
-def stored_import_exclusions() -> set[str]:
-    """Leakage lists the CSV import recorded for imported data, when it records them."""
-    try:
-        from integrations import imports  # the ingestion engineer's module, when present
-    except ImportError:
-        return set()
-    reader = getattr(imports, "leakage_columns", None)
-    if not callable(reader):
-        return set()
-    try:
-        return {str(name) for name in reader()}
-    except Exception:  # a missing table or a schema change must not stop training
-        return set()
-
-
 def excluded_keys(exclude: Iterable[str] = (), *, include_doubtful: bool = False) -> set[str]:
-    """Normalised names that may never be features: the caller's, the mappings' and the
-    import's leakage and label columns (and doubtful ones unless opted in), and the
-    forbidden lead columns."""
-    names = (
-        set(exclude)
-        | mapping_exclusions(include_doubtful=include_doubtful)
-        | stored_import_exclusions()
-        | FORBIDDEN_COLUMNS
-    )
+    """Normalised names that may never be features: the caller's, the leakage and label
+    columns of the mappings in `integrations/mappings/` (and their doubtful ones unless opted
+    in), and the forbidden lead columns."""
+    names = set(exclude) | mapping_exclusions(include_doubtful=include_doubtful) | FORBIDDEN_COLUMNS
     return {normalise_key(name.removeprefix("attributes.")) for name in names}
 
 

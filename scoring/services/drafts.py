@@ -41,11 +41,6 @@ class DraftEditInvalid(Exception):
         super().__init__("; ".join(f"{i.path}: {i.message}" for i in issues))
 
 
-def draft_issues(rule_set: RuleSet) -> list[ValidationIssue]:
-    """Every problem of the stored rule set ([] when it validates)."""
-    return _issues(ruleset_document(rule_set))
-
-
 def _issues(document: dict[str, Any]) -> list[ValidationIssue]:
     try:
         parse_ruleset(document)

@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Lower, Trim
 from django.utils import timezone
 
 from scoring.models import (
@@ -612,30 +611,3 @@ def lead_merge(survivor: Lead, merged: Lead, *, reason: str = "same email") -> L
     )
     _request_rescore([survivor.pk])
     return record
-
-
-def leads_merge_duplicates() -> int:
-    """Merge leads whose stored emails are equal once normalised (rows written by code that
-    did not normalise), keep the lowest id, and store the normalised email. Returns the number
-    of merges. Reads only the duplicated groups."""
-    normalised = Lower(Trim("email"))
-    duplicated = (
-        Lead.objects.exclude(email__isnull=True)
-        .annotate(key=normalised)
-        .values("key")
-        .annotate(n=Count("id"))
-        .filter(n__gt=1)
-        .values("key")
-    )
-    groups: dict[str, list[Lead]] = {}
-    for lead in Lead.objects.annotate(key=normalised).filter(key__in=duplicated).order_by("id"):
-        groups.setdefault(lead.key, []).append(lead)
-    merges = 0
-    for email, leads in groups.items():
-        survivor = leads[0]
-        for other in leads[1:]:
-            lead_merge(survivor, other)
-            merges += 1
-        if survivor.email != email:
-            Lead.objects.filter(pk=survivor.pk).update(email=email)
-    return merges

@@ -1,4 +1,5 @@
-"""Writes on rule sets: import, copy, edit-as-draft, publish, rollback.
+"""Writes on rule sets: import, export, copy to a draft, publish (a rollback publishes a copy
+of an archived version). Edits of a draft's rows live in `scoring.services.drafts`.
 
 A rule set is stored as rows (RuleSet, Persona, Band, Rule) so every edit is audited by
 django-simple-history; the engine's `RuleSetSpec` is the one validated form, and every path
@@ -90,24 +91,6 @@ def ruleset_copy(rule_set: RuleSet, *, user: Any = None) -> RuleSet:
     """A new draft with the same content, e.g. to edit the live rule set or roll back."""
     document = ruleset_document(rule_set)
     return ruleset_import(document, user=user, based_on=rule_set)
-
-
-@transaction.atomic
-def ruleset_replace_content(rule_set: RuleSet, document: Any, *, user: Any = None) -> RuleSet:
-    """Replace a draft's personas, bands and rules with those of a validated document."""
-    if not rule_set.is_editable:
-        raise RuleSetNotEditable(f"{rule_set} is {rule_set.status}; copy it to a draft first.")
-    spec = parse_ruleset(document)
-    for related in (rule_set.rules, rule_set.bands, rule_set.personas):
-        for row in related.all():
-            row.delete()  # one by one so each deletion is in the audit trail
-    rule_set.name = spec.name
-    rule_set.floor = spec.floor
-    rule_set.ceiling = spec.ceiling
-    rule_set.model_weight = spec.model_weight
-    rule_set.save()
-    _write_rows(rule_set, spec, user)
-    return rule_set
 
 
 def ruleset_publish(rule_set: RuleSet, *, user: Any = None, rescore: bool = True) -> RuleSet:

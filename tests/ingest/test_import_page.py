@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from integrations import tasks
-from integrations.csv_safety import safe_cell, safe_row
+from integrations.csv_safety import safe_cell
 from integrations.imports import import_job_run
 from integrations.models import ImportJob
 from scoring.models import Lead
@@ -151,7 +151,3 @@ def test_create_api_token_for_an_unknown_user_fails(db):
 )
 def test_csv_cells_that_could_run_as_formulas_are_escaped(value, expected):
     assert safe_cell(value) == expected
-
-
-def test_safe_row_escapes_every_cell():
-    assert safe_row(["=1", "ok", 3]) == ["'=1", "ok", 3]

@@ -13,7 +13,6 @@ from scoring.services.leads import (
     lead_merge,
     lead_upsert,
     leads_bulk_upsert,
-    leads_merge_duplicates,
 )
 from tests.factories import EventFactory, IdentityFactory, LeadFactory
 
@@ -77,16 +76,6 @@ def test_a_merge_keeps_the_earliest_stage_times_and_the_furthest_stage(db):
     assert survivor.lifecycle_stage == "sql"
     assert survivor.mql_at == early
     assert survivor.attributes == {"a": 1, "b": 3}
-
-
-def test_stored_emails_that_differ_only_in_case_are_merged(db):
-    first = LeadFactory(email="Sam@Example.com")
-    LeadFactory(email="sam@example.com")
-    LeadFactory(email="other@example.com")
-    assert leads_merge_duplicates() == 1
-    first.refresh_from_db()
-    assert first.email == "sam@example.com"
-    assert Lead.objects.count() == 2
 
 
 def test_rows_of_one_chunk_sharing_an_email_become_one_lead_with_both_identities(db):

@@ -44,6 +44,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from integrations.lead_staging import LeadStage
+from scoring import strict_json
 from scoring.engine import gc_paused
 from scoring.models import LifecycleStage
 from scoring.services.events import EventInput, events_ingest, parse_event_item, parse_timestamp
@@ -342,9 +343,9 @@ def _records(info: FileInfo) -> Iterator[tuple[int, dict[str, Any] | None, str]]
                 if not raw.strip():
                     continue
                 try:
-                    value = json.loads(raw)
-                except ValueError as exc:
-                    yield number, None, f"not valid JSON: {exc.msg}"
+                    value = strict_json.loads(raw)
+                except strict_json.StrictJSONError as exc:
+                    yield number, None, str(exc)
                     continue
                 if not isinstance(value, dict):
                     yield number, None, "each line must be a JSON object"

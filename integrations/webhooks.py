@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -14,6 +13,7 @@ from django.views.decorators.http import require_POST
 from integrations import config as integration_config
 from integrations import services
 from integrations.connectors.hubspot import verify_signature_v3
+from scoring import strict_json
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +52,9 @@ def hubspot_webhook(request: HttpRequest) -> HttpResponse:
         logger.warning("sync.webhook.refused source=hubspot reason=signature")
         return JsonResponse({"error": "invalid or stale signature"}, status=401)
     try:
-        events = json.loads(body)
-    except ValueError:
-        return JsonResponse({"error": "body is not JSON"}, status=400)
+        events = strict_json.loads(body)
+    except strict_json.StrictJSONError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
     if isinstance(events, dict):
         events = [events]
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):

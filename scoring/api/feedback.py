@@ -12,7 +12,6 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -62,7 +61,6 @@ class FeedbackOutSerializer(serializers.ModelSerializer):
 class LeadFeedbackView(APIView):
     permission_classes = [IsAuthenticated, HasCapability]
     required_capability = "give_feedback"
-    parser_classes = [JSONParser]
 
     @extend_schema(
         request=FeedbackInSerializer,

@@ -22,13 +22,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from scoring import strict_json
+from scoring.api.parsers import StrictJSONParser
 from scoring.api.permissions import HasCapability
 from scoring.api.serializers import (
     EventInSerializer,
@@ -85,9 +86,9 @@ def _read_json(request: Request) -> Any:
     if len(raw) > limit:
         raise _TooLarge(f"The body is larger than {limit} bytes.")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ParseError(f"The body is not valid JSON: {exc}") from None
+        return strict_json.loads(raw)
+    except strict_json.StrictJSONError as exc:
+        raise ParseError(f"The body is not JSON this API accepts: {exc}") from None
 
 
 class EventIngestView(APIView):
@@ -98,7 +99,7 @@ class EventIngestView(APIView):
     required_capability = "ingest"
     throttle_classes = [IngestThrottle]
     # The body is read by _read_json, so DRF's parsers never see it.
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
 
     @extend_schema(
         request=EventInSerializer(many=True),

@@ -70,11 +70,29 @@ def _start_of_day(day: dt.date) -> dt.datetime:
     return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
 
 
+# Filter dates outside this range mean nothing here, and near the ends of the calendar the day
+# after the end date (the exclusive bound) does not exist: 9999-12-31 was a 500.
+FILTER_DATE_MIN = dt.date(1970, 1, 1)
+FILTER_DATE_MAX = dt.date(2099, 12, 31)
+
+
+def filter_date(raw: str) -> dt.date:
+    """A filter's YYYY-MM-DD date within [FILTER_DATE_MIN, FILTER_DATE_MAX]; raises ValueError
+    with a message for the user (the KPI filters and the lead list share it)."""
+    try:
+        day = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a date; use YYYY-MM-DD (e.g. 2024-03-31).") from None
+    if not FILTER_DATE_MIN <= day <= FILTER_DATE_MAX:
+        raise ValueError(f"{day} is out of range ({FILTER_DATE_MIN} to {FILTER_DATE_MAX}).")
+    return day
+
+
 def _parse_date(name: str, raw: str, errors: dict[str, str]) -> dt.date | None:
     try:
-        return dt.date.fromisoformat(raw)
-    except ValueError:
-        errors[name] = f"{raw!r} is not a date; use YYYY-MM-DD (e.g. 2024-03-31)."
+        return filter_date(raw)
+    except ValueError as exc:
+        errors[name] = str(exc)
         return None
 
 

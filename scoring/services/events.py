@@ -30,6 +30,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from scoring import strict_json
 from scoring.models import Event, Identity, Lead, normalise_email
 from scoring.services.leads import _request_rescore, lock_lead_writes, on_postgres
 
@@ -66,6 +67,9 @@ class IngestResult:
 MAX_EVENTS_PER_REQUEST = 10_000
 # Events dated further ahead than this are a client clock or format bug, not behaviour.
 FUTURE_TOLERANCE = dt.timedelta(days=1)
+# Nothing a lead did predates 1970; a year-1 date with a +14:00 offset cannot even be turned
+# into UTC, and stored it broke every page that showed the lead.
+EARLIEST_EVENT = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -83,6 +87,10 @@ def parse_timestamp(value: Any, *, naive_tz: dt.tzinfo | None = None) -> dt.date
         if naive_tz is None:
             raise ValueError(f"{value!r} has no time zone (add Z or +00:00)")
         parsed = parsed.replace(tzinfo=naive_tz)
+    try:
+        parsed.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError(f"{value!r} is out of range") from None
     return parsed
 
 
@@ -101,6 +109,11 @@ def _text(
     if not value:
         if required:
             reasons.append(f"{name}: this field is required")
+        return None
+    try:
+        strict_json.check_text(value, name)
+    except strict_json.StrictJSONError as exc:
+        reasons.append(str(exc))
         return None
     if len(value) > max_length:
         reasons.append(f"{name}: at most {max_length} characters")
@@ -134,6 +147,10 @@ def parse_event_item(
         else:
             if occurred_at > now + FUTURE_TOLERANCE:
                 reasons.append("occurred_at: is more than a day in the future")
+                occurred_at = None
+            elif occurred_at < EARLIEST_EVENT:
+                reasons.append("occurred_at: is before 1970")
+                occurred_at = None
     email = _text(item, "email", reasons, max_length=254)
     if email is not None and not _EMAIL.match(email):
         reasons.append(f"email: {email!r} is not an email address")
@@ -152,6 +169,11 @@ def parse_event_item(
         properties = {}
     elif not isinstance(properties, dict):
         reasons.append("properties: must be a JSON object")
+    else:
+        try:
+            strict_json.check(properties)
+        except strict_json.StrictJSONError as exc:
+            reasons.append(f"properties: {exc}")
     if reasons:
         return None, reasons
     return (

@@ -51,6 +51,8 @@ def test_anonymous_callers_are_sent_to_login_or_refused(db):
         ({"start": "2024-02-01", "end": "2024-01-01"}, "end", "before the start"),
         ({"owner": "bob"}, "owner", "user id"),
         ({"version": "-1"}, "version", "rule-set version"),
+        ({"end": "9999-12-31"}, "end", "out of range"),
+        ({"start": "0001-01-01"}, "start", "out of range"),
     ],
 )
 def test_bad_filters_get_a_400_naming_the_parameter(client_as, params, field, fragment):
@@ -92,3 +94,9 @@ def test_the_owner_filter_counts_only_that_owners_leads(client_as, role_users):
     Lead.objects.filter(id__in=hot).update(owner=rep)
     rows = client_as("manager").get("/api/v1/kpis/bands/", {"owner": rep.pk}).json()
     assert [(r["band"], r["leads"], r["converted"]) for r in rows if r["leads"]] == [("Hot", 2, 2)]
+
+
+def test_a_date_at_the_end_of_the_calendar_is_a_400_on_the_page_and_the_exports(client_as):
+    client = client_as("manager")
+    assert client.get("/kpis/", {"end": "9999-12-31"}).status_code == 400
+    assert client.get("/kpis/export/bands.csv", {"end": "9999-12-31"}).status_code == 400

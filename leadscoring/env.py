@@ -8,6 +8,7 @@ error deep inside a request.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -89,3 +90,34 @@ def env_cache(name: str, default: str) -> dict:
     if config.get("BACKEND") not in environ.Env.CACHE_SCHEMES.values():
         raise ImproperlyConfigured(f"{name}={raw!r} names an unsupported cache scheme.")
     return config
+
+
+def load_env_file(default: Path) -> Path | None:
+    """Read a `.env` file into the environment (variables already set win). Its path is
+    `LEADSCORING_ENV_FILE` when set (empty: read none), else `default`. Returns the path read."""
+    configured = os.environ.get("LEADSCORING_ENV_FILE")
+    path = Path(configured) if configured else default
+    if configured == "" or not path.is_file():
+        return None
+    environ.Env.read_env(path, overwrite=False)
+    return path
+
+
+def ensure_local_env_file(path: Path) -> bool:
+    """The local set-up's secrets, made once: write `path` with a generated SECRET_KEY and
+    FIELD_ENCRYPTION_KEYS unless it exists (mode 0600; `.env` is git-ignored). Returns whether
+    it wrote the file. Only the embedded default calls this: a deployment sets its variables
+    itself and fails loudly when one is missing."""
+    if path.exists():
+        return False
+    from cryptography.fernet import Fernet
+    from django.core.management.utils import get_random_secret_key
+
+    path.write_text(
+        "# Written by `make run` on first start: this machine's local secrets. Never commit it.\n"
+        f"SECRET_KEY='{get_random_secret_key()}'\n"
+        f"FIELD_ENCRYPTION_KEYS={Fernet.generate_key().decode()}\n",
+        encoding="utf-8",
+    )
+    path.chmod(0o600)
+    return True

@@ -9,6 +9,8 @@ import os
 import tempfile
 
 os.environ.setdefault("DEBUG", "true")
+# A developer's local `.env` (from `make run`) never leaks into a test run.
+os.environ.setdefault("LEADSCORING_ENV_FILE", "")
 # Each test process gets its own in-memory cache: throttle and lockout counts must not leak
 # between test runs through a shared table (tests of the shared cache set it themselves).
 os.environ.setdefault("CACHE_URL", "locmemcache://")

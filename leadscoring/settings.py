@@ -16,9 +16,13 @@ from leadscoring.env import (
     env_int,
     env_list,
     env_str,
+    load_env_file,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# The local set-up keeps its generated secrets in `.env` (written by `make run`), so that
+# `manage.py` works there without exporting anything; real environment variables win.
+load_env_file(BASE_DIR / ".env")
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DEBUG", False)
@@ -146,6 +150,7 @@ AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # its start-up banner would open every manage.py command's output
 AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
 if env_bool("BEHIND_TLS_PROXY", False):
     AXES_IPWARE_PROXY_COUNT = 1  # the client's address is the proxy's X-Forwarded-For entry

@@ -15,10 +15,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from leadscoring.env import ensure_local_env_file  # noqa: E402
+
 BIN = Path(sys.executable).parent
 
 
 def main() -> int:
+    if ensure_local_env_file(ROOT / ".env"):
+        print("Wrote .env with this machine's generated SECRET_KEY and encryption key.")
     env = dict(os.environ)
     env.setdefault("DEBUG", "true")  # the embedded default is a local demo, not a deployment
     env.setdefault("DJANGO_SETTINGS_MODULE", "leadscoring.settings")

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from leadscoring.env import env_bool, env_database, env_int
+from leadscoring.env import (
+    ensure_local_env_file,
+    env_bool,
+    env_database,
+    env_int,
+    load_env_file,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,10 +55,51 @@ def test_sqlite_is_the_default_database(monkeypatch):
     assert config["ENGINE"] == "django.db.backends.sqlite3"
 
 
-def test_start_up_fails_without_secret_key_when_debug_is_off():
+def test_start_up_fails_without_secret_key_when_debug_is_off_in_one_clear_line():
     result = run_django({"DEBUG": "false"}, "check")
-    assert result.returncode != 0
-    assert "SECRET_KEY" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "Configuration error: The environment variable SECRET_KEY is required when DEBUG is off."
+    ]
+
+
+def test_the_local_env_file_is_written_once_and_read_back(tmp_path, monkeypatch):
+    path = tmp_path / ".env"
+    assert ensure_local_env_file(path) is True
+    written = path.read_text()
+    assert ensure_local_env_file(path) is False and path.read_text() == written
+    assert path.stat().st_mode & 0o777 == 0o600
+
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.delenv("FIELD_ENCRYPTION_KEYS", raising=False)
+    monkeypatch.setenv("LEADSCORING_ENV_FILE", str(path))
+    assert load_env_file(tmp_path / "unused") == path
+
+    from cryptography.fernet import Fernet
+
+    assert f"SECRET_KEY='{os.environ['SECRET_KEY']}'" in written
+    assert len(os.environ["SECRET_KEY"]) == 50
+    Fernet(os.environ["FIELD_ENCRYPTION_KEYS"])  # a valid key
+
+
+def test_variables_already_set_win_over_the_env_file(tmp_path, monkeypatch):
+    path = tmp_path / ".env"
+    path.write_text("SECRET_KEY='from-file'\n")
+    monkeypatch.setenv("SECRET_KEY", "from-environment")
+    monkeypatch.setenv("LEADSCORING_ENV_FILE", str(path))
+    load_env_file(tmp_path / "unused")
+    assert os.environ["SECRET_KEY"] == "from-environment"
+
+
+def test_manage_py_works_in_the_local_set_up_with_no_variables(tmp_path):
+    # What a new user has after `make run`: a .env, and nothing exported.
+    env_file = tmp_path / ".env"
+    ensure_local_env_file(env_file)
+    result = run_django(
+        {"LEADSCORING_ENV_FILE": str(env_file), "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"},
+        "check",
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_deploy_check_is_clean_with_production_settings():

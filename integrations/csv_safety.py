@@ -1,26 +1,7 @@
-"""Formula-injection escaping for CSV exports.
+"""Formula-injection escaping for CSV files: the one escaper lives in
+:mod:`scoring.csv_safety` (integrations import scoring, never the reverse); this name is kept
+for code that imports it from here."""
 
-Spreadsheet programs run a cell that begins with ``=``, ``+``, ``-`` or ``@`` (and, in some,
-a tab or carriage return) as a formula, so a lead named ``=HYPERLINK(...)`` would execute in
-the exporter's spreadsheet. Every CSV export passes its cells through :func:`safe_cell`.
-"""
+from scoring.csv_safety import csv_lines, safe_cell, safe_row
 
-from __future__ import annotations
-
-from typing import Any
-
-_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_cell(value: Any) -> Any:
-    """The value to write into a CSV cell: text beginning with a formula trigger gets a
-    leading single quote; numbers, booleans, None and other text are returned unchanged (a
-    negative number is data, not a formula)."""
-    if isinstance(value, str) and value.startswith(_TRIGGERS):
-        return "'" + value
-    return value
-
-
-def safe_row(values: list[Any] | tuple[Any, ...]) -> list[Any]:
-    """safe_cell applied to every cell of a row."""
-    return [safe_cell(value) for value in values]
+__all__ = ["csv_lines", "safe_cell", "safe_row"]

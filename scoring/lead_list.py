@@ -23,7 +23,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import django_filters
@@ -351,11 +351,11 @@ class LeadListFilter(django_filters.FilterSet):
 @dataclass(frozen=True)
 class LeadListQuery:
     """A validated lead list request. `params` are its non-empty, valid parameters as given
-    (for links, the export and the page's form), paging ones included; `data` is what the
-    FilterSet validated them into."""
+    (for links, the export and the page's form), paging ones included; `filterset` is the
+    bound, valid LeadListFilter that `lead_list` applies."""
 
     params: dict[str, str]
-    data: dict[str, Any]
+    filterset: LeadListFilter = field(compare=False, repr=False)
     descending: bool = True
     after: LeadCursor | None = None
     size: int = PAGE_SIZE
@@ -392,7 +392,7 @@ def lead_list_query(
     size = int(data["page_size"]) if data.get("page_size") else PAGE_SIZE
     query = LeadListQuery(
         params=given,
-        data=data,
+        filterset=filterset,
         descending=data.get("ordering") != "score",
         after=data.get("cursor") or data.get("after"),
         size=min(size, MAX_PAGE_SIZE),
@@ -402,11 +402,11 @@ def lead_list_query(
 
 def lead_list(visible: QuerySet[Lead], query: LeadListQuery) -> QuerySet[Lead]:
     """`visible` (the leads the user may see: `selectors.visible_leads`) narrowed by the
-    query's filters; never wider than `visible`."""
-    filterset = LeadListFilter(query.params, queryset=visible)
-    if not filterset.is_valid():
-        raise ValueError(f"invalid lead list query: {dict(filterset.errors)}")
-    return filterset.qs
+    query's filters; never wider than `visible`. Raises ValueError for a query with errors
+    (the API answers those with 400 before it gets here)."""
+    if not query.filterset.is_valid():
+        raise ValueError(f"invalid lead list query: {dict(query.filterset.errors)}")
+    return query.filterset.filter_queryset(visible)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Most KPIs are computed from *histograms* that SQL returns (how many leads, and how many of
 them converted, at each integer score), never from one row per lead: a score is an integer
-in [floor, ceiling], so a few hundred histogram cells carry everything that AUC, lift, gains and
+in [floor, ceiling], so a few hundred histogram cells carry everything that AUC (computed by
+`scoring.ml.metrics.roc_auc_from_counts`, the one ROC AUC), lift, gains and
 the threshold curve need, whether the cohort has 30 leads or a million. Where scores tie across a
 decile boundary, the tied leads are split between the deciles and their conversions shared in
 proportion: the expected value under random tie-breaking, which is the only order-free answer.

@@ -55,3 +55,31 @@ def test_csv_lines_escape_every_cell_and_round_trip_through_a_reader():
 def test_integrations_use_the_same_escaper():
     assert integrations_csv_safety.safe_cell is safe_cell
     assert integrations_csv_safety.csv_lines is csv_lines
+
+
+def test_export_scores_writes_every_lead_by_score_with_cells_escaped(db, tmp_path):
+    from django.core.management import call_command
+
+    from tests.factories import IdentityFactory, LeadFactory
+
+    top = LeadFactory(email="top@acme.test", score=90, band="=HYPERLINK(1)", persona="@x")
+    IdentityFactory(lead=top, source="hubspot", external_id="-1+cmd")
+    LeadFactory(email="unscored@acme.test", score=None)
+    LeadFactory(email="low@acme.test", score=-5, band="Cold", breakdown=[{"points": -5}])
+    path = tmp_path / "scores.csv"
+    call_command("export_scores", str(path), stdout=io.StringIO())
+    rows = list(csv.DictReader(path.open(newline="", encoding="utf-8")))
+    assert [row["email"] for row in rows] == [
+        "top@acme.test",
+        "low@acme.test",
+        "unscored@acme.test",
+    ]
+    assert (rows[0]["band"], rows[0]["persona"], rows[0]["external_id"]) == (
+        "'=HYPERLINK(1)",
+        "'@x",
+        "'-1+cmd",
+    )
+    # A negative score is a number, not a formula; the breakdown is JSON.
+    assert rows[1]["score"] == "-5"
+    assert rows[1]["breakdown"] == '[{"points":-5}]'
+    assert rows[2]["score"] == ""

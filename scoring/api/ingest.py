@@ -33,7 +33,7 @@ from scoring.api.serializers import (
     LeadUpsertSerializer,
 )
 from scoring.lead_list import LeadListFilter, lead_list, lead_list_page, lead_list_query
-from scoring.models import Lead, LifecycleStage
+from scoring.models import Feedback, Lead, LifecycleStage
 from scoring.roles import HasCapability
 from scoring.selectors import visible_leads
 from scoring.services.events import MAX_EVENTS_PER_REQUEST, events_ingest, parse_event_item
@@ -171,6 +171,13 @@ _PARAMETER_TYPES: dict[str, Any] = {
     "created_after": OpenApiTypes.DATETIME,
     "created_before": OpenApiTypes.DATETIME,
 }
+_PARAMETER_ENUMS: dict[str, list[str]] = {
+    "stage": LifecycleStage.values,
+    "lifecycle_stage": LifecycleStage.values,
+    "feedback": Feedback.Verdict.values,
+    "reason": Feedback.Reason.values,
+    "ordering": ["-score", "score"],
+}
 
 
 class _IngestWritesThrottled:
@@ -187,7 +194,7 @@ LEAD_LIST_PARAMETERS = [
     OpenApiParameter(
         name,
         _PARAMETER_TYPES.get(name, str),
-        enum=LifecycleStage.values if name in ("stage", "lifecycle_stage") else None,
+        enum=_PARAMETER_ENUMS.get(name),
         description=str(f.label or ""),
     )
     for name, f in LeadListFilter.base_filters.items()

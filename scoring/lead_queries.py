@@ -1,30 +1,23 @@
-"""Reads behind the lead queue, the lead page and the feedback review.
+"""Reads behind the lead page, the queue's verdict column and the feedback review.
 
-The queue is sorted by score (highest first, unscored leads last) and then by id, and pages
-with a keyset cursor instead of OFFSET/COUNT, so every page costs the same at 1,000,000 leads:
-the scored part walks the `lead_score_idx` (-score, -id) index, or `lead_owner_score_idx` when
-the rows are one rep's. No page counts the whole result; it says whether there is more.
+The lead list itself (filters, search, sort, keyset pages, CSV export) is `scoring.lead_list`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db import connection
-from django.db.models import BooleanField, Count, Exists, OuterRef, Q, QuerySet
-from django.db.models.expressions import F, RawSQL
+from django.db.models import Count, Exists, OuterRef, Q
 from django.db.models.functions import TruncWeek
-from django.utils import timezone
 
+from scoring.lead_list import day_start
 from scoring.models import (
     STAGE_TIME_FIELDS,
     Feedback,
@@ -32,355 +25,12 @@ from scoring.models import (
     Lead,
     LeadMerge,
     LifecycleStage,
-    RescoreRun,
-    RuleSet,
     ScoreHistory,
-    normalise_email,
 )
-from scoring.roles import SALES
 
-QUEUE_PAGE_SIZE = 50
 EVENTS_PAGE_SIZE = 25
 # Above this many scored leads the review's baseline rule frequencies come from a sample.
 RULE_BASELINE_SAMPLE = 200_000
-CHOICES_CACHE_SECONDS = 600
-
-QUEUE_FIELDS = (
-    "id",
-    "email",
-    "first_name",
-    "last_name",
-    "company",
-    "title",
-    "score",
-    "band",
-    "persona",
-    "lifecycle_stage",
-    "source",
-    "created_at",
-    "owner__username",
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# Queue filters
-
-
-@dataclass(frozen=True)
-class QueueFilters:
-    """The queue's filters as parsed from the query string; empty means not filtered.
-
-    `owner` is a user id or "none" (unassigned). The feedback filters (`feedback`, `reason`,
-    `feedback_band`, `flagged_from`, `flagged_to`) keep leads with at least one feedback that
-    matches all of them; `rule` keeps leads whose breakdown has an entry with that label.
-    Dates are calendar days in the site's time zone, both ends included. `q` matches words
-    in the email, first or last name or company (every word must match); a word that is a
-    whole email address matches that address exactly."""
-
-    q: str = ""
-    band: str = ""
-    persona: str = ""
-    stage: str = ""
-    source: str = ""
-    owner: str = ""
-    created_from: dt.date | None = None
-    created_to: dt.date | None = None
-    feedback: str = ""
-    reason: str = ""
-    feedback_band: str = ""
-    flagged_from: dt.date | None = None
-    flagged_to: dt.date | None = None
-    rule: str = ""
-
-    def as_params(self) -> dict[str, str]:
-        """The non-empty filters as query parameters (for links and the export)."""
-        params = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value not in ("", None):
-                params[f.name] = value.isoformat() if isinstance(value, dt.date) else value
-        return params
-
-    @property
-    def active(self) -> bool:
-        return bool(self.as_params())
-
-
-_FULL_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_DATE_FIELDS = ("created_from", "created_to", "flagged_from", "flagged_to")
-_MAX_TEXT = 200
-
-
-def parse_queue_filters(params: Any) -> tuple[QueueFilters, dict[str, str]]:
-    """QueueFilters from a QueryDict (or any mapping), and the problems found, by parameter.
-    A parameter with a problem is left out of the filters, so the page still renders."""
-    values: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    for f in fields(QueueFilters):
-        raw = (params.get(f.name) or "").strip()
-        if not raw:
-            continue
-        if f.name in _DATE_FIELDS:
-            try:
-                values[f.name] = dt.date.fromisoformat(raw)
-            except ValueError:
-                errors[f.name] = "Use a date like 2025-01-31."
-            continue
-        if len(raw) > _MAX_TEXT:
-            errors[f.name] = f"At most {_MAX_TEXT} characters."
-            continue
-        values[f.name] = raw
-    if "stage" in values and values["stage"] not in LifecycleStage.values:
-        errors["stage"] = "Unknown lifecycle stage."
-        del values["stage"]
-    if "feedback" in values and values["feedback"] not in Feedback.Verdict.values:
-        errors["feedback"] = "Choose good or bad."
-        del values["feedback"]
-    if "reason" in values and values["reason"] not in Feedback.Reason.values:
-        errors["reason"] = "Unknown reason."
-        del values["reason"]
-    if "owner" in values and values["owner"] != "none" and not values["owner"].isdigit():
-        errors["owner"] = "Unknown owner."
-        del values["owner"]
-    for start, end in (("created_from", "created_to"), ("flagged_from", "flagged_to")):
-        if start in values and end in values and values[start] > values[end]:
-            errors[end] = "The end is before the start."
-            del values[end]
-    return QueueFilters(**values), errors
-
-
-def _day_start(day: dt.date) -> dt.datetime:
-    return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
-
-
-def _has_rule_label(label: str) -> Q | RawSQL:
-    """Leads whose breakdown has an entry labelled `label` (JSON containment on PostgreSQL,
-    where the planner can use it on the row; json_each elsewhere)."""
-    if connection.vendor == "postgresql":
-        return Q(breakdown__contains=[{"label": label}])
-    table = Lead._meta.db_table
-    # The table name comes from the model, the label is a bound parameter.
-    expression = RawSQL(  # noqa: S611
-        f'EXISTS (SELECT 1 FROM json_each("{table}"."breakdown") AS e '
-        "WHERE json_extract(e.value, '$.label') = %s)",
-        (label,),
-        output_field=BooleanField(),
-    )
-    return expression
-
-
-# Up to this many matches, a search is answered from its matching ids (found through the
-# trigram index) rather than by walking the score order and testing every lead on the way: with
-# a LIMIT, PostgreSQL trusts its (poor) trigram estimate and walks the score index through the
-# whole table when the word is rare. Above it the word is common and that walk ends quickly.
-SEARCH_CANDIDATES = 5000
-
-
-def _search(words: Q) -> Q:
-    if connection.vendor != "postgresql":
-        return words
-    ids = list(Lead.objects.filter(words).values_list("id", flat=True)[: SEARCH_CANDIDATES + 1])
-    if len(ids) > SEARCH_CANDIDATES:
-        return words
-    return Q(id__in=ids)
-
-
-def filter_leads(queryset: QuerySet[Lead], filters: QueueFilters) -> QuerySet[Lead]:
-    """`queryset` narrowed by `filters` (see QueueFilters). The caller passes the leads the
-    user may see (`visible_leads`); this never widens them."""
-    if filters.band:
-        queryset = queryset.filter(band=filters.band)
-        bounds = band_score_bounds(filters.band)
-        if bounds is not None:
-            # Redundant with the band, but it lets the (-score, -id) index scan start at the
-            # band's scores instead of walking past every higher-scored lead (seconds for
-            # a low band at a million leads, because the planner cannot know that band
-            # follows score).
-            low, high = bounds
-            if low is not None:
-                queryset = queryset.filter(score__gte=math.floor(low))
-            if high is not None:
-                queryset = queryset.filter(score__lt=math.ceil(high))
-    if filters.persona:
-        queryset = queryset.filter(persona=filters.persona)
-    if filters.stage:
-        queryset = queryset.filter(lifecycle_stage=filters.stage)
-    if filters.source:
-        queryset = queryset.filter(source=filters.source)
-    if filters.owner == "none":
-        queryset = queryset.filter(owner__isnull=True)
-    elif filters.owner:
-        queryset = queryset.filter(owner_id=int(filters.owner))
-    if filters.created_from:
-        queryset = queryset.filter(created_at__gte=_day_start(filters.created_from))
-    if filters.created_to:
-        end = _day_start(filters.created_to + dt.timedelta(days=1))
-        queryset = queryset.filter(created_at__lt=end)
-    words = Q()
-    for term in filters.q.split()[:5]:
-        if _FULL_EMAIL.fullmatch(term):
-            # A whole address is looked up through the unique email index, not by scanning.
-            queryset = queryset.filter(email=normalise_email(term))
-            continue
-        # Every word must match one of the fields, so "ada lovelace" finds Ada Lovelace.
-        words &= (
-            Q(email__icontains=term)
-            | Q(first_name__icontains=term)
-            | Q(last_name__icontains=term)
-            | Q(company__icontains=term)
-        )
-    if words:
-        queryset = queryset.filter(_search(words))
-    if filters.rule:
-        queryset = queryset.filter(_has_rule_label(filters.rule))
-    if (
-        filters.feedback
-        or filters.reason
-        or filters.feedback_band
-        or filters.flagged_from
-        or filters.flagged_to
-    ):
-        feedback = Feedback.objects.filter(lead=OuterRef("pk"))
-        if filters.feedback:
-            feedback = feedback.filter(verdict=filters.feedback)
-        if filters.reason:
-            feedback = feedback.filter(reason=filters.reason)
-        if filters.feedback_band:
-            feedback = feedback.filter(band=filters.feedback_band)
-        if filters.flagged_from:
-            feedback = feedback.filter(created_at__gte=_day_start(filters.flagged_from))
-        if filters.flagged_to:
-            end = _day_start(filters.flagged_to + dt.timedelta(days=1))
-            feedback = feedback.filter(created_at__lt=end)
-        queryset = queryset.filter(Exists(feedback))
-    return queryset
-
-
-def band_score_bounds(band: str) -> tuple[float | None, float | None] | None:
-    """The scores a lead in `band` can have, as [low, high) (None = unbounded on that side),
-    from the live rule set's band thresholds (the union over its per-persona band lists).
-
-    None, meaning "no safe bound", unless the live rule set's latest rescore run is done: only
-    then was every lead's band computed by these thresholds (a band follows from the score,
-    DESIGN.md section 4)."""
-    live = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
-    if live is None:
-        return None
-    last_run = RescoreRun.objects.filter(rule_set=live).order_by("-id").first()
-    if last_run is None or last_run.status != RescoreRun.Status.DONE:
-        return None
-    scopes: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    for name, min_score, persona in live.bands.values_list("name", "min_score", "persona"):
-        scopes[persona].append((min_score, name))
-    lows: list[float] = []
-    highs: list[float | None] = []
-    for thresholds in scopes.values():
-        thresholds.sort()
-        for i, (min_score, name) in enumerate(thresholds):
-            if name == band:
-                lows.append(min_score if i else -math.inf)  # the lowest band takes the rest
-                highs.append(thresholds[i + 1][0] if i + 1 < len(thresholds) else None)
-    if not lows:
-        return None
-    low = None if -math.inf in lows else min(lows)
-    high = None if None in highs else max(h for h in highs if h is not None)
-    return low, high
-
-
-def queue_filter_choices() -> dict[str, list]:
-    """Options for the queue's filter pickers: the bands, personas and sources present in the
-    data (cached for a few minutes: a DISTINCT over a million leads is not free), the lifecycle
-    stages, and the sales reps who can own leads."""
-
-    def distinct(column: str) -> list[str]:
-        return sorted(
-            v for v in Lead.objects.order_by().values_list(column, flat=True).distinct() if v
-        )
-
-    key = f"lead_queue.choices.{connection.settings_dict['NAME']}"
-    data = cache.get(key)
-    if data is None:
-        data = {c: distinct(c) for c in ("band", "persona", "source")}
-        cache.set(key, data, CHOICES_CACHE_SECONDS)
-    # Only the sales reps: asking which users own any lead would join a million rows.
-    owners = list(
-        get_user_model()
-        .objects.filter(groups__name=SALES, is_active=True)
-        .distinct()
-        .order_by("username")
-        .values("id", "username")[:500]
-    )
-    return {
-        "bands": data["band"],
-        "personas": data["persona"],
-        "sources": data["source"],
-        "stages": LifecycleStage.choices,
-        "owners": owners,
-        "verdicts": Feedback.Verdict.choices,
-        "reasons": Feedback.Reason.choices,
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Queue pages
-
-
-@dataclass(frozen=True)
-class QueueCursor:
-    """Where the next page starts: after (score, id) among scored leads, or after id among
-    unscored ones (score None)."""
-
-    score: int | None
-    id: int
-
-    def encode(self) -> str:
-        return f"{'n' if self.score is None else self.score}_{self.id}"
-
-    @classmethod
-    def decode(cls, text: str) -> QueueCursor:
-        """Raises ValueError on anything that is not a cursor this module wrote."""
-        match = re.fullmatch(r"(n|-?\d{1,10})_(\d{1,19})", text or "")
-        if not match:
-            raise ValueError(f"not a queue cursor: {text!r}")
-        score = None if match[1] == "n" else int(match[1])
-        return cls(score=score, id=int(match[2]))
-
-
-@dataclass
-class QueuePage:
-    rows: list[dict[str, Any]]
-    next_cursor: str | None
-    has_more: bool
-    is_first: bool
-
-
-def queue_page(
-    queryset: QuerySet[Lead], after: QueueCursor | None = None, size: int = QUEUE_PAGE_SIZE
-) -> QueuePage:
-    """One page of the queue: `size` rows sorted by score desc then id desc, unscored leads
-    after every scored one, starting after `after`. Two bounded index scans at most (scored,
-    then unscored when the scored leads run out); never a COUNT."""
-    rows: list[dict[str, Any]] = []
-    if after is None or after.score is not None:
-        scored = queryset.filter(score__isnull=False)
-        if after is not None:
-            # score <= s bounds the index scan; the OR settles ties on id.
-            scored = scored.filter(score__lte=after.score).filter(
-                Q(score__lt=after.score) | Q(id__lt=after.id)
-            )
-        rows = list(scored.order_by("-score", "-id").values(*QUEUE_FIELDS)[: size + 1])
-    if len(rows) <= size:
-        unscored = queryset.filter(score__isnull=True)
-        if after is not None and after.score is None:
-            unscored = unscored.filter(id__lt=after.id)
-        rows += list(unscored.order_by("-id").values(*QUEUE_FIELDS)[: size + 1 - len(rows)])
-    has_more = len(rows) > size
-    rows = rows[:size]
-    next_cursor = None
-    if has_more:
-        last = rows[-1]
-        next_cursor = QueueCursor(score=last["score"], id=last["id"]).encode()
-    return QueuePage(rows=rows, next_cursor=next_cursor, has_more=has_more, is_first=after is None)
 
 
 def verdicts_by_lead(user: Any, lead_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -392,50 +42,6 @@ def verdicts_by_lead(user: Any, lead_ids: Iterable[int]) -> dict[int, dict[str, 
             "lead_id", "verdict", "reason", "note"
         )
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# CSV export
-
-EXPORT_COLUMNS = (
-    ("id", "id"),
-    ("email", "email"),
-    ("first_name", "first_name"),
-    ("last_name", "last_name"),
-    ("company", "company"),
-    ("title", "title"),
-    ("score", "score"),
-    ("band", "band"),
-    ("persona", "persona"),
-    ("lifecycle_stage", "lifecycle_stage"),
-    ("source", "source"),
-    ("owner", "owner__username"),
-    ("created_at", "created_at"),
-    ("scored_at", "scored_at"),
-)
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_safe(value: Any) -> Any:
-    """A cell that a spreadsheet will not run as a formula: text beginning with = + - @ (or a
-    tab or carriage return, which some spreadsheets skip before looking) gets a leading
-    single quote. Numbers and dates are left alone."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return "" if value is None else value
-
-
-def export_rows(queryset: QuerySet[Lead]) -> Iterator[list[Any]]:
-    """The header, then one row per lead of `queryset` in queue order, escaped with csv_safe.
-    Streams from the database in chunks (a server-side cursor on PostgreSQL)."""
-    yield [name for name, _ in EXPORT_COLUMNS]
-    ordered = queryset.order_by(F("score").desc(nulls_last=True), "-id")
-    for row in ordered.values_list(*(column for _, column in EXPORT_COLUMNS)).iterator(
-        chunk_size=2000
-    ):
-        yield [csv_safe(value) for value in row]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -656,7 +262,7 @@ def feedback_review(since: dt.date | None = None, rule_limit: int = 15) -> Feedb
       highest lift first: the rules most over-represented among bad leads."""
     flags = Feedback.objects.all()
     if since is not None:
-        flags = flags.filter(created_at__gte=_day_start(since))
+        flags = flags.filter(created_at__gte=day_start(since))
     bad = flags.filter(verdict=Feedback.Verdict.BAD)
     reason_labels = dict(Feedback.Reason.choices)
 

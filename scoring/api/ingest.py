@@ -7,15 +7,10 @@ another rep's lead), writes need the ``ingest`` capability.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 from typing import Any
 
-import django_filters
 from django.conf import settings
-from django.db.models import F, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -38,7 +33,8 @@ from scoring.api.serializers import (
     LeadListSerializer,
     LeadUpsertSerializer,
 )
-from scoring.models import Lead, LifecycleStage
+from scoring.lead_list import LeadListFilter, lead_list, lead_list_page, lead_list_query
+from scoring.models import Feedback, Lead, LifecycleStage
 from scoring.selectors import visible_leads
 from scoring.services.events import MAX_EVENTS_PER_REQUEST, events_ingest, parse_event_item
 from scoring.services.leads import lead_update, lead_upsert
@@ -163,96 +159,25 @@ def _error(index: int, item: Any, reasons: list[str]) -> dict[str, Any]:
 # Leads
 # --------------------------------------------------------------------------------------------
 
-
-class LeadFilter(django_filters.FilterSet):
-    band = django_filters.CharFilter(field_name="band", lookup_expr="iexact")
-    persona = django_filters.CharFilter(field_name="persona", lookup_expr="iexact")
-    owner = django_filters.CharFilter(field_name="owner__username")
-    lifecycle_stage = django_filters.ChoiceFilter(choices=LifecycleStage.choices)
-    score_min = django_filters.NumberFilter(field_name="score", lookup_expr="gte")
-    score_max = django_filters.NumberFilter(field_name="score", lookup_expr="lte")
-    source = django_filters.CharFilter(field_name="source", lookup_expr="iexact")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
-    q = django_filters.CharFilter(method="search", label="search email, name, company")
-
-    class Meta:
-        model = Lead
-        fields: list[str] = []
-
-    def search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        condition = Q()
-        for term in value.split():
-            condition &= (
-                Q(email__icontains=term)
-                | Q(first_name__icontains=term)
-                | Q(last_name__icontains=term)
-                | Q(company__icontains=term)
-            )
-        return queryset.filter(condition)
-
-
-class ScoreCursor:
-    """Keyset pagination over (score, id), nulls last, in either direction. The cursor is
-    opaque to clients: base64 of the last row's score and id."""
-
-    default_size = 50
-    max_size = 500
-
-    def __init__(self, request: Request) -> None:
-        self.request = request
-        ordering = request.query_params.get("ordering", "-score")
-        if ordering not in ("score", "-score"):
-            raise ParseError("ordering must be score or -score.")
-        self.descending = ordering == "-score"
-        try:
-            self.size = min(
-                int(request.query_params.get("page_size", self.default_size)), self.max_size
-            )
-        except ValueError:
-            raise ParseError("page_size must be a number.") from None
-        if self.size < 1:
-            raise ParseError("page_size must be at least 1.")
-        self.after = self._decode(request.query_params.get("cursor"))
-
-    @staticmethod
-    def _decode(cursor: str | None) -> tuple[int | None, int] | None:
-        if not cursor:
-            return None
-        try:
-            score, lead_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-            if (score is not None and not isinstance(score, int)) or not isinstance(lead_id, int):
-                raise ValueError
-        except (ValueError, TypeError, binascii.Error):
-            raise ParseError("Invalid cursor.") from None
-        return score, lead_id
-
-    def paginate(self, queryset: QuerySet) -> tuple[list[Lead], str | None]:
-        if self.descending:
-            order = [F("score").desc(nulls_last=True), "-id"]
-            past, id_past = "score__lt", "id__lt"
-        else:
-            order = [F("score").asc(nulls_last=True), "id"]
-            past, id_past = "score__gt", "id__gt"
-        if self.after is not None:
-            score, lead_id = self.after
-            if score is None:
-                queryset = queryset.filter(score__isnull=True, **{id_past: lead_id})
-            else:
-                queryset = queryset.filter(
-                    Q(**{past: score})
-                    | Q(score=score, **{id_past: lead_id})
-                    | Q(score__isnull=True)
-                )
-        rows = list(queryset.order_by(*order)[: self.size + 1])
-        if len(rows) <= self.size:
-            return rows, None
-        rows = rows[: self.size]
-        last = rows[-1]
-        token = base64.urlsafe_b64encode(json.dumps([last.score, last.id]).encode()).decode()
-        params = self.request.query_params.copy()
-        params["cursor"] = token
-        return rows, self.request.build_absolute_uri("?" + params.urlencode())
+_PARAMETER_TYPES: dict[str, Any] = {
+    "open": OpenApiTypes.BOOL,
+    "score_min": OpenApiTypes.NUMBER,
+    "score_max": OpenApiTypes.NUMBER,
+    "page_size": OpenApiTypes.INT,
+    "created_from": OpenApiTypes.DATE,
+    "created_to": OpenApiTypes.DATE,
+    "flagged_from": OpenApiTypes.DATE,
+    "flagged_to": OpenApiTypes.DATE,
+    "created_after": OpenApiTypes.DATETIME,
+    "created_before": OpenApiTypes.DATETIME,
+}
+_PARAMETER_ENUMS: dict[str, list[str]] = {
+    "stage": LifecycleStage.values,
+    "lifecycle_stage": LifecycleStage.values,
+    "feedback": Feedback.Verdict.values,
+    "reason": Feedback.Reason.values,
+    "ordering": ["-score", "score"],
+}
 
 
 class _IngestWritesThrottled:
@@ -264,40 +189,46 @@ class _IngestWritesThrottled:
         return []
 
 
+# The query parameters in the OpenAPI schema, from the one FilterSet (scoring.lead_list).
+LEAD_LIST_PARAMETERS = [
+    OpenApiParameter(
+        name,
+        _PARAMETER_TYPES.get(name, str),
+        enum=_PARAMETER_ENUMS.get(name),
+        description=str(f.label or ""),
+    )
+    for name, f in LeadListFilter.base_filters.items()
+]
+
+
 class LeadListView(_IngestWritesThrottled, APIView):
-    """GET: the caller's visible leads, filtered, searched, ordered by score, cursor-paged.
+    """GET: the caller's visible leads, filtered, searched, ordered by score, cursor-paged:
+    the same list as the /leads/ page and its CSV export (`scoring.lead_list`).
     POST: upsert a lead by identity or email (201 when created, 200 otherwise)."""
 
     permission_classes = [IsAuthenticated, HasCapability]
     capability_by_method = {"GET": "view_leads", "POST": "ingest"}
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("band", str),
-            OpenApiParameter("persona", str),
-            OpenApiParameter("owner", str, description="username"),
-            OpenApiParameter("lifecycle_stage", str, enum=LifecycleStage.values),
-            OpenApiParameter("score_min", int),
-            OpenApiParameter("score_max", int),
-            OpenApiParameter("source", str),
-            OpenApiParameter("created_after", OpenApiTypes.DATETIME),
-            OpenApiParameter("created_before", OpenApiTypes.DATETIME),
-            OpenApiParameter("q", str, description="search email, name, company"),
-            OpenApiParameter("ordering", str, enum=["score", "-score"]),
-            OpenApiParameter("page_size", int),
-            OpenApiParameter("cursor", str),
-        ],
-        responses=LeadListSerializer(many=True),
-    )
+    @extend_schema(parameters=LEAD_LIST_PARAMETERS, responses=LeadListSerializer(many=True))
     def get(self, request: Request) -> Response:
-        filters = LeadFilter(
-            request.query_params,
-            queryset=visible_leads(request.user).select_related("owner", "probability_row"),
+        query, errors = lead_list_query(request.query_params)
+        if errors:
+            return Response(errors, status=400)
+        page = lead_list_page(
+            lead_list(visible_leads(request.user), query),
+            query.after,
+            query.size,
+            descending=query.descending,
         )
-        if not filters.is_valid():
-            return Response(filters.errors, status=400)
-        rows, next_url = ScoreCursor(request).paginate(filters.qs)
-        return Response({"next": next_url, "results": LeadListSerializer(rows, many=True).data})
+        next_url = None
+        if page.has_more:
+            params = request.query_params.copy()
+            params.pop("after", None)
+            params["cursor"] = page.next_cursor
+            next_url = request.build_absolute_uri("?" + params.urlencode())
+        return Response(
+            {"next": next_url, "results": LeadListSerializer(page.rows, many=True).data}
+        )
 
     @extend_schema(request=LeadUpsertSerializer, responses=LeadDetailSerializer)
     def post(self, request: Request) -> Response:

@@ -106,9 +106,10 @@ class LeadUpsertSerializer(serializers.Serializer):
 
 
 class LeadListSerializer(serializers.ModelSerializer):
-    owner = serializers.CharField(source="owner.username", default=None, read_only=True)
-    # Lead.model_probability is a property over LeadProbability: read the leads with
-    # select_related("probability_row"), or each one costs a query.
+    """One row of the lead list as `scoring.lead_list.lead_list_page` reads it: a dict of
+    LIST_FIELDS (the owner's username and the model probability come joined in)."""
+
+    owner = serializers.CharField(source="owner__username", default=None, read_only=True)
     model_probability = serializers.FloatField(read_only=True, allow_null=True)
 
     class Meta:

@@ -17,6 +17,7 @@ import numpy as np
 from scoring.kpis import cube, selectors, stats
 from scoring.kpis.filters import KpiFilters
 from scoring.kpis.selectors import UNSCORED, BandScheme, OutcomeCell
+from scoring.ml.metrics import roc_auc_from_counts
 
 UNSCORED_LABEL = "Unscored"
 # Bands with fewer leads than this are marked on the page: their rates are noise.
@@ -260,7 +261,9 @@ class KpiReport:
             "leads": histogram.total,
             "converted": histogram.total_positives,
             "unscored_excluded": unscored_known,
-            "roc_auc": stats.roc_auc_from_histogram(histogram),
+            "roc_auc": roc_auc_from_counts(
+                histogram.scores, histogram.positives, histogram.leads - histogram.positives
+            ),
             "deciles": stats.decile_table(histogram),
             "roc": stats.roc_points(histogram),
         }

@@ -2,7 +2,8 @@
 
 Most KPIs are computed from *histograms* that SQL returns (how many leads, and how many of
 them converted, at each integer score), never from one row per lead: a score is an integer
-in [floor, ceiling], so a few hundred histogram cells carry everything that AUC, lift, gains and
+in [floor, ceiling], so a few hundred histogram cells carry everything that AUC (computed by
+`scoring.ml.metrics.roc_auc_from_counts`, the one ROC AUC), lift, gains and
 the threshold curve need, whether the cohort has 30 leads or a million. Where scores tie across a
 decile boundary, the tied leads are split between the deciles and their conversions shared in
 proportion: the expected value under random tie-breaking, which is the only order-free answer.
@@ -58,29 +59,6 @@ def quantiles(values: Sequence[float] | np.ndarray) -> dict[str, float | None]:
     }
 
 
-def roc_auc(
-    scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray
-) -> float | None:
-    """ROC AUC by ranks (Mann-Whitney U), ties counted as half; None without both classes."""
-    scores = np.asarray(scores, dtype=float)
-    labels = np.asarray(labels).astype(bool)
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(scores.size, dtype=float)
-    # Average ranks over runs of equal scores.
-    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
-    starts = np.concatenate(([0], boundaries))
-    ends = np.concatenate((boundaries, [scores.size]))
-    average = (starts + ends + 1) / 2.0  # 1-based ranks: mean of start+1 .. end
-    ranks[order] = np.repeat(average, ends - starts)
-    rank_sum = ranks[labels].sum()
-    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 @dataclass(frozen=True)
 class ScoreHistogram:
     """Leads and conversions per distinct score, sorted by score descending."""
@@ -109,18 +87,6 @@ class ScoreHistogram:
     @property
     def total_positives(self) -> int:
         return int(self.positives.sum())
-
-
-def roc_auc_from_histogram(histogram: ScoreHistogram) -> float | None:
-    """The same AUC as `roc_auc` on the underlying leads, from per-score counts."""
-    pos = histogram.positives.astype(float)
-    neg = (histogram.leads - histogram.positives).astype(float)
-    n_pos, n_neg = pos.sum(), neg.sum()
-    if n_pos == 0 or n_neg == 0:
-        return None
-    # Scores are descending: negatives strictly below a score are those after it.
-    neg_below = neg[::-1].cumsum()[::-1] - neg
-    return float(((pos * neg_below).sum() + 0.5 * (pos * neg).sum()) / (n_pos * n_neg))
 
 
 def roc_points(histogram: ScoreHistogram) -> list[dict[str, float]]:

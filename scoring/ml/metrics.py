@@ -17,12 +17,36 @@ def _safe(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), 6)
 
 
-def roc_auc(y: np.ndarray, scores: np.ndarray) -> float | None:
-    """ROC AUC, None when only one class is present (it is undefined then)."""
+def roc_auc(
+    y: np.ndarray, scores: np.ndarray, sample_weight: np.ndarray | None = None
+) -> float | None:
+    """ROC AUC (scikit-learn's: ties count half), None when only one class is present (it is
+    undefined then). The one ROC AUC of the product: models, rules, KPIs and the preview.
+
+    `sample_weight` counts each (label, score) that many times, so a histogram (one entry per
+    score value and class, weighted by its count) gives the AUC of the leads behind it without
+    expanding them; entries of weight 0 are left out."""
     y = np.asarray(y)
+    scores = np.asarray(scores, dtype=np.float64)
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        kept = sample_weight > 0
+        y, scores, sample_weight = y[kept], scores[kept], sample_weight[kept]
     if y.size == 0 or y.min() == y.max():
         return None
-    return _safe(roc_auc_score(y, scores))
+    value = float(roc_auc_score(y, scores, sample_weight=sample_weight))
+    return value if math.isfinite(value) else None
+
+
+def roc_auc_from_counts(
+    scores: np.ndarray, positives: np.ndarray, negatives: np.ndarray
+) -> float | None:
+    """`roc_auc` of a histogram: at each of `scores`, `positives[i]` converted and
+    `negatives[i]` unconverted leads (as the KPI and preview SQL count them)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    y = np.concatenate((np.ones(scores.size, dtype=np.int8), np.zeros(scores.size, np.int8)))
+    weights = np.concatenate((np.asarray(positives), np.asarray(negatives)))
+    return roc_auc(y, np.concatenate((scores, scores)), sample_weight=weights)
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
@@ -80,7 +104,7 @@ def probability_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     return {
         "n": int(y.size),
         "positives": int(y.sum()),
-        "roc_auc": roc_auc(y, p),
+        "roc_auc": _safe(roc_auc(y, p)),
         "pr_auc": _safe(average_precision_score(y, p)) if both else None,
         "brier": _safe(brier_score_loss(y, p)) if y.size else None,
         "ece": _safe(expected_calibration_error(y, p)),

@@ -65,6 +65,7 @@ from scoring.features import (
     read_behaviour,
     read_lead_columns,
 )
+from scoring.ml.metrics import roc_auc_from_counts
 from scoring.models import PreviewRun, RuleSet
 from scoring.selectors import live_rule_set
 from scoring.services.rescore import compiled_rule_set
@@ -380,7 +381,9 @@ def _result(
     }
     for side, t in totals.sides.items():
         result["outcomes"][side] = {
-            "roc_auc": roc_auc_from_histograms(t.positive, t.negative),
+            "roc_auc": _rounded(
+                roc_auc_from_counts(np.arange(t.positive.size), t.positive, t.negative)
+            ),
             "by_band": [
                 {
                     "band": name,
@@ -418,16 +421,8 @@ def _threshold(compiled: CompiledRuleSet, scope: str | None) -> float:
     return float(table.min_scores[table.qualifies][0])
 
 
-def roc_auc_from_histograms(positive: np.ndarray, negative: np.ndarray) -> float | None:
-    """ROC AUC (the Mann-Whitney statistic, ties counted half) from the score histograms of
-    the positives and the negatives; None unless both classes are present. Exact when every
-    bin holds one score value."""
-    p, n = int(positive.sum()), int(negative.sum())
-    if not p or not n:
-        return None
-    negatives_below = np.concatenate(([0], np.cumsum(negative)[:-1]))
-    wins = (positive * (negatives_below + 0.5 * negative)).sum()
-    return round(float(wins / (p * n)), 4)
+def _rounded(auc: float | None) -> float | None:
+    return None if auc is None else round(auc, 4)
 
 
 def _band_order(compiled_sets: list[CompiledRuleSet]) -> list[str]:

@@ -6,7 +6,6 @@ draws the figures from the JSON the template embeds with `json_script`."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import logging
 import time
@@ -19,28 +18,13 @@ from django.views.decorators.http import require_GET
 
 from scoring.api.kpis import AS_OF_HEADER, request_filters
 from scoring.charts import kpis as charts
+from scoring.csv_safety import csv_lines
 from scoring.kpis.filters import KpiFilterError, KpiFilters, leads_queue_url
 from scoring.kpis.report import DEFINITIONS, SMALL_N, TABLES, KpiReport, table_rows
 from scoring.kpis.selectors import filter_choices
 from scoring.views.access import require
 
 log = logging.getLogger(__name__)
-
-FORMULA_PREFIXES = ("=", "+", "-", "@")
-
-
-def csv_cell(value: Any) -> str:
-    """A value as a CSV cell that a spreadsheet will not run: text starting with = + - @ gets
-    a leading single quote (so does a negative number, which a spreadsheet shows as text;
-    the alternative is letting "-1+cmd|..." through). Floats keep full precision."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = repr(value) if isinstance(value, float) else str(value)
-    if text.startswith(FORMULA_PREFIXES) or text[:1] in ("\t", "\r"):
-        return "'" + text
-    return text
 
 
 def _fmt_rate(value: float | None) -> str:
@@ -176,8 +160,7 @@ def kpi_export(request: HttpRequest, table: str) -> HttpResponse:
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response[AS_OF_HEADER] = report.as_of().isoformat()
     response["Content-Disposition"] = f'attachment; filename="kpi-{table}.csv"'
-    writer = csv.writer(response)
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([csv_cell(row.get(column)) for column in columns])
+    # Cells are escaped against formula injection by csv_lines, as in every CSV we write.
+    table = [columns, *([row.get(column) for column in columns] for row in rows)]
+    response.writelines(csv_lines(table))
     return response

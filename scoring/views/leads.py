@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -10,18 +9,20 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from scoring.csv_safety import csv_lines
+from scoring.lead_list import (
+    lead_list,
+    lead_list_choices,
+    lead_list_csv_rows,
+    lead_list_page,
+    lead_list_query,
+)
 from scoring.lead_queries import (
-    QueueCursor,
     breakdown_rows,
-    export_rows,
-    filter_leads,
     identities_by_source,
     lead_events_page,
     lead_merges,
     lifecycle_timeline,
-    parse_queue_filters,
-    queue_filter_choices,
-    queue_page,
     score_history_figure,
     score_history_rows,
     verdicts_by_lead,
@@ -32,52 +33,53 @@ from scoring.selectors import visible_leads
 from scoring.views.access import require
 from scoring.views.feedback import feedback_panel_context, is_htmx
 
-
-class _Echo:
-    """A file-like object whose write returns the line, so csv.writer can feed a stream."""
-
-    def write(self, value: str) -> str:
-        return value
+# The filters the page has a picker for; any other filter in the query (the feedback review's
+# links, the API's names) rides along as a hidden field so that refining the filter keeps it.
+_PICKERS = ("q", "band", "persona", "stage", "source", "owner", "created_from", "created_to")
 
 
 @require("view_leads")
 @require_GET
 def lead_queue(request: HttpRequest) -> HttpResponse:
-    """The leads the user may see, filtered and sorted by score, one keyset page at a time."""
-    filters, errors = parse_queue_filters(request.GET)
-    after = None
-    if request.GET.get("after"):
-        try:
-            after = QueueCursor.decode(request.GET["after"])
-        except ValueError:
-            errors["after"] = "That page link is not valid any more; showing the first page."
-    leads = filter_leads(visible_leads(request.user), filters)
-    page = queue_page(leads, after)
+    """The leads the user may see, filtered and sorted by score, one keyset page at a time.
+    Parameters with a problem are reported and ignored; the rest still apply."""
+    query, errors = lead_list_query(request.GET, lenient=True)
+    page = lead_list_page(
+        lead_list(visible_leads(request.user), query),
+        query.after,
+        query.size,
+        descending=query.descending,
+    )
     can_feedback = can(request.user, "give_feedback")
     mine = verdicts_by_lead(request.user, [r["id"] for r in page.rows]) if can_feedback else {}
     for row in page.rows:
         row["mine"] = mine.get(row["id"])
-    params = filters.as_params()
-    query = urlencode(params)
-    # Filters that arrive from the feedback review's links have no picker on this page; they
-    # ride along as hidden fields so that refining the filter keeps them.
-    hidden = [(name, value) for name, value in params.items() if name in _REVIEW_FILTERS]
+    # Links keep the filters, the sort and the size, never the cursor.
+    params = {k: v for k, v in query.params.items() if k not in ("cursor", "after")}
+    filters = query.filter_params
+    query_string = urlencode(params)
+    hidden = [
+        (name, value)
+        for name, value in params.items()
+        if name not in _PICKERS and name not in ("cursor", "after")
+    ]
     context = {
         "filters": filters,
+        "filters_active": query.active,
         "filter_errors": errors,
         "page": page,
-        "choices": queue_filter_choices(),
+        "choices": lead_list_choices(),
         "sees_all": can(request.user, "view_all_leads"),
         "can_give_feedback": can_feedback,
         "reasons": Feedback.Reason.choices,
         "reason_labels": dict(Feedback.Reason.choices),
-        "export_url": "/leads/export.csv" + (f"?{query}" if query else ""),
+        "export_url": "/leads/export.csv" + (f"?{query_string}" if query_string else ""),
         "next_url": "?" + urlencode({**params, "after": page.next_cursor})
         if page.has_more
         else None,
-        "first_url": "?" + query,
+        "first_url": "?" + query_string,
         "hidden_filters": hidden,
-        "feedback_filter_text": _feedback_filter_text(params),
+        "feedback_filter_text": _feedback_filter_text(filters),
     }
     return render(request, "leads/queue.html", context)
 
@@ -110,14 +112,15 @@ def _feedback_filter_text(params: dict[str, str]) -> str:
 @require("view_leads")
 @require_GET
 def lead_export(request: HttpRequest) -> HttpResponse:
-    """The current filter's leads as CSV, streamed; cells are escaped against formula
-    injection. Filters with a problem are left out, as on the page."""
-    filters, _ = parse_queue_filters(request.GET)
-    leads = filter_leads(visible_leads(request.user), filters)
-    writer = csv.writer(_Echo())
+    """Every lead of the current filter as CSV, in the page's order, streamed a keyset page at
+    a time; cells are escaped against formula injection. Parameters with a problem are left
+    out, as on the page; the cursor and page size are ignored (the export is the whole list)."""
+    query, _ = lead_list_query(request.GET, lenient=True)
+    leads = lead_list(visible_leads(request.user), query)
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
     response = StreamingHttpResponse(
-        (writer.writerow(row) for row in export_rows(leads)), content_type="text/csv"
+        csv_lines(lead_list_csv_rows(leads, descending=query.descending)),
+        content_type="text/csv",
     )
     response["Content-Disposition"] = f'attachment; filename="leads-{stamp}.csv"'
     return response

@@ -12,7 +12,6 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from integrations import tasks
-from integrations.csv_safety import safe_cell
 from integrations.imports import import_job_run
 from integrations.models import ImportJob
 from scoring.models import Lead
@@ -133,21 +132,3 @@ def test_create_api_token_prints_a_working_token_as_its_last_line(role_users):
 def test_create_api_token_for_an_unknown_user_fails(db):
     with pytest.raises(CommandError, match="no user 'ghost'"):
         call_command("create_api_token", "ghost")
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
-        ("+1 555", "'+1 555"),
-        ("-2+3", "'-2+3"),
-        ("@SUM(A1)", "'@SUM(A1)"),
-        ("\t=1", "'\t=1"),
-        ("Acme", "Acme"),
-        ("", ""),
-        (-5, -5),
-        (None, None),
-    ],
-)
-def test_csv_cells_that_could_run_as_formulas_are_escaped(value, expected):
-    assert safe_cell(value) == expected

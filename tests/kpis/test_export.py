@@ -5,29 +5,9 @@ from __future__ import annotations
 import csv
 import io
 
-import pytest
-
 from scoring.kpis.report import TABLES
 from scoring.models import ScoreHistory
-from scoring.views.kpis import csv_cell
 from tests.kpis import dataset
-
-
-@pytest.mark.parametrize(
-    ("value", "cell"),
-    [
-        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
-        ("+1", "'+1"),
-        ("-2+3", "'-2+3"),
-        ("@SUM(A1)", "'@SUM(A1)"),
-        ("Hot", "Hot"),
-        (None, ""),
-        (0.25, "0.25"),
-        (True, "true"),
-    ],
-)
-def test_cells_starting_like_a_formula_get_a_leading_quote(value, cell):
-    assert csv_cell(value) == cell
 
 
 def parse(response) -> list[dict]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import roc_auc_score
 
 from scoring.kpis import stats
 
@@ -46,23 +44,6 @@ def test_quantiles_interpolate_like_percentile_cont():
 scores_and_labels = st.lists(
     st.tuples(st.integers(0, 20), st.booleans()), min_size=2, max_size=80
 ).filter(lambda rows: 0 < sum(label for _, label in rows) < len(rows))
-
-
-@settings(max_examples=60, deadline=None)
-@given(scores_and_labels)
-def test_rank_auc_and_histogram_auc_agree_with_scikit_learn(rows):
-    scores = np.array([s for s, _ in rows], dtype=float)
-    labels = np.array([label for _, label in rows], dtype=int)
-    expected = roc_auc_score(labels, scores)
-    assert stats.roc_auc(scores, labels) == pytest.approx(expected)
-    cells = [(s, 1, label) for s, label in rows]
-    histogram = stats.ScoreHistogram.from_cells(cells)
-    assert stats.roc_auc_from_histogram(histogram) == pytest.approx(expected)
-
-
-def test_auc_needs_both_outcomes():
-    assert stats.roc_auc([1, 2], [1, 1]) is None
-    assert stats.roc_auc_from_histogram(stats.ScoreHistogram.from_cells([(5, 3, 0)])) is None
 
 
 @settings(max_examples=40, deadline=None)

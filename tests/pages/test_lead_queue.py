@@ -9,8 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from scoring.lead_queries import QueueCursor, csv_safe, filter_leads, parse_queue_filters
-from scoring.lead_queries import queue_page as build_queue_page
+from scoring.lead_list import LeadCursor, lead_list, lead_list_page, lead_list_query
 from scoring.models import Lead
 from tests.factories import LeadFactory
 from tests.pages.factories import FeedbackFactory, ScoredLeadFactory
@@ -58,11 +57,11 @@ def test_keyset_pages_walk_every_lead_once_across_the_scored_and_unscored_parts(
     ]
     seen, after = [], None
     while True:
-        page = build_queue_page(Lead.objects.all(), after, size=3)
+        page = lead_list_page(Lead.objects.all(), after, size=3)
         seen += [row["id"] for row in page.rows]
         if not page.has_more:
             break
-        after = QueueCursor.decode(page.next_cursor)
+        after = LeadCursor.decode(page.next_cursor)
     assert seen == expected
 
 
@@ -155,9 +154,9 @@ def test_feedback_and_rule_filters_find_the_leads_behind_the_review(rep_leads, r
     Lead.objects.filter(pk=rep_leads["warm"].pk).update(breakdown=[{"label": "other rule"}])
 
     def ids(**params):
-        filters, errors = parse_queue_filters(params)
+        query, errors = lead_list_query(params)
         assert not errors
-        return set(filter_leads(Lead.objects.all(), filters).values_list("id", flat=True))
+        return set(lead_list(Lead.objects.all(), query).values_list("id", flat=True))
 
     assert ids(feedback="bad") == {rep_leads["hot"].pk}
     assert ids(feedback="bad", reason="no_budget") == set()
@@ -206,13 +205,6 @@ def test_the_export_escapes_cells_that_a_spreadsheet_would_run(client_as, role_u
     assert (row["last_name"], row["company"], row["title"]) == ("'+1", "'@SUM(A1)", "'-2+3")
 
 
-def test_csv_safe_leaves_numbers_and_plain_text_alone():
-    assert csv_safe(-5) == -5
-    assert csv_safe("Acme") == "Acme"
-    assert csv_safe(None) == ""
-    assert csv_safe("\t=1") == "'\t=1"
-
-
 @pytest.fixture
 def live_bands(db):
     from scoring.models import Band, RescoreRun, RuleSet
@@ -228,7 +220,7 @@ def live_bands(db):
 
 
 def test_band_bounds_come_from_the_live_thresholds_once_the_rescore_is_done(live_bands):
-    from scoring.lead_queries import band_score_bounds
+    from scoring.lead_list import band_score_bounds
 
     assert band_score_bounds("Warm") == (25, 50)
     assert band_score_bounds("MQL") == (40, 80)

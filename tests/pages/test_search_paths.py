@@ -3,7 +3,7 @@ word) or by testing leads in score order (a common one)."""
 
 from unittest import mock
 
-from scoring import lead_queries
+from scoring import lead_list
 from tests.factories import LeadFactory
 
 
@@ -17,6 +17,6 @@ def test_a_search_finds_the_same_leads_by_either_path(client_as):
         return sorted(c for c in ("Acme Rockets", "ACME Labs", "Globex") if c in body)
 
     by_ids = found()
-    with mock.patch.object(lead_queries, "SEARCH_CANDIDATES", 1):
+    with mock.patch.object(lead_list, "SEARCH_CANDIDATES", 1):
         by_walk = found()
     assert by_ids == by_walk == ["ACME Labs", "Acme Rockets"]

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 
 from django.core.management.base import BaseCommand
 
-from scoring.selectors import score_export_rows
-
-COLUMNS = ["email", "external_id", "persona", "score", "band", "rule_set_version", "breakdown"]
+from scoring.csv_safety import csv_lines
+from scoring.lead_list import SCORE_EXPORT_COLUMNS, score_export_rows
 
 
 class Command(BaseCommand):
-    help = "Write email, external_id, persona, score, band, rule_set_version, breakdown as CSV."
+    help = f"Write {', '.join(SCORE_EXPORT_COLUMNS)} as CSV, one row per lead, by score."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("file", help="Output path ('-' for stdout).")
@@ -22,25 +20,13 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         path = options["file"]
         out = sys.stdout if path == "-" else open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
-        count = 0
+        lines = -1  # the header is not a lead
         try:
-            writer = csv.writer(out)
-            writer.writerow(
-                [
-                    "email",
-                    "external_id",
-                    "persona",
-                    "score",
-                    "band",
-                    "rule_set_version",
-                    "breakdown",
-                ]
-            )
-            for row in score_export_rows():
-                writer.writerow(row)
-                count += 1
+            for line in csv_lines(score_export_rows()):
+                out.write(line)
+                lines += 1
         finally:
             if out is not sys.stdout:
                 out.close()
         if path != "-":
-            self.stdout.write(json.dumps({"file": path, "rows": count}))
+            self.stdout.write(json.dumps({"file": path, "rows": lines}))

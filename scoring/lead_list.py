@@ -1,0 +1,608 @@
+"""The one lead list: the queue page (/leads/), the API (/api/v1/leads/) and the CSV exports
+(/leads/export.csv, `manage.py export_scores`) filter, search, sort and page leads here.
+
+- `LeadListFilter` is the one FilterSet. It takes both the page's and the API's parameter
+  names (they differed before the two were merged), so every name either of them took still
+  works in all three places.
+- `lead_list_query` validates a query string into a `LeadListQuery` (the filter set plus the
+  sort and the keyset cursor); `lead_list` applies it to the leads a user may see;
+  `lead_list_page` reads one keyset page; `lead_list_csv_rows` streams every page as CSV rows.
+
+The list is sorted by score (highest first by default, unscored leads last either way) and then
+by id, and pages with a keyset cursor instead of OFFSET/COUNT, so every page costs the same at
+1,000,000 leads: the scored part walks the `lead_score_idx` (-score, -id) index, or
+`lead_owner_score_idx` / `lead_band_score_idx` when the rows are one rep's or one band's. No
+page counts the whole result; it says whether there is more.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import django_filters
+from django import forms
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import BooleanField, Exists, F, OuterRef, Q, QuerySet
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+
+from scoring.models import (
+    Feedback,
+    Identity,
+    Lead,
+    LifecycleStage,
+    RescoreRun,
+    RuleSet,
+    normalise_email,
+)
+from scoring.roles import SALES
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+# The exports read the list a keyset page at a time, in pages this big.
+EXPORT_PAGE_SIZE = 2000
+CHOICES_CACHE_SECONDS = 600
+MAX_TEXT = 200
+# Up to this many matches, a search is answered from its matching ids (found through the
+# trigram index) rather than by walking the score order and testing every lead on the way: with
+# a LIMIT, PostgreSQL trusts its (poor) trigram estimate and walks the score index through the
+# whole table when the word is rare. Above it the word is common and that walk ends quickly.
+SEARCH_CANDIDATES = 5000
+# Lifecycle stages that end a lead's journey: `open=true` leaves them out. (DESIGN.md counts
+# lost leads as closed too; the lead has no lost state yet, so add it here when it does.)
+CLOSED_STAGES = (LifecycleStage.CUSTOMER, LifecycleStage.DISQUALIFIED)
+
+# One row of the list, as the page, the API and the queue export read it.
+LIST_FIELDS = (
+    "id",
+    "email",
+    "first_name",
+    "last_name",
+    "company",
+    "title",
+    "score",
+    "band",
+    "persona",
+    "lifecycle_stage",
+    "source",
+    "created_at",
+    "scored_at",
+    "owner__username",
+    "model_probability",
+)
+# The queue export's columns: (CSV header, LIST_FIELDS name).
+EXPORT_COLUMNS = (
+    ("id", "id"),
+    ("email", "email"),
+    ("first_name", "first_name"),
+    ("last_name", "last_name"),
+    ("company", "company"),
+    ("title", "title"),
+    ("score", "score"),
+    ("band", "band"),
+    ("persona", "persona"),
+    ("lifecycle_stage", "lifecycle_stage"),
+    ("source", "source"),
+    ("owner", "owner__username"),
+    ("created_at", "created_at"),
+    ("scored_at", "scored_at"),
+)
+# Parameters that say how to read the list rather than which leads are in it.
+PAGING_PARAMS = ("ordering", "page_size", "cursor", "after")
+_FULL_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+# ---------------------------------------------------------------------------------------------
+# The cursor
+
+
+@dataclass(frozen=True)
+class LeadCursor:
+    """Where the next page starts: after (score, id) among scored leads, or after id among
+    unscored ones (score None). Opaque to clients; the same text for the page and the API."""
+
+    score: int | None
+    id: int
+
+    def encode(self) -> str:
+        return f"{'n' if self.score is None else self.score}_{self.id}"
+
+    @classmethod
+    def decode(cls, text: str) -> LeadCursor:
+        """Raises ValueError on anything that is not a cursor this module wrote."""
+        match = re.fullmatch(r"(n|-?\d{1,10})_(\d{1,19})", text or "")
+        if not match:
+            raise ValueError(f"not a lead list cursor: {text!r}")
+        score = None if match[1] == "n" else int(match[1])
+        return cls(score=score, id=int(match[2]))
+
+
+class _CursorField(forms.CharField):
+    def to_python(self, value: Any) -> LeadCursor | None:
+        text = super().to_python(value)
+        if not text:
+            return None
+        try:
+            return LeadCursor.decode(text)
+        except ValueError:
+            raise forms.ValidationError(
+                "That page link is not valid any more.", code="invalid"
+            ) from None
+
+
+class _CursorFilter(django_filters.Filter):
+    field_class = _CursorField
+
+
+# ---------------------------------------------------------------------------------------------
+# The FilterSet
+
+
+def day_start(day: dt.date) -> dt.datetime:
+    """The first instant of a calendar day in the site's time zone."""
+    return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
+
+
+def _search(words: Q) -> Q:
+    if connection.vendor != "postgresql":
+        return words
+    ids = list(Lead.objects.filter(words).values_list("id", flat=True)[: SEARCH_CANDIDATES + 1])
+    if len(ids) > SEARCH_CANDIDATES:
+        return words
+    return Q(id__in=ids)
+
+
+def _has_rule_label(label: str) -> Q | RawSQL:
+    """Leads whose breakdown has an entry labelled `label` (JSON containment on PostgreSQL,
+    where the planner can use it on the row; json_each elsewhere)."""
+    if connection.vendor == "postgresql":
+        return Q(breakdown__contains=[{"label": label}])
+    table = Lead._meta.db_table
+    # The table name comes from the model, the label is a bound parameter.
+    expression = RawSQL(  # noqa: S611
+        f'EXISTS (SELECT 1 FROM json_each("{table}"."breakdown") AS e '
+        "WHERE json_extract(e.value, '$.label') = %s)",
+        (label,),
+        output_field=BooleanField(),
+    )
+    return expression
+
+
+class _LeadListForm(forms.Form):
+    """Checks across parameters: a range whose end is before its start is an error on the
+    end (the page then ignores the end and keeps the start)."""
+
+    RANGES = (
+        ("created_from", "created_to"),
+        ("created_after", "created_before"),
+        ("flagged_from", "flagged_to"),
+        ("score_min", "score_max"),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        for start, end in self.RANGES:
+            low, high = data.get(start), data.get(end)
+            if low is not None and high is not None and low > high:
+                self.add_error(end, "The end is before the start.")
+        return data
+
+
+def _text(**kwargs: Any) -> django_filters.CharFilter:
+    return django_filters.CharFilter(max_length=MAX_TEXT, **kwargs)
+
+
+class LeadListFilter(django_filters.FilterSet):
+    """The lead list's filters, the same for the page, the API and the CSV export. Every
+    filter narrows `queryset` (the leads the user may see); none widens it.
+
+    - `q`: every word must match the email, first or last name or company (contains, any
+      case); a word that is a whole email address matches that address exactly.
+    - `band`: the band, exactly when some lead has that exact band (then the band's score
+      range from the live rule set lets the score index start at the band), else any case.
+    - `persona`, `source`: any case. `stage` or `lifecycle_stage`: a lifecycle stage code.
+    - `owner`: "none" (unassigned), a user id (digits, as the page's picker sends) or a
+      username (as the API took).
+    - `open=true`: not customer or disqualified (`open=false`: those only).
+    - `score_min`, `score_max`: inclusive score range (unscored leads never match).
+    - `created_from`, `created_to`: calendar days in the site's time zone, both included;
+      `created_after` (inclusive), `created_before` (exclusive): ISO 8601 instants.
+    - `feedback` (good/bad), `reason`, `feedback_band`, `flagged_from`, `flagged_to`: leads
+      with at least one feedback matching all of the given ones (the review's links).
+    - `rule`: leads whose breakdown has an entry with that label.
+    - `ordering` (`-score` default, or `score`), `page_size` (1..500), `cursor` or `after`
+      (the keyset cursor from the previous page) say how to read the list.
+    """
+
+    q = _text(method="filter_search", label="search email, name, company")
+    band = _text(method="filter_band")
+    persona = _text(field_name="persona", lookup_expr="iexact")
+    source = _text(field_name="source", lookup_expr="iexact")
+    stage = django_filters.ChoiceFilter(
+        field_name="lifecycle_stage", choices=LifecycleStage.choices
+    )
+    lifecycle_stage = django_filters.ChoiceFilter(
+        field_name="lifecycle_stage", choices=LifecycleStage.choices
+    )
+    owner = _text(method="filter_owner", label="user id, username, or none")
+    open = django_filters.BooleanFilter(method="filter_open")
+    score_min = django_filters.NumberFilter(field_name="score", lookup_expr="gte")
+    score_max = django_filters.NumberFilter(field_name="score", lookup_expr="lte")
+    created_from = django_filters.DateFilter(method="filter_created_from")
+    created_to = django_filters.DateFilter(method="filter_created_to")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    # The feedback filters are applied together in filter_queryset (one feedback row must
+    # match all of them), so their own methods do nothing.
+    feedback = django_filters.ChoiceFilter(choices=Feedback.Verdict.choices, method="_later")
+    reason = django_filters.ChoiceFilter(choices=Feedback.Reason.choices, method="_later")
+    feedback_band = _text(method="_later")
+    flagged_from = django_filters.DateFilter(method="_later")
+    flagged_to = django_filters.DateFilter(method="_later")
+    rule = _text(method="filter_rule")
+    # How to read the list: validated here with the filters, applied by lead_list_page.
+    ordering = django_filters.ChoiceFilter(
+        choices=[("-score", "-score"), ("score", "score")], method="_later"
+    )
+    page_size = django_filters.NumberFilter(method="_later", min_value=1)
+    cursor = _CursorFilter(method="_later")
+    after = _CursorFilter(method="_later")
+
+    class Meta:
+        model = Lead
+        fields: list[str] = []
+        form = _LeadListForm
+
+    def _later(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+        return queryset
+
+    def filter_search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        words = Q()
+        for term in value.split()[:5]:
+            if _FULL_EMAIL.fullmatch(term):
+                # A whole address is looked up through the unique email index, not by scanning.
+                queryset = queryset.filter(email=normalise_email(term))
+                continue
+            # Every word must match one of the fields, so "ada lovelace" finds Ada Lovelace.
+            words &= (
+                Q(email__icontains=term)
+                | Q(first_name__icontains=term)
+                | Q(last_name__icontains=term)
+                | Q(company__icontains=term)
+            )
+        return queryset.filter(_search(words)) if words else queryset
+
+    def filter_band(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        # An exact band keeps the (band, -score, -id) index usable; a case-insensitive match
+        # (API callers typing "hot") cannot use it, so it is only the fallback. The existence
+        # check is one index probe.
+        if not Lead.objects.filter(band=value).exists():
+            return queryset.filter(band__iexact=value)
+        queryset = queryset.filter(band=value)
+        bounds = band_score_bounds(value)
+        if bounds is not None:
+            # Redundant with the band, but it lets the (-score, -id) index scan start at the
+            # band's scores instead of walking past every higher-scored lead (seconds for
+            # a low band at a million leads, because the planner cannot know that band
+            # follows score).
+            low, high = bounds
+            if low is not None:
+                queryset = queryset.filter(score__gte=math.floor(low))
+            if high is not None:
+                queryset = queryset.filter(score__lt=math.ceil(high))
+        return queryset
+
+    def filter_owner(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        if value == "none":
+            return queryset.filter(owner__isnull=True)
+        if value.isdigit():
+            return queryset.filter(owner_id=int(value))
+        return queryset.filter(owner__username=value)
+
+    def filter_open(self, queryset: QuerySet, name: str, value: bool | None) -> QuerySet:
+        if value is None:
+            return queryset
+        closed = Q(lifecycle_stage__in=CLOSED_STAGES)
+        return queryset.exclude(closed) if value else queryset.filter(closed)
+
+    def filter_created_from(self, queryset: QuerySet, name: str, value: dt.date) -> QuerySet:
+        return queryset.filter(created_at__gte=day_start(value))
+
+    def filter_created_to(self, queryset: QuerySet, name: str, value: dt.date) -> QuerySet:
+        return queryset.filter(created_at__lt=day_start(value + dt.timedelta(days=1)))
+
+    def filter_rule(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        return queryset.filter(_has_rule_label(value))
+
+    def filter_queryset(self, queryset: QuerySet) -> QuerySet:
+        queryset = super().filter_queryset(queryset)
+        data = self.form.cleaned_data
+        names = ("feedback", "reason", "feedback_band", "flagged_from", "flagged_to")
+        if not any(data.get(name) for name in names):
+            return queryset
+        feedback = Feedback.objects.filter(lead=OuterRef("pk"))
+        if data.get("feedback"):
+            feedback = feedback.filter(verdict=data["feedback"])
+        if data.get("reason"):
+            feedback = feedback.filter(reason=data["reason"])
+        if data.get("feedback_band"):
+            feedback = feedback.filter(band=data["feedback_band"])
+        if data.get("flagged_from"):
+            feedback = feedback.filter(created_at__gte=day_start(data["flagged_from"]))
+        if data.get("flagged_to"):
+            end = day_start(data["flagged_to"] + dt.timedelta(days=1))
+            feedback = feedback.filter(created_at__lt=end)
+        return queryset.filter(Exists(feedback))
+
+
+# ---------------------------------------------------------------------------------------------
+# The query
+
+
+@dataclass(frozen=True)
+class LeadListQuery:
+    """A validated lead list request. `params` are its non-empty, valid parameters as given
+    (for links, the export and the page's form), paging ones included; `filterset` is the
+    bound, valid LeadListFilter that `lead_list` applies."""
+
+    params: dict[str, str]
+    filterset: LeadListFilter = field(compare=False, repr=False)
+    descending: bool = True
+    after: LeadCursor | None = None
+    size: int = PAGE_SIZE
+
+    @property
+    def filter_params(self) -> dict[str, str]:
+        """The parameters that choose leads (no sort, size or cursor)."""
+        return {k: v for k, v in self.params.items() if k not in PAGING_PARAMS}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.filter_params)
+
+
+def lead_list_query(
+    params: Mapping[str, Any], *, lenient: bool = False
+) -> tuple[LeadListQuery, dict[str, str]]:
+    """The request's parameters validated into a LeadListQuery, and the problems found, by
+    parameter. With `lenient` (the page) a parameter with a problem is left out and the rest
+    still apply; otherwise (the API) the caller answers 400 when there are problems."""
+    given = {}
+    for name in LeadListFilter.base_filters:
+        raw = params.get(name)
+        if raw is not None and str(raw).strip() != "":
+            given[name] = str(raw).strip()
+    filterset = LeadListFilter(given, queryset=Lead.objects.none())
+    errors = {name: " ".join(messages) for name, messages in filterset.errors.items()}
+    if errors and lenient:
+        given = {k: v for k, v in given.items() if k not in errors}
+        filterset = LeadListFilter(given, queryset=Lead.objects.none())
+        if not filterset.is_valid():  # cannot happen: every field validates on its own
+            given, filterset = {}, LeadListFilter({}, queryset=Lead.objects.none())
+    data = filterset.form.cleaned_data if filterset.is_valid() else {}
+    size = int(data["page_size"]) if data.get("page_size") else PAGE_SIZE
+    query = LeadListQuery(
+        params=given,
+        filterset=filterset,
+        descending=data.get("ordering") != "score",
+        after=data.get("cursor") or data.get("after"),
+        size=min(size, MAX_PAGE_SIZE),
+    )
+    return query, errors
+
+
+def lead_list(visible: QuerySet[Lead], query: LeadListQuery) -> QuerySet[Lead]:
+    """`visible` (the leads the user may see: `selectors.visible_leads`) narrowed by the
+    query's filters; never wider than `visible`. Raises ValueError for a query with errors
+    (the API answers those with 400 before it gets here)."""
+    if not query.filterset.is_valid():
+        raise ValueError(f"invalid lead list query: {dict(query.filterset.errors)}")
+    return query.filterset.filter_queryset(visible)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pages
+
+
+@dataclass
+class LeadListPage:
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+    has_more: bool
+    is_first: bool
+
+
+def _rows(queryset: QuerySet[Lead], fields: tuple[str, ...]) -> QuerySet:
+    named = [f for f in fields if f != "model_probability"]
+    extra = {}
+    if "model_probability" in fields:
+        extra["model_probability"] = F("probability_row__probability")
+    return queryset.values(*named, **extra)
+
+
+def lead_list_page(
+    queryset: QuerySet[Lead],
+    after: LeadCursor | None = None,
+    size: int = PAGE_SIZE,
+    *,
+    descending: bool = True,
+    fields: tuple[str, ...] = LIST_FIELDS,
+) -> LeadListPage:
+    """One page of `queryset` as dicts of `fields`: `size` rows sorted by score (descending
+    unless told otherwise) then id the same way, unscored leads after every scored one (by id
+    the same way), starting after `after`. Two bounded index scans at most (scored, then
+    unscored when the scored leads run out); never a COUNT."""
+    if "id" not in fields or "score" not in fields:
+        fields = ("id", "score", *fields)
+    rows: list[dict[str, Any]] = []
+    before, order = ("lt", "-") if descending else ("gt", "")
+    if after is None or after.score is not None:
+        scored = queryset.filter(score__isnull=False)
+        if after is not None:
+            # score <= s (>= s ascending) bounds the index scan; the OR settles ties on id.
+            scored = scored.filter(**{f"score__{before}e": after.score}).filter(
+                Q(**{f"score__{before}": after.score}) | Q(**{f"id__{before}": after.id})
+            )
+        ordered = scored.order_by(f"{order}score", f"{order}id")
+        rows = list(_rows(ordered, fields)[: size + 1])
+    if len(rows) <= size:
+        unscored = queryset.filter(score__isnull=True)
+        if after is not None and after.score is None:
+            unscored = unscored.filter(**{f"id__{before}": after.id})
+        ordered = unscored.order_by(f"{order}id")
+        rows += list(_rows(ordered, fields)[: size + 1 - len(rows)])
+    has_more = len(rows) > size
+    rows = rows[:size]
+    next_cursor = None
+    if has_more:
+        last = rows[-1]
+        next_cursor = LeadCursor(score=last["score"], id=last["id"]).encode()
+    return LeadListPage(
+        rows=rows, next_cursor=next_cursor, has_more=has_more, is_first=after is None
+    )
+
+
+def lead_list_pages(
+    queryset: QuerySet[Lead],
+    *,
+    descending: bool = True,
+    size: int = EXPORT_PAGE_SIZE,
+    fields: tuple[str, ...] = LIST_FIELDS,
+) -> Iterator[list[dict[str, Any]]]:
+    """Every page of `queryset` in list order, `size` rows at a time (the exports: short
+    keyset queries instead of one cursor held open for the whole file)."""
+    after = None
+    while True:
+        page = lead_list_page(queryset, after, size, descending=descending, fields=fields)
+        if page.rows:
+            yield page.rows
+        if not page.has_more:
+            return
+        after = LeadCursor.decode(page.next_cursor or "")
+
+
+def lead_list_csv_rows(queryset: QuerySet[Lead], *, descending: bool = True) -> Iterator[list]:
+    """The queue export: the header, then one row per lead of `queryset` in list order (write
+    them with `scoring.csv_safety.csv_lines`, which escapes every cell)."""
+    yield [header for header, _ in EXPORT_COLUMNS]
+    for rows in lead_list_pages(queryset, descending=descending):
+        for row in rows:
+            yield [row[name] for _, name in EXPORT_COLUMNS]
+
+
+SCORE_EXPORT_COLUMNS = (
+    "email",
+    "external_id",
+    "persona",
+    "score",
+    "band",
+    "rule_set_version",
+    "breakdown",
+)
+
+
+def score_export_rows(queryset: QuerySet[Lead] | None = None) -> Iterator[list[Any]]:
+    """`manage.py export_scores`: the header SCORE_EXPORT_COLUMNS, then one row per lead of
+    `queryset` (every lead by default) in list order: email, external_id (the lead's first
+    identity, by source then id), persona, score, band, rule-set version, breakdown JSON.
+    Write them with `scoring.csv_safety.csv_lines`."""
+    yield list(SCORE_EXPORT_COLUMNS)
+    fields = ("id", "score", "email", "persona", "band", "rule_set_version", "breakdown")
+    for rows in lead_list_pages(
+        Lead.objects.all() if queryset is None else queryset, fields=fields
+    ):
+        external: dict[int, str] = {}
+        for lead_id, external_id in (
+            Identity.objects.filter(lead_id__in=[row["id"] for row in rows])
+            .order_by("lead_id", "source", "id")
+            .values_list("lead_id", "external_id")
+        ):
+            external.setdefault(lead_id, external_id)
+        for row in rows:
+            yield [
+                row["email"],
+                external.get(row["id"], ""),
+                row["persona"],
+                row["score"],
+                row["band"],
+                row["rule_set_version"],
+                json.dumps(row["breakdown"], separators=(",", ":")),
+            ]
+
+
+# ---------------------------------------------------------------------------------------------
+# What the page's pickers offer
+
+
+def band_score_bounds(band: str) -> tuple[float | None, float | None] | None:
+    """The scores a lead in `band` can have, as [low, high) (None = unbounded on that side),
+    from the live rule set's band thresholds (the union over its per-persona band lists).
+
+    None, meaning "no safe bound", unless the live rule set's latest rescore run is done: only
+    then was every lead's band computed by these thresholds (a band follows from the score,
+    DESIGN.md section 4)."""
+    live = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
+    if live is None:
+        return None
+    last_run = RescoreRun.objects.filter(rule_set=live).order_by("-id").first()
+    if last_run is None or last_run.status != RescoreRun.Status.DONE:
+        return None
+    scopes: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for name, min_score, persona in live.bands.values_list("name", "min_score", "persona"):
+        scopes[persona].append((min_score, name))
+    lows: list[float] = []
+    highs: list[float | None] = []
+    for thresholds in scopes.values():
+        thresholds.sort()
+        for i, (min_score, name) in enumerate(thresholds):
+            if name == band:
+                lows.append(min_score if i else -math.inf)  # the lowest band takes the rest
+                highs.append(thresholds[i + 1][0] if i + 1 < len(thresholds) else None)
+    if not lows:
+        return None
+    low = None if -math.inf in lows else min(lows)
+    high = None if None in highs else max(h for h in highs if h is not None)
+    return low, high
+
+
+def lead_list_choices() -> dict[str, list]:
+    """Options for the page's filter pickers: the bands, personas and sources present in the
+    data (cached for a few minutes: a DISTINCT over a million leads is not free), the lifecycle
+    stages, and the sales reps who can own leads."""
+
+    def distinct(column: str) -> list[str]:
+        return sorted(
+            v for v in Lead.objects.order_by().values_list(column, flat=True).distinct() if v
+        )
+
+    key = f"lead_queue.choices.{connection.settings_dict['NAME']}"
+    data = cache.get(key)
+    if data is None:
+        data = {c: distinct(c) for c in ("band", "persona", "source")}
+        cache.set(key, data, CHOICES_CACHE_SECONDS)
+    # Only the sales reps: asking which users own any lead would join a million rows.
+    owners = list(
+        get_user_model()
+        .objects.filter(groups__name=SALES, is_active=True)
+        .distinct()
+        .order_by("username")
+        .values("id", "username")[:500]
+    )
+    return {
+        "bands": data["band"],
+        "personas": data["persona"],
+        "sources": data["source"],
+        "stages": LifecycleStage.choices,
+        "owners": owners,
+        "verdicts": Feedback.Verdict.choices,
+        "reasons": Feedback.Reason.choices,
+    }

@@ -10,7 +10,9 @@ module reads ``connection.vendor``) and takes the shared pieces from here:
 - PostgreSQL session knobs that are no-ops elsewhere: :func:`set_local`,
   :func:`advisory_xact_lock`;
 - PostgreSQL-only bulk tools (callers check :func:`is_postgres` first): :func:`copy_in`
-  (COPY ... FROM STDIN) and :func:`temp_table`;
+  (COPY ... FROM STDIN), :func:`temp_table`, :func:`fetch_binary` (packed reads: rows of
+  ``bytea`` built with ``int8send``/``float8send``/``string_agg``, read raw for NumPy) and
+  :data:`PG_EPOCH`;
 - :func:`parallel_connections_allowed`: whether helper threads may read or write through
   their own connections.
 
@@ -25,6 +27,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection
+
+#: Where PostgreSQL's binary formats (binary COPY, ``timestamptz_send``) count microseconds from.
+PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 def is_postgres() -> bool:
@@ -100,6 +105,19 @@ def copy_in(
     raw = getattr(cursor, "cursor", cursor)  # psycopg's cursor under Django's wrapper
     with raw.copy(f"COPY {table} ({names}) FROM STDIN{options}") as copy:
         yield copy
+
+
+def fetch_binary(sql: str, params: Sequence[Any]) -> list[tuple]:
+    """PostgreSQL: the rows of ``sql`` with results in binary, so ``bytea`` values arrive as
+    the bytes they are (for ``np.frombuffer``), not hex-encoded text: Django's cursors cannot
+    ask for binary results, so this runs on a psycopg cursor of Django's connection (in its
+    transaction, if any)."""
+    import psycopg  # only on PostgreSQL: the SQLite install need not import it
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, list(params), binary=True)
+        return cursor.fetchall()
 
 
 @contextmanager

@@ -29,7 +29,7 @@ import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 
-from leadscoring.db import copy_in, is_postgres, set_local
+from leadscoring.db import PG_EPOCH, copy_in, is_postgres, set_local
 from scoring.models import LeadProbability
 
 TABLE = LeadProbability._meta.db_table
@@ -56,7 +56,6 @@ _COPY_ROW = np.dtype(
         ("t", ">i8"),
     ]
 )
-_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 def write_probabilities(
@@ -200,7 +199,7 @@ def _copy_rows(
     rows["p_size"] = 8
     rows["p"] = probabilities[known]
     rows["t_size"] = 8
-    rows["t"] = (computed_at - _PG_EPOCH) // dt.timedelta(microseconds=1)
+    rows["t"] = (computed_at - PG_EPOCH) // dt.timedelta(microseconds=1)
     columns = ("lead_id", "probability", "computed_at")
     with copy_in(cursor, table, columns, binary=True) as copy:
         copy.write(_COPY_HEADER)

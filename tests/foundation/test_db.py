@@ -8,6 +8,7 @@ import datetime as dt
 import zoneinfo
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.conf import settings
 from django.db import connection, transaction
@@ -128,6 +129,28 @@ def test_copy_in_writes_rows_into_a_temp_table_that_is_gone_after_the_block():
         cursor.execute(f"SELECT id, label FROM {table} ORDER BY id")
         assert cursor.fetchall() == rows
     assert _select("SELECT to_regclass('pg_temp.copy_probe')") == (None,)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_packed_read_arrives_as_raw_bytes_numpy_can_read():
+    moment = dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)
+    Lead.objects.create(email="packed1@example.com", created_at=moment)
+    Lead.objects.create(email="packed2@example.com", created_at=moment + dt.timedelta(days=1))
+    ((data,),) = db.fetch_binary(
+        "SELECT string_agg(int8send(id) || timestamptz_send(created_at), ''::bytea ORDER BY id)"
+        " FROM scoring_lead WHERE email LIKE %s",
+        ["packed%"],
+    )
+    assert isinstance(data, bytes)
+    records = np.frombuffer(data, dtype=np.dtype([("id", ">i8"), ("t", ">i8")]))
+    assert records["id"].tolist() == sorted(
+        Lead.objects.filter(email__startswith="packed").values_list("id", flat=True)
+    )
+    # timestamptz_send counts microseconds from PG_EPOCH.
+    expected = [moment, moment + dt.timedelta(days=1)]
+    got = [db.PG_EPOCH + dt.timedelta(microseconds=int(t)) for t in records["t"]]
+    assert got == expected
 
 
 @pytest.mark.postgres

@@ -40,10 +40,11 @@ from typing import Any, Literal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from integrations.lead_staging import LeadStage
+from leadscoring.db import is_postgres
 from scoring import strict_json
 from scoring.engine import gc_paused
 from scoring.models import LifecycleStage
@@ -717,7 +718,7 @@ def _stream(
     summary: ImportSummary,
     progress: Progress | None,
 ) -> None:
-    if kind == "leads" and STAGED_LEADS and connection.vendor == "postgresql":
+    if kind == "leads" and STAGED_LEADS and is_postgres():
         _stream_leads_staged(info, ctx, summary, progress)
         return
     convert = lead_from_row if kind == "leads" else event_from_row

@@ -35,6 +35,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
+from leadscoring.db import copy_in, temp_table
 from scoring.models import Lead, LifecycleStage
 from scoring.services.leads import LEAD_FIELDS, LeadUpsert, lock_lead_writes
 from scoring.services.rescore import request_rescore
@@ -136,7 +137,6 @@ class LeadStage:
     def __enter__(self) -> LeadStage:
         # Inside a transaction the table goes with it (also on a rollback); in autocommit it
         # lives in the session until __exit__ drops it.
-        on_commit = "ON COMMIT DROP" if connection.in_atomic_block else ""
         columns = ", ".join(
             [
                 "line integer NOT NULL",
@@ -150,15 +150,12 @@ class LeadStage:
                 "odd boolean NOT NULL",
             ]
         )
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{TABLE}")
-            cursor.execute(f"CREATE TEMP TABLE {TABLE} ({columns}) {on_commit}")
+        self._table = temp_table(TABLE, f"({columns})")
+        self._table.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if (exc[0] is None or not connection.in_atomic_block) and not connection.needs_rollback:
-            with connection.cursor() as cursor:
-                cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{TABLE}")
+    def __exit__(self, *exc: Any) -> None:
+        self._table.__exit__(*exc)
 
     # ----------------------------------------------------------------------------------------
     # Staging
@@ -208,11 +205,7 @@ class LeadStage:
         """COPY the buffered rows into the staging table."""
         if not self._buffer:
             return
-        names = ", ".join(f'"{c}"' for c in _STAGED)
-        with (
-            connection.cursor() as cursor,
-            cursor.cursor.copy(f"COPY {TABLE} ({names}) FROM STDIN") as copy,
-        ):
+        with connection.cursor() as cursor, copy_in(cursor, TABLE, _STAGED) as copy:
             for row in self._buffer:
                 copy.write_row(row)
         self.staged += len(self._buffer)

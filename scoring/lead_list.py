@@ -35,6 +35,7 @@ from django.db.models import BooleanField, Exists, F, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from leadscoring.db import is_postgres
 from scoring.models import (
     Feedback,
     Identity,
@@ -153,7 +154,7 @@ def day_start(day: dt.date) -> dt.datetime:
 
 
 def _search(words: Q) -> Q:
-    if connection.vendor != "postgresql":
+    if not is_postgres():
         return words
     ids = list(Lead.objects.filter(words).values_list("id", flat=True)[: SEARCH_CANDIDATES + 1])
     if len(ids) > SEARCH_CANDIDATES:
@@ -164,7 +165,7 @@ def _search(words: Q) -> Q:
 def _has_rule_label(label: str) -> Q | RawSQL:
     """Leads whose breakdown has an entry labelled `label` (JSON containment on PostgreSQL,
     where the planner can use it on the row; json_each elsewhere)."""
-    if connection.vendor == "postgresql":
+    if is_postgres():
         return Q(breakdown__contains=[{"label": label}])
     table = Lead._meta.db_table
     # The table name comes from the model, the label is a bound parameter.

@@ -17,6 +17,7 @@ from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q
 from django.db.models.functions import TruncWeek
 
+from leadscoring.db import is_postgres
 from scoring.lead_list import day_start
 from scoring.models import (
     STAGE_TIME_FIELDS,
@@ -405,7 +406,7 @@ def _rule_baseline() -> tuple[int, Counter, bool]:
     total = 0
     sampled = False
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if is_postgres():
             cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
                            [Lead._meta.db_table])  # fmt: skip
             estimate = (cursor.fetchone() or [0])[0] or 0

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.cache import cache
 from django.db import connection
 
+from leadscoring.db import is_postgres
 from scoring.engine import RuleSetInvalid, ValidationIssue, parse_ruleset, rule_label
 from scoring.features import LEAD_FIELDS
 from scoring.forms import issue_location
@@ -40,7 +41,7 @@ def picker_options() -> dict[str, list[str]]:
 
 
 def _attribute_keys() -> list[str]:
-    if connection.vendor == "postgresql":
+    if is_postgres():
         sql = (
             "SELECT DISTINCT key FROM (SELECT jsonb_object_keys(attributes) AS key FROM "
             "(SELECT attributes FROM scoring_lead WHERE jsonb_typeof(attributes) = 'object' "
@@ -58,7 +59,7 @@ def _attribute_keys() -> list[str]:
 
 
 def _event_types() -> list[str]:
-    if connection.vendor == "postgresql":
+    if is_postgres():
         # A loose index scan over (event_type, occurred_at): one index probe per distinct
         # type instead of reading ten million index entries.
         with connection.cursor() as cursor:

@@ -20,6 +20,7 @@ import numpy as np
 from django.db import connection, models, transaction
 from django.db.models import Max
 
+from leadscoring.db import copy_in, is_postgres
 from scoring.models import Event, Identity, Lead
 from scoring.prefetch import prefetched
 
@@ -74,10 +75,10 @@ def write_demo_data(data: DemoData, owners: Sequence[int]) -> DemoWriteSummary:
     started = time.perf_counter()
     owner_ids = np.asarray(list(owners), dtype=np.int64)
     n = len(data.leads)
-    on_postgres = connection.vendor == "postgresql"
+    postgres = is_postgres()
     with transaction.atomic():
-        first_id = _reserve_lead_ids(n) if on_postgres else _next_sqlite_lead_id()
-        if on_postgres:
+        first_id = _reserve_lead_ids(n) if postgres else _next_sqlite_lead_id()
+        if postgres:
             with _indexes_rebuilt_after(Lead, n):
                 leads_written = _copy_leads(data.leads, first_id, owner_ids)
             with _indexes_rebuilt_after(Identity, len(data.identities)):
@@ -230,10 +231,9 @@ def _copy(
             line = _tab_joined([columns[name] for name in names], stop - start)
             yield "\n".join(line.tolist()) + "\n"
 
-    column_list = ", ".join(f'"{name}"' for name in names)
-    sql = f'COPY "{model._meta.db_table}" ({column_list}) FROM STDIN'
+    table = connection.ops.quote_name(model._meta.db_table)
     rows = 0
-    with connection.cursor() as cursor, cursor.copy(sql) as copy:
+    with connection.cursor() as cursor, copy_in(cursor, table, names) as copy:
         for text in _prefetched(texts()):
             copy.write(text)
             rows += text.count("\n")

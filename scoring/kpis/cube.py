@@ -52,6 +52,7 @@ from django.db.models.functions import TruncDate, TruncWeek
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from leadscoring.db import days_between_sql, db_datetime, is_postgres
 from scoring.kpis import selectors
 from scoring.kpis.filters import KpiFilters
 from scoring.models import ScoreHistory
@@ -69,7 +70,7 @@ _LOCK_KEY = 7_0008
 def cube_refresh() -> bool:
     """Recompute the cube from one snapshot; False when another refresh holds the lock (or
     won the race for the change log), which leaves that refresh's cube in place."""
-    postgres = selectors.on_postgres()
+    postgres = is_postgres()
     try:
         with transaction.atomic():
             # Taken before the snapshot: every write committed before this moment is in the
@@ -94,7 +95,7 @@ def cube_refresh() -> bool:
                 cursor.execute(
                     "INSERT INTO kpi_cube_state (id, built_at, time_zone, last_entry_at)"
                     f" SELECT 1, %s, %s, MAX(as_of) FROM {selectors.HISTORY_TABLE}",
-                    [selectors._adapt(built_at), timezone.get_current_timezone_name()],
+                    [db_datetime(built_at), timezone.get_current_timezone_name()],
                 )
             _build_entries()
     except DatabaseError as error:
@@ -158,10 +159,7 @@ def _build_cells(cursor: Any) -> None:
 
 def _build_cycle(cursor: Any) -> None:
     facts, params = _facts_for_cube()
-    if selectors.on_postgres():
-        days = "date_part('epoch', f.converted_at - f.created_at) / 86400.0"
-    else:
-        days = "julianday(f.converted_at) - julianday(f.created_at)"
+    days = days_between_sql("f.created_at", "f.converted_at")
     cursor.execute(
         "INSERT INTO kpi_cube_cycle (created_day, band, days)"
         f" SELECT f.created_day, COALESCE(f.kpi_band, ''), {days}"
@@ -243,7 +241,7 @@ class CubeReader:
         bounds = [day_start, day_start + dt.timedelta(days=1)]
         if self.filters.created_from():
             bounds[0] = max(bounds[0], self.filters.created_from())
-        return "l.created_at >= %s AND l.created_at < %s", [selectors._adapt(b) for b in bounds]
+        return "l.created_at >= %s AND l.created_at < %s", [db_datetime(b) for b in bounds]
 
     def outcome_rows(self) -> list[tuple]:
         where, params = self._days()
@@ -271,12 +269,12 @@ class CubeReader:
             "      THEN 1 ELSE 0 END,"
             " f.mql_first, COUNT(*), SUM(f.revenue), COUNT(f.model_probability)"
             f" FROM ({facts} WHERE {where}) f GROUP BY 1, 2, 3, 4, 5",
-            [selectors._adapt(self._horizon()), *facts_params, *params],
+            [db_datetime(self._horizon()), *facts_params, *params],
         )
 
     def cycle_rows(self) -> list[tuple]:
         where, params = self._days()
-        if selectors.on_postgres():
+        if is_postgres():
             return selectors._fetchall(
                 "SELECT band, COUNT(*), percentile_cont(ARRAY[0, 0.25, 0.5, 0.75, 1]::float8[])"
                 " WITHIN GROUP (ORDER BY days)"
@@ -305,7 +303,7 @@ class CubeReader:
                 f" FROM {selectors.LEAD_TABLE} l{selectors.PROBABILITY_JOIN}"
                 f" WHERE {lead_where} AND (l.converted_at IS NOT NULL"
                 " OR l.disqualified_at IS NOT NULL OR l.created_at < %s)",
-                [*lead_params, selectors._adapt(self._horizon())],
+                [*lead_params, db_datetime(self._horizon())],
             )[0]
             total, with_p = total + int(extra[0]), with_p + int(extra[1])
         return total, with_p

@@ -17,6 +17,8 @@ import logging
 
 from django.db import connection, transaction
 
+from leadscoring.db import is_postgres
+
 logger = logging.getLogger(__name__)
 
 _POSTGRES = """
@@ -56,7 +58,7 @@ def conversion_bands_refresh() -> int:
     """Recompute the band before conversion of every converted lead; returns the rows changed
     (PostgreSQL) or touched (elsewhere)."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_POSTGRES if connection.vendor == "postgresql" else _GENERIC)
+        cursor.execute(_POSTGRES if is_postgres() else _GENERIC)
         changed = cursor.rowcount
     logger.info("kpis.rollup.refreshed leads=%s", changed)
     _cube_refresh_after()

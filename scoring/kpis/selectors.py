@@ -27,6 +27,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Max, Min, Q
 from django.db.models.functions import TruncWeek
 
+from leadscoring.db import days_between_sql, db_datetime, is_postgres, set_local
 from scoring.kpis.filters import KpiFilters
 from scoring.models import (
     Band,
@@ -51,15 +52,6 @@ HISTORY_TABLE = ScoreHistory._meta.db_table
 PROBABILITY_JOIN = f" LEFT JOIN {LeadProbability._meta.db_table} lp ON lp.lead_id = l.id"
 
 
-def on_postgres() -> bool:
-    return connection.vendor == "postgresql"
-
-
-def _adapt(value: dt.datetime) -> Any:
-    """A datetime as the backend's raw cursor wants it (SQLite stores naive UTC text)."""
-    return connection.ops.adapt_datetimefield_value(value)
-
-
 # --- cohort --------------------------------------------------------------------------------
 
 
@@ -67,10 +59,10 @@ def _lead_where(filters: KpiFilters, alias: str = "l") -> tuple[str, list[Any]]:
     clauses, params = ["1 = 1"], []
     if filters.created_from():
         clauses.append(f"{alias}.created_at >= %s")
-        params.append(_adapt(filters.created_from()))
+        params.append(db_datetime(filters.created_from()))
     if filters.created_before():
         clauses.append(f"{alias}.created_at < %s")
-        params.append(_adapt(filters.created_before()))
+        params.append(db_datetime(filters.created_before()))
     if filters.persona:
         clauses.append(f"{alias}.persona = %s")
         params.append(filters.persona)
@@ -115,14 +107,14 @@ def _facts_sql(filters: KpiFilters, *, converted_only: bool = False) -> tuple[st
         f" AND h.as_of < COALESCE(l.converted_at, %s){version_clause}"
         " ORDER BY h.as_of DESC, h.id DESC LIMIT 1"
     )
-    probe_params = [_adapt(filters.cutoff()), *version_params]
+    probe_params = [db_datetime(filters.cutoff()), *version_params]
     if filters.rule_set_version is None:
         return _facts_from_rollup(filters, where, where_params, probe, probe_params)
     columns = (
         "l.id, l.created_at, l.converted_at, l.mql_at, l.disqualified_at, l.revenue,"
         " lp.probability AS model_probability, hb.band AS kpi_band, hb.score AS kpi_score"
     )
-    if on_postgres():
+    if is_postgres():
         sql = (
             f"SELECT {columns} FROM {LEAD_TABLE} l{PROBABILITY_JOIN}"
             f" LEFT JOIN LATERAL (SELECT h.band, h.score {probe}) hb ON TRUE"
@@ -185,7 +177,7 @@ def history_probe(cutoff: dt.datetime) -> tuple[str, list[Any]]:
         " AND h.as_of < COALESCE(l.converted_at, %s)"
         " ORDER BY h.as_of DESC, h.id DESC LIMIT 1"
     )
-    return probe, [_adapt(cutoff)]
+    return probe, [db_datetime(cutoff)]
 
 
 def _current_band_is_latest(
@@ -220,9 +212,8 @@ def _kpi_transaction() -> Iterator[None]:
     probes whose estimated cost triggers JIT compilation, which alone took ~240 ms of a
     ~780 ms query over 120k leads (measured); without it the same query ran in ~450 ms."""
     with transaction.atomic():
-        if on_postgres():
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL jit = off")
+        with connection.cursor() as cursor:
+            set_local(cursor, "jit", "off")
         yield
 
 
@@ -301,7 +292,7 @@ def _outcome_rows(filters: KpiFilters) -> list[tuple]:
         " COUNT(*) AS leads, SUM(f.revenue) AS revenue, COUNT(f.model_probability) AS with_p"
         f" FROM ({facts}) f GROUP BY 1, 2, 3, 4, 5"
     )
-    return _fetchall(sql, [_adapt(horizon), *params])
+    return _fetchall(sql, [db_datetime(horizon), *params])
 
 
 def cycle_days_by_band(
@@ -313,11 +304,11 @@ def cycle_days_by_band(
 
     reader = _reader(filters, cube_reader)
     facts, params = _facts_sql(filters, converted_only=True)
-    if on_postgres():
+    if is_postgres():
         sql = (
             "SELECT COALESCE(f.kpi_band, ''), COUNT(*),"
             " percentile_cont(ARRAY[0, 0.25, 0.5, 0.75, 1]::float8[]) WITHIN GROUP"
-            " (ORDER BY date_part('epoch', f.converted_at - f.created_at) / 86400.0)"
+            f" (ORDER BY {days_between_sql('f.created_at', 'f.converted_at')})"
             f" FROM ({facts}) f GROUP BY 1"
         )
         result = {}
@@ -330,7 +321,7 @@ def cycle_days_by_band(
         return result
     sql = (
         "SELECT COALESCE(f.kpi_band, ''),"
-        " (julianday(f.converted_at) - julianday(f.created_at))"
+        f" ({days_between_sql('f.created_at', 'f.converted_at')})"
         f" FROM ({facts}) f"
     )
     grouped: dict[str, list[float]] = {}
@@ -346,7 +337,7 @@ def model_calibration_deciles(filters: KpiFilters, cube_reader: Any = LOOK_UP) -
     "leads", "predicted" (mean probability), "converted"}]}. Deciles are only computed when
     every known-outcome lead has a probability (otherwise `deciles` is empty)."""
     where, params = _lead_where(filters)
-    horizon = _adapt(filters.cutoff() - dt.timedelta(days=OUTCOME_HORIZON_DAYS))
+    horizon = db_datetime(filters.cutoff() - dt.timedelta(days=OUTCOME_HORIZON_DAYS))
     known = "(l.converted_at IS NOT NULL OR l.disqualified_at IS NOT NULL OR l.created_at < %s)"
     if (reader := _reader(filters, cube_reader)) is not None:
         total, with_p = reader.known_counts()

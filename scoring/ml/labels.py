@@ -23,6 +23,7 @@ import numpy as np
 from django.db import connection
 from django.utils import timezone
 
+from leadscoring.db import epoch_seconds_sql, is_postgres
 from scoring.models import FUNNEL_STAGES, STAGE_TIME_FIELDS
 
 DEFAULT_STAGE = "customer"
@@ -102,15 +103,15 @@ def build_labels(
     if horizon_days <= 0:
         raise LabelError("The horizon must be a positive number of days.")
     time_columns = [STAGE_TIME_FIELDS[s] for s in stages if s in STAGE_TIME_FIELDS]
-    epoch = (
-        (lambda c: f"date_part('epoch', {c})")
-        if connection.vendor == "postgresql"
-        else (lambda c: f"(julianday({c}) - 2440587.5) * 86400.0")
-    )
-    postgres = connection.vendor == "postgresql"
+    postgres = is_postgres()
     # NULL times as NaN in SQL, so NumPy reads the columns without a Python check per value.
-    timed = (lambda c: f"COALESCE({epoch(c)}, 'NaN'::float8)") if postgres else epoch
-    select = ["id", epoch("created_at"), "lifecycle_stage"] + [timed(c) for c in time_columns]
+    timed = (
+        (lambda c: f"COALESCE({epoch_seconds_sql(c)}, 'NaN'::float8)")
+        if postgres
+        else epoch_seconds_sql
+    )
+    select = ["id", epoch_seconds_sql("created_at"), "lifecycle_stage"]
+    select += [timed(c) for c in time_columns]
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {', '.join(select)} FROM scoring_lead ORDER BY id")
         rows = cursor.fetchall()

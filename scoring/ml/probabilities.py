@@ -29,6 +29,7 @@ import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 
+from leadscoring.db import PG_EPOCH, copy_in, is_postgres, set_local
 from scoring.models import LeadProbability
 
 TABLE = LeadProbability._meta.db_table
@@ -55,7 +56,6 @@ _COPY_ROW = np.dtype(
         ("t", ">i8"),
     ]
 )
-_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 def write_probabilities(
@@ -167,8 +167,8 @@ def _bulk_transaction() -> Iterator[Any]:
     commits, never corrupt them."""
     owns = not connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
-        if owns and connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL synchronous_commit = off")
+        if owns:
+            set_local(cursor, "synchronous_commit", "off")
         yield cursor
 
 
@@ -199,9 +199,9 @@ def _copy_rows(
     rows["p_size"] = 8
     rows["p"] = probabilities[known]
     rows["t_size"] = 8
-    rows["t"] = (computed_at - _PG_EPOCH) // dt.timedelta(microseconds=1)
-    sql = f"COPY {table} (lead_id, probability, computed_at) FROM STDIN (FORMAT BINARY)"
-    with cursor.cursor.copy(sql) as copy:
+    rows["t"] = (computed_at - PG_EPOCH) // dt.timedelta(microseconds=1)
+    columns = ("lead_id", "probability", "computed_at")
+    with copy_in(cursor, table, columns, binary=True) as copy:
         copy.write(_COPY_HEADER)
         copy.write(memoryview(rows).cast("B"))
         copy.write(_COPY_TRAILER)
@@ -212,7 +212,7 @@ def _replace_range(first_id: int, last_id: int, ids: np.ndarray, probabilities: 
     # One transaction (a savepoint inside the caller's): readers never see the range empty.
     with _bulk_transaction() as cursor:
         cursor.execute(f"DELETE FROM {TABLE} WHERE lead_id BETWEEN %s AND %s", [first_id, last_id])
-        if connection.vendor == "postgresql":
+        if is_postgres():
             _copy_rows(cursor, TABLE, ids, probabilities, now)
             return
         known = ~np.isnan(probabilities)
@@ -236,7 +236,7 @@ def _upsert(ids: np.ndarray, probabilities: np.ndarray) -> None:
         " computed_at = EXCLUDED.computed_at"
     )
     with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if is_postgres():
             if ids:
                 # clock_timestamp(), not now(): the moment of writing, which a full run that
                 # started before it compares with when it swaps its table in.

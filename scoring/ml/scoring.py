@@ -32,6 +32,7 @@ from django.db import connection
 from django.utils import timezone
 from threadpoolctl import threadpool_limits
 
+from leadscoring.db import parallel_connections_allowed
 from scoring.ml import features as F
 from scoring.ml import registry
 from scoring.ml.compiled import CompiledForest, compiled_forest
@@ -166,7 +167,7 @@ def score_all(
     as_of = as_of or timezone.now()
     ranges = F.id_ranges(chunk_size)
     loaded.compiled()  # built here, once, rather than by the first of the scoring threads
-    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+    if parallel_connections_allowed():
         replacement = Replacement.begin()
         try:
             total = _score_in_threads(loaded, as_of, ranges, progress, replacement.write)

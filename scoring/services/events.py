@@ -30,9 +30,10 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from leadscoring.db import is_postgres
 from scoring import strict_json
 from scoring.models import Event, Identity, Lead, normalise_email
-from scoring.services.leads import _request_rescore, lock_lead_writes, on_postgres
+from scoring.services.leads import _request_rescore, lock_lead_writes
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ def _resolve(
     if not keys and not emails:
         return by_identity, by_email
     with connection.cursor() as cursor:
-        if on_postgres():
+        if is_postgres():
             cursor.execute(
                 "SELECT 'i', i.source, i.external_id, i.lead_id FROM scoring_identity i "
                 "JOIN unnest(%s::text[], %s::text[]) AS k(s, e) "
@@ -339,7 +340,7 @@ def _insert_events(rows: dict[tuple[str, str], tuple[int, EventInput]]) -> list[
         return []
     now = timezone.now()
     keys = sorted(rows)  # a stable order keeps concurrent identical batches from deadlocking
-    if on_postgres():
+    if is_postgres():
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO scoring_event "

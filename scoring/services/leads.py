@@ -33,6 +33,7 @@ from django.db.models import Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from leadscoring.db import advisory_xact_lock, copy_in, is_postgres, temp_table
 from scoring.models import (
     FUNNEL_STAGES,
     Event,
@@ -118,16 +119,10 @@ class BulkUpsertResult:
         )
 
 
-def on_postgres() -> bool:
-    return connection.vendor == "postgresql"
-
-
 def lock_lead_writes() -> None:
     """Serialise lead writers on PostgreSQL until the end of the current transaction (SQLite
     serialises writers by itself)."""
-    if on_postgres():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LEAD_WRITE_LOCK])
+    advisory_xact_lock(_LEAD_WRITE_LOCK)
 
 
 def _request_rescore(lead_ids: Iterable[int]) -> None:
@@ -202,7 +197,7 @@ def _lookup(records: Sequence[LeadUpsert]) -> _Lookup:
     emails = sorted({r.values.get("email") for r in records} - {None})
     by_identity: dict[tuple[str, str], int] = {}
     if keys:
-        if on_postgres():
+        if is_postgres():
             identities = Identity.objects.filter(
                 id__in=RawSQL(
                     "SELECT i.id FROM scoring_identity i JOIN unnest(%s::text[], %s::text[]) "
@@ -225,7 +220,7 @@ def _lookup(records: Sequence[LeadUpsert]) -> _Lookup:
     rows: dict[int, dict[str, Any]] = {}
     ids = sorted(set(by_identity.values()))
     if ids or emails:
-        if on_postgres():
+        if is_postgres():
             condition = Q(id__in=RawSQL("SELECT unnest(%s::bigint[])", (ids,))) | Q(
                 email__in=RawSQL("SELECT unnest(%s::text[])", (emails,))
             )
@@ -423,7 +418,7 @@ def _insert_leads(new_states: dict[int, dict[str, Any]]) -> dict[int, int]:
     if not new_states:
         return {}
     refs = sorted(new_states, reverse=True)  # -1, -2, ... in input order
-    if on_postgres() and len(refs) >= COPY_THRESHOLD:
+    if is_postgres() and len(refs) >= COPY_THRESHOLD:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT nextval(pg_get_serial_sequence('scoring_lead', 'id')) "
@@ -453,11 +448,9 @@ def _copy_rows(
     cursor: Any, table: str, fields: Sequence[Any], rows: Iterable[tuple[int, dict[str, Any]]]
 ) -> None:
     """COPY (id, *fields) rows given as (id, attname -> value) into a table."""
-    names = ", ".join(['"id"', *(f'"{f.column}"' for f in fields)])
     json_names = {f.attname for f in fields if f.get_internal_type() == "JSONField"}
     attnames = [f.attname for f in fields]
-    raw = cursor.cursor  # the psycopg cursor under Django's wrapper
-    with raw.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+    with copy_in(cursor, table, ["id", *(f.column for f in fields)]) as copy:
         for lead_id, values in rows:
             copy.write_row(
                 [lead_id]
@@ -473,27 +466,26 @@ def _update_leads(changed: dict[int, dict[str, Any]]) -> None:
         return
     now = timezone.now()
     fields = [*LEAD_FIELDS, "attributes", "updated_at"]
-    if on_postgres() and len(changed) >= COPY_THRESHOLD:
+    if is_postgres() and len(changed) >= COPY_THRESHOLD:
         columns = [Lead._meta.get_field(name) for name in fields]
         names = ", ".join(f'"{c.column}"' for c in columns)
-        with connection.cursor() as cursor:
-            # Types only (no NOT NULL constraints): the rows carry just the upserted columns.
-            cursor.execute(
-                f'CREATE TEMP TABLE lead_update_tmp ON COMMIT DROP AS SELECT "id", {names} '
-                "FROM scoring_lead WITH NO DATA"
-            )
+        # Types only (no NOT NULL constraints): the rows carry just the upserted columns.
+        with (
+            temp_table(
+                "lead_update_tmp", f'AS SELECT "id", {names} FROM scoring_lead WITH NO DATA'
+            ) as table,
+            connection.cursor() as cursor,
+        ):
             _copy_rows(
                 cursor,
-                "lead_update_tmp",
+                table,
                 columns,
                 ((lead_id, {**state, "updated_at": now}) for lead_id, state in changed.items()),
             )
             assignments = ", ".join(f'"{c.column}" = t."{c.column}"' for c in columns)
             cursor.execute(
-                f"UPDATE scoring_lead AS l SET {assignments} FROM lead_update_tmp AS t "
-                "WHERE l.id = t.id"
+                f"UPDATE scoring_lead AS l SET {assignments} FROM {table} AS t WHERE l.id = t.id"
             )
-            cursor.execute("DROP TABLE lead_update_tmp")
         return
     leads = []
     for lead_id, state in changed.items():
@@ -507,7 +499,7 @@ def _insert_identities(rows: Sequence[tuple[str, str, int]]) -> None:
     """Record identities, ignoring ones that exist (a concurrent writer may have added them)."""
     if not rows:
         return
-    if on_postgres():
+    if is_postgres():
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO scoring_identity "

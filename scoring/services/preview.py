@@ -47,6 +47,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from leadscoring.db import parallel_connections_allowed
 from scoring.engine import (
     BehaviourAggregates,
     CompiledRuleSet,
@@ -531,7 +532,7 @@ def _read_chunks(
     """The chunks in order. On PostgreSQL outside a transaction, helper threads (each with its
     own connection) read ahead; inside a transaction (tests) or on SQLite, reads happen here,
     because other connections would not see uncommitted rows or would lock the file."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block or len(selections) < 2:
+    if not parallel_connections_allowed() or len(selections) < 2:
         for selection in selections:
             yield _read_chunk(reader, selection, as_of)
         return

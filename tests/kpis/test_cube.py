@@ -12,6 +12,7 @@ from unittest import mock
 import pytest
 from django.utils import timezone
 
+from leadscoring.db import is_postgres
 from scoring.demo.seed import seed_demo
 from scoring.kpis import cube, rollup, selectors
 from scoring.kpis.filters import KpiFilters
@@ -348,7 +349,7 @@ def test_the_change_log_triggers_exist_after_every_migration(db):
         "scoring_rescorerun",
     )
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if is_postgres():
             cursor.execute(
                 "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
                 " WHERE NOT t.tgisinternal AND t.tgname LIKE '%%kpi_cube%%'"
@@ -373,4 +374,4 @@ def test_a_write_marks_the_cube_stale_once(db):
         changes = cursor.fetchone()[0]
     assert not cube.is_fresh()
     # PostgreSQL: a row per statement; SQLite: a row only while the log was empty.
-    assert changes == (2 if connection.vendor == "postgresql" else 1)
+    assert changes == (2 if is_postgres() else 1)

@@ -10,6 +10,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from leadscoring.db import is_postgres
 from scoring.engine import email_domain_type
 from scoring.ml import features as F
 from scoring.ml import registry
@@ -160,7 +161,7 @@ def test_a_failure_while_scoring_is_raised_and_every_scoring_thread_ends(live_ru
         ml_scoring.score_all(chunk_size=50)
     assert not [t for t in threading.enumerate() if t.name.startswith("ml-score-")]
     stored = LeadProbability.objects.count()
-    if connection.vendor == "postgresql":
+    if is_postgres():
         # The run's new table is dropped: the live probabilities (none) are untouched.
         assert stored == 0
         with connection.cursor() as cursor:

@@ -275,9 +275,10 @@ REALTIME_RESCORE_DELAY_SECONDS = env_float("REALTIME_RESCORE_DELAY_SECONDS", 0.0
 # The KPI cube is read, "as of" its refresh, while younger than this even after writes
 # (scoring.kpis.cube); 0 = only while no write happened since the refresh.
 KPI_CUBE_MAX_AGE_SECONDS = env_int("KPI_CUBE_MAX_AGE_SECONDS", 900, minimum=0)
-# Bulk scoring with a gradient-boosting model runs its trees as native code, built by this C
-# compiler (scoring.ml.compiled); off, scikit-learn predicts: slower, the same numbers.
-ML_COMPILED_TREES = env_bool("ML_COMPILED_TREES", True)
+# Opt-in: bulk scoring with a gradient-boosting model runs its trees as native code, built by
+# this C compiler (scoring.ml.compiled; needs the `compiled` extra). Off by default so that the
+# default install needs no compiler at run time: scikit-learn predicts, the same numbers.
+ML_COMPILED_TREES = env_bool("ML_COMPILED_TREES", False)
 ML_COMPILER = env_str("ML_COMPILER", "gcc")
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "demo")
 

@@ -1,11 +1,16 @@
-"""Compiled trees: a gradient-boosting artifact's forest as native code, for bulk scoring.
+"""Compiled trees (opt-in): a gradient-boosting artifact's forest as native code, for bulk
+scoring.
 
-scikit-learn predicts by walking each tree's generic node array; at 1,000,000 leads that walk
-was a third of the model scoring's time. treelite imports the fitted trees (it follows
-scikit-learn's internals, categorical splits and their re-encoding included) and tl2cgen
-writes them out as C, one if/else nest per tree, which the machine's C compiler (`ML_COMPILER`,
-default `gcc`) builds into a shared library: about five times faster on the same rows, with
-the same numbers.
+The default install has no compiler at run time and scikit-learn predicts. This module is used
+only with `ML_COMPILED_TREES=true`, the `compiled` extra installed (`pip install
+'leadscoring[compiled]'`: treelite and tl2cgen) and a C compiler (`ML_COMPILER`, default
+`gcc`) where the model is trained, or where a process first scores with a model whose stored
+library it cannot use. treelite imports the fitted trees (it follows scikit-learn's internals,
+categorical splits and their re-encoding included) and tl2cgen writes them out as C, one
+if/else nest per tree, which the compiler builds into a shared library: about five times
+faster than scikit-learn's walk of the same trees, with the same numbers. (onnxruntime through
+skl2onnx was measured as the compiler-free alternative and rejected: it predicts in float32,
+and skl2onnx reads a categorical split as a numeric threshold.)
 
 - Built where the model is trained (`store_library`, about a second) and kept beside its
   artifact under VAR_DIR/models, its SHA-256 on the model's row with the platform it was built
@@ -17,23 +22,27 @@ the same numbers.
   thresholds (ties included), the values just above them, missing numbers and every category
   code the feature coding produces, its probabilities must equal scikit-learn's within
   `TOLERANCE`.
-- Where it cannot be used (no stored library for this platform and no compiler,
-  `ML_COMPILED_TREES` off, an artifact that is not a binary gradient-boosting pipeline, a
-  failed check), `compiled_forest` returns None, logs why once per model, and the caller
-  predicts with scikit-learn: slower, the same numbers.
+- Where it cannot be used (`ML_COMPILED_TREES` off, which is the default; treelite or tl2cgen
+  not installed; no stored library for this platform and no compiler; an artifact that is not
+  a binary gradient-boosting pipeline; a failed check), `compiled_forest` returns None and the
+  caller predicts with scikit-learn: slower, the same numbers. With the option on, the reason
+  is logged once per model and process; with it off nothing is logged and nothing is tried.
 
-treelite and tl2cgen are imported where they are used: a process that never scores in bulk
-(the web server) does not load their native libraries."""
+treelite and tl2cgen are imported only where they are used, and only with the option on: the
+default install does not have them, and a process that never scores in bulk (the web server)
+does not load their native libraries."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import logging
 import os
 import platform
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable
@@ -111,7 +120,10 @@ def compiled_forest(
         if key in _built:
             return _built[key]
         forest = None
-        if settings.ML_COMPILED_TREES:
+        missing = runtime_missing() if settings.ML_COMPILED_TREES else None
+        if missing:
+            logger.warning("ml.compiled.unavailable model=%s reason=%s", key[0], missing)
+        elif settings.ML_COMPILED_TREES:
             if stored:
                 try:
                     if stored.get("platform") == platform_tag():
@@ -139,6 +151,10 @@ def store_library(row: MLModel, estimator: Any, spec: F.FeatureSpec) -> None:
     stored when it cannot be built (logged); the process that scores then tries itself."""
     if not settings.ML_COMPILED_TREES:
         return
+    missing = runtime_missing()
+    if missing:
+        logger.warning("ml.compiled.unavailable model=%s reason=%s", row.pk, missing)
+        return
     try:
         forest = _build(estimator, spec)
     except Exception as error:
@@ -160,6 +176,23 @@ def store_library(row: MLModel, estimator: Any, spec: F.FeatureSpec) -> None:
         _remember((row.pk, row.artifact_sha256), forest)
 
 
+# The packages of the `compiled` extra, found without importing them (importing loads their
+# native libraries).
+RUNTIME_PACKAGES = ("treelite", "tl2cgen")
+
+
+def runtime_missing() -> str | None:
+    """Why this installation cannot run compiled trees at all, or None: the `compiled` extra's
+    packages must be installed. (A compiler is needed only to build, see `_build`.)"""
+    absent = [name for name in RUNTIME_PACKAGES if importlib.util.find_spec(name) is None]
+    if absent:
+        return (
+            f"{' and '.join(absent)} not installed (pip install 'leadscoring[compiled]'); "
+            "scikit-learn predicts"
+        )
+    return None
+
+
 def platform_tag() -> str:
     """Where a stored library can be loaded: the same system, machine, C library and tl2cgen
     (whose loader calls into it)."""
@@ -174,6 +207,11 @@ class NotCompilable(Exception):
 
 
 def _build(estimator: Any, spec: F.FeatureSpec) -> CompiledForest:
+    # Checked first: without a compiler tl2cgen would fail only after writing out the C.
+    if shutil.which(settings.ML_COMPILER) is None:
+        raise NotCompilable(
+            f"no C compiler {settings.ML_COMPILER!r} on PATH (ML_COMPILER); scikit-learn predicts"
+        )
     import tl2cgen
 
     trees = _Trees.of(estimator)

@@ -4,11 +4,12 @@ own: `scoring.ml.probabilities`).
 Per chunk of leads (an id range): the lead columns and the events are read straight into the
 model's input matrix (`features.MatrixReader`: on PostgreSQL one query for the lead columns,
 grouped by value, and one for the events, which the lead/type/time index answers), and the
-model predicts over blocks of rows: a gradient-boosting model through its trees compiled to
-native code (`scoring.ml.compiled`), otherwise the pipeline's `predict_proba`. On PostgreSQL
-outside a transaction, `WORKERS` threads score chunks side by side, each with its own
-connection (while one waits for PostgreSQL, another predicts: the compiled trees, NumPy and
-scikit-learn's tree code release the GIL), COPY'ing them into a
+model predicts over blocks of rows with the pipeline's `predict_proba` (the default install:
+no compiler at run time), or, when `ML_COMPILED_TREES` is on and they can be used, a
+gradient-boosting model through its trees compiled to native code (`scoring.ml.compiled`,
+opt-in). On PostgreSQL outside a transaction, `WORKERS` threads score chunks side by side,
+each with its own connection (while one waits for PostgreSQL, another predicts: NumPy,
+scikit-learn's tree code and the compiled trees release the GIL), COPY'ing them into a
 new table that is swapped in at the end (`probabilities.Replacement`). Otherwise the chunks
 run in line and each id range is replaced in one transaction. The loaded artifact is cached
 per process by (model id, hash).
@@ -65,10 +66,11 @@ class LoadedModel:
         return self.predict_matrix(F.encode(self.spec, raw))
 
     def predict_matrix(self, matrix: np.ndarray, *, bulk: bool = False) -> np.ndarray:
-        """The positive class's probability for each row of an encoded matrix. `bulk` runs a
-        gradient-boosting model's compiled trees when they can be used (the library stored
-        with the model, or one built in the process on first use: worth it for whole chunks,
-        not for one lead's event)."""
+        """The positive class's probability for each row of an encoded matrix, from
+        scikit-learn. `bulk` runs a gradient-boosting model's compiled trees instead when the
+        opt-in `ML_COMPILED_TREES` is on and they can be used (the library stored with the
+        model, or one built in the process on first use: worth it for whole chunks, not for
+        one lead's event); the numbers are the same."""
         n = matrix.shape[0]
         if n == 0:
             return np.zeros(0)

@@ -1,7 +1,9 @@
-"""The compiled forest (`scoring.ml.compiled`): a gradient-boosting artifact's trees built
-into native code give scikit-learn's probabilities, for plain and calibrated artifacts, for
-codes the trees never saw, and for the split thresholds themselves; bulk scoring uses it; and
-where it cannot be built or disagrees, scikit-learn predicts."""
+"""The compiled forest (`scoring.ml.compiled`, opt-in: `ML_COMPILED_TREES=true` and the
+`compiled` extra, which `dev` installs): a gradient-boosting artifact's trees built into native
+code give scikit-learn's probabilities, for plain and calibrated artifacts, for codes the trees
+never saw, and for the split thresholds themselves; bulk scoring uses it; and where it cannot
+be built or disagrees, or its packages are missing, scikit-learn predicts. The default path
+(option off) is tested in test_default_runtime.py."""
 
 import hashlib
 import json
@@ -24,7 +26,8 @@ from tests.ml.conftest import make_dated
 
 
 @pytest.fixture(autouse=True)
-def _fresh_processes():
+def _fresh_processes(settings):
+    settings.ML_COMPILED_TREES = True  # the opt-in path (off by default)
     # As in a newly started process: no model loaded, no forest built.
     compiled._built.clear()
     ml_scoring._cache.clear()
@@ -206,6 +209,35 @@ def test_other_artifacts_and_a_missing_compiler_leave_scikit_learn_to_predict(
     assert len(warnings) == 1 and "no-such-compiler" in warnings[0]
     matrix = _matrix(loaded)
     assert np.array_equal(loaded.predict_matrix(matrix, bulk=True), _sklearn(loaded, matrix))
+
+
+def test_without_the_compiled_extra_scikit_learn_predicts_and_says_so_once(
+    trained, monkeypatch, caplog
+):
+    # As if `pip install .` without `[compiled]`: the option on, a package absent.
+    monkeypatch.setattr(compiled, "RUNTIME_PACKAGES", ("treelite", "no_such_tree_compiler"))
+    monkeypatch.setattr(compiled, "_build", lambda *args: pytest.fail("tried to build"))
+    monkeypatch.setattr(compiled, "_load_stored", lambda *args: pytest.fail("tried to load"))
+    loaded = _as_a_new_process(trained["rows"][BOOSTING])
+    with caplog.at_level(logging.WARNING, logger="scoring.ml.compiled"):
+        assert loaded.compiled() is None
+        assert loaded.compiled() is None
+    warnings = [r.getMessage() for r in caplog.records if r.name == "scoring.ml.compiled"]
+    assert len(warnings) == 1
+    assert "no_such_tree_compiler not installed" in warnings[0]
+    assert "leadscoring[compiled]" in warnings[0]
+    matrix = _matrix(loaded)
+    assert np.array_equal(loaded.predict_matrix(matrix, bulk=True), _sklearn(loaded, matrix))
+
+
+def test_training_without_the_compiled_extra_stores_no_library(db, live_rules, monkeypatch, caplog):
+    monkeypatch.setattr(compiled, "RUNTIME_PACKAGES", ("no_such_tree_compiler",))
+    monkeypatch.setattr(compiled, "_build", lambda *args: pytest.fail("tried to build"))
+    make_dated(700)
+    with caplog.at_level(logging.WARNING, logger="scoring.ml.compiled"):
+        rows = {row.algorithm: row for row in train_models().rows}
+    assert "compiled" not in rows[BOOSTING].details
+    assert "no_such_tree_compiler not installed" in caplog.text
 
 
 def test_a_forest_that_disagrees_with_scikit_learn_is_not_used(trained, monkeypatch, caplog):

@@ -11,9 +11,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from integrations import tasks
 from integrations.csv_safety import safe_cell, safe_row
-from integrations.imports import import_job_run
+from integrations.imports import IMPORT_TASK, import_job_run
 from integrations.models import ImportJob
 from scoring.models import Lead
 
@@ -21,16 +20,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture
-def inline_tasks(monkeypatch):
-    """Run the import task in-process when it is enqueued (after the commit)."""
-    ran = []
-
-    def delay(job_id):
-        ran.append(job_id)
-        import_job_run(job_id)
-
-    monkeypatch.setattr(tasks.import_file_task, "delay", delay)
-    return ran
+def inline_tasks(sent_tasks):
+    """Run the import task in-process when it is enqueued (after the commit); the job ids
+    it was sent for."""
+    sent_tasks.on(IMPORT_TASK, import_job_run)
+    return sent_tasks
 
 
 def upload(client, name="leads.csv", content=b"email,plan\na@example.com,pro\n", **fields):
@@ -48,9 +42,9 @@ def test_ops_uploads_a_file_and_sees_the_finished_job(
     job = ImportJob.objects.get()
     assert response.status_code == 302
     assert response["Location"] == f"/imports/{job.pk}/"
-    assert inline_tasks == [job.pk]
+    assert inline_tasks.named(IMPORT_TASK) == [[job.pk]]
     job.refresh_from_db()
-    assert (job.status, job.created, job.rows_done, job.created_by.username) == (
+    assert (job.status, job.created, job.progress_done, job.created_by.username) == (
         "done",
         1,
         1,
@@ -67,7 +61,7 @@ def test_ops_uploads_a_file_and_sees_the_finished_job(
 
 def test_a_running_job_polls_for_progress(client_as, db):
     job = ImportJob.objects.create(
-        file_name="f.csv", kind="leads", status="running", rows_total=200, rows_done=50
+        file_name="f.csv", kind="leads", status="running", progress_total=200, progress_done=50
     )
     fragment = client_as("ops").get(f"/imports/{job.pk}/progress/")
     assert fragment.status_code == 200

@@ -153,13 +153,16 @@ def broker_down() -> Iterator[str]:
     a mock); the configured broker and its connection pools come back afterwards."""
     from leadscoring.celery import app
 
-    saved = (app.conf.broker_url, app._pool, app.amqp._producer_pool)
-    app.conf.broker_url = CLOSED_BROKER_URL
-    app._pool = None
-    app.amqp._producer_pool = None
+    # broker_write_url is what publishing reads (it was derived from broker_url at start-up);
+    # the pools are kombu's, shared by URL, so they are swapped out, never closed.
+    names = ("broker_url", "broker_write_url")
+    saved = [app.conf[name] for name in names], app._pool, app.amqp._producer_pool
+    for name in names:
+        app.conf[name] = CLOSED_BROKER_URL
+    app._pool = app.amqp._producer_pool = None
     try:
         yield CLOSED_BROKER_URL
     finally:
-        if app._pool is not None:
-            app._pool.force_close_all()
-        app.conf.broker_url, app._pool, app.amqp._producer_pool = saved
+        for name, value in zip(names, saved[0], strict=True):
+            app.conf[name] = value
+        app._pool, app.amqp._producer_pool = saved[1], saved[2]

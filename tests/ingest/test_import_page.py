@@ -149,3 +149,15 @@ def test_csv_cells_that_could_run_as_formulas_are_escaped(value, expected):
 
 def test_safe_row_escapes_every_cell():
     assert safe_row(["=1", "ok", 3]) == ["'=1", "ok", 3]
+
+
+def test_an_upload_with_the_broker_down_shows_a_clear_failure_not_an_error_page(
+    client_as, broker_down, transactional_db, settings, tmp_path
+):
+    # transactional_db: no surrounding transaction, so the task is sent during the request.
+    settings.MEDIA_ROOT = tmp_path
+    response = upload(client_as("ops"))
+    job = ImportJob.objects.get()
+    assert response.status_code == 302 and job.status == "failed"
+    page = client_as("ops").get(f"/imports/{job.pk}/").content.decode()
+    assert "task queue could not be reached" in page

@@ -64,7 +64,6 @@ from scoring.services.rulesets import ruleset_document
 logger = logging.getLogger(__name__)
 
 
-ACTIVE_STATUSES = ACTIVE
 CHUNK_TASK = "scoring.tasks.rescore_chunk_task"
 PENDING_TASK = "scoring.tasks.rescore_pending_task"
 CRM_PUSH_TASK = "integrations.tasks.push_scores_after_rescore_task"
@@ -382,9 +381,7 @@ def rescore_all(
     with transaction.atomic():
         active = (
             RescoreRun.objects.select_for_update()
-            .filter(
-                rule_set=rule_set, status__in=[RescoreRun.Status.QUEUED, RescoreRun.Status.RUNNING]
-            )
+            .filter(rule_set=rule_set, status__in=ACTIVE)
             .first()
         )
         if active is not None and as_of is None:

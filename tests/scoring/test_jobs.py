@@ -324,3 +324,62 @@ def test_a_sync_is_sent_by_name_and_reported_when_the_broker_is_down(
         handle = sync_enqueue("mixpanel")
     assert handle.sent is False and handle.task_name == "integrations.tasks.sync_task"
     assert not SyncRun.objects.exists()  # a sync run exists only once a worker claims it
+
+
+# ---------------------------------------------------------------------------------------------
+# The migrations keep every job's data
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migrations_keep_each_jobs_data():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("scoring", "0010_leadprobability"), ("integrations", "0002_sync")]
+    after = [("scoring", "0011_job_base"), ("integrations", "0003_job_base")]
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes()
+    try:
+        executor.migrate(before)
+        old = executor.loader.project_state(before).apps
+        rule_set = old.get_model("scoring", "RuleSet").objects.create(name="r")
+        run = old.get_model("scoring", "RescoreRun").objects.create(
+            rule_set=rule_set, status="running", chunks_total=4, chunks_done=3
+        )
+        preview = old.get_model("scoring", "PreviewRun").objects.create(
+            rule_set=rule_set, status="running", progress=0.25
+        )
+        model = old.get_model("scoring", "MLModel").objects.create(
+            run_key="k", algorithm="logistic", status="training", progress=0.5
+        )
+        job = old.get_model("integrations", "ImportJob").objects.create(
+            file_name="f.csv", kind="leads", rows_total=10, rows_done=7
+        )
+        connection_row = old.get_model("integrations", "Connection").objects.create(
+            vendor="mixpanel"
+        )
+        sync = old.get_model("integrations", "SyncRun").objects.create(
+            connection=connection_row, status="succeeded"
+        )
+
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        new = executor.loader.project_state(after).apps
+
+        def row(app, name, pk):
+            return new.get_model(app, name).objects.get(pk=pk)
+
+        migrated = row("scoring", "RescoreRun", run.pk)
+        assert (migrated.progress_done, migrated.progress_total) == (3, 4)
+        migrated = row("scoring", "PreviewRun", preview.pk)
+        assert (migrated.progress_done, migrated.progress_total) == (250, PROGRESS_SCALE)
+        migrated = row("scoring", "MLModel", model.pk)
+        assert (migrated.status, migrated.progress_done) == ("running", 500)
+        migrated = row("integrations", "ImportJob", job.pk)
+        assert (migrated.progress_done, migrated.progress_total) == (7, 10)
+        migrated = row("integrations", "SyncRun", sync.pk)
+        assert migrated.status == "done" and migrated.created_at == sync.started_at
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(latest)

@@ -47,6 +47,7 @@ from integrations.lead_staging import LeadStage
 from leadscoring.db import is_postgres
 from scoring import strict_json
 from scoring.engine import gc_paused
+from scoring.jobs import dispatch, job_claim, job_fail, job_finish, job_heartbeat
 from scoring.models import LifecycleStage
 from scoring.services.events import EventInput, events_ingest, parse_event_item, parse_timestamp
 from scoring.services.leads import LeadUpsert, leads_bulk_upsert
@@ -61,6 +62,7 @@ STAGED_LEADS = True
 MAX_ERRORS_REPORTED = 20
 DEFAULT_SOURCE = "csv"
 MAPPINGS_DIR = Path(__file__).resolve().parent / "mappings"
+IMPORT_TASK = "integrations.tasks.import_file_task"
 
 LEAD_COLUMNS: tuple[str, ...] = (
     "external_id",
@@ -819,10 +821,8 @@ def import_job_run(job_id: int) -> None:
     file is deleted afterwards."""
     from integrations.models import ImportJob
 
-    claimed = ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.QUEUED).update(
-        status=ImportJob.Status.RUNNING, started_at=timezone.now()
-    )
-    if not claimed:
+    this = ImportJob.objects.filter(pk=job_id)
+    if not job_claim(this):
         logger.info("import.job.skipped job=%s", job_id)
         return
     job = ImportJob.objects.get(pk=job_id)
@@ -831,9 +831,10 @@ def import_job_run(job_id: int) -> None:
     def progress(done: int, total: int, summary: ImportSummary) -> None:
         if job.atomic:
             return  # the job row is inside the import's transaction: nobody would see it
-        ImportJob.objects.filter(pk=job_id).update(
-            rows_done=done,
-            rows_total=total,
+        job_heartbeat(
+            this,
+            done=done,
+            total=total,
             created=summary.created,
             updated=summary.updated,
             unchanged=summary.unchanged,
@@ -851,25 +852,21 @@ def import_job_run(job_id: int) -> None:
         )
         summary.file = job.file_name
     except Exception as exc:
-        ImportJob.objects.filter(pk=job_id).update(
-            status=ImportJob.Status.FAILED,
-            error=f"internal error: {type(exc).__name__}",
-            finished_at=timezone.now(),
-        )
+        job_fail(this, f"internal error: {type(exc).__name__}")
         raise
     finally:
         path.unlink(missing_ok=True)
-    ImportJob.objects.filter(pk=job_id).update(
+    job_finish(
+        this,
         status=summary.status,
-        rows_done=summary.rows,
-        rows_total=max(summary.rows, job.rows_total),
+        progress_done=summary.rows,
+        progress_total=max(summary.rows, job.progress_total),
         created=summary.created,
         updated=summary.updated,
         unchanged=summary.unchanged,
         rejected=summary.rejected,
         errors=summary.errors,
         error=summary.error,
-        finished_at=timezone.now(),
     )
 
 
@@ -892,7 +889,6 @@ def import_job_create(
     import uuid
 
     from integrations.models import ImportJob
-    from integrations.tasks import import_file_task
 
     suffix = Path(upload.name).suffix.lower()
     if suffix not in (".csv", ".jsonl", ".ndjson", ".json"):
@@ -913,20 +909,7 @@ def import_job_create(
             atomic=atomic,
             created_by=user if getattr(user, "is_authenticated", False) else None,
         )
-        transaction.on_commit(lambda: _enqueue(job.pk, import_file_task))
+        # A broker outage fails the job with a clear message on the page, not a 500.
+        dispatch(IMPORT_TASK, [job.pk], jobs=ImportJob.objects.filter(pk=job.pk))
     logger.info("import.job.queued job=%s kind=%s", job.pk, kind)
     return job
-
-
-def _enqueue(job_id: int, task: Any) -> None:
-    from integrations.models import ImportJob
-
-    try:
-        task.delay(job_id)
-    except Exception:  # the broker is unreachable: say so on the page instead of a 500
-        logger.exception("import.job.enqueue_failed job=%s", job_id)
-        ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.QUEUED).update(
-            status=ImportJob.Status.FAILED,
-            error="The task queue could not be reached; upload the file again later.",
-            finished_at=timezone.now(),
-        )

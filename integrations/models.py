@@ -6,21 +6,17 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from scoring.jobs import Job, JobStatus
 
-class ImportJob(models.Model):
-    """One file uploaded on the import page: what it is, how far its import has got, and
-    what came of it (the same summary the import commands print)."""
+
+class ImportJob(Job):
+    """One file uploaded on the import page: what it is, how far its import has got (rows,
+    `progress_done` of `progress_total`), and what came of it (the same summary the import
+    commands print). An atomic import that rejected rows ends `rolled_back`."""
 
     class Kind(models.TextChoices):
         LEADS = "leads", "Leads"
         EVENTS = "events", "Events"
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        ROLLED_BACK = "rolled_back", "Rolled back (atomic, rows rejected)"
-        FAILED = "failed", "Failed"
 
     file_name = models.CharField(max_length=255)
     # Where the upload is stored, relative to MEDIA_ROOT; removed once the import finishes.
@@ -29,22 +25,15 @@ class ImportJob(models.Model):
     source = models.CharField(max_length=40, blank=True, default="")
     mapping = models.CharField(max_length=100, blank=True, default="")
     atomic = models.BooleanField(default=False)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    rows_total = models.IntegerField(default=0)
-    rows_done = models.IntegerField(default=0)
     created = models.IntegerField(default=0)
     updated = models.IntegerField(default=0)
     unchanged = models.IntegerField(default=0)
     rejected = models.IntegerField(default=0)
     # The first rejected lines, [{"line", "reasons"}], and a file-level failure.
     errors = models.JSONField(default=list, blank=True)
-    error = models.TextField(blank=True, default="")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -54,13 +43,7 @@ class ImportJob(models.Model):
 
     @property
     def percent(self) -> int:
-        if self.status in (self.Status.DONE, self.Status.ROLLED_BACK, self.Status.FAILED):
-            return 100
-        return int(100 * self.rows_done / self.rows_total) if self.rows_total else 0
-
-    @property
-    def finished(self) -> bool:
-        return self.status in (self.Status.DONE, self.Status.ROLLED_BACK, self.Status.FAILED)
+        return 100 if self.finished else int(100 * self.progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,29 +95,21 @@ class Connection(models.Model):
         return self.get_vendor_display()
 
 
-class SyncRun(models.Model):
-    """One sync of one connection: its counts, cursors, API usage and outcome.
+class SyncRun(Job):
+    """One sync of one connection: its counts, cursors, API usage and outcome. A run is
+    created running, by the claim of its connection (it never waits queued); the statuses
+    past running are `done`, `partial`, `failed`, `rate_limited`, `paused`, `abandoned`.
 
     ``fetched = created + updated + unchanged + deleted + failed`` once the run is over.
     ``failures`` keeps the first failed records as ``{"id", "reason", "line"}``."""
 
-    class Status(models.TextChoices):
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        # Stopped at its time budget; a follow-up run continues from the cursor.
-        PARTIAL = "partial", "Partial (continues)"
-        FAILED = "failed", "Failed"
-        RATE_LIMITED = "rate_limited", "Rate limited (retrying)"
-        PAUSED = "paused", "Paused (daily API limit)"
-        ABANDONED = "abandoned", "Abandoned (worker stopped)"
-
     connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="runs")
     full = models.BooleanField(default=False)
     trigger = models.CharField(max_length=20, blank=True, default="")
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    # A sync run exists only once it holds its connection: it is born running.
+    status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.RUNNING)
     started_at = models.DateTimeField(default=timezone.now)
     heartbeat_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
     batches = models.IntegerField(default=0)
     fetched = models.IntegerField(default=0)
     created = models.IntegerField(default=0)
@@ -146,7 +121,6 @@ class SyncRun(models.Model):
     cursor_before = models.TextField(null=True, blank=True)
     cursor_after = models.TextField(null=True, blank=True)
     api_usage = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True, default="")
     # "transient", "rate_limited", "daily_limit", "auth", "permanent", "abandoned", "internal"
     error_kind = models.CharField(max_length=20, blank=True, default="")
     retry_after = models.FloatField(null=True, blank=True)
@@ -168,7 +142,7 @@ class SyncRun(models.Model):
     @property
     def duration_seconds(self) -> float | None:
         end = self.finished_at or (timezone.now() if self.is_running else None)
-        return (end - self.started_at).total_seconds() if end else None
+        return (end - self.started_at).total_seconds() if end and self.started_at else None
 
 
 class WebhookDelivery(models.Model):

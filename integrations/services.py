@@ -62,6 +62,7 @@ from integrations.connectors.hubspot import HubSpotConnector
 from integrations.connectors.mixpanel import MixpanelConnector
 from integrations.connectors.salesforce import SalesforceConnector
 from integrations.models import CRM_VENDORS, Connection, SyncRun, Vendor, WebhookDelivery
+from scoring.jobs import Dispatch, dispatch, job_fail, job_finish, job_heartbeat
 from scoring.models import Identity
 from scoring.services.events import EventInput, events_ingest
 from scoring.services.leads import LeadUpsert, leads_bulk_upsert
@@ -328,14 +329,12 @@ def runs_reap_abandoned(connection: Connection | None = None) -> int:
     if connection is not None:
         runs = runs.filter(connection=connection)
         connections = connections.filter(pk=connection.pk)
-    reaped = runs.update(
+    reaped = job_fail(
+        runs,
+        "No heartbeat since the worker stopped (killed or lost); the next run resumes "
+        "from the last committed cursor.",
         status=SyncRun.Status.ABANDONED,
-        finished_at=now,
         error_kind="abandoned",
-        error=(
-            "No heartbeat since the worker stopped (killed or lost); the next run resumes "
-            "from the last committed cursor."
-        ),
     )
     connections.update(current_run=None)
     if reaped:
@@ -346,8 +345,14 @@ def runs_reap_abandoned(connection: Connection | None = None) -> int:
 def _claim(connection: Connection, *, full: bool, trigger: str) -> SyncRun:
     now = timezone.now()
     with transaction.atomic():
+        # Created running: the claim of the connection is the job's claim.
         run = SyncRun.objects.create(
-            connection=connection, full=full, trigger=trigger, started_at=now, heartbeat_at=now
+            connection=connection,
+            full=full,
+            trigger=trigger,
+            status=SyncRun.Status.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
         )
         claimed = Connection.objects.filter(pk=connection.pk, current_run__isnull=True).update(
             current_run=run
@@ -377,7 +382,6 @@ def _commit_batch(run: SyncRun, batch: Batch, usage: dict[str, Any]) -> BatchCou
             run.failures = [*run.failures, *counts.failures[:room]]
         run.cursor_after = batch.cursor_after
         run.api_usage = usage
-        run.heartbeat_at = timezone.now()
         fields = (
             "batches",
             "fetched",
@@ -389,11 +393,10 @@ def _commit_batch(run: SyncRun, batch: Batch, usage: dict[str, Any]) -> BatchCou
             "failures",
             "cursor_after",
             "api_usage",
-            "heartbeat_at",
         )
         # Conditional on still running: if another worker reaped this run, roll back.
-        still_ours = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
-            **{name: getattr(run, name) for name in fields}
+        still_ours = job_heartbeat(
+            SyncRun.objects.filter(pk=run.pk), **{name: getattr(run, name) for name in fields}
         )
         if not still_ours:
             raise _RunLost
@@ -423,8 +426,10 @@ def _finish(run: SyncRun, status: str, *, error: str = "", kind: str = "", **ext
     for name, value in extra.items():
         setattr(run, name, value)
     with transaction.atomic():
-        SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
+        job_finish(
+            SyncRun.objects.filter(pk=run.pk),
             status=run.status,
+            statuses=(SyncRun.Status.RUNNING,),
             error=run.error,
             error_kind=run.error_kind,
             finished_at=run.finished_at,
@@ -477,7 +482,7 @@ def sync_run(
     started = time.monotonic()
     usage: dict[str, Any] = {}
     try:
-        status = SyncRun.Status.SUCCEEDED
+        status = SyncRun.Status.DONE
         for batch in connector.fetch(run.cursor_before, full):
             usage = _merge_usage(usage, batch.usage)
             _commit_batch(run, batch, usage)
@@ -527,11 +532,13 @@ def sync_run(
 
 
 def run_summary(run: SyncRun) -> dict[str, Any]:
-    """The one-line JSON summary of a run (``manage.py sync`` prints it)."""
+    """The one-line JSON summary of a run (``manage.py sync`` prints it). A complete run is
+    `done` like every job, but the command has always printed "succeeded" for it, and
+    scripts read that."""
     return {
         "vendor": run.connection.vendor,
         "run": run.pk,
-        "status": run.status,
+        "status": "succeeded" if run.status == SyncRun.Status.DONE else run.status,
         "full": run.full,
         "fetched": run.fetched,
         "created": run.created,
@@ -749,9 +756,9 @@ def hubspot_webhook_receive(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
             identities_remove("hubspot", deleted)
         contacts = sorted(changed - deleted)
         if contacts:
-            from integrations.tasks import hubspot_webhook_sync_task
-
-            transaction.on_commit(lambda: hubspot_webhook_sync_task.delay(contacts))
+            # A broker outage is logged, not raised: HubSpot would only resend the delivery,
+            # whose event ids are now recorded; the next scheduled sync fetches the change.
+            dispatch(WEBHOOK_SYNC_TASK_NAME, [contacts])
     summary = {
         "received": len(events),
         "new": len(new),
@@ -780,6 +787,7 @@ def summary_json(data: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 SYNC_TASK_NAME = "integrations.tasks.sync_task"
+WEBHOOK_SYNC_TASK_NAME = "integrations.tasks.hubspot_webhook_sync_task"
 
 
 def schedule_name(vendor: str) -> str:
@@ -815,9 +823,8 @@ def schedule_set(vendor: str, *, every_minutes: int, enabled: bool) -> Any:
     return task
 
 
-def sync_enqueue(vendor: str, *, full: bool = False) -> None:
-    """ "Sync now" from the page: enqueue a sync task after the commit."""
-    from integrations.tasks import sync_task
-
+def sync_enqueue(vendor: str, *, full: bool = False) -> Dispatch:
+    """ "Sync now" from the page: enqueue a sync task after the commit. The returned
+    `Dispatch` says whether the broker took it (`sent` is False when it was unreachable)."""
     _check_vendor(vendor)
-    transaction.on_commit(lambda: sync_task.delay(vendor, full, "manual"))
+    return dispatch(SYNC_TASK_NAME, [vendor, full, "manual"])

@@ -22,6 +22,9 @@ from django.db import InterfaceError, OperationalError  # noqa: E402
 from integrations import config as integration_config  # noqa: E402
 from integrations import services as sync_services  # noqa: E402
 from integrations.connectors.base import RateLimited, TransientError  # noqa: E402
+from scoring.jobs import dispatch  # noqa: E402
+
+PUSH_TASK_NAME = "integrations.tasks.push_scores_task"
 
 _RETRY = {
     "acks_late": True,
@@ -53,7 +56,7 @@ def sync_task(self, vendor: str, full: bool = False, trigger: str = "schedule") 
         return None
     if run.status == run.Status.PARTIAL:
         # The cursor is committed: the follow-up continues incrementally from it.
-        sync_task.delay(vendor, False, "continue")
+        dispatch(sync_services.SYNC_TASK_NAME, [vendor, False, "continue"])
     elif run.status == run.Status.RATE_LIMITED:
         raise self.retry(countdown=run.retry_after or 10, max_retries=10)
     elif run.error_kind == "transient":
@@ -77,7 +80,7 @@ def push_scores_after_rescore_task(run_id: int | None = None) -> list[str]:
     """After a bulk rescore: enqueue a push to every configured, enabled CRM."""
     vendors = sync_services.push_vendors_configured()
     for vendor in vendors:
-        push_scores_task.delay(vendor)
+        dispatch(PUSH_TASK_NAME, [vendor])
     return vendors
 
 

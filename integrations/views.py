@@ -49,8 +49,15 @@ def connection_status(request: HttpRequest, vendor: str) -> HttpResponse:
 @require("manage_integrations")
 def sync_now(request: HttpRequest, vendor: str) -> HttpResponse:
     full = request.POST.get("full") == "1"
-    services.sync_enqueue(_vendor(vendor), full=full)
-    messages.info(request, f"{vendor} {'full ' if full else ''}sync queued.")
+    sent = services.sync_enqueue(_vendor(vendor), full=full)
+    if sent.sent is False:
+        messages.error(
+            request,
+            f"{vendor}: the task queue could not be reached ({sent.error}); "
+            "the sync was not started. Try again once the worker is back.",
+        )
+    else:
+        messages.info(request, f"{vendor} {'full ' if full else ''}sync queued.")
     return redirect("integrations")
 
 

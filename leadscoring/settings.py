@@ -125,7 +125,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # One cache shared by every process (gunicorn workers, Celery workers): the API throttles and
 # the login lockout count across all of them. Redis when CACHE_URL names it; otherwise a
-# table in the database (created by scoring's migration 0011), which needs no other service.
+# table in the database (created by scoring's migration 0012), which needs no other service.
 CACHES = {"default": env_cache("CACHE_URL", "dbcache://leadscoring_cache")}
 
 AUTH_PASSWORD_VALIDATORS = [

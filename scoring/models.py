@@ -11,6 +11,8 @@ from django.db.models import Q
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
+from scoring.jobs import Job
+
 
 class LifecycleStage(models.TextChoices):
     LEAD = "lead", "Lead"
@@ -364,47 +366,27 @@ class PendingRescore(models.Model):
     requested_at = models.DateTimeField(default=timezone.now)
 
 
-class RescoreRun(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+class RescoreRun(Job):
+    """A bulk rescore: its progress counts chunks (`progress_done` of `progress_total`)."""
 
     rule_set = models.ForeignKey(RuleSet, on_delete=models.CASCADE, related_name="rescore_runs")
     as_of = models.DateTimeField(null=True, blank=True)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    chunks_total = models.IntegerField(default=0)
-    chunks_done = models.IntegerField(default=0)
     leads_scored = models.IntegerField(default=0)
     leads_changed = models.IntegerField(default=0)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True, default="")
-
-    @property
-    def progress(self) -> float:
-        return self.chunks_done / self.chunks_total if self.chunks_total else 0.0
 
 
-class RescoreChunk(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+class RescoreChunk(Job):
+    """One id range of a rescore run; failed chunks go back to queued until their last try."""
 
     run = models.ForeignKey(RescoreRun, on_delete=models.CASCADE, related_name="chunks")
     first_lead_id = models.BigIntegerField()
     last_lead_id = models.BigIntegerField()
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     attempts = models.IntegerField(default=0)
     leads_scored = models.IntegerField(default=0)
     leads_changed = models.IntegerField(default=0)
-    error = models.TextField(blank=True, default="")
 
 
 class Feedback(models.Model):
@@ -443,51 +425,32 @@ class Feedback(models.Model):
         indexes = [models.Index(fields=["created_at"], name="feedback_created_idx")]
 
 
-class PreviewRun(models.Model):
+class PreviewRun(Job):
     """One impact preview: a draft scored over every lead beside the live rule set (the
-    baseline, none when nothing is live). The task records its progress here, and the
-    finished comparison as JSON (see `scoring.services.preview` for its shape)."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    baseline, none when nothing is live). The task records its progress here (a fraction, in
+    thousandths), and the finished comparison as JSON (see `scoring.services.preview` for its
+    shape)."""
 
     rule_set = models.ForeignKey(RuleSet, on_delete=models.CASCADE, related_name="previews")
     baseline = models.ForeignKey(
         RuleSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    progress = models.FloatField(default=0)
     result = models.JSONField(null=True, blank=True)
-    error = models.TextField(blank=True, default="")
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
 
-class MLModel(models.Model):
+class MLModel(Job):
     """One trained model of the predictive score (DESIGN.md §4): the training run's progress
-    while it trains, then the artifact's metadata. The artifact itself (the whole
+    while it trains (a job; the rows of one run share its `run_key` and move together), then
+    the artifact's metadata. The artifact itself (the whole
     scikit-learn estimator, saved with joblib) lives under VAR_DIR/models; `artifact_sha256`
     and the library versions guard loading it. At most one model is active."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        TRAINING = "training", "Training"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
-
     run_key = models.CharField(max_length=36, db_index=True)
     algorithm = models.CharField(max_length=40)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    progress = models.FloatField(default=0)
     message = models.CharField(max_length=200, blank=True, default="")
-    error = models.TextField(blank=True, default="")
     label_stage = models.CharField(max_length=20, default="customer")
     label = models.CharField(max_length=200, blank=True, default="")
     horizon_days = models.IntegerField(null=True, blank=True)
@@ -510,8 +473,6 @@ class MLModel(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    created_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -106,3 +106,61 @@ def celery_worker(transactional_db) -> Iterator[object]:
         app.control.purge()
     with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30) as worker:
         yield worker
+
+
+class SentTasks(list):
+    """The tasks `scoring.jobs.dispatch` sent, as `(name, args)`, in order. `on(name, fn)` runs
+    that task in-process, as `fn(*args)`, when it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handlers: dict[str, object] = {}
+
+    def on(self, name: str, handler) -> SentTasks:
+        self.handlers[name] = handler
+        return self
+
+    def named(self, name: str) -> list[list]:
+        return [args for sent, args in self if sent == name]
+
+
+@pytest.fixture
+def sent_tasks(monkeypatch) -> SentTasks:
+    """Capture what dispatch sends instead of publishing it to the broker (the app's one
+    publishing call, so every job kind is seen the same way)."""
+    from leadscoring.celery import app
+
+    sent = SentTasks()
+
+    def send_task(name, args=None, kwargs=None, **options):
+        sent.append((name, list(args or [])))
+        handler = sent.handlers.get(name)
+        if handler is not None:
+            handler(*(args or []))
+
+    monkeypatch.setattr(app, "send_task", send_task)
+    return sent
+
+
+CLOSED_BROKER_URL = "redis://127.0.0.1:9/0"  # the discard port: nothing listens there
+
+
+@pytest.fixture
+def broker_down() -> Iterator[str]:
+    """The app's broker points at a closed port for the test (a real connection refused, not
+    a mock); the configured broker and its connection pools come back afterwards."""
+    from leadscoring.celery import app
+
+    # broker_write_url is what publishing reads (it was derived from broker_url at start-up);
+    # the pools are kombu's, shared by URL, so they are swapped out, never closed.
+    names = ("broker_url", "broker_write_url")
+    saved = [app.conf[name] for name in names], app._pool, app.amqp._producer_pool
+    for name in names:
+        app.conf[name] = CLOSED_BROKER_URL
+    app._pool = app.amqp._producer_pool = None
+    try:
+        yield CLOSED_BROKER_URL
+    finally:
+        for name, value in zip(names, saved[0], strict=True):
+            app.conf[name] = value
+        app._pool, app.amqp._producer_pool = saved[1], saved[2]

@@ -18,6 +18,7 @@ import logging
 from django.db import connection, transaction
 
 from leadscoring.db import is_postgres
+from scoring.jobs import dispatch
 
 logger = logging.getLogger(__name__)
 
@@ -73,18 +74,13 @@ def _cube_refresh_after() -> None:
     follows them: inline in the periodic refresh task, and as that task, enqueued, when a
     rescore run calls this (building the cube takes seconds at 1M leads, which the run's
     worker should not spend). Until the cube is refreshed the dashboard computes directly."""
-    from celery import current_app, current_task
+    from celery import current_task
 
     from scoring.kpis.cube import cube_refresh
 
     if current_task and current_task.name == REFRESH_TASK:
         cube_refresh()
         return
-
-    def enqueue() -> None:
-        try:
-            current_app.send_task(REFRESH_TASK)
-        except Exception:  # a broker outage must not fail the rescore run
-            logger.warning("kpis.cube.enqueue_failed", exc_info=True)
-
-    transaction.on_commit(enqueue)
+    # A broker outage must not fail the rescore run: dispatch only logs it, and the periodic
+    # refresh rebuilds the cube anyway.
+    dispatch(REFRESH_TASK)

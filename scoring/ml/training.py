@@ -48,6 +48,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from scoring.jobs import ACTIVE, PROGRESS_SCALE, job_claim, job_fail, job_heartbeat
 from scoring.ml import compiled, registry
 from scoring.ml import features as F
 from scoring.ml import metrics as M
@@ -325,9 +326,7 @@ def start_training(
 
 
 def training_in_progress() -> bool:
-    return MLModel.objects.filter(
-        status__in=[MLModel.Status.QUEUED, MLModel.Status.TRAINING]
-    ).exists()
+    return MLModel.objects.filter(status__in=ACTIVE).exists()
 
 
 def train_models(
@@ -352,12 +351,19 @@ def train_models(
     rows = list(MLModel.objects.filter(run_key=run_key).order_by("pk"))
     if not rows:
         raise ValueError(f"No training run {run_key!r}.")
-    MLModel.objects.filter(run_key=run_key).update(
-        status=MLModel.Status.TRAINING, progress=0.0, message="starting", error=""
+    # A run left running by a lost worker is trained again (it writes only its own rows).
+    job_claim(
+        MLModel.objects.filter(run_key=run_key),
+        statuses=ACTIVE,
+        progress_done=0,
+        progress_total=PROGRESS_SCALE,
+        message="starting",
     )
 
     def progress(fraction: float, message: str) -> None:
-        MLModel.objects.filter(run_key=run_key).update(progress=fraction, message=message[:200])
+        job_heartbeat(
+            MLModel.objects.filter(run_key=run_key), fraction=fraction, message=message[:200]
+        )
 
     try:
         return _train(
@@ -372,11 +378,10 @@ def train_models(
             max_leads,
         )
     except Exception as error:
-        MLModel.objects.filter(run_key=run_key).exclude(status=MLModel.Status.DONE).update(
-            status=MLModel.Status.FAILED,
-            error=f"{error.__class__.__name__}: {error}"[:2000],
+        job_fail(
+            MLModel.objects.filter(run_key=run_key),
+            f"{error.__class__.__name__}: {error}",
             message="failed",
-            finished_at=timezone.now(),
         )
         logger.warning("ml.training.failed run=%s error=%s", run_key, error.__class__.__name__)
         raise
@@ -484,7 +489,7 @@ def _train(
                 "population": population,
             }
             row.status = MLModel.Status.DONE
-            row.progress = 1.0
+            row.progress_done = row.progress_total = PROGRESS_SCALE
             row.message = "done"
             row.finished_at = timezone.now()
             row.save()

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from leadscoring.db import parallel_connections_allowed
@@ -66,6 +66,15 @@ from scoring.features import (
     read_behaviour,
     read_lead_columns,
 )
+from scoring.jobs import (
+    ACTIVE,
+    PROGRESS_SCALE,
+    dispatch,
+    job_claim,
+    job_fail,
+    job_finish,
+    job_heartbeat,
+)
 from scoring.ml.metrics import roc_auc_from_counts
 from scoring.models import PreviewRun, RuleSet
 from scoring.selectors import live_rule_set
@@ -78,6 +87,7 @@ DEFAULT_WEEKS = 12
 DEFAULT_MATURITY_DAYS = 90
 MAX_HISTOGRAM_BINS = 200
 READ_AHEAD_THREADS = 2
+PREVIEW_TASK = "scoring.preview_tasks.preview_task"
 NO_BAND = ""
 
 
@@ -94,38 +104,22 @@ def preview_start(rule_set: RuleSet, *, user: Any = None) -> PreviewRun:
         baseline=live_rule_set(),
         requested_by=user if getattr(user, "is_authenticated", False) else None,
     )
-    run_id = run.pk
-    transaction.on_commit(lambda: _enqueue(run_id))
+    # A broker outage fails the preview with a clear message on the page, not a 500.
+    dispatch(PREVIEW_TASK, [run.pk], jobs=PreviewRun.objects.filter(pk=run.pk))
     logger.info("preview.queued preview=%s ruleset=%s", run.pk, rule_set.pk)
     return run
-
-
-def _enqueue(preview_id: int) -> None:
-    from scoring.preview_tasks import preview_task
-
-    try:
-        preview_task.delay(preview_id)
-    except Exception as exc:  # the broker is down: say so on the page instead of spinning
-        PreviewRun.objects.filter(pk=preview_id).update(
-            status=PreviewRun.Status.FAILED,
-            error=f"The task queue could not be reached ({exc.__class__.__name__}).",
-            finished_at=timezone.now(),
-        )
-        logger.warning("preview.enqueue_failed preview=%s", preview_id)
 
 
 def preview_execute(preview_id: int) -> PreviewRun:
     """Run a queued preview and store its result. A preview already finished is returned as
     is; one left running by a lost worker is run again (it writes nothing but its own row)."""
     run = PreviewRun.objects.select_related("rule_set", "baseline").get(pk=preview_id)
-    if run.status in (PreviewRun.Status.DONE, PreviewRun.Status.FAILED):
+    this = PreviewRun.objects.filter(pk=run.pk)
+    if not job_claim(this, statuses=ACTIVE, progress_done=0, progress_total=PROGRESS_SCALE):
         return run
-    PreviewRun.objects.filter(pk=run.pk).update(
-        status=PreviewRun.Status.RUNNING, started_at=timezone.now(), progress=0
-    )
 
     def progress(fraction: float) -> None:
-        PreviewRun.objects.filter(pk=run.pk).update(progress=round(fraction, 4))
+        job_heartbeat(this, fraction=fraction)
 
     try:
         draft = compiled_rule_set(run.rule_set)
@@ -140,14 +134,10 @@ def preview_execute(preview_id: int) -> PreviewRun:
             if rule_set is not None
         }
     except Exception as exc:
-        PreviewRun.objects.filter(pk=run.pk).update(
-            status=PreviewRun.Status.FAILED, error=repr(exc)[:2000], finished_at=timezone.now()
-        )
+        job_fail(this, repr(exc))
         logger.exception("preview.failed preview=%s", run.pk)
         raise
-    PreviewRun.objects.filter(pk=run.pk).update(
-        status=PreviewRun.Status.DONE, progress=1.0, result=result, finished_at=timezone.now()
-    )
+    job_finish(this, result=result)
     logger.info("preview.done preview=%s leads=%s", run.pk, result["leads"])
     run.refresh_from_db()
     return run

@@ -39,6 +39,15 @@ from scoring.features import (
     read_behaviour,
     read_lead_columns,
 )
+from scoring.jobs import (
+    ACTIVE,
+    UNREACHABLE_KEEP,
+    JobStatus,
+    dispatch,
+    job_claim,
+    job_fail,
+    job_finish,
+)
 from scoring.kpis.rollup import conversion_bands_refresh
 from scoring.ml.scoring import refresh_lead_probabilities, refresh_probabilities
 from scoring.models import (
@@ -55,7 +64,9 @@ from scoring.services.rulesets import ruleset_document
 logger = logging.getLogger(__name__)
 
 
-ACTIVE_STATUSES = (RescoreRun.Status.QUEUED, RescoreRun.Status.RUNNING)
+CHUNK_TASK = "scoring.tasks.rescore_chunk_task"
+PENDING_TASK = "scoring.tasks.rescore_pending_task"
+CRM_PUSH_TASK = "integrations.tasks.push_scores_after_rescore_task"
 
 
 class NoLiveRuleSet(Exception):
@@ -370,9 +381,7 @@ def rescore_all(
     with transaction.atomic():
         active = (
             RescoreRun.objects.select_for_update()
-            .filter(
-                rule_set=rule_set, status__in=[RescoreRun.Status.QUEUED, RescoreRun.Status.RUNNING]
-            )
+            .filter(rule_set=rule_set, status__in=ACTIVE)
             .first()
         )
         if active is not None and as_of is None:
@@ -389,15 +398,14 @@ def rescore_all(
             requested_by=user if getattr(user, "is_authenticated", False) else None,
         )
         chunks = _plan_chunks(run)
-        run.chunks_total = len(chunks)
+        run.progress_total = len(chunks)
         if not chunks:
             run.status = RescoreRun.Status.DONE
             run.started_at = run.finished_at = timezone.now()
         run.save()
         logger.info("rescore.run.created run=%s chunks=%s", run.pk, len(chunks))
         if not inline and chunks:
-            chunk_ids = [chunk.pk for chunk in chunks]
-            transaction.on_commit(lambda: _enqueue_chunks(chunk_ids))
+            _enqueue_chunks(run, [chunk.pk for chunk in chunks])
     if inline:
         for chunk in chunks:
             rescore_chunk(chunk.pk)
@@ -422,11 +430,17 @@ def _plan_chunks(run: RescoreRun) -> list[RescoreChunk]:
     return RescoreChunk.objects.bulk_create(chunks)
 
 
-def _enqueue_chunks(chunk_ids: Sequence[int]) -> None:
-    from scoring.tasks import rescore_chunk_task
-
+def _enqueue_chunks(run: RescoreRun, chunk_ids: Sequence[int]) -> None:
+    """One task per chunk, after the commit. A broker outage leaves the chunks (with their
+    task recorded, for a re-send) and the run queued, saying so on the run's page."""
     for chunk_id in chunk_ids:
-        rescore_chunk_task.delay(chunk_id)
+        dispatch(
+            CHUNK_TASK,
+            [chunk_id],
+            jobs=RescoreChunk.objects.filter(pk=chunk_id),
+            waiting=RescoreRun.objects.filter(pk=run.pk),
+            unreachable=UNREACHABLE_KEEP,
+        )
 
 
 def rescore_chunk(chunk_id: int) -> ScoringOutcome:
@@ -441,30 +455,30 @@ def rescore_chunk(chunk_id: int) -> ScoringOutcome:
         if chunk.status == RescoreChunk.Status.DONE:
             return ScoringOutcome(chunk.leads_scored, chunk.leads_changed)
         run = chunk.run
-        RescoreRun.objects.filter(pk=run.pk, status=RescoreRun.Status.QUEUED).update(
-            status=RescoreRun.Status.RUNNING, started_at=timezone.now()
-        )
+        job_claim(RescoreRun.objects.filter(pk=run.pk))
         # The active model's probability first, so the rule set's blend uses a fresh one.
         refresh_probabilities(chunk.first_lead_id, chunk.last_lead_id, as_of=run.as_of)
         outcome = rescore_selection(
             run.rule_set, LeadSelection(chunk.first_lead_id, chunk.last_lead_id), run.as_of
         )
-        RescoreChunk.objects.filter(pk=chunk.pk).update(
-            status=RescoreChunk.Status.DONE,
+        # The chunk row is locked, so it goes from queued (or failed, when a joining rescore
+        # runs it again) straight to done: nobody could see it running.
+        job_finish(
+            RescoreChunk.objects.filter(pk=chunk.pk),
+            statuses=(*ACTIVE, RescoreChunk.Status.FAILED),
             attempts=F("attempts") + 1,
             leads_scored=outcome.scored,
             leads_changed=outcome.changed,
             error="",
         )
         RescoreRun.objects.filter(pk=run.pk).update(
-            chunks_done=F("chunks_done") + 1,
+            progress_done=F("progress_done") + 1,
+            heartbeat_at=timezone.now(),
             leads_scored=F("leads_scored") + outcome.scored,
             leads_changed=F("leads_changed") + outcome.changed,
         )
-        finished = (
-            RescoreRun.objects.filter(pk=run.pk, chunks_done=F("chunks_total"))
-            .exclude(status=RescoreRun.Status.DONE)
-            .update(status=RescoreRun.Status.DONE, finished_at=timezone.now())
+        finished = job_finish(
+            RescoreRun.objects.filter(pk=run.pk, progress_done=F("progress_total"))
         )
     logger.info(
         "rescore.chunk.done run=%s chunk=%s scored=%s changed=%s",
@@ -483,30 +497,21 @@ def rescore_chunk(chunk_id: int) -> ScoringOutcome:
 
 def _enqueue_crm_push(run_id: int) -> None:
     """After the run's last commit: the CRMs receive the scores it changed. A broker outage
-    must not fail the rescore; the next run pushes whatever is still unpushed."""
-    from integrations.tasks import push_scores_after_rescore_task
-
-    try:
-        push_scores_after_rescore_task.apply_async(
-            args=[run_id], retry=True, retry_policy={"max_retries": 1, "interval_start": 0}
-        )
-    except Exception as exc:
-        logger.warning("rescore.push_enqueue_failed run=%s error=%s", run_id, type(exc).__name__)
+    must not fail the rescore (dispatch only logs it); the next run pushes whatever is still
+    unpushed."""
+    dispatch(CRM_PUSH_TASK, [run_id])
 
 
 def rescore_chunk_failed(chunk_id: int, error: str, *, final: bool) -> None:
     """Record a chunk's failure; a final one fails its run (the other chunks keep theirs)."""
-    RescoreChunk.objects.filter(pk=chunk_id).update(
-        attempts=F("attempts") + 1,
-        error=error[:2000],
-        status=RescoreChunk.Status.FAILED if final else RescoreChunk.Status.QUEUED,
-    )
-    if final:
-        run_id = RescoreChunk.objects.filter(pk=chunk_id).values_list("run_id", flat=True).first()
-        RescoreRun.objects.filter(pk=run_id).update(
-            status=RescoreRun.Status.FAILED, error=error[:2000], finished_at=timezone.now()
-        )
-        logger.error("rescore.chunk.failed chunk=%s run=%s", chunk_id, run_id)
+    chunk = RescoreChunk.objects.filter(pk=chunk_id)
+    if not final:
+        chunk.update(attempts=F("attempts") + 1, error=error[:2000], status=JobStatus.QUEUED)
+        return
+    job_fail(chunk, error, attempts=F("attempts") + 1)
+    run_id = chunk.values_list("run_id", flat=True).first()
+    job_fail(RescoreRun.objects.filter(pk=run_id), error)
+    logger.error("rescore.chunk.failed chunk=%s run=%s", chunk_id, run_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,7 +548,8 @@ def request_rescore(lead_ids: Iterable[int]) -> None:
         return
     newly_marked = _mark_pending(ids)
     if newly_marked:
-        transaction.on_commit(_enqueue_pending)
+        # The broker down: dispatch logs it, and the marks wait for the sweep.
+        dispatch(PENDING_TASK, countdown=settings.REALTIME_RESCORE_DELAY_SECONDS)
 
 
 def _mark_pending(ids: list[int]) -> int:
@@ -561,19 +567,6 @@ def _mark_pending(ids: list[int]) -> int:
     fresh = [PendingRescore(lead_id=i, requested_at=now) for i in ids if i not in existing]
     PendingRescore.objects.bulk_create(fresh, ignore_conflicts=True)
     return len(fresh)
-
-
-def _enqueue_pending() -> None:
-    from scoring.tasks import rescore_pending_task
-
-    try:
-        rescore_pending_task.apply_async(
-            countdown=settings.REALTIME_RESCORE_DELAY_SECONDS,
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
-        )
-    except Exception as exc:  # the broker is down: the sweep will find the marks
-        logger.warning("rescore.enqueue_failed error=%s", exc.__class__.__name__)
 
 
 def rescore_pending(limit: int = 5000) -> int:

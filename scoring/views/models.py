@@ -6,54 +6,29 @@ probability up and down), loaded with htmx by whoever may see the lead."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from scoring.engine import RuleSetInvalid
+from scoring.jobs import ACTIVE
 from scoring.ml import registry
 from scoring.ml.explain import explanation_context
 from scoring.ml.labels import reached_stages
 from scoring.ml.suggest import apply_suggestion
-from scoring.ml.training import LOGISTIC, start_training, training_in_progress
+from scoring.ml.training import LOGISTIC
 from scoring.models import FUNNEL_STAGES, MLModel
 from scoring.roles import can
 from scoring.selectors import live_rule_set, visible_leads
+from scoring.services import ml_models
 from scoring.views.access import require
 
-logger = logging.getLogger(__name__)
-
 LABEL_STAGES = (*FUNNEL_STAGES[1:], "disqualified")
-RUNNING = (MLModel.Status.QUEUED, MLModel.Status.TRAINING)
-
-
-def _enqueue_training(user_id: int | None, label_stage: str, run_key: str) -> None:
-    from scoring.ml_tasks import train_model_task
-
-    try:
-        train_model_task.delay(user_id, label_stage, run_key)
-    except Exception as error:  # the broker is down: say so on the run instead of hanging
-        MLModel.objects.filter(run_key=run_key).update(
-            status=MLModel.Status.FAILED,
-            message="failed",
-            error=f"Could not queue the training task ({error.__class__.__name__}).",
-        )
-        logger.warning("ml.training.enqueue_failed run=%s", run_key)
-
-
-def _enqueue_scoring() -> None:
-    from scoring.ml_tasks import score_active_model_task
-
-    try:
-        score_active_model_task.delay()
-    except Exception as error:
-        logger.warning("ml.scoring.enqueue_failed error=%s", error.__class__.__name__)
+RUNNING = ACTIVE
 
 
 @require("view_models")
@@ -74,14 +49,11 @@ def _start(request: HttpRequest) -> HttpResponse:
         messages.error(request, f"Unknown stage {stage!r}.")
         return redirect("models")
     reached_stages(stage)
-    if training_in_progress():
-        messages.info(request, "A training run is already under way.")
+    try:
+        run_key = ml_models.training_request(label_stage=stage, user=request.user)
+    except ml_models.TrainingBusy as busy:
+        messages.info(request, str(busy))
         return redirect("models")
-    with transaction.atomic():
-        run_key = start_training(label_stage=stage, user=request.user)
-        user_id = request.user.pk
-        transaction.on_commit(lambda: _enqueue_training(user_id, stage, run_key))
-    logger.info("ml.training.requested run=%s", run_key)
     if request.headers.get("HX-Request") == "true":
         return render(request, "models/progress.html", _progress_context(run_key))
     return redirect("models")
@@ -100,9 +72,7 @@ def training_progress(request: HttpRequest, run_key: str) -> HttpResponse:
 def model_activate(request: HttpRequest, model_id: int) -> HttpResponse:
     row = get_object_or_404(MLModel, pk=model_id)
     try:
-        with transaction.atomic():
-            registry.activate(row)
-            transaction.on_commit(_enqueue_scoring)
+        ml_models.model_activate(row)
     except (registry.ModelLoadRefused, registry.ModelNotReady) as error:
         messages.error(request, str(error))
     else:
@@ -114,9 +84,7 @@ def model_activate(request: HttpRequest, model_id: int) -> HttpResponse:
 @require_POST
 def model_rollback(request: HttpRequest) -> HttpResponse:
     try:
-        with transaction.atomic():
-            row = registry.rollback()
-            transaction.on_commit(_enqueue_scoring)
+        row = ml_models.model_rollback()
     except (registry.NothingToRollBack, registry.ModelLoadRefused) as error:
         messages.error(request, str(error))
     else:
@@ -127,9 +95,7 @@ def model_rollback(request: HttpRequest) -> HttpResponse:
 @require("train_models")
 @require_POST
 def model_deactivate(request: HttpRequest) -> HttpResponse:
-    with transaction.atomic():
-        registry.deactivate()
-        transaction.on_commit(_enqueue_scoring)
+    ml_models.model_deactivate()
     messages.success(request, "No model is active; rule scores stand alone.")
     return redirect("models")
 

@@ -133,7 +133,7 @@ def test_repeated_bad_tokens_from_one_address_are_throttled(role_users, settings
 
 def test_plaintext_tokens_of_an_earlier_install_are_hashed_and_keep_working(role_users):
     migration = importlib.import_module(
-        "scoring.migrations.0011_shared_cache_and_hashed_api_tokens"
+        "scoring.migrations.0012_shared_cache_and_hashed_api_tokens"
     )
     old_key = "a" * 8 + "0123456789abcdef0123456789abcdef"
     with connection.cursor() as cursor:

@@ -243,14 +243,8 @@ def test_occurred_at_keeps_its_offset_as_an_instant(api_as):
 
 
 def test_events_are_stored_and_their_leads_marked_when_the_broker_is_down(
-    api_as, monkeypatch, django_capture_on_commit_callbacks
+    api_as, broker_down, django_capture_on_commit_callbacks
 ):
-    from scoring import tasks as scoring_tasks
-
-    def broker_down(*args, **kwargs):
-        raise ConnectionError("broker unreachable")
-
-    monkeypatch.setattr(scoring_tasks.rescore_pending_task, "apply_async", broker_down)
     client = api_as("ops")
     with django_capture_on_commit_callbacks(execute=True):
         response = post(client, [event(1, email="a@example.com")])

@@ -11,8 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from integrations import tasks
-from integrations.imports import import_job_run
+from integrations.imports import IMPORT_TASK, import_job_run
 from integrations.models import ImportJob
 from scoring.models import Lead
 
@@ -20,16 +19,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture
-def inline_tasks(monkeypatch):
-    """Run the import task in-process when it is enqueued (after the commit)."""
-    ran = []
-
-    def delay(job_id):
-        ran.append(job_id)
-        import_job_run(job_id)
-
-    monkeypatch.setattr(tasks.import_file_task, "delay", delay)
-    return ran
+def inline_tasks(sent_tasks):
+    """Run the import task in-process when it is enqueued (after the commit); the job ids
+    it was sent for."""
+    sent_tasks.on(IMPORT_TASK, import_job_run)
+    return sent_tasks
 
 
 def upload(client, name="leads.csv", content=b"email,plan\na@example.com,pro\n", **fields):
@@ -47,9 +41,9 @@ def test_ops_uploads_a_file_and_sees_the_finished_job(
     job = ImportJob.objects.get()
     assert response.status_code == 302
     assert response["Location"] == f"/imports/{job.pk}/"
-    assert inline_tasks == [job.pk]
+    assert inline_tasks.named(IMPORT_TASK) == [[job.pk]]
     job.refresh_from_db()
-    assert (job.status, job.created, job.rows_done, job.created_by.username) == (
+    assert (job.status, job.created, job.progress_done, job.created_by.username) == (
         "done",
         1,
         1,
@@ -66,7 +60,7 @@ def test_ops_uploads_a_file_and_sees_the_finished_job(
 
 def test_a_running_job_polls_for_progress(client_as, db):
     job = ImportJob.objects.create(
-        file_name="f.csv", kind="leads", status="running", rows_total=200, rows_done=50
+        file_name="f.csv", kind="leads", status="running", progress_total=200, progress_done=50
     )
     fragment = client_as("ops").get(f"/imports/{job.pk}/progress/")
     assert fragment.status_code == 200
@@ -132,3 +126,15 @@ def test_create_api_token_prints_a_working_token_as_its_last_line(role_users):
 def test_create_api_token_for_an_unknown_user_fails(db):
     with pytest.raises(CommandError, match="no user 'ghost'"):
         call_command("create_api_token", "ghost")
+
+
+def test_an_upload_with_the_broker_down_shows_a_clear_failure_not_an_error_page(
+    client_as, broker_down, transactional_db, settings, tmp_path
+):
+    # transactional_db: no surrounding transaction, so the task is sent during the request.
+    settings.MEDIA_ROOT = tmp_path
+    response = upload(client_as("ops"))
+    job = ImportJob.objects.get()
+    assert response.status_code == 302 and job.status == "failed"
+    page = client_as("ops").get(f"/imports/{job.pk}/").content.decode()
+    assert "task queue could not be reached" in page

@@ -73,16 +73,23 @@ def test_a_finished_run_shows_its_counts_and_failures(client_as):
     assert "hx-trigger" not in html
 
 
-def test_sync_now_enqueues_a_task(client_as, monkeypatch, django_capture_on_commit_callbacks):
-    from integrations import tasks
-
-    calls = []
-    monkeypatch.setattr(tasks.sync_task, "delay", lambda *args: calls.append(args))
+def test_sync_now_enqueues_a_task(client_as, sent_tasks, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         response = client_as("ops").post("/integrations/mixpanel/sync", {"full": "1"})
 
     assert response.status_code == 302
-    assert calls == [("mixpanel", True, "manual")]
+    assert sent_tasks == [("integrations.tasks.sync_task", ["mixpanel", True, "manual"])]
+
+
+def test_sync_now_with_the_broker_down_says_so_instead_of_failing(
+    client_as, broker_down, transactional_db
+):
+    # transactional_db: no surrounding transaction, so the task is sent during the request,
+    # as in production.
+    response = client_as("ops").post("/integrations/mixpanel/sync", follow=True)
+
+    assert response.status_code == 200
+    assert "the task queue could not be reached" in response.content.decode()
 
 
 def test_the_schedule_is_a_periodic_task_per_vendor(client_as):

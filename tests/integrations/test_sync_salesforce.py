@@ -65,7 +65,7 @@ def test_sync_brings_in_exactly_the_records_served(salesforce_env, run_command):
     assert dana.first_name == "Dana"
     assert Connection.objects.get(vendor="salesforce").cursor == summary["cursor_after"]
     run = SyncRun.objects.get()
-    assert run.status == "succeeded" and run.finished_at is not None
+    assert run.status == "done" and run.finished_at is not None
 
 
 def test_running_the_sync_again_changes_nothing(salesforce_env, run_command):
@@ -238,7 +238,7 @@ def test_a_killed_worker_leaves_the_run_resumable_from_the_last_committed_cursor
 
     killed.refresh_from_db()
     assert killed.status == "abandoned" and killed.finished_at is not None
-    assert resumed.status == "succeeded"
+    assert resumed.status == "done"
     assert resumed.cursor_before == committed_cursor
     assert "Id > '00Q5g0000040002EAA'" in fake.lead_queries()[-1]
     assert resumed.created == 1

@@ -10,13 +10,14 @@ from integrations.models import Connection
 pytestmark = pytest.mark.django_db
 
 
-def test_after_a_rescore_only_configured_enabled_crms_are_pushed(monkeypatch):
-    pushed: list[str] = []
-    monkeypatch.setattr(tasks.push_scores_task, "delay", pushed.append)
+def test_after_a_rescore_only_configured_enabled_crms_are_pushed(
+    monkeypatch, sent_tasks, django_capture_on_commit_callbacks
+):
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "hs-token")
 
-    assert tasks.push_scores_after_rescore_task.run(run_id=1) == ["hubspot"]
-    assert pushed == ["hubspot"]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.push_scores_after_rescore_task.run(run_id=1) == ["hubspot"]
+    assert sent_tasks == [("integrations.tasks.push_scores_task", ["hubspot"])]
 
     Connection.objects.create(vendor="hubspot", enabled=False)
     assert tasks.push_scores_after_rescore_task.run() == []

@@ -43,13 +43,9 @@ def post(body: bytes = BODY, *, offset_ms: int = 0, signature: str | None = None
 
 
 @pytest.fixture
-def enqueued(monkeypatch) -> list:
-    from integrations import tasks
-
-    calls: list = []
+def enqueued(monkeypatch, sent_tasks) -> list:
     monkeypatch.setenv("HUBSPOT_APP_SECRET", SECRET)
-    monkeypatch.setattr(tasks.hubspot_webhook_sync_task, "delay", lambda ids: calls.append(ids))
-    return calls
+    return sent_tasks
 
 
 def test_a_signed_delivery_is_accepted_and_enqueues_a_sync_of_the_contacts(
@@ -60,7 +56,7 @@ def test_a_signed_delivery_is_accepted_and_enqueues_a_sync_of_the_contacts(
 
     assert response.status_code == 200
     assert response.json()["new"] == 2
-    assert enqueued == [["152", "154"]]
+    assert enqueued == [("integrations.tasks.hubspot_webhook_sync_task", [["152", "154"]])]
 
 
 def test_a_bad_signature_is_refused_with_401(enqueued):

@@ -170,16 +170,15 @@ def test_without_a_refresh_the_cube_is_not_read(db):
 
 
 def test_a_rescore_run_enqueues_the_refresh_instead_of_building_the_cube(
-    demo, django_capture_on_commit_callbacks
+    demo, django_capture_on_commit_callbacks, sent_tasks
 ):
     Lead.objects.filter(pk=Lead.objects.first().pk).update(revenue=2.0)
     with (
-        mock.patch("celery.current_app.send_task") as send_task,
         mock.patch.object(cube, "cube_refresh") as build,
         django_capture_on_commit_callbacks(execute=True),
     ):
         conversion_bands_refresh()
-    send_task.assert_called_once_with(rollup.REFRESH_TASK)
+    assert sent_tasks == [(rollup.REFRESH_TASK, [])]
     build.assert_not_called()
     assert cube.reader(demo[0]) is None
 

@@ -201,7 +201,7 @@ def inline_rescore(monkeypatch):
     from scoring.services import rescore
 
     monkeypatch.setattr(
-        rescore, "_enqueue_chunks", lambda ids: [rescore.rescore_chunk(i) for i in ids]
+        rescore, "_enqueue_chunks", lambda run, ids: [rescore.rescore_chunk(i) for i in ids]
     )
 
 
@@ -258,12 +258,11 @@ def test_history_shows_the_diff_against_the_previous_version_and_who_changed_wha
 
 
 def test_a_preview_page_polls_until_done_and_then_shows_results(
-    client_as, draft, django_capture_on_commit_callbacks, monkeypatch
+    client_as, draft, django_capture_on_commit_callbacks, sent_tasks
 ):
     from scoring.services.preview import preview_execute
 
     LeadFactory.create_batch(4)
-    monkeypatch.setattr("scoring.preview_tasks.preview_task.delay", lambda pk: None)
     ops = client_as("ops")
     with django_capture_on_commit_callbacks(execute=True):
         response = ops.post(f"/rules/{draft.pk}/preview/")

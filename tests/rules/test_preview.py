@@ -214,14 +214,12 @@ def test_preview_without_a_live_rule_set_describes_the_draft_alone(db, compiled_
 
 
 def test_a_preview_run_records_its_result_and_who_asked(
-    draft, role_users, django_capture_on_commit_callbacks, monkeypatch
+    draft, role_users, django_capture_on_commit_callbacks, sent_tasks
 ):
     build_leads(timezone.now(), n=5)
-    sent = []
-    monkeypatch.setattr("scoring.preview_tasks.preview_task.delay", sent.append)
     with django_capture_on_commit_callbacks(execute=True):
         run = preview_start(draft, user=role_users["ops"])
-    assert sent == [run.pk]
+    assert sent_tasks == [("scoring.preview_tasks.preview_task", [run.pk])]
     assert run.baseline.status == "published" and run.requested_by == role_users["ops"]
     run = preview_execute(run.pk)
     assert run.status == PreviewRun.Status.DONE and run.progress == 1.0

@@ -280,12 +280,12 @@ def test_leads_are_split_into_chunks_and_a_done_chunk_is_not_redone(live, settin
     settings.RESCORE_CHUNK_SIZE = 100
     LeadFactory.create_batch(250, created_at=NOW - dt.timedelta(days=5))
     run = rescore.rescore_all(as_of=NOW, inline=True)
-    assert run.chunks_total == 3 and run.chunks_done == 3
+    assert run.progress_total == 3 and run.progress_done == 3
     assert run.leads_scored == 250
     chunk = RescoreChunk.objects.filter(run=run).first()
     assert rescore.rescore_chunk(chunk.pk).scored == chunk.leads_scored
     run.refresh_from_db()
-    assert run.chunks_done == 3  # counted once
+    assert run.progress_done == 3  # counted once
 
 
 def test_a_second_request_joins_the_run_under_way_instead_of_starting_another(live):
@@ -305,7 +305,7 @@ def test_a_failed_chunk_fails_its_run_but_keeps_the_other_chunks(live, settings)
     rescore.rescore_chunk_failed(chunks[1].pk, "boom", final=True)
     run.refresh_from_db()
     assert run.status == RescoreRun.Status.FAILED
-    assert run.chunks_done == 1
+    assert run.progress_done == 1
     assert RescoreChunk.objects.get(pk=chunks[0].pk).status == RescoreChunk.Status.DONE
 
 
@@ -371,7 +371,7 @@ def test_publishing_fans_out_chunk_tasks_that_a_real_worker_completes(celery_wor
             break
         time.sleep(0.2)
     assert run is not None and run.status == RescoreRun.Status.DONE
-    assert run.chunks_total == 3 and run.leads_scored == 230
+    assert run.progress_total == 3 and run.leads_scored == 230
     assert Lead.objects.filter(score=10).count() == 230
 
 

@@ -30,5 +30,5 @@ class Command(BaseCommand):
             )
             raise CommandError(str(exc)) from None
         self.stdout.write(services.summary_json(services.run_summary(run)))
-        if run.status != run.Status.SUCCEEDED:
+        if run.status != run.Status.DONE:
             raise CommandError(f"{vendor} sync {run.status}: {run.error}")

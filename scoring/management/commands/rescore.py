@@ -39,7 +39,7 @@ class Command(BaseCommand):
             "status": run.status,
             "rule_set_version": run.rule_set.version,
             "as_of": run.as_of.isoformat(),
-            "chunks": run.chunks_total,
+            "chunks": run.progress_total,
             "scored": run.leads_scored,
             "changed": run.leads_changed,
             "seconds": round(time.perf_counter() - started, 3),

@@ -48,7 +48,7 @@ def hash_plaintext_tokens(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("scoring", "0010_leadprobability"),
+        ("scoring", "0011_job_base"),
         ("knox", "0009_extend_authtoken_field"),
     ]
 

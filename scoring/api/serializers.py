@@ -171,6 +171,7 @@ class LeadDetailSerializer(serializers.ModelSerializer):
             "opportunity_at",
             "converted_at",
             "disqualified_at",
+            "lost_at",
             "revenue",
             "persona",
             "score",

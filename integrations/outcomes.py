@@ -27,7 +27,8 @@ resolved when the outcome is synced and again when a lead they match is synced.
 Owners: each sync stores the CRM's users and matches them to our users by email
 (case-insensitive). A lead whose CRM record names an owner gets that user, or no owner when the
 CRM owner matches none of our users (someone outside the app owns it); a record naming no
-owner leaves the lead's owner as it is (routing may have assigned one).
+owner leaves the lead's owner as it is (routing may have assigned one). The integrations page
+lists the unmatched owners (``integrations.selectors.owners_unmatched``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Lower
 
@@ -124,35 +124,6 @@ def leads_owner_follow(source: str, owner_by_lead: dict[int, str]) -> int:
     ]
     Lead.objects.bulk_update(changed, ["owner"], batch_size=1000)
     return len(changed)
-
-
-def owners_unmatched() -> list[dict[str, Any]]:
-    """CRM owners no user's email matches, with how many leads they own in the CRM:
-    ``[{"source", "external_id", "email", "leads"}]``, most leads first."""
-    owners = list(
-        CrmOwner.objects.filter(user__isnull=True)
-        .order_by("source", "external_id")
-        .values("source", "external_id", "email")
-    )
-    by_source: dict[str, list[str]] = {}
-    for owner in owners:
-        by_source.setdefault(owner["source"], []).append(owner["external_id"])
-    counts: dict[tuple[str, str], int] = {}
-    for source, ids in by_source.items():
-        attribute = related_id_attribute(source, "owner_id")
-        rows = (
-            Lead.objects.filter(**{f"attributes__{attribute}__in": ids})
-            .annotate(crm_owner=KeyTextTransform(attribute, "attributes"))
-            .values("crm_owner")
-            .annotate(leads=Count("id"))
-            .values_list("crm_owner", "leads")
-        )
-        for owner_id, leads in rows:
-            counts[(source, owner_id)] = leads
-    for owner in owners:
-        owner["leads"] = counts.get((owner["source"], owner["external_id"]), 0)
-    owners.sort(key=lambda o: (-o["leads"], o["source"], o["external_id"]))
-    return owners
 
 
 # --------------------------------------------------------------------------------------------

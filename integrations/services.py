@@ -811,7 +811,8 @@ def hubspot_webhook_receive(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def webhook_deliveries_prune(older_than: timedelta = timedelta(days=7)) -> int:
-    """Forget webhook event ids older than HubSpot's retry window (it retries for 3 days)."""
+    """Forget webhook event ids older than ``older_than`` (beyond HubSpot's 3-day retry
+    window, a replay cannot come); returns how many were forgotten."""
     deleted, _ = WebhookDelivery.objects.filter(
         received_at__lt=timezone.now() - older_than
     ).delete()

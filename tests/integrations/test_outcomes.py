@@ -96,7 +96,7 @@ def day(y: int, m: int, d: int) -> datetime:
 
 
 def test_two_incremental_salesforce_syncs_give_every_lead_its_outcome_and_owner(
-    salesforce_env, run_command, role_users
+    salesforce_env, run_command, role_users, client_as
 ):
     fake = FakeSalesforce(salesforce_env)
     fake.lead_pages.append(json_response(sf_leads()))
@@ -126,6 +126,10 @@ def test_two_incremental_salesforce_syncs_give_every_lead_its_outcome_and_owner(
     assert luis.owner is None and nguyen.owner is None
     assert kim.owner == role_users["sales1"]
     assert CrmOutcome.objects.count() == 4
+    detail = client_as("admin").get(f"/api/v1/leads/{nguyen.pk}/")
+    assert detail.status_code == 200, detail.content
+    assert detail.json()["lost_at"].startswith("2024-04-03")
+    assert detail.json()["lifecycle_stage"] == "lost" and detail.json()["converted_at"] is None
 
     # The second, incremental sync: no lead changed, two opportunities did.
     fake.lead_pages.append(json_response({"totalSize": 0, "done": True, "records": []}))

@@ -243,8 +243,13 @@ def _outcomes_relink(outcome_ids: set[int]) -> set[int]:
             )
         else:
             attribute = related_id_attribute(source, key)
+            # has_key matches the partial indexes of the Salesforce link keys (migration
+            # lead_conversion_link_indexes), so this is no scan of every lead.
             rows = (
-                Lead.objects.filter(**{f"attributes__{attribute}__in": sorted(values)})
+                Lead.objects.filter(
+                    attributes__has_key=attribute,
+                    **{f"attributes__{attribute}__in": sorted(values)},
+                )
                 .annotate(link_value=KeyTextTransform(attribute, "attributes"))
                 .values_list("link_value", "id", "opportunity_at")
             )

@@ -627,19 +627,7 @@ class HubSpotConnector(Connector):
         return body
 
     def _to_lead(self, item: Any) -> LeadRecord:
-        if not isinstance(item, dict):
-            raise ValueError("result is not an object")
-        contact_id = clean_str(item.get("id"))
-        if not contact_id:
-            raise ValueError("id: missing")
-        props = item.get("properties")
-        if not isinstance(props, dict):
-            raise ValueError("properties: not an object")
-        modified_at = _hubspot_datetime(
-            props.get("lastmodifieddate") or item.get("updatedAt"), "lastmodifieddate"
-        )
-        if modified_at is None:
-            raise ValueError("lastmodifieddate: missing")
+        contact_id, props, modified_at = _search_result(item, "lastmodifieddate")
         created_at = _hubspot_datetime(
             props.get("createdate") or item.get("createdAt"), "createdate"
         )
@@ -949,21 +937,28 @@ def _batch_outcome(
     return pushed, failed
 
 
-def _to_outcome(item: Any, stages: Mapping[str, str]) -> OutcomeRecord:
-    """A deal search result as an :class:`OutcomeRecord` (contacts are added per page)."""
+def _search_result(item: Any, modified_property: str) -> tuple[str, dict[str, Any], datetime]:
+    """``(id, properties, modified_at)`` of one CRM search result; ``ValueError`` naming the
+    field when one is missing or malformed."""
     if not isinstance(item, dict):
         raise ValueError("result is not an object")
-    deal_id = clean_str(item.get("id"))
-    if not deal_id:
+    object_id = clean_str(item.get("id"))
+    if not object_id:
         raise ValueError("id: missing")
     props = item.get("properties")
     if not isinstance(props, dict):
         raise ValueError("properties: not an object")
     modified_at = _hubspot_datetime(
-        props.get("hs_lastmodifieddate") or item.get("updatedAt"), "hs_lastmodifieddate"
+        props.get(modified_property) or item.get("updatedAt"), modified_property
     )
     if modified_at is None:
-        raise ValueError("hs_lastmodifieddate: missing")
+        raise ValueError(f"{modified_property}: missing")
+    return object_id, props, modified_at
+
+
+def _to_outcome(item: Any, stages: Mapping[str, str]) -> OutcomeRecord:
+    """A deal search result as an :class:`OutcomeRecord` (contacts are added per page)."""
+    deal_id, props, modified_at = _search_result(item, "hs_lastmodifieddate")
     stage = clean_str(props.get("dealstage"))
     if stage is None or stage not in stages:
         raise ValueError("dealstage: not a stage of any deal pipeline")

@@ -347,7 +347,10 @@ class SalesforceConnector(Connector):
             records = page.get("records")
             if not isinstance(records, list):
                 raise PermanentError("Salesforce query response has no records list")
-            leads, page_failed, state = self._map_page(records, state)
+            leads, page_failed, (modstamp, last_id) = _map_records(
+                records, self._to_lead, (state.modstamp, state.last_id)
+            )
+            state = replace(state, modstamp=modstamp, last_id=last_id)
             failed.extend(page_failed)
             next_url = None if page.get("done", True) else clean_str(page.get("nextRecordsUrl"))
             pages += 1
@@ -511,26 +514,10 @@ class SalesforceConnector(Connector):
             records = page.get("records")
             if not isinstance(records, list):
                 raise PermanentError("Salesforce query response has no records list")
-            outcomes: list[OutcomeRecord] = []
-            failed: list[FailedRecord] = []
-            for record in records:
-                record_id = clean_str(record.get("Id")) if isinstance(record, dict) else None
-                try:
-                    if not isinstance(record, dict):
-                        raise ValueError("record is not an object")
-                    outcome = _to_outcome(record)
-                except (ValueError, TypeError) as exc:
-                    failed.append(FailedRecord(SOURCE, record_id, f"opportunity: {exc}"))
-                    continue
-                outcomes.append(outcome)
-                assert outcome.modified_at is not None  # _to_outcome guarantees it
-                if state.opp_modstamp is None or (outcome.modified_at, outcome.external_id) > (
-                    state.opp_modstamp,
-                    state.opp_last_id or "",
-                ):
-                    state = replace(
-                        state, opp_modstamp=outcome.modified_at, opp_last_id=outcome.external_id
-                    )
+            outcomes, failed, (modstamp, last_id) = _map_records(
+                records, _to_outcome, (state.opp_modstamp, state.opp_last_id), "opportunity: "
+            )
+            state = replace(state, opp_modstamp=modstamp, opp_last_id=last_id)
             next_url = None if page.get("done", True) else clean_str(page.get("nextRecordsUrl"))
             log_event(
                 logger,
@@ -590,31 +577,6 @@ class SalesforceConnector(Connector):
             covered = None
         # latestDateCovered is Salesforce's own watermark; fall back to our clock.
         return deleted, failed, covered or now
-
-    def _map_page(
-        self, records: list[Any], state: _Cursor
-    ) -> tuple[list[LeadRecord], list[FailedRecord], _Cursor]:
-        leads: list[LeadRecord] = []
-        failed: list[FailedRecord] = []
-        for record in records:
-            record_id = clean_str(record.get("Id")) if isinstance(record, dict) else None
-            try:
-                if not isinstance(record, dict):
-                    raise ValueError("record is not an object")
-                lead = self._to_lead(record)
-            except (ValueError, TypeError) as exc:
-                failed.append(FailedRecord(SOURCE, record_id, str(exc)))
-                continue
-            leads.append(lead)
-            # Records arrive ordered by (SystemModstamp, Id), so this is the last good one;
-            # the comparison only guards the cursor against ever moving backwards.
-            assert lead.modified_at is not None  # _to_lead guarantees it
-            if state.modstamp is None or (lead.modified_at, lead.external_id) > (
-                state.modstamp,
-                state.last_id or "",
-            ):
-                state = replace(state, modstamp=lead.modified_at, last_id=lead.external_id)
-        return leads, failed, state
 
     def _to_lead(self, record: dict[str, Any]) -> LeadRecord:
         record_id = clean_str(record.get("Id"))
@@ -843,6 +805,34 @@ class SalesforceConnector(Connector):
         log_event(logger, logging.INFO, "connector.salesforce.token_refreshed")
         if self._on_token_refresh is not None:
             self._on_token_refresh(self._token)
+
+
+def _map_records(
+    records: list[Any],
+    to_record: Callable[[dict[str, Any]], Any],
+    last: tuple[datetime | None, str | None],
+    what: str = "",
+) -> tuple[list[Any], list[FailedRecord], tuple[datetime | None, str | None]]:
+    """Map one query page's records (leads or opportunities) and move the keyset position
+    ``last`` (SystemModstamp, Id) past them. A record that does not map is failed alone."""
+    mapped: list[Any] = []
+    failed: list[FailedRecord] = []
+    for record in records:
+        record_id = clean_str(record.get("Id")) if isinstance(record, dict) else None
+        try:
+            if not isinstance(record, dict):
+                raise ValueError("record is not an object")
+            item = to_record(record)
+        except (ValueError, TypeError) as exc:
+            failed.append(FailedRecord(SOURCE, record_id, f"{what}{exc}"))
+            continue
+        mapped.append(item)
+        # Records arrive ordered by (SystemModstamp, Id), so this is the last good one; the
+        # comparison only guards the cursor against ever moving backwards.
+        assert item.modified_at is not None  # the mappers guarantee it
+        if last[0] is None or (item.modified_at, item.external_id) > (last[0], last[1] or ""):
+            last = (item.modified_at, item.external_id)
+    return mapped, failed, last
 
 
 def _to_outcome(record: dict[str, Any]) -> OutcomeRecord:

@@ -42,6 +42,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 from integrations.connectors.base import OutcomeRecord, OwnerRecord, related_id_attribute
 from integrations.models import CrmOutcome, CrmOutcomeLink, CrmOwner
@@ -117,12 +118,13 @@ def leads_owner_follow(source: str, owner_by_lead: dict[int, str]) -> int:
     )
     wanted = {lead_id: matched.get(owner) for lead_id, owner in owner_by_lead.items()}
     current = dict(Lead.objects.filter(pk__in=wanted).values_list("id", "owner_id"))
+    now = timezone.now()
     changed = [
-        Lead(pk=lead_id, owner_id=user_id)
+        Lead(pk=lead_id, owner_id=user_id, updated_at=now)
         for lead_id, user_id in wanted.items()
         if lead_id in current and current[lead_id] != user_id
     ]
-    Lead.objects.bulk_update(changed, ["owner"], batch_size=1000)
+    Lead.objects.bulk_update(changed, ["owner", "updated_at"], batch_size=1000)
     return len(changed)
 
 
@@ -341,13 +343,15 @@ def leads_outcome_refresh(lead_ids: Iterable[int]) -> list[int]:
     for lead_id, *outcome in rows:
         by_lead.setdefault(lead_id, []).append(tuple(outcome))
     changed: list[Lead] = []
-    for lead in Lead.objects.filter(pk__in=by_lead).only("id", *_LEAD_OUTCOME_FIELDS):
+    now = timezone.now()
+    for lead in Lead.objects.filter(pk__in=list(by_lead)).only("id", *_LEAD_OUTCOME_FIELDS):
         values = lead_outcome_values(by_lead[lead.pk], lead.opportunity_at)
         if any(getattr(lead, name) != value for name, value in values.items()):
             for name, value in values.items():
                 setattr(lead, name, value)
+            lead.updated_at = now
             changed.append(lead)
-    Lead.objects.bulk_update(changed, list(_LEAD_OUTCOME_FIELDS), batch_size=1000)
+    Lead.objects.bulk_update(changed, [*_LEAD_OUTCOME_FIELDS, "updated_at"], batch_size=1000)
     changed_ids = [lead.pk for lead in changed]
     if changed_ids:
         from scoring.services.rescore import request_rescore

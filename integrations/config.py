@@ -26,7 +26,7 @@ from django.db import transaction
 from integrations.connectors.hubspot import HubSpotConfig
 from integrations.connectors.mixpanel import MixpanelConfig
 from integrations.connectors.salesforce import SalesforceConfig
-from leadscoring.env import env_float, env_list, env_str
+from leadscoring.env import env_float, env_int, env_list, env_str
 
 __all__ = [
     "ENV_VARIABLES",
@@ -339,6 +339,12 @@ def stale_run_seconds() -> float:
 def throttle_delay_seconds() -> float:
     """Pause between batches once the vendor reports usage above the throttle threshold."""
     return env_float("SYNC_THROTTLE_DELAY_SECONDS", 2.0)
+
+
+def webhook_retention_days() -> int:
+    """How long a received webhook event id is kept to recognise a replay (HubSpot retries
+    for 3 days); the periodic prune forgets older ones."""
+    return env_int("WEBHOOK_DELIVERY_RETENTION_DAYS", 7, minimum=1)
 
 
 def push_vendors() -> list[str]:

@@ -77,7 +77,15 @@ _TEXT_FIELDS = frozenset(
     }
 )
 _TIME_FIELDS = frozenset(
-    {"created_at", "mql_at", "sql_at", "opportunity_at", "converted_at", "disqualified_at"}
+    {
+        "created_at",
+        "mql_at",
+        "sql_at",
+        "opportunity_at",
+        "converted_at",
+        "disqualified_at",
+        "lost_at",
+    }
 )
 _SQL_TYPES = {"employees": "integer", "owner_id": "integer", "revenue": "double precision"}
 

@@ -157,3 +157,71 @@ class WebhookDelivery(models.Model):
             models.UniqueConstraint(fields=["source", "event_id"], name="webhook_event_uniq")
         ]
         indexes = [models.Index(fields=["received_at"], name="webhook_received_idx")]
+
+
+class CrmOutcome(models.Model):
+    """An opportunity or deal as the CRM last described it, and the leads it belongs to.
+
+    Kept so that a lead's outcome can be recomputed from all of its deals when one of them
+    changes (an incremental sync sees only the changed one). ``links`` say how it names its
+    leads; see integrations.outcomes."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        WON = "won", "Won"
+        LOST = "lost", "Lost"
+
+    source = models.CharField(max_length=20)
+    external_id = models.CharField(max_length=255)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    stage = models.CharField(max_length=120, blank=True, default="")
+    amount = models.FloatField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    modified_at = models.DateTimeField(null=True, blank=True)
+    leads = models.ManyToManyField("scoring.Lead", related_name="crm_outcomes", blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "external_id"], name="crm_outcome_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.external_id} ({self.status})"
+
+
+class CrmOutcomeLink(models.Model):
+    """One way an outcome names its leads: ``key`` is a ``LeadRecord.related_ids`` key (a
+    Salesforce lead's ``converted_contact_id``, ...) or ``@identity`` for a record of the same
+    source that is a lead (a HubSpot contact); ``rank`` is its preference. Indexed by
+    (key, value) so a lead that arrives after its deal finds it."""
+
+    outcome = models.ForeignKey(CrmOutcome, on_delete=models.CASCADE, related_name="links")
+    rank = models.PositiveSmallIntegerField(default=0)
+    key = models.CharField(max_length=60)
+    value = models.CharField(max_length=255)
+
+    class Meta:
+        indexes = [models.Index(fields=["key", "value"], name="crm_outcome_link_idx")]
+
+
+class CrmOwner(models.Model):
+    """A CRM user who owns records, matched to one of our users by email (case-insensitive)
+    on every sync; ``user`` is empty while no user has that email."""
+
+    source = models.CharField(max_length=20)
+    external_id = models.CharField(max_length=255)
+    email = models.CharField(max_length=254, blank=True, default="")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "external_id"], name="crm_owner_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} owner {self.external_id}"

@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Count
+from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
 from integrations import config as integration_config
-from integrations.models import CRM_VENDORS, Connection, SyncRun, Vendor
+from integrations.connectors.base import related_id_attribute
+from integrations.models import CRM_VENDORS, Connection, CrmOwner, SyncRun, Vendor
+from scoring.models import Lead
 
 RECENT_RUNS = 8
 
@@ -117,3 +121,32 @@ def connection_overview(vendor: str) -> dict[str, Any]:
 
 def connections_overview() -> list[dict[str, Any]]:
     return [connection_overview(vendor) for vendor in Vendor.values]
+
+
+def owners_unmatched() -> list[dict[str, Any]]:
+    """CRM owners no user's email matches, with how many leads they own in the CRM:
+    ``[{"source", "external_id", "email", "leads"}]``, most leads first."""
+    owners = list(
+        CrmOwner.objects.filter(user__isnull=True)
+        .order_by("source", "external_id")
+        .values("source", "external_id", "email")
+    )
+    by_source: dict[str, list[str]] = {}
+    for owner in owners:
+        by_source.setdefault(owner["source"], []).append(owner["external_id"])
+    counts: dict[tuple[str, str], int] = {}
+    for source, ids in by_source.items():
+        attribute = related_id_attribute(source, "owner_id")
+        rows = (
+            Lead.objects.filter(**{f"attributes__{attribute}__in": ids})
+            .annotate(crm_owner=KeyTextTransform(attribute, "attributes"))
+            .values("crm_owner")
+            .annotate(leads=Count("id"))
+            .values_list("crm_owner", "leads")
+        )
+        for owner_id, leads in rows:
+            counts[(source, owner_id)] = leads
+    for owner in owners:
+        owner["leads"] = counts.get((owner["source"], owner["external_id"]), 0)
+    owners.sort(key=lambda o: (-o["leads"], o["source"], o["external_id"]))
+    return owners

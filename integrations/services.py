@@ -43,6 +43,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from integrations import config as integration_config
+from integrations import outcomes as crm_outcomes
 from integrations.connectors.base import (
     AuthFailed,
     Batch,
@@ -57,6 +58,7 @@ from integrations.connectors.base import (
     RetryPolicy,
     ScoreUpdate,
     TransientError,
+    related_id_attribute,
 )
 from integrations.connectors.hubspot import HubSpotConnector
 from integrations.connectors.mixpanel import MixpanelConnector
@@ -204,9 +206,10 @@ def lead_upsert_from_record(record: LeadRecord) -> LeadUpsert:
     for name in _STAGE_FIELDS:
         values[name] = record.stage_times.get(name)
     attributes = dict(record.attributes)
-    # Ids of related records (owner, converted contact, ...) kept per source for reference.
+    # Ids of related records (owner, converted contact, ...) kept per source: outcome
+    # linking and the unmatched-owner list read them.
     for key, value in record.related_ids.items():
-        attributes[f"{record.source}_{key}"] = value
+        attributes[related_id_attribute(record.source, key)] = value
     return LeadUpsert(
         source=record.source,
         external_id=record.external_id,
@@ -257,6 +260,29 @@ def _failure(external_id: str | None, reason: str, line: int | None = None) -> d
     return item
 
 
+def _follow_crm(written: Sequence[tuple[LeadRecord, int]]) -> set[int]:
+    """Owners and outcomes after a lead upsert: each lead gets its CRM owner's user, and the
+    outcomes its record links to are re-resolved. Returns the leads whose outcome to refresh."""
+    affected: set[int] = set()
+    by_source: dict[str, list[tuple[LeadRecord, int]]] = {}
+    for record, lead_id in written:
+        by_source.setdefault(record.source, []).append((record, lead_id))
+    for source, pairs in by_source.items():
+        crm_outcomes.leads_owner_follow(
+            source,
+            {
+                lead_id: record.related_ids["owner_id"]
+                for record, lead_id in pairs
+                if record.related_ids.get("owner_id")
+            },
+        )
+        affected |= crm_outcomes.outcomes_relink_for_leads(
+            source,
+            [(lead_id, record.external_id, dict(record.related_ids)) for record, lead_id in pairs],
+        )
+    return affected
+
+
 def identities_remove(source: str, external_ids: Iterable[str]) -> int:
     """Detach deleted source records from their leads (see the module docstring)."""
     ids = sorted(set(external_ids))
@@ -270,21 +296,42 @@ def identities_remove(source: str, external_ids: Iterable[str]) -> int:
 
 
 def write_batch(batch: Batch) -> BatchCounts:
-    """Write one batch's leads, events and deletions (the caller holds the transaction)."""
+    """Write one batch's owners, leads, events, outcomes and deletions (the caller holds the
+    transaction). Owners are reference data and not counted; outcomes (opportunities,
+    deals) count like leads."""
     counts = BatchCounts()
     counts.failures.extend(
         _failure(f.external_id, f.reason, f.line)
         for f in batch.failed
         if isinstance(f, FailedRecord)
     )
-    counts.fetched = len(batch.leads) + len(batch.events) + len(batch.deleted) + len(batch.failed)
+    counts.fetched = (
+        len(batch.leads)
+        + len(batch.events)
+        + len(batch.deleted)
+        + len(batch.failed)
+        + len(batch.outcomes)
+    )
+    crm_outcomes.owners_store(batch.owners)
+    outcome_leads: set[int] = set()
     if batch.leads:
         result = leads_bulk_upsert([lead_upsert_from_record(r) for r in batch.leads])
+        written: list[tuple[LeadRecord, int]] = []
         for record, outcome in zip(batch.leads, result.outcomes, strict=True):
             if outcome.status == "rejected":
                 counts.failures.append(_failure(record.external_id, outcome.reason))
             else:
                 setattr(counts, outcome.status, getattr(counts, outcome.status) + 1)
+                if outcome.lead_id is not None:
+                    written.append((record, outcome.lead_id))
+        outcome_leads |= _follow_crm(written)
+    if batch.outcomes:
+        stored, linked = crm_outcomes.outcomes_store(batch.outcomes)
+        counts.created += stored.created
+        counts.updated += stored.updated
+        counts.unchanged += stored.unchanged
+        outcome_leads |= linked
+    crm_outcomes.leads_outcome_refresh(outcome_leads)
     if batch.events:
         inputs: list[EventInput] = []
         kept: list[EventRecord] = []
@@ -771,7 +818,8 @@ def hubspot_webhook_receive(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def webhook_deliveries_prune(older_than: timedelta = timedelta(days=7)) -> int:
-    """Forget webhook event ids older than HubSpot's retry window (it retries for 3 days)."""
+    """Forget webhook event ids older than ``older_than`` (beyond HubSpot's 3-day retry
+    window, a replay cannot come); returns how many were forgotten."""
     deleted, _ = WebhookDelivery.objects.filter(
         received_at__lt=timezone.now() - older_than
     ).delete()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import shared_task
 
 from integrations.imports import import_job_run
@@ -21,7 +23,11 @@ from django.db import InterfaceError, OperationalError  # noqa: E402
 
 from integrations import config as integration_config  # noqa: E402
 from integrations import services as sync_services  # noqa: E402
-from integrations.connectors.base import RateLimited, TransientError  # noqa: E402
+from integrations.connectors.base import (  # noqa: E402
+    ConnectorError,
+    RateLimited,
+    TransientError,
+)
 from scoring.jobs import dispatch  # noqa: E402
 
 PUSH_TASK_NAME = "integrations.tasks.push_scores_task"
@@ -82,6 +88,29 @@ def push_scores_after_rescore_task(run_id: int | None = None) -> list[str]:
     for vendor in vendors:
         dispatch(PUSH_TASK_NAME, [vendor])
     return vendors
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def push_changed_scores_task() -> dict[str, int]:
+    """Beat: push to every configured, enabled CRM the scores and bands that changed since
+    their last push, whatever changed them (real-time, due or bulk rescore). A vendor error
+    is recorded on the connection by the push and not retried here: the next beat is the
+    retry, so a backlog never piles up."""
+    pushed: dict[str, int] = {}
+    for vendor in sync_services.push_vendors_configured():
+        try:
+            pushed[vendor] = sync_services.push_scores(vendor)["pushed"]
+        except ConnectorError:
+            pushed[vendor] = 0
+    return pushed
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def webhook_deliveries_prune_task() -> int:
+    """Beat: forget webhook event ids older than ``WEBHOOK_DELIVERY_RETENTION_DAYS``."""
+    return sync_services.webhook_deliveries_prune(
+        timedelta(days=integration_config.webhook_retention_days())
+    )
 
 
 @shared_task(bind=True, acks_late=True, max_retries=20, autoretry_for=(TransientError,))

@@ -30,7 +30,10 @@ def integrations_page(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "integrations/page.html",
-        {"connections": selectors.connections_overview()},
+        {
+            "connections": selectors.connections_overview(),
+            "unmatched_owners": selectors.owners_unmatched(),
+        },
     )
 
 

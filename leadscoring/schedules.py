@@ -1,5 +1,12 @@
 """The beat schedule, in code. `expires` keeps a backlog from piling up while workers are
-down. django-celery-beat copies these entries into its tables, where the pages can edit them."""
+down. django-celery-beat copies these entries into its tables, where the pages can edit them.
+Every entry has a test that it is scheduled and does its work
+(tests/foundation/test_schedules.py)."""
+
+from leadscoring.env import env_int
+
+# The CRM write-back interval: a lead that qualifies in real time reaches the CRMs within it.
+SCORE_PUSH_INTERVAL_SECONDS = env_int("SCORE_PUSH_INTERVAL_SECONDS", 300, minimum=10)
 
 CELERY_BEAT_SCHEDULE = {
     "rescore-pending-sweep": {
@@ -14,5 +21,19 @@ CELERY_BEAT_SCHEDULE = {
         "task": "scoring.tasks.kpi_rollup_refresh_task",
         "schedule": 300.0,
         "options": {"expires": 250},
+    },
+    # Scores and bands changed since their last push, whatever changed them, to each
+    # configured CRM (batched, changed-only: integrations.services.push_scores).
+    "crm-score-push": {
+        "task": "integrations.tasks.push_changed_scores_task",
+        "schedule": float(SCORE_PUSH_INTERVAL_SECONDS),
+        "options": {"expires": SCORE_PUSH_INTERVAL_SECONDS * 0.9},
+    },
+    # Webhook event ids kept to recognise replays: forgotten after
+    # WEBHOOK_DELIVERY_RETENTION_DAYS (7 by default).
+    "webhook-deliveries-prune": {
+        "task": "integrations.tasks.webhook_deliveries_prune_task",
+        "schedule": 3600.0,
+        "options": {"expires": 3000},
     },
 }

@@ -58,9 +58,8 @@ MAX_TEXT = 200
 # a LIMIT, PostgreSQL trusts its (poor) trigram estimate and walks the score index through the
 # whole table when the word is rare. Above it the word is common and that walk ends quickly.
 SEARCH_CANDIDATES = 5000
-# Lifecycle stages that end a lead's journey: `open=true` leaves them out. (DESIGN.md counts
-# lost leads as closed too; the lead has no lost state yet, so add it here when it does.)
-CLOSED_STAGES = (LifecycleStage.CUSTOMER, LifecycleStage.DISQUALIFIED)
+# Not open: a deal won or lost, or a lead disqualified (DESIGN.md §9: `?open=true`).
+CLOSED_STAGES = (LifecycleStage.CUSTOMER, LifecycleStage.LOST, LifecycleStage.DISQUALIFIED)
 
 # One row of the list, as the page, the API and the queue export read it.
 LIST_FIELDS = (

@@ -20,10 +20,12 @@ class LifecycleStage(models.TextChoices):
     SQL = "sql", "SQL"
     OPPORTUNITY = "opportunity", "Opportunity"
     CUSTOMER = "customer", "Customer"
+    # The CRM closed the lead's deal without a sale: a closed non-conversion, never a customer.
+    LOST = "lost", "Lost"
     DISQUALIFIED = "disqualified", "Disqualified"
 
 
-# The order of the funnel; `disqualified` is off the funnel.
+# The order of the funnel; `lost` and `disqualified` are off the funnel.
 FUNNEL_STAGES = ("lead", "mql", "sql", "opportunity", "customer")
 # Lifecycle stage -> the lead column holding the time the lead reached it.
 STAGE_TIME_FIELDS = {
@@ -31,6 +33,7 @@ STAGE_TIME_FIELDS = {
     "sql": "sql_at",
     "opportunity": "opportunity_at",
     "customer": "converted_at",
+    "lost": "lost_at",
     "disqualified": "disqualified_at",
 }
 
@@ -73,6 +76,8 @@ class Lead(models.Model):
     opportunity_at = models.DateTimeField(null=True, blank=True)
     converted_at = models.DateTimeField(null=True, blank=True)
     disqualified_at = models.DateTimeField(null=True, blank=True)
+    # When the CRM closed the lead's deal as lost (integrations.outcomes); never a conversion.
+    lost_at = models.DateTimeField(null=True, blank=True)
     revenue = models.FloatField(null=True, blank=True)
 
     # Written by scoring only.

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 __all__ = [
     "LIFECYCLE_STAGES",
+    "OUTCOME_STATUSES",
     "STAGE_TIME_KEYS",
     "AuthExpired",
     "AuthFailed",
@@ -42,6 +43,8 @@ __all__ = [
     "EventRecord",
     "FailedRecord",
     "LeadRecord",
+    "OutcomeRecord",
+    "OwnerRecord",
     "PermanentError",
     "PushResult",
     "RateLimited",
@@ -50,6 +53,7 @@ __all__ = [
     "TransientError",
     "backoff_delay",
     "call_with_retry",
+    "related_id_attribute",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,10 +65,27 @@ LIFECYCLE_STAGES: tuple[str, ...] = (
     "sql",
     "opportunity",
     "customer",
+    "lost",
     "disqualified",
 )
 #: Keys allowed in ``LeadRecord.stage_times``.
-STAGE_TIME_KEYS: tuple[str, ...] = ("mql_at", "sql_at", "opportunity_at", "converted_at")
+STAGE_TIME_KEYS: tuple[str, ...] = (
+    "mql_at",
+    "sql_at",
+    "opportunity_at",
+    "converted_at",
+    "lost_at",
+)
+#: What an opportunity or deal can say about a sale (``OutcomeRecord.status``).
+OUTCOME_STATUSES: tuple[str, ...] = ("open", "won", "lost")
+
+
+def related_id_attribute(source: str, key: str) -> str:
+    """The lead attribute a ``LeadRecord.related_ids`` entry is stored under
+    (``salesforce_owner_id``): one naming for the sync that writes it, the outcome linking
+    that reads it and the training that must not learn from it."""
+    return f"{source}_{key}"
+
 
 RateLimitScope = Literal["burst", "daily"]
 
@@ -217,6 +238,50 @@ class EventRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    """An opportunity (Salesforce) or deal (HubSpot): what the CRM says about a sale.
+
+    ``status`` is one of :data:`OUTCOME_STATUSES` (``won`` and ``lost`` from the vendor's own
+    closed/won flags, never from stage names). ``closed_at`` is when a closed one closed,
+    ``opened_at`` when it was created. The leads it belongs to are named two ways, either or
+    both: ``lead_external_ids`` are records of the same source that are leads (HubSpot
+    contacts), and ``links`` are ``(related_ids key, value)`` pairs, in order of preference,
+    matched against the leads' ``related_ids`` (a Salesforce lead's converted opportunity,
+    contact or account): the first pair that matches a lead decides.
+    """
+
+    source: str
+    external_id: str
+    status: str
+    amount: float | None = None
+    opened_at: datetime | None = None
+    closed_at: datetime | None = None
+    modified_at: datetime | None = None
+    stage: str | None = None
+    lead_external_ids: tuple[str, ...] = ()
+    links: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.external_id:
+            raise ValueError("external_id is required")
+        if self.status not in OUTCOME_STATUSES:
+            raise ValueError(f"unknown outcome status {self.status!r}")
+        _require_aware("opened_at", self.opened_at)
+        _require_aware("closed_at", self.closed_at)
+        _require_aware("modified_at", self.modified_at)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRecord:
+    """A CRM user who can own records (``related_ids["owner_id"]`` names one); ``email`` is
+    normalised or ``None``."""
+
+    source: str
+    external_id: str
+    email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DeletedRecord:
     """A record the source deleted; ``deleted_at`` is ``None`` when the source does not say."""
 
@@ -244,7 +309,8 @@ class FailedRecord:
 class Batch:
     """One page of work from :meth:`Connector.fetch`.
 
-    The caller writes ``leads``, ``events`` and ``deleted`` and stores ``cursor_after`` in the
+    The caller writes ``owners`` first (so the batch's leads can be matched to them), then
+    ``leads``, ``events``, ``outcomes`` and ``deleted``, and stores ``cursor_after`` in the
     same transaction, then resumes from that cursor after a crash. ``cursor_after`` is an opaque
     string only the connector that produced it understands (``None``: nothing to resume from
     yet). ``done`` is true on the last batch of the run. ``usage`` reports API consumption
@@ -256,6 +322,8 @@ class Batch:
     events: list[EventRecord] = field(default_factory=list)
     deleted: list[DeletedRecord] = field(default_factory=list)
     failed: list[FailedRecord] = field(default_factory=list)
+    outcomes: list[OutcomeRecord] = field(default_factory=list)
+    owners: list[OwnerRecord] = field(default_factory=list)
     cursor_after: str | None = None
     done: bool = False
     usage: dict[str, Any] = field(default_factory=dict)
@@ -287,6 +355,18 @@ class Connector(abc.ABC):
     """A vendor connection. Instances are cheap, not thread-safe, and hold no database state."""
 
     source: ClassVar[str]
+    #: Keys of ``LeadRecord.attributes`` this connector derives from the outcome (a status a
+    #: sales rep sets after contact, the deal's stage, ...) and ``related_ids`` keys that only
+    #: exist once sales worked the lead. Never features: see :meth:`outcome_attributes`.
+    outcome_attribute_keys: ClassVar[tuple[str, ...]] = ()
+    outcome_related_id_keys: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def outcome_attributes(cls) -> frozenset[str]:
+        """Every lead attribute, as stored, that this connector derives from the outcome."""
+        return frozenset(cls.outcome_attribute_keys) | {
+            related_id_attribute(cls.source, key) for key in cls.outcome_related_id_keys
+        }
 
     @abc.abstractmethod
     def fetch(self, cursor: str | None, full: bool = False) -> Iterator[Batch]:

@@ -8,6 +8,15 @@ query from the last ``lastmodifieddate`` it has seen. The cursor records that ti
 ids already delivered at exactly that timestamp, so neither a new query nor the next run hands
 the same version of a contact over twice, and none is skipped.
 
+After the contacts, deals the same way (search on ``hs_lastmodifieddate``, on their own
+cursor), as :class:`~.base.OutcomeRecord` s: won and lost come from the deal pipelines' stage
+metadata (``/crm/v3/pipelines/deals``: ``isClosed`` and ``probability``, "1.0" won, "0.0"
+lost), never from stage names; a deal in a stage no pipeline lists fails alone. Each page of
+deals brings its associated contacts (``/crm/v4/associations/deals/contacts/batch/read``),
+which name the deal's leads. The first batch carries the portal's owners
+(``/crm/v3/owners/``, paged) as :class:`~.base.OwnerRecord` s, so ``hubspot_owner_id`` can be
+matched to a user by email.
+
 Mapping: all HubSpot property values are strings or null. ``lifecyclestage`` maps to our
 stages (subscriber/lead -> lead, marketingqualifiedlead -> mql, salesqualifiedlead -> sql,
 opportunity, customer/evangelist -> customer; ``hs_lead_status = UNQUALIFIED`` on a contact
@@ -33,13 +42,17 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
 import urllib3
 from hubspot import HubSpot
+from hubspot.crm.associations.v4.exceptions import ApiException as AssociationsApiException
 from hubspot.crm.contacts.exceptions import ApiException
+from hubspot.crm.deals.exceptions import ApiException as DealsApiException
+from hubspot.crm.owners.exceptions import ApiException as OwnersApiException
+from hubspot.crm.pipelines.exceptions import ApiException as PipelinesApiException
 from hubspot.oauth.exceptions import ApiException as OAuthApiException
 from urllib3.util.retry import Retry
 
@@ -63,6 +76,8 @@ from .base import (
     ConnectorError,
     FailedRecord,
     LeadRecord,
+    OutcomeRecord,
+    OwnerRecord,
     PermanentError,
     PushResult,
     RateLimited,
@@ -108,6 +123,28 @@ CONTACT_PROPERTIES: tuple[str, ...] = (
     "hs_lifecyclestage_opportunity_date",
     "hs_lifecyclestage_customer_date",
 )
+
+#: Deal properties requested for outcomes.
+DEAL_PROPERTIES: tuple[str, ...] = (
+    "dealname",
+    "amount",
+    "dealstage",
+    "pipeline",
+    "closedate",
+    "createdate",
+    "hs_lastmodifieddate",
+)
+# Each generated API package raises its own ApiException class (same attributes).
+_API_EXCEPTIONS = (
+    ApiException,
+    DealsApiException,
+    OwnersApiException,
+    PipelinesApiException,
+    AssociationsApiException,
+)
+# The v4 batch association read takes at most 1,000 ids per call.
+_ASSOCIATION_BATCH = 1000
+_OWNERS_PAGE_SIZE = 100
 
 _LIFECYCLE_STAGES: Mapping[str, str] = {
     "subscriber": "lead",
@@ -160,6 +197,8 @@ class HubSpotConfig:
     client_secret: str | None = field(default=None, repr=False)
     refresh_token: str | None = field(default=None, repr=False)
     ssl_ca_cert: str | None = None
+    fetch_deals: bool = True
+    fetch_owners: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.page_size <= _SEARCH_MAX_PAGE_SIZE:
@@ -185,32 +224,44 @@ class _Cursor:
     ids: frozenset[str] = frozenset()
 
     @classmethod
-    def parse(cls, text: str | None) -> _Cursor:
+    def parse(cls, text: str | None) -> tuple[_Cursor, _Cursor]:
+        """The contacts' and the deals' cursors stored in one string."""
         if not text or not text.strip():
-            return cls()
+            return cls(), cls()
         text = text.strip()
         try:
             if not text.startswith("{"):
-                return cls(since=parse_datetime(text, "cursor"))
+                return cls(since=parse_datetime(text, "cursor")), cls()
             data = json.loads(text)
-            ids = data.get("ids") or []
-            if not isinstance(ids, list):
-                raise ValueError("cursor.ids: not a list")
-            return cls(
-                since=parse_datetime(data.get("since"), "cursor.since"),
-                ids=frozenset(str(item) for item in ids),
-            )
+            deals = data.get("deals") or {}
+            return cls._from(data, "cursor"), cls._from(deals, "cursor.deals")
         except (ValueError, AttributeError) as exc:
             raise PermanentError(
                 f"unreadable HubSpot cursor ({exc}); run a full sync to reset it"
             ) from None
 
-    def dump(self) -> str | None:
-        if self.since is None:
-            return None
-        return json.dumps(
-            {"since": format_iso_ms(self.since), "ids": sorted(self.ids)}, separators=(",", ":")
+    @classmethod
+    def _from(cls, data: dict[str, Any], name: str) -> _Cursor:
+        ids = data.get("ids") or []
+        if not isinstance(ids, list):
+            raise ValueError(f"{name}.ids: not a list")
+        return cls(
+            since=parse_datetime(data.get("since"), f"{name}.since"),
+            ids=frozenset(str(item) for item in ids),
         )
+
+    def _data(self) -> dict[str, Any]:
+        assert self.since is not None
+        return {"since": format_iso_ms(self.since), "ids": sorted(self.ids)}
+
+    def dump(self, deals: _Cursor | None = None) -> str | None:
+        """The cursor string; the deals' cursor rides along under ``"deals"``."""
+        if self.since is None and (deals is None or deals.since is None):
+            return None
+        data = self._data() if self.since is not None else {"since": None, "ids": []}
+        if deals is not None and deals.since is not None:
+            data["deals"] = deals._data()
+        return json.dumps(data, separators=(",", ":"))
 
     def advanced(self, modified_at: datetime, contact_id: str) -> _Cursor:
         if self.since is None or modified_at > self.since:
@@ -231,6 +282,20 @@ class HubSpotConnector(Connector):
     """
 
     source = SOURCE
+    # Set by sales or by HubSpot from the contact's deals, i.e. after the outcome is known.
+    outcome_attribute_keys = (
+        "lifecyclestage",
+        "hs_lead_status",
+        "total_revenue",
+        "num_associated_deals",
+        "recent_deal_amount",
+        "recent_deal_close_date",
+        "first_deal_created_date",
+        "hs_lifecyclestage_customer_date",
+        "hs_lifecyclestage_opportunity_date",
+        "hs_lifecyclestage_salesqualifiedlead_date",
+    )
+    outcome_related_id_keys = ("owner_id",)
 
     def __init__(
         self,
@@ -255,47 +320,96 @@ class HubSpotConnector(Connector):
     # -- public API -------------------------------------------------------------------------
 
     def fetch(self, cursor: str | None, full: bool = False) -> Iterator[Batch]:
-        """Yield one batch per search page of contacts modified at or after ``cursor``.
+        """Yield one batch per search page of contacts modified at or after ``cursor``, then
+        one per page of deals modified at or after theirs.
 
-        ``full`` ignores the cursor and reads every contact. See the module docstring for the
-        10,000-result continuation, the mapping and the errors raised.
+        ``full`` ignores the cursor and reads every contact and deal. The first batch carries
+        the owners. See the module docstring for the 10,000-result continuation, the mapping
+        and the errors raised.
         """
+        contacts, deals = (_Cursor(), _Cursor()) if full else _Cursor.parse(cursor)
+        self._requests = 0
+        owners = self._fetch_owners()
+        fetch_deals = self._config.fetch_deals
+        pages = self._search_stream(
+            "contacts", "lastmodifieddate", self._contact_properties(), contacts, self._to_lead
+        )
+        for leads, failed, contacts, done in pages:
+            yield Batch(
+                leads=leads,
+                failed=failed,
+                owners=owners,
+                cursor_after=contacts.dump(deals),
+                done=done and not fetch_deals,
+                usage=self._usage(),
+            )
+            owners = []
+            self._requests = 0
+        if not fetch_deals:
+            return
+        stages = self._deal_stages()
+        pages = self._search_stream(
+            "deals",
+            "hs_lastmodifieddate",
+            list(DEAL_PROPERTIES),
+            deals,
+            lambda item: _to_outcome(item, stages),
+        )
+        for outcomes, failed, deals, done in pages:
+            yield Batch(
+                outcomes=self._with_contacts(outcomes),
+                failed=failed,
+                cursor_after=contacts.dump(deals),
+                done=done,
+                usage=self._usage(),
+            )
+            self._requests = 0
+
+    def _search_stream(
+        self,
+        object_type: str,
+        modified_property: str,
+        properties: list[str],
+        state: _Cursor,
+        to_record: Callable[[Any], Any],
+    ) -> Iterator[tuple[list[Any], list[FailedRecord], _Cursor, bool]]:
+        """Page through the CRM search of ``object_type`` from ``state``: yields (records,
+        failed, the cursor after them, whether this was the last page). Records are what
+        ``to_record`` makes of each result (it has ``external_id`` and ``modified_at``)."""
         config = self._config
-        state = _Cursor() if full else _Cursor.parse(cursor)
         query_since = state.since
         after = 0
         pages = 0
-        self._requests = 0
         while True:
-            body = self._search_body(query_since, after)
+            body = self._search_body(modified_property, properties, query_since, after)
             data = self._call(
                 lambda api, body=body: api.do_search(
                     public_object_search_request=body,
                     _preload_content=False,
                     _request_timeout=config.timeout,
                 ),
-                "search_api",
-                "search",
+                f"{object_type}.search_api",
+                f"{object_type}.search",
             )
             results = data.get("results")
             if not isinstance(results, list):
                 raise PermanentError("HubSpot search response has no results list")
-            leads: list[LeadRecord] = []
+            records: list[Any] = []
             failed: list[FailedRecord] = []
             skipped = 0
             for item in results:
-                contact_id = clean_str(item.get("id")) if isinstance(item, dict) else None
+                object_id = clean_str(item.get("id")) if isinstance(item, dict) else None
                 try:
-                    lead = self._to_lead(item)
+                    record = to_record(item)
                 except (ValueError, TypeError, AttributeError) as exc:
-                    failed.append(FailedRecord(SOURCE, contact_id, str(exc)))
+                    failed.append(FailedRecord(SOURCE, object_id, str(exc)))
                     continue
-                assert lead.modified_at is not None  # _to_lead guarantees it
-                if state.delivered(lead.modified_at, lead.external_id):
+                assert record.modified_at is not None  # to_record guarantees it
+                if state.delivered(record.modified_at, record.external_id):
                     skipped += 1
                     continue
-                leads.append(lead)
-                state = state.advanced(lead.modified_at, lead.external_id)
+                records.append(record)
+                state = state.advanced(record.modified_at, record.external_id)
 
             next_after = _next_after(data)
             restart = next_after is not None and next_after + config.page_size > (
@@ -307,28 +421,22 @@ class HubSpotConnector(Connector):
                 logger,
                 logging.INFO,
                 "connector.hubspot.page",
+                objects=object_type,
                 page=pages,
-                fetched=len(leads),
+                fetched=len(records),
                 failed=len(failed),
                 skipped=skipped,
             )
-            yield Batch(
-                leads=leads,
-                failed=failed,
-                cursor_after=state.dump(),
-                done=done,
-                usage=self._usage(),
-            )
-            self._requests = 0
+            yield records, failed, state, done
             if done:
                 return
             if restart:
                 if state.since is None or state.since == query_since:
-                    # A whole query's worth of contacts share one timestamp: a new query from
-                    # it would return the same contacts forever.
+                    # A whole query's worth of records share one timestamp: a new query from
+                    # it would return the same records forever.
                     raise PermanentError(
-                        f"more than {config.search_result_limit} HubSpot contacts share "
-                        "lastmodifieddate "
+                        f"more than {config.search_result_limit} HubSpot {object_type} share "
+                        f"{modified_property} "
                         f"{format_iso_ms(state.since) if state.since else '(unset)'}; the "
                         "search API cannot page past them"
                     )
@@ -337,6 +445,93 @@ class HubSpotConnector(Connector):
             else:
                 assert next_after is not None
                 after = next_after
+
+    def _fetch_owners(self) -> list[OwnerRecord]:
+        """Every owner of the portal (``/crm/v3/owners/``, paged with ``after``)."""
+        if not self._config.fetch_owners:
+            return []
+        owners: list[OwnerRecord] = []
+        after: str | None = None
+        while True:
+            data = self._call(
+                lambda api, after=after: api.get_page(
+                    limit=_OWNERS_PAGE_SIZE,
+                    after=after,
+                    _preload_content=False,
+                    _request_timeout=self._config.timeout,
+                ),
+                "owners.owners_api",
+                "owners",
+            )
+            for item in data.get("results") or []:
+                owner_id = clean_str(item.get("id")) if isinstance(item, dict) else None
+                if owner_id:
+                    owners.append(OwnerRecord(SOURCE, owner_id, normalise_email(item.get("email"))))
+            paging = data.get("paging")
+            next_page = paging.get("next") if isinstance(paging, dict) else None
+            after = clean_str(next_page.get("after")) if isinstance(next_page, dict) else None
+            if after is None:
+                return owners
+
+    def _deal_stages(self) -> dict[str, str]:
+        """Deal stage id -> ``won``, ``lost`` or ``open``, from every deal pipeline's stage
+        metadata (closed with probability 1 is won; any other closed stage is lost)."""
+        data = self._call(
+            lambda api: api.get_all(
+                object_type="deals",
+                _preload_content=False,
+                _request_timeout=self._config.timeout,
+            ),
+            "pipelines.pipelines_api",
+            "pipelines",
+        )
+        stages: dict[str, str] = {}
+        for pipeline in data.get("results") or []:
+            for stage in (pipeline.get("stages") or []) if isinstance(pipeline, dict) else []:
+                stage_id = clean_str(stage.get("id")) if isinstance(stage, dict) else None
+                if not stage_id:
+                    continue
+                metadata = stage.get("metadata") or {}
+                closed = str(metadata.get("isClosed", "")).strip().lower() == "true"
+                probability = _parse_float(metadata.get("probability"))
+                if not closed:
+                    stages[stage_id] = "open"
+                else:
+                    stages[stage_id] = "won" if probability == 1.0 else "lost"
+        return stages
+
+    def _with_contacts(self, outcomes: list[OutcomeRecord]) -> list[OutcomeRecord]:
+        """The deals with the ids of their associated contacts (v4 batch association read)."""
+        contacts: dict[str, list[str]] = {}
+        ids = [outcome.external_id for outcome in outcomes]
+        for chunk in chunked(ids, _ASSOCIATION_BATCH):
+            body = {"inputs": [{"id": deal_id} for deal_id in chunk]}
+            data = self._call(
+                lambda api, body=body: api.get_page(
+                    from_object_type="deals",
+                    to_object_type="contacts",
+                    batch_input_public_fetch_associations_batch_request=body,
+                    _preload_content=False,
+                    _request_timeout=self._config.timeout,
+                ),
+                "associations.v4.batch_api",
+                "associations",
+            )
+            for result in data.get("results") or []:
+                source = result.get("from") if isinstance(result, dict) else None
+                deal_id = clean_str(source.get("id")) if isinstance(source, dict) else None
+                if deal_id is None:
+                    continue
+                for target in result.get("to") or []:
+                    contact_id = (
+                        clean_str(target.get("toObjectId")) if isinstance(target, dict) else None
+                    )
+                    if contact_id:
+                        contacts.setdefault(deal_id, []).append(contact_id)
+        return [
+            replace(outcome, lead_external_ids=tuple(contacts.get(outcome.external_id, ())))
+            for outcome in outcomes
+        ]
 
     def push_scores(self, updates: Sequence[ScoreUpdate]) -> PushResult:
         """Write ``score_property``/``band_property`` through the batch update endpoint.
@@ -404,10 +599,14 @@ class HubSpotConnector(Connector):
 
     # -- mapping ----------------------------------------------------------------------------
 
-    def _search_body(self, since: datetime | None, after: int) -> dict[str, Any]:
-        properties = list(dict.fromkeys((*CONTACT_PROPERTIES, *self._config.properties)))
+    def _contact_properties(self) -> list[str]:
+        return list(dict.fromkeys((*CONTACT_PROPERTIES, *self._config.properties)))
+
+    def _search_body(
+        self, modified_property: str, properties: list[str], since: datetime | None, after: int
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
+            "sorts": [{"propertyName": modified_property, "direction": "ASCENDING"}],
             "properties": properties,
             "limit": self._config.page_size,
             "after": str(after),
@@ -418,7 +617,7 @@ class HubSpotConnector(Connector):
                 {
                     "filters": [
                         {
-                            "propertyName": "lastmodifieddate",
+                            "propertyName": modified_property,
                             "operator": "GTE",
                             "value": str(millis),
                         }
@@ -428,19 +627,7 @@ class HubSpotConnector(Connector):
         return body
 
     def _to_lead(self, item: Any) -> LeadRecord:
-        if not isinstance(item, dict):
-            raise ValueError("result is not an object")
-        contact_id = clean_str(item.get("id"))
-        if not contact_id:
-            raise ValueError("id: missing")
-        props = item.get("properties")
-        if not isinstance(props, dict):
-            raise ValueError("properties: not an object")
-        modified_at = _hubspot_datetime(
-            props.get("lastmodifieddate") or item.get("updatedAt"), "lastmodifieddate"
-        )
-        if modified_at is None:
-            raise ValueError("lastmodifieddate: missing")
+        contact_id, props, modified_at = _search_result(item, "lastmodifieddate")
         created_at = _hubspot_datetime(
             props.get("createdate") or item.get("createdAt"), "createdate"
         )
@@ -522,8 +709,12 @@ class HubSpotConnector(Connector):
                     retry=Retry(total=0, redirect=False),
                     ssl_ca_cert=self._config.ssl_ca_cert,
                 )
-            contacts = self._client.crm.contacts
-            self._apis[name] = getattr(contacts, name)
+            # "batch_api" is the contacts' API; "deals.search_api" names another object's.
+            path = name if "." in name else f"contacts.{name}"
+            api: Any = self._client.crm
+            for part in path.split("."):
+                api = getattr(api, part)
+            self._apis[name] = api
         return self._apis[name]
 
     def _call(self, operation: Callable[[Any], Any], api_name: str, name: str) -> dict[str, Any]:
@@ -564,7 +755,7 @@ class HubSpotConnector(Connector):
         self._requests += 1
         try:
             response = operation(api)
-        except ApiException as exc:
+        except _API_EXCEPTIONS as exc:
             raise self._translate(exc) from None
         except urllib3.exceptions.HTTPError as exc:
             raise _translate_urllib3_error(exc) from None
@@ -591,7 +782,7 @@ class HubSpotConnector(Connector):
         if limit is not None and remaining is not None:
             self._daily = (limit, remaining)
 
-    def _translate(self, exc: ApiException) -> ConnectorError:
+    def _translate(self, exc: Any) -> ConnectorError:
         status = int(exc.status or 0)
         headers = exc.headers or {}
         body = _json_or_none(exc.body)
@@ -744,6 +935,49 @@ def _batch_outcome(
             reason = "; ".join(unattributed) or "not in HubSpot's batch response"
             failed.append(FailedRecord(SOURCE, update.external_id, reason))
     return pushed, failed
+
+
+def _search_result(item: Any, modified_property: str) -> tuple[str, dict[str, Any], datetime]:
+    """``(id, properties, modified_at)`` of one CRM search result; ``ValueError`` naming the
+    field when one is missing or malformed."""
+    if not isinstance(item, dict):
+        raise ValueError("result is not an object")
+    object_id = clean_str(item.get("id"))
+    if not object_id:
+        raise ValueError("id: missing")
+    props = item.get("properties")
+    if not isinstance(props, dict):
+        raise ValueError("properties: not an object")
+    modified_at = _hubspot_datetime(
+        props.get(modified_property) or item.get("updatedAt"), modified_property
+    )
+    if modified_at is None:
+        raise ValueError(f"{modified_property}: missing")
+    return object_id, props, modified_at
+
+
+def _to_outcome(item: Any, stages: Mapping[str, str]) -> OutcomeRecord:
+    """A deal search result as an :class:`OutcomeRecord` (contacts are added per page)."""
+    deal_id, props, modified_at = _search_result(item, "hs_lastmodifieddate")
+    stage = clean_str(props.get("dealstage"))
+    if stage is None or stage not in stages:
+        raise ValueError("dealstage: not a stage of any deal pipeline")
+    status = stages[stage]
+    amount = _parse_float(props.get("amount"))
+    if amount is None and clean_str(props.get("amount")):
+        raise ValueError("amount: not a number")
+    return OutcomeRecord(
+        source=SOURCE,
+        external_id=deal_id,
+        status=status,
+        amount=amount,
+        opened_at=_hubspot_datetime(props.get("createdate") or item.get("createdAt"), "createdate"),
+        closed_at=_hubspot_datetime(props.get("closedate"), "closedate")
+        if status != "open"
+        else None,
+        modified_at=modified_at,
+        stage=stage,
+    )
 
 
 def _hubspot_datetime(value: Any, field_name: str) -> datetime | None:

@@ -9,13 +9,23 @@ What it reads (``fetch``):
   nothing. A bare ISO timestamp is accepted as a cursor too (``SystemModstamp > t``).
 - Deletions through getDeleted (``/sobjects/Lead/deleted/``), from the previous run's
   ``latestDateCovered`` (at most the 15 days Salesforce keeps), in the first batch.
-- For converted leads, their opportunity (Amount, IsWon, IsClosed, CloseDate, StageName).
+- The users who own leads (``SELECT Id, Email FROM User``), in the first batch as
+  :class:`~.base.OwnerRecord` s, so the caller can match ``OwnerId`` to its users by email.
+- After the last Lead page, Opportunities on their own keyset cursor (``SystemModstamp``,
+  ``Id``), one batch per page, as :class:`~.base.OutcomeRecord` s: ``IsWon`` is won,
+  ``IsClosed`` and not won is lost, anything else open (the flags, never ``StageName``);
+  ``Amount``, ``CreatedDate``, ``CloseDate`` (when closed). An opportunity names its lead by
+  the lead's ``ConvertedOpportunityId``, else (an opportunity created after the conversion)
+  by the lead's ``ConvertedContactId`` (the opportunity's ``ContactId``), else its
+  ``ConvertedAccountId``. A changed opportunity (lost, then won; a new amount) comes again on
+  the next incremental sync.
 
-Lifecycle mapping: a converted lead gets ``converted_at = ConvertedDate`` and stage
-``customer``, except when its opportunity is known and not won, where it is ``opportunity``
-(a converted lead with an open or lost deal has not bought); ``revenue`` is the Amount of a won
-opportunity. An unconverted lead's ``Status`` goes through ``SalesforceConfig.status_map``
-(case-insensitive; default: lead, or disqualified for the "Closed - Not Converted" family).
+Lifecycle mapping: a converted lead gets ``opportunity_at = ConvertedDate``; its stage is left
+to its opportunities (the caller derives customer, lost or opportunity from them), or ``sql``
+when it was converted without an opportunity. Conversion in Salesforce is not a sale: only a
+won opportunity sets ``converted_at``. An unconverted lead's ``Status`` goes through
+``SalesforceConfig.status_map`` (case-insensitive; default: lead, or disqualified for the
+"Closed - Not Converted" family).
 
 Errors: 401 ``INVALID_SESSION_ID`` refreshes the token once with the OAuth refresh_token grant
 against ``<instance_url>/services/oauth2/token``; a second 401 raises
@@ -32,7 +42,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -59,6 +69,8 @@ from .base import (
     DeletedRecord,
     FailedRecord,
     LeadRecord,
+    OutcomeRecord,
+    OwnerRecord,
     PermanentError,
     PushResult,
     RateLimited,
@@ -68,7 +80,13 @@ from .base import (
     call_with_retry,
 )
 
-__all__ = ["DEFAULT_STATUS_MAP", "LEAD_FIELDS", "SalesforceConfig", "SalesforceConnector"]
+__all__ = [
+    "DEFAULT_STATUS_MAP",
+    "LEAD_FIELDS",
+    "OPPORTUNITY_FIELDS",
+    "SalesforceConfig",
+    "SalesforceConnector",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +117,20 @@ LEAD_FIELDS: tuple[str, ...] = (
     "SystemModstamp",
 )
 
+#: Opportunity fields read for outcomes.
+OPPORTUNITY_FIELDS: tuple[str, ...] = (
+    "Id",
+    "AccountId",
+    "ContactId",
+    "Amount",
+    "IsWon",
+    "IsClosed",
+    "CloseDate",
+    "StageName",
+    "CreatedDate",
+    "SystemModstamp",
+)
+
 #: Default Lead ``Status`` -> lifecycle stage (the standard picklist plus common variants).
 DEFAULT_STATUS_MAP: Mapping[str, str] = {
     "open - not contacted": "lead",
@@ -117,8 +149,6 @@ DEFAULT_STATUS_MAP: Mapping[str, str] = {
 _DELETED_RETENTION = timedelta(days=15) - timedelta(minutes=5)
 # getDeleted works to the minute; a shorter window returns nothing useful.
 _MIN_DELETED_WINDOW = timedelta(minutes=1)
-# GET URLs are limited to 16 KB; 300 ids keep an Opportunity IN (...) query well under it.
-_OPPORTUNITY_IDS_PER_QUERY = 300
 # The daily quota is a rolling 24-hour window with no fixed reset: check back hourly.
 _DAILY_LIMIT_RETRY_AFTER = 3600.0
 # The concurrent long-request limit clears within seconds.
@@ -153,6 +183,7 @@ class SalesforceConfig:
     throttle_threshold: float = 0.8
     status_map: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_STATUS_MAP))
     fetch_opportunities: bool = True
+    fetch_owners: bool = True
     push_batch_size: int = 200
 
     def __post_init__(self) -> None:
@@ -173,6 +204,8 @@ class _Cursor:
     modstamp: datetime | None = None
     last_id: str | None = None
     deleted_until: datetime | None = None
+    opp_modstamp: datetime | None = None
+    opp_last_id: str | None = None
 
     @classmethod
     def parse(cls, text: str | None) -> _Cursor:
@@ -183,14 +216,12 @@ class _Cursor:
             if not text.startswith("{"):
                 return cls(modstamp=parse_datetime(text, "cursor"))
             data = json.loads(text)
-            last_id = data.get("id")
-            if not (isinstance(last_id, str) and _SALESFORCE_ID.match(last_id)):
-                # It is quoted into SOQL: anything but a Salesforce id is dropped.
-                last_id = None
             return cls(
                 modstamp=parse_datetime(data.get("modstamp"), "cursor.modstamp"),
-                last_id=last_id,
+                last_id=_cursor_id(data.get("id")),
                 deleted_until=parse_datetime(data.get("deleted_until"), "cursor.deleted_until"),
+                opp_modstamp=parse_datetime(data.get("opp_modstamp"), "cursor.opp_modstamp"),
+                opp_last_id=_cursor_id(data.get("opp_id")),
             )
         except (ValueError, AttributeError) as exc:
             raise PermanentError(
@@ -198,14 +229,34 @@ class _Cursor:
             ) from None
 
     def dump(self) -> str | None:
-        if self.modstamp is None and self.deleted_until is None:
+        if self.modstamp is None and self.deleted_until is None and self.opp_modstamp is None:
             return None
         data = {
             "modstamp": _soql_datetime(self.modstamp) if self.modstamp else None,
             "id": self.last_id,
             "deleted_until": _soql_datetime(self.deleted_until) if self.deleted_until else None,
         }
+        if self.opp_modstamp is not None:
+            data["opp_modstamp"] = _soql_datetime(self.opp_modstamp)
+            data["opp_id"] = self.opp_last_id
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def _cursor_id(value: Any) -> str | None:
+    # It is quoted into SOQL: anything but a Salesforce id is dropped.
+    return value if isinstance(value, str) and _SALESFORCE_ID.match(value) else None
+
+
+def _keyset_where(modstamp: datetime | None, last_id: str | None) -> str:
+    """`` WHERE`` clause resuming after ``(modstamp, last_id)`` in (SystemModstamp, Id) order."""
+    if modstamp is None:
+        return ""
+    stamp = _soql_datetime(modstamp)
+    where = f" WHERE SystemModstamp > {stamp}"
+    if last_id:
+        # last_id was checked against the Salesforce id pattern: safe to quote.
+        where += f" OR (SystemModstamp = {stamp} AND Id > '{last_id}')"
+    return where
 
 
 def _soql_datetime(value: datetime) -> str:
@@ -235,6 +286,21 @@ class SalesforceConnector(Connector):
     """
 
     source = SOURCE
+    # Status is set by sales after contact ("Qualified", "Closed - Not Converted"); the
+    # opportunity_* keys are what earlier versions copied from the converted opportunity.
+    outcome_attribute_keys = (
+        "status",
+        "opportunity_stage",
+        "opportunity_is_closed",
+        "opportunity_is_won",
+        "opportunity_close_date",
+    )
+    outcome_related_id_keys = (
+        "owner_id",
+        "converted_contact_id",
+        "converted_account_id",
+        "converted_opportunity_id",
+    )
 
     def __init__(
         self,
@@ -272,7 +338,8 @@ class SalesforceConnector(Connector):
         state = _Cursor() if full else _Cursor.parse(cursor)
         self._requests = 0
         deleted, failed, deleted_until = self._fetch_deleted(state.deleted_until)
-        state = _Cursor(state.modstamp, state.last_id, deleted_until or state.deleted_until)
+        state = replace(state, deleted_until=deleted_until or state.deleted_until)
+        owners = self._fetch_owners()
 
         page = self._query_leads(state)
         pages = 0
@@ -280,7 +347,10 @@ class SalesforceConnector(Connector):
             records = page.get("records")
             if not isinstance(records, list):
                 raise PermanentError("Salesforce query response has no records list")
-            leads, page_failed, state = self._map_page(records, state)
+            leads, page_failed, (modstamp, last_id) = _map_records(
+                records, self._to_lead, (state.modstamp, state.last_id)
+            )
+            state = replace(state, modstamp=modstamp, last_id=last_id)
             failed.extend(page_failed)
             next_url = None if page.get("done", True) else clean_str(page.get("nextRecordsUrl"))
             pages += 1
@@ -297,15 +367,18 @@ class SalesforceConnector(Connector):
                 leads=leads,
                 deleted=deleted,
                 failed=failed,
+                owners=owners,
                 cursor_after=state.dump(),
-                done=next_url is None,
+                done=next_url is None and not self._config.fetch_opportunities,
                 usage=self._usage(),
             )
-            if next_url is None:
-                return
-            deleted, failed = [], []
+            deleted, failed, owners = [], [], []
             self._requests = 0
-            page = self._query_more(next_url, state)
+            if next_url is None:
+                break
+            page = self._query_more(next_url, lambda at=state: self._query_leads(at))
+        if self._config.fetch_opportunities:
+            yield from self._fetch_opportunities(state)
 
     def push_scores(self, updates: Sequence[ScoreUpdate]) -> PushResult:
         """Write score and band to ``score_field``/``band_field`` of each Lead.
@@ -388,32 +461,82 @@ class SalesforceConnector(Connector):
 
     def _lead_soql(self, state: _Cursor) -> str:
         fields = ", ".join(dict.fromkeys((*LEAD_FIELDS, *self._config.custom_fields)))
-        where = ""
-        if state.modstamp is not None:
-            stamp = _soql_datetime(state.modstamp)
-            where = f" WHERE SystemModstamp > {stamp}"
-            if state.last_id:
-                # last_id was checked against the Salesforce id pattern: safe to quote.
-                where += f" OR (SystemModstamp = {stamp} AND Id > '{state.last_id}')"
+        where = _keyset_where(state.modstamp, state.last_id)
         return f"SELECT {fields} FROM Lead{where} ORDER BY SystemModstamp, Id"
 
-    def _query_leads(self, state: _Cursor) -> dict[str, Any]:
-        soql = self._lead_soql(state)
+    def _query(self, soql: str) -> dict[str, Any]:
         return self._call(lambda sf: sf.query(soql, **self._http_options), "query")
 
-    def _query_more(self, next_url: str, state: _Cursor) -> dict[str, Any]:
+    def _query_leads(self, state: _Cursor) -> dict[str, Any]:
+        return self._query(self._lead_soql(state))
+
+    def _query_opportunities(self, state: _Cursor) -> dict[str, Any]:
+        where = _keyset_where(state.opp_modstamp, state.opp_last_id)
+        fields = ", ".join(OPPORTUNITY_FIELDS)
+        return self._query(f"SELECT {fields} FROM Opportunity{where} ORDER BY SystemModstamp, Id")
+
+    def _query_more(
+        self, next_url: str, requery: Callable[[], dict[str, Any]] | None
+    ) -> dict[str, Any]:
         try:
             return self._call(
                 lambda sf: sf.query_more(next_url, identifier_is_url=True, **self._http_options),
                 "query_more",
             )
         except PermanentError as exc:
-            if exc.code != "INVALID_QUERY_LOCATOR":
+            if exc.code != "INVALID_QUERY_LOCATOR" or requery is None:
                 raise
             # The server-side cursor expired (15 minutes idle, e.g. a slow commit upstream).
             # The keyset cursor says exactly where we are, so start a fresh query from it.
             log_event(logger, logging.WARNING, "connector.salesforce.requery", reason=exc.code)
-            return self._query_leads(state)
+            return requery()
+
+    def _fetch_owners(self) -> list[OwnerRecord]:
+        """Every user (active or not: an inactive user may still own leads) with its email."""
+        if not self._config.fetch_owners:
+            return []
+        owners: list[OwnerRecord] = []
+        page = self._query("SELECT Id, Email FROM User ORDER BY Id")
+        while True:
+            for user in page.get("records") or []:
+                user_id = clean_str(user.get("Id")) if isinstance(user, dict) else None
+                if user_id:
+                    owners.append(OwnerRecord(SOURCE, user_id, normalise_email(user.get("Email"))))
+            next_url = None if page.get("done", True) else clean_str(page.get("nextRecordsUrl"))
+            if next_url is None:
+                return owners
+            page = self._query_more(next_url, None)
+
+    def _fetch_opportunities(self, state: _Cursor) -> Iterator[Batch]:
+        """One batch per page of Opportunities modified after the opportunity cursor."""
+        page = self._query_opportunities(state)
+        while True:
+            records = page.get("records")
+            if not isinstance(records, list):
+                raise PermanentError("Salesforce query response has no records list")
+            outcomes, failed, (modstamp, last_id) = _map_records(
+                records, _to_outcome, (state.opp_modstamp, state.opp_last_id), "opportunity: "
+            )
+            state = replace(state, opp_modstamp=modstamp, opp_last_id=last_id)
+            next_url = None if page.get("done", True) else clean_str(page.get("nextRecordsUrl"))
+            log_event(
+                logger,
+                logging.INFO,
+                "connector.salesforce.opportunities",
+                fetched=len(outcomes),
+                failed=len(failed),
+            )
+            yield Batch(
+                outcomes=outcomes,
+                failed=failed,
+                cursor_after=state.dump(),
+                done=next_url is None,
+                usage=self._usage(),
+            )
+            if next_url is None:
+                return
+            self._requests = 0
+            page = self._query_more(next_url, lambda at=state: self._query_opportunities(at))
 
     def _fetch_deleted(
         self, since: datetime | None
@@ -455,70 +578,7 @@ class SalesforceConnector(Connector):
         # latestDateCovered is Salesforce's own watermark; fall back to our clock.
         return deleted, failed, covered or now
 
-    def _opportunities(self, records: list[Any]) -> dict[str, dict[str, Any]]:
-        if not self._config.fetch_opportunities:
-            return {}
-        ids = sorted(
-            {
-                opp_id
-                for record in records
-                if isinstance(record, dict)
-                and isinstance(opp_id := record.get("ConvertedOpportunityId"), str)
-                and _SALESFORCE_ID.match(opp_id)
-            }
-        )
-        found: dict[str, dict[str, Any]] = {}
-        for chunk in chunked(ids, _OPPORTUNITY_IDS_PER_QUERY):
-            quoted = ", ".join(f"'{opp_id}'" for opp_id in chunk)
-            soql = (
-                "SELECT Id, Amount, IsWon, IsClosed, CloseDate, StageName "
-                f"FROM Opportunity WHERE Id IN ({quoted})"
-            )
-            page = self._call(lambda sf, soql=soql: sf.query(soql, **self._http_options), "query")
-            while True:
-                for opp in page.get("records") or []:
-                    if isinstance(opp, dict) and isinstance(opp.get("Id"), str):
-                        found[opp["Id"]] = opp
-                next_url = None if page.get("done", True) else page.get("nextRecordsUrl")
-                if not next_url:
-                    break
-                page = self._call(
-                    lambda sf, url=next_url: sf.query_more(
-                        url, identifier_is_url=True, **self._http_options
-                    ),
-                    "query_more",
-                )
-        return found
-
-    def _map_page(
-        self, records: list[Any], state: _Cursor
-    ) -> tuple[list[LeadRecord], list[FailedRecord], _Cursor]:
-        opportunities = self._opportunities(records)
-        leads: list[LeadRecord] = []
-        failed: list[FailedRecord] = []
-        for record in records:
-            record_id = clean_str(record.get("Id")) if isinstance(record, dict) else None
-            try:
-                if not isinstance(record, dict):
-                    raise ValueError("record is not an object")
-                lead = self._to_lead(record, opportunities)
-            except (ValueError, TypeError) as exc:
-                failed.append(FailedRecord(SOURCE, record_id, str(exc)))
-                continue
-            leads.append(lead)
-            # Records arrive ordered by (SystemModstamp, Id), so this is the last good one;
-            # the comparison only guards the cursor against ever moving backwards.
-            assert lead.modified_at is not None  # _to_lead guarantees it
-            if state.modstamp is None or (lead.modified_at, lead.external_id) > (
-                state.modstamp,
-                state.last_id or "",
-            ):
-                state = _Cursor(lead.modified_at, lead.external_id, state.deleted_until)
-        return leads, failed, state
-
-    def _to_lead(
-        self, record: dict[str, Any], opportunities: dict[str, dict[str, Any]]
-    ) -> LeadRecord:
+    def _to_lead(self, record: dict[str, Any]) -> LeadRecord:
         record_id = clean_str(record.get("Id"))
         if not record_id:
             raise ValueError("Id: missing")
@@ -544,26 +604,17 @@ class SalesforceConnector(Connector):
             attributes[name] = record.get(name)
 
         stage_times: dict[str, datetime] = {}
-        revenue: float | None = None
         opportunity_id = clean_str(record.get("ConvertedOpportunityId"))
+        stage: str | None
         if record.get("IsConverted") is True:
-            stage = "customer"
-            if converted_at is not None:
-                stage_times["converted_at"] = converted_at
-                if opportunity_id:
-                    # Conversion creates the opportunity: that is when the lead became one.
+            if opportunity_id:
+                # Conversion creates the opportunity: that is when the lead became one. What
+                # came of it (won, lost, open) is the opportunity's to say, not the lead's.
+                if converted_at is not None:
                     stage_times["opportunity_at"] = converted_at
-            opportunity = opportunities.get(opportunity_id or "")
-            if opportunity is not None:
-                attributes["opportunity_stage"] = opportunity.get("StageName")
-                attributes["opportunity_is_closed"] = opportunity.get("IsClosed")
-                attributes["opportunity_is_won"] = opportunity.get("IsWon")
-                attributes["opportunity_close_date"] = opportunity.get("CloseDate")
-                if opportunity.get("IsWon") is True:
-                    amount = opportunity.get("Amount")
-                    revenue = float(amount) if isinstance(amount, int | float) else None
-                else:
-                    stage = "opportunity"
+                stage = None if self._config.fetch_opportunities else "opportunity"
+            else:
+                stage = "sql"
         else:
             stage = self._status_stage(status)
 
@@ -591,7 +642,6 @@ class SalesforceConnector(Connector):
             lead_source=clean_str(record.get("LeadSource")),
             lifecycle_stage=stage,
             stage_times=stage_times,
-            revenue=revenue,
             attributes=attributes,
             modified_at=modified_at,
             created_at=created_at,
@@ -755,6 +805,75 @@ class SalesforceConnector(Connector):
         log_event(logger, logging.INFO, "connector.salesforce.token_refreshed")
         if self._on_token_refresh is not None:
             self._on_token_refresh(self._token)
+
+
+def _map_records(
+    records: list[Any],
+    to_record: Callable[[dict[str, Any]], Any],
+    last: tuple[datetime | None, str | None],
+    what: str = "",
+) -> tuple[list[Any], list[FailedRecord], tuple[datetime | None, str | None]]:
+    """Map one query page's records (leads or opportunities) and move the keyset position
+    ``last`` (SystemModstamp, Id) past them. A record that does not map is failed alone."""
+    mapped: list[Any] = []
+    failed: list[FailedRecord] = []
+    for record in records:
+        record_id = clean_str(record.get("Id")) if isinstance(record, dict) else None
+        try:
+            if not isinstance(record, dict):
+                raise ValueError("record is not an object")
+            item = to_record(record)
+        except (ValueError, TypeError) as exc:
+            failed.append(FailedRecord(SOURCE, record_id, f"{what}{exc}"))
+            continue
+        mapped.append(item)
+        # Records arrive ordered by (SystemModstamp, Id), so this is the last good one; the
+        # comparison only guards the cursor against ever moving backwards.
+        assert item.modified_at is not None  # the mappers guarantee it
+        if last[0] is None or (item.modified_at, item.external_id) > (last[0], last[1] or ""):
+            last = (item.modified_at, item.external_id)
+    return mapped, failed, last
+
+
+def _to_outcome(record: dict[str, Any]) -> OutcomeRecord:
+    """An Opportunity as an :class:`OutcomeRecord` (see the module docstring)."""
+    record_id = clean_str(record.get("Id"))
+    if not record_id:
+        raise ValueError("Id: missing")
+    modified_at = parse_datetime(record.get("SystemModstamp"), "SystemModstamp")
+    if modified_at is None:
+        raise ValueError("SystemModstamp: missing")
+    if record.get("IsWon") is True:
+        status = "won"
+    elif record.get("IsClosed") is True:
+        status = "lost"
+    else:
+        status = "open"
+    amount = record.get("Amount")
+    if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int | float)):
+        raise ValueError("Amount: not a number")
+    links = tuple(
+        (key, value)
+        for key, value in (
+            ("converted_opportunity_id", record_id),
+            ("converted_contact_id", clean_str(record.get("ContactId"))),
+            ("converted_account_id", clean_str(record.get("AccountId"))),
+        )
+        if value
+    )
+    return OutcomeRecord(
+        source=SOURCE,
+        external_id=record_id,
+        status=status,
+        amount=None if amount is None else float(amount),
+        opened_at=parse_datetime(record.get("CreatedDate"), "CreatedDate"),
+        closed_at=(
+            parse_datetime(record.get("CloseDate"), "CloseDate") if status != "open" else None
+        ),
+        modified_at=modified_at,
+        stage=clean_str(record.get("StageName")),
+        links=links,
+    )
 
 
 def _record_errors(result: Any) -> str:

@@ -172,6 +172,7 @@ class LeadDetailSerializer(serializers.ModelSerializer):
             "opportunity_at",
             "converted_at",
             "disqualified_at",
+            "lost_at",
             "revenue",
             "persona",
             "score",

@@ -132,7 +132,9 @@ def _facts_for_cube() -> tuple[str, list[Any]]:
         f"SELECT {day} AS created_day, l.created_at, l.converted_at,"
         f" {band} AS kpi_band, {score} AS kpi_score,"
         " CASE WHEN l.converted_at IS NOT NULL THEN 1 ELSE 0 END AS converted,"
-        " CASE WHEN l.disqualified_at IS NOT NULL THEN 1 ELSE 0 END AS disqualified,"
+        # `disqualified` flags every closed non-conversion: disqualified or a lost deal.
+        " CASE WHEN l.disqualified_at IS NOT NULL OR l.lost_at IS NOT NULL THEN 1 ELSE 0 END"
+        " AS disqualified,"
         " CASE WHEN l.mql_at IS NOT NULL AND (l.converted_at IS NULL OR l.mql_at < l.converted_at)"
         "      THEN 1 ELSE 0 END AS mql_first,"
         " CASE WHEN l.converted_at IS NOT NULL THEN 4 WHEN l.opportunity_at IS NOT NULL THEN 3"
@@ -302,7 +304,7 @@ class CubeReader:
                 "SELECT COUNT(*), COUNT(lp.probability)"
                 f" FROM {selectors.LEAD_TABLE} l{selectors.PROBABILITY_JOIN}"
                 f" WHERE {lead_where} AND (l.converted_at IS NOT NULL"
-                " OR l.disqualified_at IS NOT NULL OR l.created_at < %s)",
+                " OR l.disqualified_at IS NOT NULL OR l.lost_at IS NOT NULL OR l.created_at < %s)",
                 [*lead_params, db_datetime(self._horizon())],
             )[0]
             total, with_p = total + int(extra[0]), with_p + int(extra[1])

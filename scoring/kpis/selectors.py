@@ -111,7 +111,7 @@ def _facts_sql(filters: KpiFilters, *, converted_only: bool = False) -> tuple[st
     if filters.rule_set_version is None:
         return _facts_from_rollup(filters, where, where_params, probe, probe_params)
     columns = (
-        "l.id, l.created_at, l.converted_at, l.mql_at, l.disqualified_at, l.revenue,"
+        "l.id, l.created_at, l.converted_at, l.mql_at, l.disqualified_at, l.lost_at, l.revenue,"
         " lp.probability AS model_probability, hb.band AS kpi_band, hb.score AS kpi_score"
     )
     if is_postgres():
@@ -146,7 +146,8 @@ def _facts_from_rollup(
     Unscored is NULL, as in the plain search."""
     band, score = honest_band_score_sql(probe, current=_current_band_is_latest(filters.cutoff()))
     sql = (
-        "SELECT l.id, l.created_at, l.converted_at, l.mql_at, l.disqualified_at, l.revenue,"
+        "SELECT l.id, l.created_at, l.converted_at, l.mql_at, l.disqualified_at, l.lost_at,"
+        " l.revenue,"
         f" lp.probability AS model_probability, {band} AS kpi_band, {score} AS kpi_score"
         f" FROM {LEAD_TABLE} l{PROBABILITY_JOIN} WHERE {where}"
     )
@@ -241,10 +242,11 @@ def _reader(filters: KpiFilters, cube_reader: Any) -> Any:
 class OutcomeCell:
     """Cohort leads sharing an honest band, a score and outcome flags.
 
-    converted: converted_at is set. known: the outcome is known (converted, disqualified, or
-    older than OUTCOME_HORIZON_DAYS at the cutoff). mql_first: mql_at is set and, for a
-    converter, before converted_at. revenue: the sum of their `Lead.revenue` (None if none
-    known). with_probability: how many have a model probability."""
+    converted: converted_at is set (a won deal; a lost one never is). known: the outcome is
+    known (converted, disqualified, lost - a closed non-conversion - or older than
+    OUTCOME_HORIZON_DAYS at the cutoff). mql_first: mql_at is set and, for a converter, before
+    converted_at. revenue: the sum of their `Lead.revenue` (None if none known).
+    with_probability: how many have a model probability."""
 
     band: str
     score: int | None
@@ -286,6 +288,7 @@ def _outcome_rows(filters: KpiFilters) -> list[tuple]:
         "SELECT COALESCE(f.kpi_band, '') AS band, f.kpi_score AS score,"
         " CASE WHEN f.converted_at IS NOT NULL THEN 1 ELSE 0 END AS converted,"
         " CASE WHEN f.converted_at IS NOT NULL OR f.disqualified_at IS NOT NULL"
+        " OR f.lost_at IS NOT NULL"
         "      OR f.created_at < %s THEN 1 ELSE 0 END AS known,"
         " CASE WHEN f.mql_at IS NOT NULL AND (f.converted_at IS NULL OR f.mql_at < f.converted_at)"
         "      THEN 1 ELSE 0 END AS mql_first,"
@@ -338,7 +341,10 @@ def model_calibration_deciles(filters: KpiFilters, cube_reader: Any = LOOK_UP) -
     every known-outcome lead has a probability (otherwise `deciles` is empty)."""
     where, params = _lead_where(filters)
     horizon = db_datetime(filters.cutoff() - dt.timedelta(days=OUTCOME_HORIZON_DAYS))
-    known = "(l.converted_at IS NOT NULL OR l.disqualified_at IS NOT NULL OR l.created_at < %s)"
+    known = (
+        "(l.converted_at IS NOT NULL OR l.disqualified_at IS NOT NULL OR l.lost_at IS NOT NULL"
+        " OR l.created_at < %s)"
+    )
     if (reader := _reader(filters, cube_reader)) is not None:
         total, with_p = reader.known_counts()
     else:

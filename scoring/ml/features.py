@@ -84,6 +84,7 @@ FORBIDDEN_COLUMNS = frozenset(
         "opportunity_at",
         "converted_at",
         "disqualified_at",
+        "lost_at",
         "revenue",
         "score",
         "band",

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.apps import apps
 from django.db import transaction
 from django.utils import timezone
 from sklearn.calibration import CalibratedClassifierCV
@@ -121,6 +122,17 @@ class TrainingReport:
 
 # ---------------------------------------------------------------------------------------------
 # Split
+
+
+def outcome_attribute_exclusions() -> set[str]:
+    """Lead attributes that connectors derive from the outcome (a CRM status, a deal stage,
+    an owner): never features, whatever a mapping or the caller says. Each installed app may
+    declare them as ``outcome_attributes`` on its AppConfig (the integrations app collects
+    its connectors' declarations), so scoring reads them without importing integrations."""
+    names: set[str] = set()
+    for config in apps.get_app_configs():
+        names |= set(getattr(config, "outcome_attributes", ()) or ())
+    return names
 
 
 def choose_split(labels: Labels, *, seed: int = SEED) -> Split:
@@ -404,7 +416,11 @@ def _train(
     population = labels.n
     if max_leads:
         labels = labels.latest(max_leads)
-    spec = F.discover_spec(labels.cutoff, exclude=exclude, include_doubtful=include_doubtful)
+    spec = F.discover_spec(
+        labels.cutoff,
+        exclude=[*exclude, *outcome_attribute_exclusions()],
+        include_doubtful=include_doubtful,
+    )
     raw = _population_frame(spec, labels, chunk_size, progress)
     y = labels.y
     split = choose_split(labels)

@@ -66,6 +66,7 @@ LEAD_FIELDS: tuple[str, ...] = (
     "opportunity_at",
     "converted_at",
     "disqualified_at",
+    "lost_at",
     "revenue",
 )
 _STAGE_TIMES = ("created_at", "mql_at", "sql_at", "opportunity_at", "converted_at")
@@ -278,7 +279,7 @@ def _validate_values(record: LeadUpsert) -> str:
     stage = record.values.get("lifecycle_stage")
     if stage and stage not in _VALID_STAGES:
         return f"lifecycle_stage {stage!r} is not one of {', '.join(sorted(_VALID_STAGES))}"
-    for name in (*_STAGE_TIMES, "disqualified_at"):
+    for name in (*_STAGE_TIMES, "disqualified_at", "lost_at"):
         value = record.values.get(name)
         if value is not None and (not isinstance(value, dt.datetime) or timezone.is_naive(value)):
             return f"{name} must be a date-time with a time zone"
@@ -566,7 +567,7 @@ def lead_merge(survivor: Lead, merged: Lead, *, reason: str = "same email") -> L
         if getattr(survivor, name) in (None, "") and getattr(merged, name) not in (None, ""):
             setattr(survivor, name, getattr(merged, name))
             filled.append(name)
-    for name in (*_STAGE_TIMES, "disqualified_at"):
+    for name in (*_STAGE_TIMES, "disqualified_at", "lost_at"):
         mine, theirs = getattr(survivor, name), getattr(merged, name)
         if theirs is not None and (mine is None or theirs < mine):
             setattr(survivor, name, theirs)

@@ -495,7 +495,8 @@ def _read_chunk(reader: CompiledRuleSet, selection: LeadSelection, as_of: dt.dat
         where, params = selection.where("id")
         ids, flags = fetch_per_lead(
             "SELECT id AS lead_id, CASE WHEN converted_at IS NULL THEN 0 ELSE 1 END, "
-            "CASE WHEN lifecycle_stage = 'disqualified' OR disqualified_at IS NOT NULL "
+            "CASE WHEN lifecycle_stage IN ('disqualified', 'lost') OR disqualified_at IS NOT NULL "
+            "OR lost_at IS NOT NULL "
             f"THEN 1 ELSE 0 END FROM scoring_lead WHERE {where}",
             params,
             2,

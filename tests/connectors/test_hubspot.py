@@ -26,6 +26,10 @@ from .conftest import load_json
 
 NOW = datetime(2024, 3, 19, 8, 0, tzinfo=UTC)
 SEARCH = "/crm/v3/objects/contacts/search"
+DEALS_SEARCH = "/crm/v3/objects/deals/search"
+OWNERS = "/crm/v3/owners/"
+PIPELINES = "/crm/v3/pipelines/deals"
+ASSOCIATIONS = "/crm/v4/associations/deals/contacts/batch/read"
 BATCH_UPDATE = "/crm/v3/objects/contacts/batch/update"
 CONTACTS = "/crm/v3/objects/contacts"
 TOKEN = "/oauth/v1/token"
@@ -37,6 +41,9 @@ def make_connector(server: HTTPServer, sleeps, **overrides: Any) -> HubSpotConne
         "base_url": server.url_for("/").rstrip("/"),
         "page_size": 2,
         "timeout": 5,
+        # The contact tests read contacts only; the outcome tests switch deals and owners on.
+        "fetch_deals": False,
+        "fetch_owners": False,
     }
     options.update(overrides)
     return HubSpotConnector(
@@ -74,12 +81,21 @@ class FakeSearch:
     """The CRM search endpoint's semantics: GTE filter, ascending sort, ``after`` offsets,
     and a 400 past ``result_limit`` results, as HubSpot answers past 10,000."""
 
-    def __init__(self, server: HTTPServer, contacts: list[dict[str, Any]], result_limit: int):
+    def __init__(
+        self,
+        server: HTTPServer,
+        contacts: list[dict[str, Any]],
+        result_limit: int,
+        *,
+        path: str = SEARCH,
+        modified_property: str = "lastmodifieddate",
+    ):
         self.contacts = contacts
         self.result_limit = result_limit
+        self.modified_property = modified_property
         self.bodies: list[dict[str, Any]] = []
         self.tokens: list[str | None] = []
-        server.expect_request(SEARCH, method="POST").respond_with_handler(self)
+        server.expect_request(path, method="POST").respond_with_handler(self)
 
     def __call__(self, request: Request) -> Response:
         body = request.get_json()
@@ -101,17 +117,18 @@ class FakeSearch:
         since = None
         for group in body.get("filterGroups", []):
             for condition in group["filters"]:
-                assert condition["propertyName"] == "lastmodifieddate"
+                assert condition["propertyName"] == self.modified_property
                 assert condition["operator"] == "GTE"
                 since = int(condition["value"])
-        assert body["sorts"] == [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}]
+        assert body["sorts"] == [{"propertyName": self.modified_property, "direction": "ASCENDING"}]
+        modified = self.modified_property
         matching = sorted(
             (
                 c
                 for c in self.contacts
-                if since is None or millis(c["properties"]["lastmodifieddate"]) >= since
+                if since is None or millis(c["properties"][modified]) >= since
             ),
-            key=lambda c: (millis(c["properties"]["lastmodifieddate"]), int(c["id"])),
+            key=lambda c: (millis(c["properties"][modified]), int(c["id"])),
         )
         page = matching[after : after + limit]
         data: dict[str, Any] = {"total": len(matching), "results": page}
@@ -125,6 +142,79 @@ class FakeSearch:
                 "X-HubSpot-RateLimit-Daily-Remaining": "249000",
             },
         )
+
+
+def payload_deals() -> list[dict[str, Any]]:
+    """The composed deals: 9001 won (contact 152), 9002 lost (153), 9003 open (151)."""
+    return load_json("hubspot/deals_search_response.json")["results"]
+
+
+class FakeHubSpotCrm:
+    """Owners (paged), deal pipelines, deal search and deal -> contact associations, as the
+    CRM v3/v4 APIs answer them. ``deals`` is searched like contacts are; ``associations``
+    maps a deal id to its contact ids (the shared payload's by default)."""
+
+    def __init__(
+        self,
+        server: HTTPServer,
+        deals: list[dict[str, Any]] | None = None,
+        *,
+        owners: bool = True,
+        associations: dict[str, list[int]] | None = None,
+    ):
+        self.deals = FakeSearch(
+            server,
+            deals if deals is not None else [],
+            result_limit=10_000,
+            path=DEALS_SEARCH,
+            modified_property="hs_lastmodifieddate",
+        )
+        if associations is None:
+            shared = load_json("hubspot/associations_deals_contacts.json")["results"]
+            associations = {r["from"]["id"]: [t["toObjectId"] for t in r["to"]] for r in shared}
+        self.associations = associations
+        self.association_requests: list[list[str]] = []
+        self.owner_requests: list[dict[str, str]] = []
+        self.serve_owners = owners
+        server.expect_request(OWNERS, method="GET").respond_with_handler(self._owners)
+        server.expect_request(PIPELINES, method="GET").respond_with_json(
+            load_json("hubspot/pipelines_deals.json")
+        )
+        server.expect_request(ASSOCIATIONS, method="POST").respond_with_handler(self._associations)
+
+    def _owners(self, request: Request) -> Response:
+        self.owner_requests.append(dict(request.args))
+        if not self.serve_owners:
+            return Response(json.dumps({"results": []}), content_type="application/json")
+        page = "owners_page2.json" if request.args.get("after") else "owners_page1.json"
+        return Response(json.dumps(load_json(f"hubspot/{page}")), content_type="application/json")
+
+    def _associations(self, request: Request) -> Response:
+        ids = [item["id"] for item in request.get_json()["inputs"]]
+        self.association_requests.append(ids)
+        results = [
+            {
+                "from": {"id": deal_id},
+                "to": [
+                    {
+                        "toObjectId": contact_id,
+                        "associationTypes": [
+                            {"category": "HUBSPOT_DEFINED", "typeId": 3, "label": None}
+                        ],
+                    }
+                    for contact_id in self.associations[deal_id]
+                ],
+            }
+            for deal_id in ids
+            if deal_id in self.associations
+        ]
+        body = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": "2024-04-05T08:00:00.101Z",
+            "completedAt": "2024-04-05T08:00:00.152Z",
+        }
+        return Response(json.dumps(body), content_type="application/json")
 
 
 def error_response(payload: str, headers: dict[str, str] | None = None) -> Response:
@@ -378,6 +468,8 @@ def test_a_401_refreshes_the_oauth_token_once_then_succeeds(http_server, sleeps)
             client_id="app-id",
             client_secret="app-secret",
             refresh_token="refresh-me",
+            fetch_deals=False,
+            fetch_owners=False,
         ),
         sleep=sleeps,
         on_token_refresh=refreshed.append,
@@ -566,3 +658,84 @@ def test_config_rejects_page_sizes_the_search_api_refuses_and_hides_secrets():
     with pytest.raises(ValueError, match="page_size"):
         HubSpotConfig(access_token="t", page_size=500)
     assert "pat-secret" not in repr(HubSpotConfig(access_token="pat-secret"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Deals and owners
+
+
+def test_deals_become_outcomes_from_their_pipeline_stage_metadata(http_server, sleeps):
+    FakeSearch(http_server, payload_contacts(), result_limit=10_000)
+    crm = FakeHubSpotCrm(http_server, payload_deals())
+    connector = make_connector(http_server, sleeps, fetch_deals=True, fetch_owners=True)
+
+    batches = list(connector.fetch(None))
+
+    contact_batches = [b for b in batches if b.leads]
+    deal_batches = [b for b in batches if b.outcomes]
+    assert [b.done for b in batches] == [False] * (len(batches) - 1) + [True]
+    outcomes = {o.external_id: o for b in deal_batches for o in b.outcomes}
+    assert set(outcomes) == {"9001", "9002", "9003"}
+    won, lost, still_open = outcomes["9001"], outcomes["9002"], outcomes["9003"]
+    assert (won.status, won.amount, won.lead_external_ids) == ("won", 48000.0, ("152",))
+    assert won.closed_at == datetime(2024, 4, 2, tzinfo=UTC)
+    assert (lost.status, lost.amount, lost.lead_external_ids) == ("lost", 7500.5, ("153",))
+    # "Won - awaiting signature" is a stage *label*; its metadata says it is not closed.
+    assert (still_open.status, still_open.closed_at) == ("open", None)
+    assert still_open.lead_external_ids == ("151",)
+    # Owners arrive once, in the first batch, both pages of them, e-mails normalised.
+    assert [(o.external_id, o.email) for o in contact_batches[0].owners] == [
+        ("41629779", "sales1@example.com"),
+        ("52730101", "agency.rep@partner.example.net"),
+    ]
+    assert all(b.owners == [] for b in batches[1:])
+    assert crm.owner_requests[1]["after"] == "41629779"
+    cursor = json.loads(batches[-1].cursor_after)
+    assert cursor["deals"]["since"] == "2024-04-04T12:00:00.000Z"
+    assert cursor["deals"]["ids"] == ["9003"]
+    assert cursor["since"] == "2024-03-18T11:22:33.871Z"  # the contacts' own cursor
+
+
+def test_an_incremental_run_reads_only_deals_changed_since_their_cursor(http_server, sleeps):
+    FakeSearch(http_server, payload_contacts(), result_limit=10_000)
+    deals = payload_deals()
+    deals[1]["properties"].update(
+        dealstage="closedwon", amount="9100", hs_lastmodifieddate="2024-04-10T09:00:00.000Z"
+    )
+    crm = FakeHubSpotCrm(http_server, deals)
+    connector = make_connector(http_server, sleeps, fetch_deals=True)
+    cursor = json.dumps(
+        {
+            "since": "2024-03-18T11:22:33.871Z",
+            "ids": ["152"],
+            "deals": {"since": "2024-04-04T12:00:00.000Z", "ids": ["9003"]},
+        }
+    )
+
+    batches = list(connector.fetch(cursor))
+
+    (outcome,) = [o for b in batches for o in b.outcomes]
+    assert (outcome.external_id, outcome.status, outcome.amount) == ("9002", "won", 9100.0)
+    (body,) = crm.deals.bodies
+    assert body["filterGroups"][0]["filters"][0] == {
+        "propertyName": "hs_lastmodifieddate",
+        "operator": "GTE",
+        "value": str(millis("2024-04-04T12:00:00.000Z")),
+    }
+    assert crm.association_requests == [["9002"]]
+
+
+def test_a_deal_in_a_stage_no_pipeline_lists_fails_alone(http_server, sleeps):
+    FakeSearch(http_server, [], result_limit=10_000)
+    deals = payload_deals()
+    deals[0]["properties"]["dealstage"] = "retired_stage"
+    FakeHubSpotCrm(http_server, deals)
+    connector = make_connector(http_server, sleeps, fetch_deals=True)
+
+    batches = list(connector.fetch(None))
+
+    failed = [f for b in batches for f in b.failed]
+    assert [(f.external_id, f.reason) for f in failed] == [
+        ("9001", "dealstage: not a stage of any deal pipeline")
+    ]
+    assert {o.external_id for b in batches for o in b.outcomes} == {"9002", "9003"}

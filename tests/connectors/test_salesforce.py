@@ -44,6 +44,8 @@ def make_connector(server: HTTPServer, ca_bundle: str, sleeps, **overrides: Any)
         "refresh_token": "refresh-token",
         "verify": ca_bundle,
         "timeout": 5,
+        # The lead tests read leads only; the outcome tests switch opportunities on.
+        "fetch_opportunities": False,
     }
     options.update(overrides)
     refreshed: list[str] = []
@@ -83,22 +85,33 @@ def lead_pages() -> tuple[dict[str, Any], dict[str, Any]]:
     return page1, page2
 
 
+EMPTY_QUERY = {"totalSize": 0, "done": True, "records": []}
+
+
 class FakeSalesforce:
-    """Routes SOQL queries on /query/ by their FROM clause and records every query."""
+    """Routes SOQL queries on /query/ by their FROM clause and records every query.
+
+    Lead queries take the next of ``lead_pages``; Opportunity queries the next of
+    ``opportunity_pages`` (no opportunities once they run out); User queries get ``users``."""
 
     def __init__(self, server: HTTPServer):
         self.server = server
         self.soql: list[str] = []
         self.lead_pages: list[Response] = []
-        self.opportunities = load_json("salesforce/query_opportunity.json")
+        self.opportunity_pages: list[dict[str, Any]] = []
+        self.users = load_json("salesforce/query_user.json")
         self.usage = USAGE_HEADER["Sforce-Limit-Info"]
         server.expect_request(QUERY, method="GET").respond_with_handler(self._query)
 
     def _query(self, request: Request) -> Response:
         soql = request.args["q"]
         self.soql.append(soql)
-        if " FROM Opportunity " in soql:
-            return json_response(self.opportunities, headers={"Sforce-Limit-Info": self.usage})
+        headers = {"Sforce-Limit-Info": self.usage}
+        if " FROM Opportunity" in soql:
+            page = self.opportunity_pages.pop(0) if self.opportunity_pages else EMPTY_QUERY
+            return json_response(page, headers=headers)
+        if " FROM User" in soql:
+            return json_response(self.users, headers=headers)
         assert " FROM Lead" in soql
         return self.lead_pages.pop(0)
 
@@ -145,51 +158,138 @@ def test_it_fetches_every_page_once_and_advances_the_cursor_per_page(
     assert "SystemModstamp" in soql and "ConvertedOpportunityId" in soql
 
 
-def test_it_maps_leads_conversion_and_won_opportunity_revenue(https_server, ca_bundle, sleeps):
-    page1, _ = lead_pages()
-    page1["done"] = True
-    fake = FakeSalesforce(https_server)
-    fake.lead_pages.append(json_response(page1))
-    expect_deleted(https_server)
-    connector = make_connector(https_server, ca_bundle, sleeps, custom_fields=("Rating",))
-
-    (batch,) = list(connector.fetch(None))
-
-    open_lead, converted = batch.leads
-    assert open_lead.email == "dana.okafor@example.com"
-    assert open_lead.employees == 250
-    assert open_lead.lifecycle_stage == "lead"
-    assert open_lead.lead_source == "Web"
-    assert open_lead.attributes == {"status": "Open - Not Contacted", "Rating": None}
-    assert open_lead.created_at == datetime(2024, 3, 4, 9, 12, 44, tzinfo=UTC)
-    assert converted.lifecycle_stage == "customer"
-    assert converted.stage_times == {
-        "converted_at": datetime(2024, 3, 18, tzinfo=UTC),
-        "opportunity_at": datetime(2024, 3, 18, tzinfo=UTC),
-    }
-    assert converted.revenue == 48000.0
-    assert converted.related_ids["converted_opportunity_id"] == "0065g00000AbCdEAAV"
-    assert converted.attributes["opportunity_is_won"] is True
-    assert any("FROM Opportunity WHERE Id IN ('0065g00000AbCdEAAV')" in q for q in fake.soql)
-
-
-def test_a_converted_lead_with_an_open_opportunity_is_an_opportunity(
+def test_it_maps_leads_and_leaves_a_converted_leads_outcome_to_its_opportunity(
     https_server, ca_bundle, sleeps
 ):
     page1, _ = lead_pages()
     page1["done"] = True
     fake = FakeSalesforce(https_server)
     fake.lead_pages.append(json_response(page1))
-    fake.opportunities["records"][0].update(IsWon=False, IsClosed=False, StageName="Proposal")
+    expect_deleted(https_server)
+    connector = make_connector(
+        https_server, ca_bundle, sleeps, custom_fields=("Rating",), fetch_opportunities=True
+    )
+
+    lead_batch, opportunity_batch = list(connector.fetch(None))
+
+    open_lead, converted = lead_batch.leads
+    assert open_lead.email == "dana.okafor@example.com"
+    assert open_lead.employees == 250
+    assert open_lead.lifecycle_stage == "lead"
+    assert open_lead.lead_source == "Web"
+    assert open_lead.attributes == {"status": "Open - Not Contacted", "Rating": None}
+    assert open_lead.created_at == datetime(2024, 3, 4, 9, 12, 44, tzinfo=UTC)
+    assert open_lead.related_ids == {"owner_id": "0055g00000AaBbCAAV"}
+    # Conversion is not a sale: the lead became an opportunity, and only its opportunity
+    # says whether it was won.
+    assert converted.lifecycle_stage is None
+    assert converted.stage_times == {"opportunity_at": datetime(2024, 3, 18, tzinfo=UTC)}
+    assert converted.revenue is None
+    assert converted.related_ids["converted_opportunity_id"] == "0065g00000AbCdEAAV"
+    assert not any(key.startswith("opportunity_") for key in converted.attributes)
+    assert lead_batch.done is False and opportunity_batch.done is True
+    assert opportunity_batch.leads == [] and opportunity_batch.outcomes == []
+
+
+def test_it_reads_the_users_that_own_leads_once_per_run(https_server, ca_bundle, sleeps):
+    page1, page2 = lead_pages()
+    fake = FakeSalesforce(https_server)
+    fake.lead_pages.append(json_response(page1))
+    https_server.expect_request(NEXT_PAGE, method="GET").respond_with_response(json_response(page2))
     expect_deleted(https_server)
     connector = make_connector(https_server, ca_bundle, sleeps)
 
-    (batch,) = list(connector.fetch(None))
+    first, second = list(connector.fetch(None))
 
-    converted = batch.leads[1]
-    assert converted.lifecycle_stage == "opportunity"
-    assert converted.revenue is None
-    assert "converted_at" in converted.stage_times
+    assert [(o.external_id, o.email) for o in first.owners] == [
+        ("0055g00000AaBbCAAV", "sales1@example.com"),
+        ("0055g00000AaBbDAAV", "outside.rep@partner.example.net"),
+        ("0055g00000AaBbEAAV", "integration.user@example.com"),
+    ]
+    assert second.owners == []
+    assert [q for q in fake.soql if " FROM User" in q] == ["SELECT Id, Email FROM User ORDER BY Id"]
+
+
+def test_opportunities_become_outcomes_from_their_won_and_closed_flags(
+    https_server, ca_bundle, sleeps
+):
+    page1, _ = lead_pages()
+    page1["done"] = True
+    fake = FakeSalesforce(https_server)
+    fake.lead_pages.append(json_response(page1))
+    fake.opportunity_pages.append(load_json("salesforce/query_opportunity.json"))
+    expect_deleted(https_server)
+    connector = make_connector(https_server, ca_bundle, sleeps, fetch_opportunities=True)
+
+    _, batch = list(connector.fetch(None))
+
+    won, lost, still_open, won_later = batch.outcomes
+    assert (won.status, won.amount) == ("won", 48000.0)
+    assert won.closed_at == datetime(2024, 4, 2, tzinfo=UTC)
+    assert won.opened_at == datetime(2024, 3, 18, 11, 22, 30, tzinfo=UTC)
+    assert won.links == (
+        ("converted_opportunity_id", "0065g00000AbCdEAAV"),
+        ("converted_contact_id", "0035g00000QrS34AAC"),
+        ("converted_account_id", "0015g00000XyZ12AAB"),
+    )
+    assert (lost.status, lost.closed_at) == ("lost", datetime(2024, 4, 3, tzinfo=UTC))
+    # "Closed Won - Pending Review" is only a stage name: the flags say it is still open.
+    assert (still_open.status, still_open.closed_at, still_open.amount) == ("open", None, None)
+    assert still_open.links == (
+        ("converted_opportunity_id", "0065g00000AbCgHAAV"),
+        ("converted_account_id", "0015g00000XyZ14AAB"),
+    )
+    assert (won_later.status, won_later.amount) == ("won", 9000.0)
+    cursor = json.loads(batch.cursor_after)
+    assert cursor["opp_modstamp"] == "2024-05-10T09:30:00Z"
+    assert cursor["opp_id"] == "0065g00000AbCiJAAV"
+    # The lead cursor is untouched by the opportunity pages.
+    assert cursor["id"] == "00Q5g0000040002EAA"
+    (soql,) = [q for q in fake.soql if " FROM Opportunity" in q]
+    assert soql.endswith("FROM Opportunity ORDER BY SystemModstamp, Id")
+    assert "IsWon" in soql and "ContactId" in soql and "AccountId" in soql
+
+
+def test_an_incremental_run_reads_opportunities_changed_after_their_own_cursor(
+    https_server, ca_bundle, sleeps
+):
+    fake = FakeSalesforce(https_server)
+    fake.lead_pages.append(json_response(EMPTY_QUERY))
+    changed = load_json("salesforce/query_opportunity.json")
+    changed["records"] = changed["records"][1:2]
+    changed["records"][0].update(
+        IsWon=True,
+        StageName="Closed Won",
+        Amount=15000.0,
+        SystemModstamp="2024-05-01T08:00:00.000+0000",
+    )
+    fake.opportunity_pages.append(changed)
+    expect_deleted(https_server)
+    connector = make_connector(https_server, ca_bundle, sleeps, fetch_opportunities=True)
+    cursor = json.dumps(
+        {
+            "modstamp": "2024-03-18T11:40:00Z",
+            "id": "00Q5g0000040003EAA",
+            "deleted_until": "2024-03-18T11:15:00Z",
+            "opp_modstamp": "2024-04-04T12:00:00Z",
+            "opp_id": "0065g00000AbCgHAAV",
+        }
+    )
+
+    batches = list(connector.fetch(cursor))
+
+    (outcome,) = batches[-1].outcomes
+    assert (outcome.external_id, outcome.status, outcome.amount) == (
+        "0065g00000AbCeFAAV",
+        "won",
+        15000.0,
+    )
+    (soql,) = [q for q in fake.soql if " FROM Opportunity" in q]
+    assert (
+        "WHERE SystemModstamp > 2024-04-04T12:00:00Z OR (SystemModstamp = 2024-04-04T12:00:00Z "
+        "AND Id > '0065g00000AbCgHAAV')" in soql
+    )
+    assert json.loads(batches[-1].cursor_after)["opp_modstamp"] == "2024-05-01T08:00:00Z"
 
 
 def test_an_incremental_run_resumes_after_the_cursor_with_a_keyset_condition(

@@ -28,6 +28,7 @@ from tests.connectors.conftest import (  # noqa: F401
     load_json,
     tls_ca,
 )
+from tests.connectors.test_hubspot import FakeHubSpotCrm
 
 NOW = datetime(2024, 3, 20, 9, 0, tzinfo=UTC)
 
@@ -73,7 +74,14 @@ def salesforce_env(monkeypatch, https_server, ca_bundle, sleeps) -> Any:  # noqa
 
 
 @pytest.fixture
-def hubspot_env(monkeypatch, http_server, sleeps) -> Any:  # noqa: F811
+def hubspot_crm(http_server) -> FakeHubSpotCrm:  # noqa: F811
+    """HubSpot's owners, deal pipelines, deal search and associations: none by default; a
+    test sets ``hubspot_crm.deals.contacts`` (the deals) and ``serve_owners``."""
+    return FakeHubSpotCrm(http_server, [], owners=False)
+
+
+@pytest.fixture
+def hubspot_env(monkeypatch, http_server, sleeps, hubspot_crm) -> Any:  # noqa: F811
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "hs-token")
     monkeypatch.setenv("HUBSPOT_BASE_URL", http_server.url_for("/").rstrip("/"))
     return http_server

@@ -48,7 +48,7 @@ def test_sync_brings_in_the_contacts_served_and_a_second_run_changes_nothing(
 
 
 def test_the_same_person_in_salesforce_and_hubspot_is_one_lead_with_two_identities(
-    salesforce_env, run_command, monkeypatch, http_server
+    salesforce_env, run_command, monkeypatch, http_server, hubspot_crm
 ):
     fake = FakeSalesforce(salesforce_env)
     page1, _ = lead_pages()

@@ -316,4 +316,5 @@ def test_usage_above_the_threshold_slows_the_run_down(salesforce_env, run_comman
 
     assert status == 0 and summary["api_usage"]["throttled"] is True
     assert summary["api_usage"]["api_used"] == 4900
-    assert sleeps.calls == [2.0]  # between the two pages, none after the last
+    # Between the lead pages and before the opportunity page, none after the last.
+    assert sleeps.calls == [2.0, 2.0]

@@ -39,6 +39,7 @@ ROWS = [
     ("j", None, "", "", "Google", "lead", "sales1", 19, "Jo", "Qi", "Acme"),
     ("k", None, "", "Developer", "Referral", "mql", None, 21, "Kim", "Ra", "Theta"),
     ("l", None, "", "", "Web", "lead", "sales2", 23, "Lu", "Sa", "Iota"),
+    ("m", 55, "MQL", "", "Web", "lost", "sales1", 25, "Mo", "Ta", "Kappa"),
 ]
 
 
@@ -85,7 +86,7 @@ CASES: list[tuple[str, Predicate]] = [
     ("lifecycle_stage=mql", lambda x: x.lifecycle_stage == "mql"),
     ("owner=none", lambda x: x.owner_id is None),
     ("owner=sales2", lambda x: x.owner is not None and x.owner.username == "sales2"),
-    ("open=true", lambda x: x.lifecycle_stage not in ("customer", "disqualified")),
+    ("open=true", lambda x: x.lifecycle_stage not in ("customer", "lost", "disqualified")),
     ("score_min=25&score_max=80", lambda x: x.score is not None and 25 <= x.score <= 80),
     ("created_from=2024-03-05&created_to=2024-03-13", lambda x: 5 <= x.created_at.day <= 13),
     (

@@ -32,7 +32,7 @@ from django.db import connection
 from django.utils import timezone
 from threadpoolctl import threadpool_limits
 
-from scoring.ml import features as F
+from scoring.ml import feature_frame as F
 from scoring.ml import registry
 from scoring.ml.compiled import CompiledForest, compiled_forest
 from scoring.ml.probabilities import Replacement, clear_probabilities, write_probabilities

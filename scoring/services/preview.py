@@ -57,7 +57,8 @@ from scoring.engine import (
     gc_paused,
     score_leads,
 )
-from scoring.features import (
+from scoring.models import PreviewRun, RuleSet
+from scoring.rule_inputs import (
     LeadColumns,
     LeadSelection,
     fetch_per_lead,
@@ -65,7 +66,6 @@ from scoring.features import (
     read_behaviour,
     read_lead_columns,
 )
-from scoring.models import PreviewRun, RuleSet
 from scoring.selectors import live_rule_set
 from scoring.services.rescore import compiled_rule_set
 from scoring.services.rulesets import ruleset_to_spec

@@ -32,13 +32,6 @@ from scoring.engine import (
     parse_ruleset,
     score_leads,
 )
-from scoring.features import (
-    LeadColumns,
-    LeadSelection,
-    is_postgres,
-    read_behaviour,
-    read_lead_columns,
-)
 from scoring.kpis.rollup import conversion_bands_refresh
 from scoring.ml.scoring import refresh_lead_probabilities, refresh_probabilities
 from scoring.models import (
@@ -48,6 +41,13 @@ from scoring.models import (
     RescoreRun,
     RuleSet,
     ScoreHistory,
+)
+from scoring.rule_inputs import (
+    LeadColumns,
+    LeadSelection,
+    is_postgres,
+    read_behaviour,
+    read_lead_columns,
 )
 from scoring.selectors import live_rule_set
 from scoring.services.rulesets import ruleset_document

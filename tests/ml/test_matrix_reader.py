@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from scoring.engine import email_domain_type
-from scoring.ml import features as F
+from scoring.ml import feature_frame as F
 from scoring.ml import registry
 from scoring.ml import scoring as ml_scoring
 from scoring.ml.probabilities import STAGING

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from scoring.ml import features as F
+from scoring.ml import feature_frame as F
 from scoring.models import Event
 from tests.factories import EventFactory, LeadFactory
 from tests.ml.conftest import make_dateless

@@ -1,24 +1,38 @@
-"""Reading what the engine needs, set-based: one query for a chunk's lead columns and one for
-its behaviour aggregates (every event rule's matched count and decayed sum as of a time).
+"""Reading what the rule engine needs, set-based: one query for a chunk's lead columns and one
+for its events (the one event reader, `scoring.event_reader`), which the engine aggregates
+into every event rule's matched count and decayed sum as of a time.
 
 Leads are chosen either by an id range (bulk rescore chunks) or by a list of ids (real-time).
-PostgreSQL gets `date_part('epoch', …)` and `FILTER` aggregates over jsonb containment; SQLite
-gets the equivalent with julianday(), CASE and json_type()/json_extract()."""
+PostgreSQL computes each event's `where` condition bits by jsonb containment; SQLite reads the
+properties and the engine computes the same bits (`code_events`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import psycopg
 from django.db import connection
 
-from scoring.engine import BehaviourAggregates, CompiledRuleSet, EventRule, InactivityRule
+from scoring.engine import (
+    BehaviourAggregates,
+    CodedEvents,
+    CompiledRuleSet,
+    RuleEventPlan,
+    code_events,
+    rule_behaviour,
+    rule_event_plan,
+)
+from scoring.event_reader import (
+    EventRows,
+    fetch_binary,
+    fetch_packed,
+    packed_events_sql,
+    unpack_events,
+)
 
 # Lead table columns a rule may name directly; anything else must be `attributes.<key>`.
 LEAD_FIELDS = (
@@ -180,123 +194,73 @@ def read_behaviour(
     *,
     with_counts: bool = True,
 ) -> BehaviourAggregates:
-    """One query: per lead, every event rule's matched count and decayed sum as of `as_of`,
-    and the days since its last event at or before `as_of` (or since its creation).
+    """Per lead (`lead_ids`, ascending, with their creation epochs): every event rule's
+    matched count and decayed sum as of `as_of`, and the days since its last event at or
+    before `as_of` (or since its creation).
 
-    PostgreSQL sends the chunk's events packed as fixed-size binary records (lead, time, type,
-    one bit per distinct `where` condition) and NumPy aggregates them: one scan and no
-    per-rule FILTER evaluated on every event row, which cost PostgreSQL twice the time of
-    the scan. SQLite aggregates in SQL.
-
-    Scores depend on the decayed sums only; the counts are for the breakdown. With
-    `with_counts=False` they may be left at zero."""
+    One read of the selected leads' events (`read_rule_events`: lead, type, time, one bit per
+    distinct `where` condition), aggregated by the engine (`rule_behaviour`), the same on
+    every database. The counts cost nothing extra, so `with_counts` (kept for callers that
+    need only the decayed sums) changes nothing."""
+    del with_counts
+    plan = rule_event_plan(compiled)
     n = int(lead_ids.shape[0])
-    k = len(compiled.event_rules)
-    needs_inactivity = any(isinstance(r, InactivityRule) for r in compiled.rules)
-    counts = np.zeros((n, k), dtype=np.int64)
-    decayed = np.zeros((n, k), dtype=np.float64)
-    as_of_epoch = as_of.timestamp()
-    last_epoch = np.full(n, np.nan)
-    if n and (k or needs_inactivity) and is_postgres():
-        _aggregate_packed_events(
-            compiled, selection, lead_ids, as_of, needs_inactivity, counts, decayed, last_epoch
-        )
-    elif n and (k or needs_inactivity):
-        sql, params = _behaviour_sql(compiled, selection, as_of, needs_inactivity, with_counts)
-        width = (2 * k if with_counts else k) + (1 if needs_inactivity else 0)
-        found, values = fetch_per_lead(sql, params, width)
-        # Events of leads outside `lead_ids` (e.g. created after as_of) are dropped.
-        index, inside = positions_in(lead_ids, found)
-        index, values = index[inside], values[inside]
-        if k and with_counts:
-            counts[index] = values[:, 0 : 2 * k : 2].astype(np.int64)
-            decayed[index] = values[:, 1 : 2 * k : 2]
-        elif k:
-            decayed[index] = values[:, :k]
-        if needs_inactivity:
-            last_epoch[index] = values[:, -1]
-    reference = np.where(np.isnan(last_epoch), created_epoch, last_epoch)
-    days_since = (as_of_epoch - reference) / SECONDS_PER_DAY
-    return BehaviourAggregates(counts, decayed, days_since)
-
-
-def _aggregate_packed_events(
-    compiled: CompiledRuleSet,
-    selection: LeadSelection,
-    lead_ids: np.ndarray,
-    as_of: dt.datetime,
-    needs_inactivity: bool,
-    counts: np.ndarray,
-    decayed: np.ndarray,
-    last_epoch: np.ndarray,
-) -> None:
-    """PostgreSQL: fill `counts`, `decayed` and `last_epoch` (in place) from the selected
-    leads' events at or before `as_of`, read as one bytea of packed records."""
-    rules: list[EventRule] = [rule for _, rule in compiled.event_rules]
-    types = sorted({rule.event_type for rule in rules})
-    # A condition is its JSON text: as tuples, ("plan", True) and ("plan", 1) are equal and
-    # would share one bit, though JSON containment tells them apart.
-    conditions = list(dict.fromkeys(_condition_json(pair) for rule in rules for pair in rule.where))
-    words = math.ceil(len(conditions) / 63)  # a bit per condition, 63 per int8 word
-    record: list[str] = [
-        "int8send(lead_id)",
-        "float8send(date_part('epoch', occurred_at))",
-        "int2send(COALESCE(array_position(%s::text[], event_type::text), 0)::int2)",
-    ]
-    select_params: list[Any] = [types]
-    for word in range(words):
-        bits = []
-        for bit, condition in enumerate(conditions[word * 63 : (word + 1) * 63]):
-            bits.append(f"CASE WHEN properties @> %s::jsonb THEN {1 << bit}::int8 ELSE 0 END")
-            select_params.append(condition)
-        record.append(f"int8send({' + '.join(bits)})")
-    where, where_params = selection.where("lead_id")
-    filters = "occurred_at <= %s"
-    filter_params: list[Any] = [as_of]
-    if not needs_inactivity:
-        # Only the rules' event types, and nothing older than the longest window.
-        longest = max(rule.window_days for rule in rules)
-        filters += f" AND event_type IN ({', '.join(['%s'] * len(types))}) AND occurred_at >= %s"
-        filter_params += [*types, as_of - dt.timedelta(days=longest)]
-    sql = (
-        f"SELECT string_agg({' || '.join(record)}, ''::bytea) "
-        f"FROM scoring_event WHERE {where} AND {filters}"
-    )
-    data = _fetch_bytea(sql, select_params + where_params + filter_params)
-    layout = [("lead", ">i8"), ("epoch", ">f8"), ("type", ">i2")]
-    if words:
-        layout.append(("where", ">i8", (words,)))
-    events = np.frombuffer(data, dtype=np.dtype(layout))
-    n = int(lead_ids.shape[0])
+    if n and (plan.terms or plan.needs_inactivity):
+        events = read_rule_events(plan, selection, as_of)
+    else:
+        events = EventRows.empty(plan.words)
     # Events of leads outside `lead_ids` (e.g. created after as_of) are dropped.
-    lead_of_event = events["lead"].astype(np.int64)
-    index, inside = positions_in(lead_ids, lead_of_event)
-    events, index = events[inside], index[inside]
-    epoch = events["epoch"].astype(np.float64)
-    type_code = events["type"].astype(np.int64)
-    age_days = (as_of.timestamp() - epoch) / SECONDS_PER_DAY
-    # Same arithmetic as the SQL aggregates it replaces: (as_of - occurred) / 86400 days.
-    for j, rule in enumerate(rules):
-        matched = (
-            (type_code == types.index(rule.event_type) + 1)
-            & (age_days >= 0)
-            & (age_days <= rule.window_days)
-        )
-        for pair in rule.where:
-            position = conditions.index(_condition_json(pair))
-            word = events["where"][:, position // 63].astype(np.int64)
-            matched &= ((word >> (position % 63)) & 1).astype(bool)
-        leads = index[matched]
-        counts[:, j] = np.bincount(leads, minlength=n)
-        if rule.half_life_days is None:
-            decayed[:, j] = counts[:, j]
+    index, inside = positions_in(lead_ids, events.lead_ids)
+    coded = CodedEvents(
+        index[inside], events.codes[inside], events.epochs[inside], events.bits[inside]
+    )
+    return rule_behaviour(plan, coded, created_epoch, as_of.timestamp())
+
+
+def read_rule_events(
+    plan: RuleEventPlan, selection: LeadSelection, as_of: dt.datetime
+) -> EventRows:
+    """The selected leads' events at or before `as_of`, coded for `plan`. Without an
+    inactivity rule only the rules' event types within the longest window are read."""
+    where, where_params = selection.where("lead_id")
+    extra, extra_params = "", []
+    if not plan.needs_inactivity:
+        if is_postgres():
+            since = as_of - dt.timedelta(days=plan.longest_window_days)
+            extra = " AND event_type = ANY(%s) AND occurred_at >= %s"
+            extra_params = [list(plan.event_types), since]
         else:
-            terms = np.power(0.5, age_days[matched] / rule.half_life_days)
-            decayed[:, j] = np.bincount(leads, weights=terms, minlength=n)
-    if needs_inactivity and index.shape[0]:
-        latest = np.full(n, -np.inf)
-        np.maximum.at(latest, index, epoch)
-        last_epoch[:] = np.where(np.isneginf(latest), np.nan, latest)
+            # Types only: julianday() keeps about a millisecond, so a bound on the time could
+            # drop an event right at the edge of the longest window.
+            extra = f" AND event_type IN ({', '.join(['%s'] * len(plan.event_types))})"
+            extra_params = list(plan.event_types)
+    if is_postgres():
+        sql = packed_events_sql("0", where, len(plan.conditions), extra)
+        packed = fetch_packed(
+            sql,
+            [list(plan.event_types), *plan.condition_json, *where_params, as_of, *extra_params],
+        )
+        return unpack_events(packed[0], plan.words) if packed else EventRows.empty(plan.words)
+    sql = (
+        "SELECT lead_id, event_type, (julianday(occurred_at) - 2440587.5) * 86400.0, properties"
+        f" FROM scoring_event WHERE {where} AND julianday(occurred_at) <= julianday(%s){extra}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*where_params, _sqlite_time(as_of), *extra_params])
+        rows = cursor.fetchall()
+    if not rows:
+        return EventRows.empty(plan.words)
+    leads, types, epochs, properties = zip(*rows, strict=True)
+    coded = code_events(
+        plan,
+        np.zeros(len(rows), dtype=np.intp),
+        types,
+        np.asarray(epochs, dtype=np.float64),
+        [_json_object(p) for p in properties],
+    )
+    return EventRows(
+        np.asarray(leads, dtype=np.int64), coded.type_code, np.asarray(epochs), coded.bits
+    )
 
 
 def positions_in(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -306,22 +270,6 @@ def positions_in(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, n
     inside = index < sorted_ids.shape[0]
     inside[inside] = sorted_ids[index[inside]] == ids[inside]
     return index, inside
-
-
-def _condition_json(pair: tuple[str, Any]) -> str:
-    key, value = pair
-    return json.dumps({key: value})
-
-
-def _fetch_bytea(sql: str, params: list[Any]) -> bytes:
-    """PostgreSQL: the one bytea value a query returns (b"" for NULL). Through a
-    server-binding cursor, for a binary result: the bytes arrive as they are, not as hex text
-    twice their size (Django's client-side cursors cannot ask for binary)."""
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, binary=True)
-        row = cursor.fetchone()
-    return bytes(row[0]) if row and row[0] is not None else b""
 
 
 def fetch_per_lead(sql: str, params: list[Any], width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -338,7 +286,8 @@ def fetch_per_lead(sql: str, params: list[Any], width: int) -> tuple[np.ndarray,
             f"SELECT string_agg({packed}, ''::bytea) "
             f"FROM ({sql}) AS per_lead (lead_id, {', '.join(names)})"
         )
-        data = _fetch_bytea(wrapped, params)
+        rows = fetch_binary(wrapped, params)
+        data = bytes(rows[0][0]) if rows and rows[0][0] is not None else b""
         record = np.dtype([("lead", ">i8"), ("values", ">f8", (width,))])
         records = np.frombuffer(data, dtype=record)
         return records["lead"].astype(np.int64), records["values"].astype(np.float64)
@@ -350,79 +299,6 @@ def fetch_per_lead(sql: str, params: list[Any], width: int) -> tuple[np.ndarray,
         [[np.nan if v is None else float(v) for v in row[1:]] for row in rows], dtype=np.float64
     ).reshape(len(rows), width)
     return ids, values
-
-
-def _behaviour_sql(
-    compiled: CompiledRuleSet,
-    selection: LeadSelection,
-    as_of: dt.datetime,
-    needs_inactivity: bool,
-    with_counts: bool = True,
-) -> tuple[str, list[Any]]:
-    """SQLite: per lead, each event rule's count (with `with_counts`) and decayed sum, then
-    the epoch of its last event when an inactivity rule needs it."""
-    where, where_params = selection.where("lead_id")
-    rules: list[EventRule] = [rule for _, rule in compiled.event_rules]
-    params: list[Any] = []
-    age = "(julianday(%s) - julianday(occurred_at))"
-    inner_params: list[Any] = [_sqlite_time(as_of)]
-    time_filter = "julianday(occurred_at) <= julianday(%s)"
-    time_params: list[Any] = [_sqlite_time(as_of)]
-    type_filter = ""
-    type_params: list[Any] = []
-    if not needs_inactivity:
-        # Only the rules' event types.
-        types = sorted({rule.event_type for rule in rules})
-        type_filter = f" AND event_type IN ({', '.join(['%s'] * len(types))})"
-        type_params = types
-    aggregates: list[str] = []
-    for rule in rules:
-        condition = "event_type = %s AND age >= 0 AND age <= %s"
-        condition_params: list[Any] = [rule.event_type, rule.window_days]
-        for key, value in rule.where:
-            fragment, fragment_params = _where_fragment(key, value)
-            condition += f" AND {fragment}"
-            condition_params += fragment_params
-        term = "1.0" if rule.half_life_days is None else "POWER(0.5, age / %s)"
-        term_params = [] if rule.half_life_days is None else [rule.half_life_days]
-        if with_counts:
-            aggregates.append(f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)")
-            params += condition_params
-        aggregates.append(f"SUM(CASE WHEN {condition} THEN {term} ELSE 0 END)")
-        params += condition_params + term_params
-    if needs_inactivity:
-        aggregates.append("MAX((julianday(occurred_at) - 2440587.5) * 86400.0)")
-    inner = (
-        f"SELECT lead_id, event_type, properties, occurred_at, {age} AS age "
-        f"FROM scoring_event WHERE {where} AND {time_filter}{type_filter}"
-    )
-    sql = f"SELECT lead_id, {', '.join(aggregates)} FROM ({inner}) ev GROUP BY lead_id"
-    # Parameters in the order their placeholders appear: aggregates, age, lead filter, time.
-    return sql, params + inner_params + where_params + time_params + type_params
-
-
-def _where_fragment(key: str, value: Any) -> tuple[str, list[Any]]:
-    """SQLite: exact JSON equality of one event property, bools never equal to numbers."""
-    path = "$." + json.dumps(key)
-    if isinstance(value, bool):
-        return f"json_type(properties, '{_quote(path)}') = %s", ["true" if value else "false"]
-    if value is None:
-        return f"json_type(properties, '{_quote(path)}') = 'null'", []
-    if isinstance(value, int | float):
-        return (
-            f"json_type(properties, '{_quote(path)}') IN ('integer', 'real') "
-            f"AND json_extract(properties, '{_quote(path)}') = %s",
-            [value],
-        )
-    return (
-        f"json_type(properties, '{_quote(path)}') = 'text' "
-        f"AND json_extract(properties, '{_quote(path)}') = %s",
-        [value],
-    )
-
-
-def _quote(text: str) -> str:
-    return text.replace("'", "''").replace("%", "%%")
 
 
 def _sqlite_time(moment: dt.datetime) -> str:

@@ -2,14 +2,14 @@
 (lead, type code, time, condition bits), which `scoring.engine.aggregate_coded_events`
 aggregates.
 
-PostgreSQL ships them packed, grouped by (lead, type, condition bits), which is the
-lead/type/time index's order when there are no conditions: one fixed-size binary header per
-group (`GROUP_RECORD`: lead id, type code, how many events, then one int8 of condition bits
-per 63 conditions) in one `bytea`, and the groups' event times (`timestamptz_send`, in the
-same order) in another. The type is coded once per group, not per event (its text comparison
-was a third of the query's time when it ran per event), and a handful of rows arrive instead
-of millions, so the transfer costs no Python per event. A condition's bit is jsonb
-containment of its `{"key": value}` text, computed in SQL, so no event's properties travel.
+PostgreSQL ships them packed, grouped by (lead, type), the lead/type/time index's order: one
+fixed-size binary header per group (`GROUP_RECORD`: lead id, type code, how many events) in
+one `bytea`, and the groups' events in the same order in another (`event_record`: the time as
+`timestamptz_send` gives it, then one int8 of condition bits per 63 conditions, if any). The
+type is coded once per group, not per event (its text comparison was a third of the query's
+time when it ran per event), and a handful of rows arrive instead of millions, so the transfer
+costs no Python per event. A condition's bit is jsonb containment of its `{"key": value}`
+text, computed in SQL, so no event's properties travel.
 
 Other databases (SQLite) read rows and code them in Python (`scoring.engine.code_events`)."""
 
@@ -29,12 +29,15 @@ TIME_RECORD = np.dtype(">i8")
 TYPE_CODE_SQL = "COALESCE(array_position(%s::text[], event_type::text), 0)::int2"
 
 
-def group_record(words: int) -> np.dtype:
-    """The header of one (lead, type, condition bits) group of events."""
-    layout: list[Any] = [("lead", ">i8"), ("code", ">i2"), ("count", ">i4")]
-    if words:
-        layout.append(("bits", ">i8", (words,)))
-    return np.dtype(layout)
+# The header of one (lead, type) group of events.
+GROUP_RECORD = np.dtype([("lead", ">i8"), ("code", ">i2"), ("count", ">i4")])
+
+
+def event_record(words: int) -> np.dtype:
+    """One event of a group: its time, then its condition bits."""
+    if not words:
+        return TIME_RECORD
+    return np.dtype([("at", ">i8"), ("bits", ">i8", (words,))])
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,14 +67,13 @@ class EventRows:
 
 def packed_events_sql(bucket: str, where: str, n_conditions: int = 0, extra: str = "") -> str:
     """PostgreSQL: one row per bucket of leads (`bucket`, an expression of lead_id) holding its
-    events at or before a time, packed (`group_record(words)` headers, `TIME_RECORD` times).
+    events at or before a time, packed (`GROUP_RECORD` headers, `event_record(words)` events).
 
     Placeholders in order: those of `bucket`, the event types (a list), one `{"key": value}`
     JSON text per condition, those of `where`, the time, those of `extra` (more conditions on
     the events, starting with AND)."""
     words = words_for(n_conditions)
-    heads = ["int8send(lead_id)", f"int2send({TYPE_CODE_SQL})", "int4send(n)"]
-    heads += [f"int8send(w{word})" for word in range(words)]
+    per_event = ["timestamptz_send(occurred_at)"]
     bit_columns = ""
     for word in range(words):
         terms = [
@@ -79,15 +81,17 @@ def packed_events_sql(bucket: str, where: str, n_conditions: int = 0, extra: str
             for bit in range(min(63, n_conditions - word * 63))
         ]
         bit_columns += f", ({' + '.join(terms)}) AS w{word}"
-    word_names = "".join(f", w{word}" for word in range(words))
+        per_event.append(f"int8send(w{word})")
+    # Grouped by (lead, type) only, the index's order: the bits travel with each event's time,
+    # so grouping on them too would sort every chunk's events once more.
     return (
-        f"SELECT {bucket} AS bucket, string_agg({' || '.join(heads)}, ''::bytea),"
-        " string_agg(times, ''::bytea) FROM ("
-        f"SELECT lead_id, event_type{word_names}, count(*)::int4 AS n,"
-        " string_agg(timestamptz_send(occurred_at), ''::bytea) AS times"
+        f"SELECT {bucket} AS bucket, string_agg(int8send(lead_id) || int2send({TYPE_CODE_SQL})"
+        " || int4send(n), ''::bytea), string_agg(events, ''::bytea) FROM ("
+        "SELECT lead_id, event_type, count(*)::int4 AS n,"
+        f" string_agg({' || '.join(per_event)}, ''::bytea) AS events"
         f" FROM (SELECT lead_id, event_type, occurred_at{bit_columns}"
         f" FROM scoring_event WHERE {where} AND occurred_at <= %s{extra}) AS events"
-        f" GROUP BY lead_id, event_type{word_names}) AS groups GROUP BY 1"
+        " GROUP BY lead_id, event_type) AS groups GROUP BY 1"
     )
 
 
@@ -97,16 +101,13 @@ def words_for(n_conditions: int) -> int:
 
 
 def unpack_events(packed: tuple[bytes, bytes], words: int = 0) -> EventRows:
-    heads = np.frombuffer(packed[0], dtype=group_record(words))
-    times = np.frombuffer(packed[1], dtype=TIME_RECORD)
+    heads = np.frombuffer(packed[0], dtype=GROUP_RECORD)
+    events = np.frombuffer(packed[1], dtype=event_record(words))
     counts = heads["count"].astype(np.int64)
-    if int(counts.sum()) != times.shape[0]:
-        raise ValueError(f"{int(counts.sum())} events announced, {times.shape[0]} received")
-    bits = (
-        np.repeat(heads["bits"].astype(np.int64), counts, axis=0)
-        if words
-        else np.zeros((times.shape[0], 0), np.int64)
-    )
+    if int(counts.sum()) != events.shape[0]:
+        raise ValueError(f"{int(counts.sum())} events announced, {events.shape[0]} received")
+    times = events["at"] if words else events
+    bits = events["bits"].astype(np.int64) if words else np.zeros((events.shape[0], 0), np.int64)
     return EventRows(
         np.repeat(heads["lead"].astype(np.int64), counts),
         np.repeat(heads["code"].astype(np.int16), counts),

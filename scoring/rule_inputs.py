@@ -48,7 +48,6 @@ LEAD_FIELDS = (
     "lifecycle_stage",
     "revenue",
 )
-SECONDS_PER_DAY = 86400.0
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,11 @@ The encoded matrix (`encode`) is float64: numbers first, then category codes, so
 scikit-learn pipeline takes it directly and 1,000,000 leads stay a few hundred MB.
 
 Reads are set-based. Training reads the lead columns of a chunk with one query and the events
-of all its leads in one pass (PostgreSQL packs each chunk's events, grouped by lead and type,
-as fixed-size binary records in two `bytea`s), aggregated in NumPy. Serving (`MatrixReader`)
-builds the model's input matrix directly, per chunk of ids; its output is tested to equal
-training's encoding exactly.
+of all its leads in one pass (the one event reader, `scoring.event_reader`: PostgreSQL packs each
+chunk's events, grouped by lead and type, as fixed-size binary records in two `bytea`s),
+aggregated by the engine's one aggregation (`aggregate_coded_events`), as rule scoring does.
+Serving (`MatrixReader`) builds the model's input matrix directly, per chunk of ids; its output
+is tested to equal training's encoding exactly.
 Attributes keep their current values: the database has no attribute history, so an attribute
 set after the cut-off is read as it is now (the mappings' leakage lists exist for exactly the
 attributes where that matters)."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from scoring.event_reader import TIME_RECORD, EventRows, group_record, unpack_events
+from scoring.event_reader import GROUP_RECORD, TIME_RECORD, EventRows, unpack_events
 from scoring.ml import feature_frame as F
 from scoring.models import Event
 from tests.factories import EventFactory, LeadFactory
@@ -171,7 +171,7 @@ def test_events_are_read_exactly_one_per_event_with_their_type_code_and_time(db)
 
 
 def test_packed_events_that_do_not_add_up_are_refused():
-    heads = np.array([(7, 1, 3)], dtype=group_record(0)).tobytes()
+    heads = np.array([(7, 1, 3)], dtype=GROUP_RECORD).tobytes()
     times = np.array([1, 2], dtype=TIME_RECORD).tobytes()
     with pytest.raises(ValueError, match="3 events announced, 2 received"):
         unpack_events((heads, times))

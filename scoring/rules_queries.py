@@ -12,9 +12,9 @@ from django.db import connection
 
 from leadscoring.db import is_postgres
 from scoring.engine import RuleSetInvalid, ValidationIssue, parse_ruleset, rule_label
-from scoring.features import LEAD_FIELDS
 from scoring.forms import issue_location
 from scoring.models import Band, Event, Persona, RescoreRun, Rule, RuleSet
+from scoring.rule_inputs import LEAD_FIELDS
 from scoring.services.rulesets import ruleset_document
 
 PICKER_CACHE_SECONDS = 60

@@ -6,7 +6,19 @@ DESIGN.md §4 is the contract; each module's docstring states the details it set
 """
 
 from ._bulk import gc_paused
-from .behaviour import BehaviourAggregates, aggregate_events
+from .behaviour import (
+    BehaviourAggregates,
+    CodedEvents,
+    EventAggregates,
+    EventTerm,
+    RuleEventPlan,
+    aggregate_coded_events,
+    aggregate_events,
+    code_events,
+    condition_bits,
+    rule_behaviour,
+    rule_event_plan,
+)
 from .columns import FREE_EMAIL_DOMAINS, email_domain_type
 from .compiler import CompiledRuleSet, compile_ruleset
 from .explain import breakdown, breakdowns, breakdowns_json, rule_label
@@ -42,26 +54,35 @@ __all__ = [
     "AttributeRule",
     "Band",
     "BehaviourAggregates",
+    "CodedEvents",
     "CompiledRuleSet",
     "Condition",
+    "EventAggregates",
     "EventRule",
+    "EventTerm",
     "InactivityRule",
     "LeadTable",
     "Persona",
     "Rule",
+    "RuleEventPlan",
     "RuleSetInvalid",
     "RuleSetSpec",
     "ScoreResult",
     "ValidationIssue",
+    "aggregate_coded_events",
     "aggregate_events",
     "breakdown",
     "breakdowns",
     "breakdowns_json",
+    "code_events",
     "compile_ruleset",
+    "condition_bits",
     "email_domain_type",
     "gc_paused",
     "parse_ruleset",
     "round_half_away_from_zero",
+    "rule_behaviour",
+    "rule_event_plan",
     "rule_label",
     "ruleset_to_document",
     "score_leads",

@@ -1,19 +1,22 @@
 """Behaviour aggregates: what the engine needs to know about a lead's events.
 
-The engine never sees events. `scoring.features.read_behaviour` computes these aggregates for
-the bulk and the real-time rescore alike (PostgreSQL: packed event records aggregated with
-NumPy; SQLite: in SQL). `aggregate_events` computes them here from raw events: the plain
-reference the tests hold those reads to.
+The engine never reads events itself: readers ship them coded (`CodedEvents`: lead, type code,
+time, one bit per distinct `where` condition, which PostgreSQL computes by jsonb containment)
+and `aggregate_coded_events` is the one aggregation of them, for rule scoring (through
+`rule_behaviour`), training and model scoring alike.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .spec import InactivityRule
 
 if TYPE_CHECKING:
     from .compiler import CompiledRuleSet
@@ -100,6 +103,202 @@ def event_matches_where(properties: Any, where: tuple[tuple[str, Any], ...]) -> 
     return True
 
 
+@dataclass(frozen=True, eq=False)
+class CodedEvents:
+    """Events as the readers ship them, one entry per event: `lead_index` (0..n-1, the
+    event's lead among the n leads), `type_code` (1 + index into the reader's event types;
+    0 for a type no term reads: it counts only towards the last activity), `epoch` (seconds)
+    and `bits` (m, words) int64: bit `c % 63` of word `c // 63` is set when the event meets
+    condition c (a `where` pair: the property present and JSON-equal to the value)."""
+
+    lead_index: np.ndarray
+    type_code: np.ndarray
+    epoch: np.ndarray
+    bits: np.ndarray
+
+    @property
+    def m(self) -> int:
+        return int(self.lead_index.shape[0])
+
+
+@dataclass(frozen=True)
+class EventTerm:
+    """One aggregate to compute per lead: the events of type code `type_code` meeting every
+    condition in `conditions` (bit positions) with `0 <= age_days <= window_days`; their
+    count and their sum of `0.5 ** (age_days / half_life_days)` (1 each without half-life)."""
+
+    type_code: int
+    window_days: float
+    half_life_days: float | None = None
+    conditions: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class EventAggregates:
+    """`counts` int64 and `decayed` float (n, k), one column per term; `last_epoch` (n,) the
+    last event at or before `as_of` of any type (NaN: none); `last_epoch_by_type`
+    (n, n_types), the last per type code 1..n_types (NaN: none), when asked for."""
+
+    counts: np.ndarray
+    decayed: np.ndarray
+    last_epoch: np.ndarray
+    last_epoch_by_type: np.ndarray | None
+
+
+def aggregate_coded_events(
+    terms: Sequence[EventTerm],
+    events: CodedEvents,
+    n: int,
+    as_of: float,
+    *,
+    n_types: int = 0,
+) -> EventAggregates:
+    """The one aggregation of events for rule scoring, training and model scoring.
+
+    Events after `as_of` never count (ages are `(as_of - epoch) / 86400` days). The events are
+    grouped by type code once (a stable sort, so each lead's events keep their order and its
+    sums do not depend on how many other types there are); each term then looks only at
+    its own type's events."""
+    lead_index = np.asarray(events.lead_index, dtype=np.intp)
+    epoch = np.asarray(events.epoch, dtype=np.float64)
+    codes = np.asarray(events.type_code, dtype=np.int64)
+    bits = np.asarray(events.bits, dtype=np.int64)
+    if bits.ndim != 2 or bits.shape[0] != lead_index.shape[0]:
+        raise ValueError(f"bits must have shape ({lead_index.shape[0]}, words)")
+    k = len(terms)
+    counts = np.zeros((n, k), dtype=np.int64, order="F")
+    decayed = np.zeros((n, k), dtype=np.float64, order="F")
+    last = np.full(n, -np.inf)
+    by_type = np.full((n, n_types), np.nan) if n_types else None
+    if lead_index.shape[0] and n:
+        past = epoch <= as_of
+        if not past.all():
+            lead_index, epoch, codes, bits = (
+                lead_index[past],
+                epoch[past],
+                codes[past],
+                bits[past],
+            )
+        np.maximum.at(last, lead_index, epoch)
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        wanted = {term.type_code for term in terms} | set(range(1, n_types + 1))
+        for code in sorted(wanted):
+            low, high = np.searchsorted(sorted_codes, [code, code + 1])
+            if low == high:
+                continue
+            rows = order[low:high]
+            leads, times = lead_index[rows], epoch[rows]
+            age_days = (as_of - times) / SECONDS_PER_DAY
+            if by_type is not None and 1 <= code <= n_types:
+                latest = np.full(n, -np.inf)
+                np.maximum.at(latest, leads, times)
+                by_type[:, code - 1] = np.where(np.isneginf(latest), np.nan, latest)
+            for j, term in enumerate(terms):
+                if term.type_code != code:
+                    continue
+                matched = age_days <= term.window_days
+                for position in term.conditions:
+                    word = bits[rows, position // 63]
+                    matched &= ((word >> (position % 63)) & 1).astype(bool)
+                selected = leads[matched]
+                counts[:, j] = np.bincount(selected, minlength=n)
+                if term.half_life_days is None:
+                    decayed[:, j] = counts[:, j]
+                else:
+                    weights = np.power(0.5, age_days[matched] / term.half_life_days)
+                    decayed[:, j] = np.bincount(selected, weights=weights, minlength=n)
+    last_epoch = np.where(np.isneginf(last), np.nan, last)
+    return EventAggregates(counts, decayed, last_epoch, by_type)
+
+
+@dataclass(frozen=True)
+class RuleEventPlan:
+    """What a reader ships for a compiled rule set's event rules: the event types (type code
+    = 1 + index), the distinct `where` conditions (bit = index; each a `(key, value)` pair
+    and its JSON text `{"key": value}`, which a database matches by containment), and one
+    term per event rule, in `compiled.event_rules` order."""
+
+    event_types: tuple[str, ...]
+    conditions: tuple[tuple[str, Any], ...]
+    condition_json: tuple[str, ...]
+    terms: tuple[EventTerm, ...]
+    needs_inactivity: bool
+    longest_window_days: float
+
+    @property
+    def words(self) -> int:
+        """int64 words of condition bits per event (63 bits each, the sign bit unused)."""
+        return -(-len(self.conditions) // 63)
+
+
+def rule_event_plan(compiled: CompiledRuleSet) -> RuleEventPlan:
+    rules: list[EventRule] = [rule for _, rule in compiled.event_rules]
+    types = tuple(sorted({rule.event_type for rule in rules}))
+    # A condition is identified by its JSON text: as tuples, ("plan", True) and ("plan", 1)
+    # are equal and would share one bit, though JSON tells them apart.
+    by_text: dict[str, tuple[str, Any]] = {}
+    for rule in rules:
+        for pair in rule.where:
+            by_text.setdefault(_condition_json(pair), pair)
+    texts = list(by_text)
+    terms = tuple(
+        EventTerm(
+            type_code=types.index(rule.event_type) + 1,
+            window_days=rule.window_days,
+            half_life_days=rule.half_life_days,
+            conditions=tuple(texts.index(_condition_json(pair)) for pair in rule.where),
+        )
+        for rule in rules
+    )
+    return RuleEventPlan(
+        event_types=types,
+        conditions=tuple(by_text.values()),
+        condition_json=tuple(texts),
+        terms=terms,
+        needs_inactivity=any(isinstance(r, InactivityRule) for r in compiled.rules),
+        longest_window_days=max((rule.window_days for rule in rules), default=0.0),
+    )
+
+
+def _condition_json(pair: tuple[str, Any]) -> str:
+    key, value = pair
+    return json.dumps({key: value})
+
+
+def condition_bits(
+    properties: Sequence[dict[str, Any] | None], conditions: Sequence[tuple[str, Any]]
+) -> np.ndarray:
+    """(m, words) int64 condition bits of events from their properties, in Python: what
+    PostgreSQL computes by jsonb containment, for a database that cannot (SQLite)."""
+    words = -(-len(conditions) // 63)
+    bits = np.zeros((len(properties), words), dtype=np.int64)
+    for c, (key, value) in enumerate(conditions):
+        met = np.fromiter(
+            (event_matches_where(p, ((key, value),)) for p in properties),
+            dtype=bool,
+            count=len(properties),
+        )
+        bits[met, c // 63] |= np.int64(1) << np.int64(c % 63)
+    return bits
+
+
+def rule_behaviour(
+    plan: RuleEventPlan, events: CodedEvents, created_at: np.ndarray, as_of: float
+) -> BehaviourAggregates:
+    """`BehaviourAggregates` of n leads (n = len(created_at), creation epochs) from their
+    coded events: per event rule its count and decayed sum, and the days since each lead's
+    last event at or before `as_of` (since its creation when it has none)."""
+    created_at = np.asarray(created_at, dtype=np.float64)
+    n = created_at.shape[0]
+    if events.m and (events.lead_index.min() < 0 or events.lead_index.max() >= n):
+        raise ValueError(f"lead_index must lie in [0, {n})")
+    aggregated = aggregate_coded_events(plan.terms, events, n, as_of)
+    last = np.where(np.isnan(aggregated.last_epoch), created_at, aggregated.last_epoch)
+    days_since = (as_of - last) / SECONDS_PER_DAY
+    return BehaviourAggregates(aggregated.counts, aggregated.decayed, days_since)
+
+
 def aggregate_events(
     compiled: CompiledRuleSet,
     lead_index: np.ndarray,
@@ -110,67 +309,41 @@ def aggregate_events(
     as_of: float,
     n: int,
 ) -> BehaviourAggregates:
-    """Aggregate raw events into `BehaviourAggregates` for `compiled.event_rules`.
-
-    Events are given column-wise, one entry per event: `lead_index` (0..n-1), `event_types`,
-    `occurred_at` (epoch seconds) and `properties` (dicts or None). `created_at` (n,) holds each
-    lead's creation time in epoch seconds and `as_of` the scoring time. Events with a NaN time
-    are ignored. Vectorised per rule; only the `where` filter runs in Python, and only over
-    events that already match the rule's type and window.
-    """
+    """`BehaviourAggregates` for `compiled.event_rules` from raw events given column-wise
+    (`lead_index` 0..n-1, `event_types`, `occurred_at` epoch seconds, `properties` dicts or
+    None): coded (`code_events`) and aggregated by `rule_behaviour`, as every reader does.
+    Events with a NaN time are ignored."""
     lead_index = np.asarray(lead_index, dtype=np.intp)
     occurred_at = np.asarray(occurred_at, dtype=np.float64)
-    created_at = np.asarray(created_at, dtype=np.float64)
     m = lead_index.shape[0]
-    types = np.asarray(event_types, dtype=object)
-    if types.shape != (m,) or occurred_at.shape != (m,) or len(properties) != m:
+    if np.shape(event_types) != (m,) or occurred_at.shape != (m,) or len(properties) != m:
         raise ValueError("lead_index, event_types, occurred_at and properties differ in length")
-    if created_at.shape != (n,):
+    if np.shape(created_at) != (n,):
         raise ValueError(f"created_at must have shape ({n},)")
-    if m and (lead_index.min() < 0 or lead_index.max() >= n):
-        raise ValueError(f"lead_index must lie in [0, {n})")
-
-    age_days = (as_of - occurred_at) / SECONDS_PER_DAY
-    k = len(compiled.event_rules)
-    counts = np.zeros((n, k), dtype=np.int64, order="F")
-    decayed = np.zeros((n, k), dtype=np.float64, order="F")
-
-    # One pass mapping each event's type to a small code (C-level map over a dict, no Python
-    # loop body), instead of one object comparison over all events per rule.
-    type_codes = {rule.event_type: code for code, rule in enumerate(_distinct_types(compiled))}
-    codes = np.fromiter(map(type_codes.get, types.tolist(), repeat(-1)), dtype=np.intp, count=m)
-    for j, (_, rule) in enumerate(compiled.event_rules):
-        selected = np.flatnonzero(
-            (codes == type_codes[rule.event_type])
-            & (age_days >= 0)
-            & (age_days <= rule.window_days)
-        )
-        if rule.where:
-            keep = np.fromiter(
-                (event_matches_where(properties[e], rule.where) for e in selected.tolist()),
-                dtype=bool,
-                count=selected.shape[0],
-            )
-            selected = selected[keep]
-        leads = lead_index[selected]
-        counts[:, j] = np.bincount(leads, minlength=n)
-        if rule.half_life_days is None:
-            decayed[:, j] = counts[:, j]
-        else:
-            terms = np.power(0.5, age_days[selected] / rule.half_life_days)
-            decayed[:, j] = np.bincount(leads, weights=terms, minlength=n)
-
-    # Last activity: any event type, at or before as_of.
-    last = np.full(n, -np.inf)
-    past = occurred_at <= as_of
-    np.maximum.at(last, lead_index[past], occurred_at[past])
-    last = np.where(np.isneginf(last), created_at, last)
-    days_since = (as_of - last) / SECONDS_PER_DAY
-    return BehaviourAggregates(counts, decayed, days_since)
+    plan = rule_event_plan(compiled)
+    events = code_events(plan, lead_index, event_types, occurred_at, properties)
+    return rule_behaviour(plan, events, created_at, as_of)
 
 
-def _distinct_types(compiled: CompiledRuleSet) -> list[EventRule]:
-    seen: dict[str, EventRule] = {}
-    for _, rule in compiled.event_rules:
-        seen.setdefault(rule.event_type, rule)
-    return list(seen.values())
+def code_events(
+    plan: RuleEventPlan,
+    lead_index: np.ndarray,
+    event_types: Sequence[str] | np.ndarray,
+    occurred_at: np.ndarray,
+    properties: Sequence[dict[str, Any] | None],
+) -> CodedEvents:
+    """Raw events as `CodedEvents` for `plan` (NaN times dropped)."""
+    lead_index = np.asarray(lead_index, dtype=np.intp)
+    occurred_at = np.asarray(occurred_at, dtype=np.float64)
+    m = lead_index.shape[0]
+    # One pass mapping each event's type to its code (a C-level map over a dict).
+    type_codes = {t: i + 1 for i, t in enumerate(plan.event_types)}
+    types = np.asarray(event_types, dtype=object).tolist()
+    codes = np.fromiter(map(type_codes.get, types, repeat(0)), dtype=np.int64, count=m)
+    # Only events of a type some rule reads can meet a condition that matters.
+    bits = np.zeros((m, plan.words), dtype=np.int64)
+    typed = np.flatnonzero(codes > 0)
+    if plan.conditions and typed.shape[0]:
+        bits[typed] = condition_bits([properties[e] for e in typed.tolist()], plan.conditions)
+    known = ~np.isnan(occurred_at)
+    return CodedEvents(lead_index[known], codes[known], occurred_at[known], bits[known])

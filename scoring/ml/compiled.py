@@ -58,7 +58,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
-from scoring.ml import features as F
+from scoring.ml import feature_frame as F
 from scoring.ml import registry
 from scoring.models import MLModel
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from django.utils import timezone
 
-from scoring.ml import features as F
+from scoring.ml import feature_frame as F
 from scoring.ml.scoring import LoadedModel, active_loaded
 from scoring.ml.training import LOGISTIC, inner_pipeline, logistic_columns
 

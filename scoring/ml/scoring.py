@@ -34,7 +34,7 @@ from django.utils import timezone
 from threadpoolctl import threadpool_limits
 
 from leadscoring.db import parallel_connections_allowed
-from scoring.ml import features as F
+from scoring.ml import feature_frame as F
 from scoring.ml import registry
 from scoring.ml.compiled import CompiledForest, compiled_forest
 from scoring.ml.probabilities import Replacement, clear_probabilities, write_probabilities

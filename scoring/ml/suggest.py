@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from scoring.engine import AttributeRule, EventRule, InactivityRule, parse_ruleset, rule_label
-from scoring.ml import features as F
+from scoring.ml import feature_frame as F
 
 MIN_SUPPORT = 10
 MAX_NEW_RULES = 5

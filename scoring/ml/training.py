@@ -51,7 +51,7 @@ from threadpoolctl import threadpool_limits
 
 from scoring.jobs import ACTIVE, PROGRESS_SCALE, job_claim, job_fail, job_heartbeat
 from scoring.ml import compiled, registry
-from scoring.ml import features as F
+from scoring.ml import feature_frame as F
 from scoring.ml import metrics as M
 from scoring.ml.labels import DEFAULT_HORIZON_DAYS, DEFAULT_STAGE, Labels, build_labels
 from scoring.models import MLModel
@@ -599,7 +599,7 @@ def _rule_scores(
     """The live rules' scores of the population (only at `rows` when given: elsewhere the
     score is NaN and the contributions 0)."""
     from scoring.engine import compile_ruleset
-    from scoring.features import LeadSelection
+    from scoring.rule_inputs import LeadSelection
     from scoring.selectors import live_rule_set
     from scoring.services.rescore import score_selection
     from scoring.services.rulesets import ruleset_to_spec

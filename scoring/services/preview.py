@@ -58,14 +58,6 @@ from scoring.engine import (
     gc_paused,
     score_leads,
 )
-from scoring.features import (
-    LeadColumns,
-    LeadSelection,
-    fetch_per_lead,
-    positions_in,
-    read_behaviour,
-    read_lead_columns,
-)
 from scoring.jobs import (
     ACTIVE,
     PROGRESS_SCALE,
@@ -77,6 +69,14 @@ from scoring.jobs import (
 )
 from scoring.ml.metrics import roc_auc_from_counts
 from scoring.models import PreviewRun, RuleSet
+from scoring.rule_inputs import (
+    LeadColumns,
+    LeadSelection,
+    fetch_per_lead,
+    positions_in,
+    read_behaviour,
+    read_lead_columns,
+)
 from scoring.selectors import live_rule_set
 from scoring.services.rescore import compiled_rule_set
 from scoring.services.rulesets import ruleset_to_spec

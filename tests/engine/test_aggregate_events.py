@@ -193,3 +193,36 @@ def test_bad_inputs_are_refused():
             AS_OF,
             1,
         )
+
+
+def test_conditions_past_the_first_word_of_bits_still_match():
+    # 70 distinct `where` conditions need two int64 words of bits (63 per word).
+    doc = {
+        "name": "many conditions",
+        "rules": [
+            {
+                "kind": "event",
+                "event_type": "page_view",
+                "where": {"k": i},
+                "points": 1,
+                "window_days": 30,
+            }
+            for i in range(70)
+        ],
+    }
+    compiled = compile_ruleset(parse_ruleset(doc))
+    values = [0, 62, 63, 64, 69, 69]
+    got = aggregate_events(
+        compiled,
+        np.zeros(len(values), dtype=np.int64),
+        np.array(["page_view"] * len(values), dtype=object),
+        np.full(len(values), AS_OF - DAY),
+        [{"k": v} for v in values],
+        np.array([AS_OF - 100 * DAY]),
+        AS_OF,
+        1,
+    )
+    expected = np.zeros(70, dtype=np.int64)
+    for v in values:
+        expected[v] += 1
+    assert got.counts[0].tolist() == expected.tolist()

@@ -179,12 +179,6 @@ def test_a_temp_table_survives_nothing_of_a_failed_block():
 
 # --- no other module forks on the database --------------------------------------------------
 
-# Files other engineers are changing right now; their forks move to leadscoring.db when their
-# work is merged, and each entry goes then (the test below fails on an entry with no fork).
-ALLOWED_FORKS = {
-    "scoring/features.py",
-    "scoring/ml/features.py",
-}
 SOURCE_DIRS = ("leadscoring", "scoring", "integrations", "bench", "scripts", "tests")
 DB_VENDORS = {"postgresql", "sqlite", "mysql", "oracle"}
 
@@ -255,13 +249,8 @@ def test_only_the_database_layer_asks_which_database_it_is_on():
     for path in _sources():
         relative = path.relative_to(ROOT).as_posix()
         lines = _forks(path)
-        if lines and relative not in ALLOWED_FORKS:
+        if lines:
             found[relative] = lines
     assert not found, (
         f"ask leadscoring.db (is_postgres() and its helpers) instead of the vendor: {found}"
     )
-
-
-def test_every_allowed_fork_is_still_there():
-    converted = sorted(f for f in ALLOWED_FORKS if not _forks(ROOT / f))
-    assert not converted, f"no fork left in {converted}: remove it from ALLOWED_FORKS"

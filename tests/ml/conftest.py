@@ -154,9 +154,9 @@ def live_rules(db):
 @pytest.fixture
 def no_mappings(tmp_path, monkeypatch):
     """No mapping files at all (so only what a test passes is excluded)."""
-    from scoring.ml import features
+    from scoring.ml import feature_frame
 
     directory = tmp_path / "mappings"
     directory.mkdir()
-    monkeypatch.setattr(features, "MAPPINGS_DIR", directory)
+    monkeypatch.setattr(feature_frame, "MAPPINGS_DIR", directory)
     return directory

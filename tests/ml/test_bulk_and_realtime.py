@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from scoring.ml import features as F
+from scoring.ml import feature_frame as F
 from scoring.ml import registry
 from scoring.ml import scoring as ml_scoring
 from scoring.ml.labels import build_labels

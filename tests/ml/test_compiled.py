@@ -18,7 +18,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 
 from scoring.ml import compiled, registry
-from scoring.ml import features as F
+from scoring.ml import feature_frame as F
 from scoring.ml import scoring as ml_scoring
 from scoring.ml.training import BOOSTING, LOGISTIC, train_models
 from scoring.models import Lead, LeadProbability

@@ -15,7 +15,7 @@ import pytest
 from django.utils import timezone
 
 from scoring.ml import compiled, registry
-from scoring.ml import features as F
+from scoring.ml import feature_frame as F
 from scoring.ml import scoring as ml_scoring
 from scoring.ml.training import BOOSTING, train_models
 from scoring.models import Lead, LeadProbability

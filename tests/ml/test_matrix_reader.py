@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from leadscoring.db import is_postgres
 from scoring.engine import email_domain_type
-from scoring.ml import features as F
+from scoring.ml import feature_frame as F
 from scoring.ml import registry
 from scoring.ml import scoring as ml_scoring
 from scoring.ml.probabilities import STAGING

@@ -13,7 +13,6 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from scoring.engine import compile_ruleset, parse_ruleset
-from scoring.features import LeadSelection, read_lead_columns
 from scoring.kpis import cube
 from scoring.ml.probabilities import (
     RUN_LOCK,
@@ -23,6 +22,7 @@ from scoring.ml.probabilities import (
     write_probabilities,
 )
 from scoring.models import Lead, LeadProbability
+from scoring.rule_inputs import LeadSelection, read_lead_columns
 from tests.factories import LeadFactory
 
 NAN = np.nan

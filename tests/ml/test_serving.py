@@ -5,7 +5,7 @@ import pytest
 from django.utils import timezone
 
 from scoring.engine import parse_ruleset
-from scoring.ml import features as F
+from scoring.ml import feature_frame as F
 from scoring.ml import registry
 from scoring.ml import scoring as ml_scoring
 from scoring.ml.explain import explain_frame, explain_lead

@@ -12,7 +12,6 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from scoring.engine import aggregate_events
-from scoring.features import LeadSelection, read_behaviour, read_lead_columns
 from scoring.models import (
     Event,
     Lead,
@@ -22,6 +21,7 @@ from scoring.models import (
     RescoreRun,
     ScoreHistory,
 )
+from scoring.rule_inputs import LeadSelection, read_behaviour, read_lead_columns
 from scoring.services import rescore
 from scoring.services.rescore import compiled_rule_set
 from scoring.services.rulesets import ruleset_import

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from scoring.ml import features as F
+from scoring.event_reader import GROUP_RECORD, TIME_RECORD, EventRows, unpack_events
+from scoring.ml import feature_frame as F
 from scoring.models import Event
 from tests.factories import EventFactory, LeadFactory
 from tests.ml.conftest import make_dateless
@@ -165,12 +166,12 @@ def test_events_are_read_exactly_one_per_event_with_their_type_code_and_time(db)
     per_chunk = F.read_events_bulk(spec, cutoff, ids[0], 5)
     assert per_chunk
     for k, packed in per_chunk.items():
-        events = packed if isinstance(packed, F.EventRows) else F._unpack_events(packed)
+        events = packed if isinstance(packed, EventRows) else unpack_events(packed)
         assert same(events, [i for i in ids if (i - ids[0]) // 5 == k])
 
 
 def test_packed_events_that_do_not_add_up_are_refused():
-    heads = np.array([(7, 1, 3)], dtype=F._GROUP_RECORD).tobytes()
-    times = np.array([1, 2], dtype=F._TIME_RECORD).tobytes()
+    heads = np.array([(7, 1, 3)], dtype=GROUP_RECORD).tobytes()
+    times = np.array([1, 2], dtype=TIME_RECORD).tobytes()
     with pytest.raises(ValueError, match="3 events announced, 2 received"):
-        F._unpack_events((heads, times))
+        unpack_events((heads, times))

@@ -23,10 +23,11 @@ The encoded matrix (`encode`) is float64: numbers first, then category codes, so
 scikit-learn pipeline takes it directly and 1,000,000 leads stay a few hundred MB.
 
 Reads are set-based. Training reads the lead columns of a chunk with one query and the events
-of all its leads in one pass (PostgreSQL packs each chunk's events, grouped by lead and type,
-as fixed-size binary records in two `bytea`s), aggregated in NumPy. Serving (`MatrixReader`)
-builds the model's input matrix directly, per chunk of ids; its output is tested to equal
-training's encoding exactly.
+of all its leads in one pass (the one event reader, `scoring.event_reader`: PostgreSQL packs each
+chunk's events, grouped by lead and type, as fixed-size binary records in two `bytea`s),
+aggregated by the engine's one aggregation (`aggregate_coded_events`), as rule scoring does.
+Serving (`MatrixReader`) builds the model's input matrix directly, per chunk of ids; its output
+is tested to equal training's encoding exactly.
 Attributes keep their current values: the database has no attribute history, so an attribute
 set after the cut-off is read as it is now (the mappings' leakage lists exist for exactly the
 attributes where that matters)."""
@@ -49,7 +50,15 @@ from django.conf import settings
 from django.db import connection
 from numpy.dtypes import StringDType
 
-from scoring.engine import email_domain_type
+from leadscoring.db import db_datetime, epoch_seconds_sql, is_postgres
+from scoring.engine import CodedEvents, EventTerm, aggregate_coded_events, email_domain_type
+from scoring.event_reader import (
+    EventRows,
+    fetch_binary,
+    fetch_packed,
+    packed_events_sql,
+    unpack_events,
+)
 
 WINDOWS: tuple[int, ...] = (7, 30, 90)
 MAX_EVENT_TYPES = 20
@@ -367,7 +376,7 @@ def _frequent_event_types(cutoff: dt.datetime) -> list[str]:
         cursor.execute(
             "SELECT event_type, COUNT(*) FROM scoring_event WHERE occurred_at <= %s "
             "GROUP BY event_type ORDER BY COUNT(*) DESC, event_type LIMIT %s",
-            [_db_time(cutoff), MAX_EVENT_TYPES],
+            [db_datetime(cutoff), MAX_EVENT_TYPES],
         )
         return sorted(row[0] for row in cursor.fetchall())
 
@@ -440,7 +449,7 @@ def iter_frames(
         elif isinstance(packed, EventRows):
             events = packed
         else:
-            events = _unpack_events(packed)
+            events = unpack_events(packed)
         frame = read_frame(spec, cutoff, first_id, last_id, ids=ids, events=events)
         if frame.n:
             yield frame
@@ -452,7 +461,7 @@ def _fetch_lead_columns(
     """The chunk's lead rows (ordered by id) as columns: 0 id, 1 creation epoch, 2 email,
     3 persona, then the fields and attributes the spec reads, at the positions the returned
     mapping gives for (source, key)."""
-    postgres = connection.vendor == "postgresql"
+    postgres = is_postgres()
     attribute_keys = sorted(
         {f.key for f in spec.numeric if f.source == "attribute"}
         | {f.key for f in spec.categorical if f.source == "attribute"}
@@ -460,11 +469,7 @@ def _fetch_lead_columns(
     field_names = [f.key for f in spec.numeric if f.source == "field"] + [
         f.key for f in spec.categorical if f.source == "field"
     ]
-    epoch = (
-        "date_part('epoch', created_at)"
-        if postgres
-        else "(julianday(created_at) - 2440587.5) * 86400.0"
-    )
+    epoch = epoch_seconds_sql("created_at")
     select = ["id", epoch, "email", "persona"] + [f'"{name}"' for name in field_names]
     params: list[Any] = []
     for key in attribute_keys:
@@ -565,7 +570,7 @@ class MatrixReader:
             lead_ids = lead_ids[(lead_ids >= first_id) & (lead_ids <= last_id)]
             if lead_ids.size == 0:
                 return np.zeros(0, dtype=np.int64), np.zeros((0, len(spec.names)))
-        if connection.vendor == "postgresql":
+        if is_postgres():
             found, created, lead_part = self._lead_part_grouped(first_id, last_id, lead_ids)
         else:
             found, created, lead_part = self._lead_part_rows(first_id, last_id, lead_ids)
@@ -652,7 +657,7 @@ class MatrixReader:
             f"SELECT {g}, g{g}::text, string_agg(int4send(rn), ''::bytea) FROM chunk GROUP BY 2"
             for g in range(len(grouped))
         ]
-        rows = _fetch_binary(" UNION ALL ".join(parts), [*select_params, *where_params])
+        rows = fetch_binary(" UNION ALL ".join(parts), [*select_params, *where_params])
         head = next((data for slot, _, data in rows if slot == -1), None)
         records = np.frombuffer(head or b"", dtype=np.dtype(record))
         found = records["id"].astype(np.int64)
@@ -708,90 +713,8 @@ def _lead_filter(
 
 
 # ---------------------------------------------------------------------------------------------
-# Behaviour: events read raw (lead, type, time) and aggregated in NumPy, the same code for one
-# lead, a chunk, or the whole table.
-
-
-@dataclass(frozen=True, eq=False)
-class EventRows:
-    """Events as columns: lead id, type code (1 + index in `spec.event_types`, 0 for any other
-    type: it counts only towards the last activity) and time (epoch seconds)."""
-
-    lead_ids: np.ndarray
-    codes: np.ndarray
-    epochs: np.ndarray
-
-    @staticmethod
-    def empty() -> EventRows:
-        return EventRows(np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0))
-
-
-# PostgreSQL's own binary forms, big-endian: a timestamp is int8 microseconds since
-# 2000-01-01 UTC, turned into epoch seconds as date_part('epoch', ...) computes them.
-_PG_EPOCH_MICROS = 946_684_800_000_000
-# Events travel grouped by (lead, type), which is the lead/type/time index's order: one
-# header per group (lead id, type code, how many events) in one `bytea`, and the events' times
-# in the same order in another. The type is coded once per group, not per event: its text
-# comparison was a third of the query's time when it ran per event.
-_GROUP_RECORD = np.dtype([("lead", ">i8"), ("code", ">i2"), ("count", ">i4")])
-_TIME_RECORD = np.dtype(">i8")
-
-
-# 1 + the type's index in the spec's event types (the parameter), 0 for any other type.
-_TYPE_CODE_SQL = "COALESCE(array_position(%s::text[], event_type::text), 0)::int2"
-
-
-def _event_sql_postgres(spec: FeatureSpec, bucket: str, where: str) -> str:
-    # One row per bucket of leads holding its events packed as fixed-size binary records
-    # (`_GROUP_RECORD` headers, `_TIME_RECORD` times): a handful of rows instead of millions,
-    # so the transfer costs no Python per event. The two aggregates of the outer query see the
-    # groups in the same order.
-    return (
-        f"SELECT {bucket} AS bucket, string_agg(int8send(lead_id) || int2send({_TYPE_CODE_SQL})"
-        " || int4send(n), ''::bytea), string_agg(times, ''::bytea) FROM ("
-        "SELECT lead_id, event_type, count(*)::int4 AS n,"
-        " string_agg(timestamptz_send(occurred_at), ''::bytea) AS times"
-        f" FROM scoring_event WHERE {where} AND occurred_at <= %s"
-        " GROUP BY lead_id, event_type) AS groups GROUP BY 1"
-    )
-
-
-def _epochs(micros: np.ndarray) -> np.ndarray:
-    return (micros.astype(np.int64) + _PG_EPOCH_MICROS) / 1e6
-
-
-def _unpack_events(packed: tuple[bytes, bytes]) -> EventRows:
-    heads = np.frombuffer(packed[0], dtype=_GROUP_RECORD)
-    times = np.frombuffer(packed[1], dtype=_TIME_RECORD)
-    counts = heads["count"].astype(np.int64)
-    if int(counts.sum()) != times.shape[0]:
-        raise ValueError(f"{int(counts.sum())} events announced, {times.shape[0]} received")
-    return EventRows(
-        np.repeat(heads["lead"].astype(np.int64), counts),
-        np.repeat(heads["code"].astype(np.int16), counts),
-        _epochs(times),
-    )
-
-
-def _fetch_binary(sql: str, params: list[Any]) -> list[tuple]:
-    """PostgreSQL: a query's rows through a server-binding cursor for binary results, so
-    `bytea` values arrive as they are, not hex-encoded (Django's client-side cursors cannot
-    ask for binary)."""
-    import psycopg  # only on PostgreSQL
-
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, binary=True)
-        return cursor.fetchall()
-
-
-def _fetch_packed(sql: str, params: list[Any]) -> dict[int, tuple[bytes, bytes]]:
-    """PostgreSQL: bucket -> packed events (group headers, times), from a
-    `_event_sql_postgres` query."""
-    return {
-        int(bucket): (bytes(heads), bytes(times))
-        for bucket, heads, times in _fetch_binary(sql, params)
-    }
+# Behaviour: events read by the one event reader (`scoring.event_reader`) and aggregated by the
+# engine's one aggregation, the same code for one lead, a chunk, or the whole table.
 
 
 def read_events(
@@ -802,20 +725,20 @@ def read_events(
     lead_ids: np.ndarray | None = None,
 ) -> EventRows:
     """The events at or before `cutoff` of the leads in [first_id, last_id] (in `lead_ids`)."""
-    postgres = connection.vendor == "postgresql"
+    postgres = is_postgres()
     where, where_params = _lead_filter("lead_id", first_id, last_id, lead_ids, postgres)
     if postgres:
         # For an id range, the lead/type/time index answers this by an index-only scan.
-        sql = _event_sql_postgres(spec, "0", where)
-        packed = _fetch_packed(sql, [list(spec.event_types), *where_params, cutoff])
-        return _unpack_events(packed[0]) if packed else EventRows.empty()
+        sql = packed_events_sql("0", where)
+        packed = fetch_packed(sql, [list(spec.event_types), *where_params, cutoff])
+        return unpack_events(packed[0]) if packed else EventRows.empty()
     codes = {t: i + 1 for i, t in enumerate(spec.event_types)}
     sql = (
         "SELECT lead_id, event_type, (julianday(occurred_at) - 2440587.5) * 86400.0 "
         f"FROM scoring_event WHERE {where} AND julianday(occurred_at) <= julianday(%s)"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*where_params, _db_time(cutoff)])
+        cursor.execute(sql, [*where_params, db_datetime(cutoff)])
         rows = cursor.fetchall()
     if not rows:
         return EventRows.empty()
@@ -824,6 +747,7 @@ def read_events(
         np.asarray(lead, dtype=np.int64),
         np.asarray([codes.get(k, 0) for k in kind], dtype=np.int16),
         np.asarray(epoch, dtype=np.float64),
+        np.zeros((len(rows), 0), dtype=np.int64),
     )
 
 
@@ -837,9 +761,9 @@ def read_events_bulk(
 ) -> dict[int, EventRows | tuple[bytes, bytes]]:
     """Every event at or before `cutoff` (of the leads in `ids` when given), in one pass over
     the events table, split by the id-range chunk (of `chunk_size` ids from `low`) its lead
-    falls in; on PostgreSQL each chunk's events are still packed (`_unpack_events`)."""
+    falls in; on PostgreSQL each chunk's events are still packed (`unpack_events`)."""
     lead_ids = None if ids is None else np.asarray(ids, dtype=np.int64)
-    if connection.vendor != "postgresql":
+    if not is_postgres():
         bounds = lead_id_range()
         if bounds is None:
             return {}
@@ -847,15 +771,18 @@ def read_events_bulk(
         bucket = (events.lead_ids - low) // chunk_size
         return {
             int(k): EventRows(
-                events.lead_ids[bucket == k], events.codes[bucket == k], events.epochs[bucket == k]
+                events.lead_ids[bucket == k],
+                events.codes[bucket == k],
+                events.epochs[bucket == k],
+                events.bits[bucket == k],
             )
             for k in np.unique(bucket).tolist()
         }
     where, where_params = (
         ("TRUE", []) if lead_ids is None else ("lead_id = ANY(%s::bigint[])", [lead_ids.tolist()])
     )
-    sql = _event_sql_postgres(spec, "(lead_id - %s::bigint) / %s::bigint", where)
-    return _fetch_packed(sql, [low, chunk_size, list(spec.event_types), *where_params, cutoff])
+    sql = packed_events_sql("(lead_id - %s::bigint) / %s::bigint", where)
+    return fetch_packed(sql, [low, chunk_size, list(spec.event_types), *where_params, cutoff])
 
 
 def aggregate_behaviour(
@@ -883,33 +810,27 @@ def aggregate_behaviour(
         return
     position = np.searchsorted(ids, events.lead_ids)
     inside = (position < n) & (ids[np.minimum(position, n - 1)] == events.lead_ids)
-    inside &= events.epochs <= cutoff_epoch
-    position = position[inside]
-    codes = events.codes[inside].astype(np.int64)
-    age = (cutoff_epoch - events.epochs[inside]) / SECONDS_PER_DAY
-    last_age = np.full(n, np.inf)
-    np.minimum.at(last_age, position, age)
-    out[:, 1] = np.where(np.isinf(last_age), out[:, 0], np.maximum(last_age, 0.0))
-    typed = codes > 0
-    if not n_types or not typed.any():
-        return
-    key = position[typed] * n_types + (codes[typed] - 1)
-    age = age[typed]
-    size = n * n_types
-    block = out[:, 2:].reshape(n, n_types, per_type)
-    for k, w in enumerate(spec.windows):
-        within = age <= w
-        block[:, :, k] = np.bincount(key, weights=within, minlength=size).reshape(n, n_types)
-        decayed = np.where(within, np.power(0.5, age / (w / 2.0)), 0.0)
-        block[:, :, len(spec.windows) + k] = np.bincount(
-            key, weights=decayed, minlength=size
-        ).reshape(n, n_types)
-    last = np.full(size, np.inf)
-    np.minimum.at(last, key, age)
-    last = last.reshape(n, n_types)
-    seen = np.isfinite(last)
-    block[:, :, per_type - 1] = np.where(seen, last, block[:, :, per_type - 1])
-    out[:, 2:] = block.reshape(n, n_types * per_type)
+    coded = CodedEvents(
+        position[inside], events.codes[inside], events.epochs[inside], events.bits[inside]
+    )
+    # Per type, per window: the count and the decayed sum with a half-life of half the window.
+    terms = [
+        EventTerm(type_code=t + 1, window_days=w, half_life_days=w / 2.0)
+        for t in range(n_types)
+        for w in spec.windows
+    ]
+    aggregated = aggregate_coded_events(terms, coded, n, cutoff_epoch, n_types=n_types)
+    seen = ~np.isnan(aggregated.last_epoch)
+    out[seen, 1] = (cutoff_epoch - aggregated.last_epoch[seen]) / SECONDS_PER_DAY
+    n_windows = len(spec.windows)
+    for t in range(n_types):
+        base = 2 + t * per_type
+        columns = slice(t * n_windows, (t + 1) * n_windows)
+        out[:, base : base + n_windows] = aggregated.counts[:, columns]
+        out[:, base + n_windows : base + 2 * n_windows] = aggregated.decayed[:, columns]
+        last = aggregated.last_epoch_by_type[:, t]
+        typed = ~np.isnan(last)
+        out[typed, base + per_type - 1] = (cutoff_epoch - last[typed]) / SECONDS_PER_DAY
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1092,10 +1013,3 @@ def _json_object(value: Any) -> dict:
         loaded = json.loads(value)
         return loaded if isinstance(loaded, dict) else {}
     return value if isinstance(value, dict) else {}
-
-
-def _db_time(moment: dt.datetime) -> Any:
-    """A datetime as the database compares it (SQLite stores UTC text without offset)."""
-    if connection.vendor == "postgresql":
-        return moment
-    return moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ")

@@ -81,7 +81,7 @@ def test_a_signature_a_few_seconds_in_the_future_is_accepted_as_clock_skew(
         response = post(offset_ms=2_000)
 
     assert response.status_code == 200
-    assert enqueued == [["152", "154"]]
+    assert enqueued == [("integrations.tasks.hubspot_webhook_sync_task", [["152", "154"]])]
 
 
 def test_a_replayed_event_id_is_ignored(enqueued, django_capture_on_commit_callbacks):

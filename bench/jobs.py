@@ -37,7 +37,7 @@ def job_rescore() -> dict:
 
 def job_floor() -> dict:
     from bench.floor import rescore_floor
-    from scoring.selectors import live_rule_set
+    from scoring.selectors.rules import live_rule_set
     from scoring.services.rulesets import ruleset_export
 
     document = ruleset_export(live_rule_set())
@@ -114,7 +114,7 @@ def job_preview() -> dict:
     """A draft that changes one rule's points, previewed against the live rule set."""
     from django.utils import timezone
 
-    from scoring.selectors import live_rule_set
+    from scoring.selectors.rules import live_rule_set
     from scoring.services.preview import preview_compute
     from scoring.services.rescore import compiled_rule_set
     from scoring.services.rulesets import ruleset_document, ruleset_import

@@ -6,7 +6,7 @@ from django.views.decorators.http import require_GET
 
 from leadscoring.health import health_problems
 from scoring.roles import primary_role
-from scoring.selectors import home_summary
+from scoring.selectors.home import home_summary
 
 
 @login_not_required

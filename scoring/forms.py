@@ -9,19 +9,15 @@ DESIGN.md §4 document with `to_item()`, leaving out what is empty so the engine
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from django import forms
 
-from scoring.engine import OPERATORS, RULE_KINDS, ValidationIssue
+from scoring.engine import OPERATORS, RULE_KINDS, ValidationIssue, issue_location
 from scoring.models import Band, Persona, Rule
 
 VALUELESS = ("is_set", "is_not_set")
 LIST_OPERATORS = ("in", "not_in")
-_ITEM_PATH = re.compile(r"^\$\.(rules|personas|bands)\[(\d+)\](.*)$")
-_KEY = re.compile(r"^\.([A-Za-z_]+)|^\['([^']*)'\]")
-_MATCH = re.compile(r"^\.match\[(\d+)\](?:\.(\w+))?")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,25 +138,6 @@ def _number(value: float | None) -> float | int | None:
 
 # ---------------------------------------------------------------------------------------------
 # Engine errors beside the fields
-
-
-def issue_location(path: str) -> tuple[str, int, str, str] | None:
-    """`$.rules[2].op` -> ("rules", 2, "op", ""); `$.personas[0].match[1].value` ->
-    ("personas", 0, "match", "condition 2 (value)"); None for paths outside the lists."""
-    found = _ITEM_PATH.match(path)
-    if not found:
-        return None
-    section, index, rest = found.group(1), int(found.group(2)), found.group(3)
-    match = _MATCH.match(rest)
-    if match:
-        detail = f"condition {int(match.group(1)) + 1}"
-        if match.group(2):
-            detail += f" ({match.group(2)})"
-        return section, index, "match", detail
-    key = _KEY.match(rest)
-    if not key:
-        return section, index, "__all__", ""
-    return section, index, key.group(1) or key.group(2), ""
 
 
 class DocumentItemForm(forms.Form):

@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 
 from scoring.api.permissions import HasCapability
 from scoring.models import Feedback
-from scoring.selectors import visible_leads
+from scoring.selectors.leads import visible_leads
 from scoring.services.feedback import NOTE_MAX_CHARS, FeedbackInvalid, feedback_give
 
 

@@ -33,9 +33,14 @@ from scoring.api.serializers import (
     LeadListSerializer,
     LeadUpsertSerializer,
 )
-from scoring.lead_list import LeadListFilter, lead_list, lead_list_page, lead_list_query
 from scoring.models import Feedback, Lead, LifecycleStage
-from scoring.selectors import visible_leads
+from scoring.selectors.leads import (
+    LeadListFilter,
+    lead_list,
+    lead_list_page,
+    lead_list_query,
+    visible_leads,
+)
 from scoring.services.events import MAX_EVENTS_PER_REQUEST, events_ingest, parse_event_item
 from scoring.services.leads import lead_update, lead_upsert
 

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from scoring.models import Lead, RuleSet
 from scoring.roles import ADMIN, MANAGER, MARKETING_OPS, SALES
-from scoring.selectors import live_rule_set
+from scoring.selectors.rules import live_rule_set
 
 from .generator import generate
 from .writer import write_demo_data

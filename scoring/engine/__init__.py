@@ -42,6 +42,7 @@ from .spec import (
     RuleSetInvalid,
     RuleSetSpec,
     ValidationIssue,
+    issue_location,
     parse_ruleset,
     ruleset_to_document,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "condition_bits",
     "email_domain_type",
     "gc_paused",
+    "issue_location",
     "parse_ruleset",
     "round_half_away_from_zero",
     "rule_behaviour",

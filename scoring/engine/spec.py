@@ -673,3 +673,28 @@ def _rule_document(rule: Rule) -> dict[str, Any]:
         doc["days"] = rule.days
     doc["points"] = rule.points
     return doc
+
+
+# Where an issue's path points in the rule-set document, for forms and the editor.
+_ITEM_PATH = re.compile(r"^\$\.(rules|personas|bands)\[(\d+)\](.*)$")
+_KEY = re.compile(r"^\.([A-Za-z_]+)|^\['([^']*)'\]")
+_MATCH = re.compile(r"^\.match\[(\d+)\](?:\.(\w+))?")
+
+
+def issue_location(path: str) -> tuple[str, int, str, str] | None:
+    """`$.rules[2].op` -> ("rules", 2, "op", ""); `$.personas[0].match[1].value` ->
+    ("personas", 0, "match", "condition 2 (value)"); None for paths outside the lists."""
+    found = _ITEM_PATH.match(path)
+    if not found:
+        return None
+    section, index, rest = found.group(1), int(found.group(2)), found.group(3)
+    match = _MATCH.match(rest)
+    if match:
+        detail = f"condition {int(match.group(1)) + 1}"
+        if match.group(2):
+            detail += f" ({match.group(2)})"
+        return section, index, "match", detail
+    key = _KEY.match(rest)
+    if not key:
+        return section, index, "__all__", ""
+    return section, index, key.group(1) or key.group(2), ""

@@ -600,7 +600,7 @@ def _rule_scores(
     score is NaN and the contributions 0)."""
     from scoring.engine import compile_ruleset
     from scoring.rule_inputs import LeadSelection
-    from scoring.selectors import live_rule_set
+    from scoring.selectors.rules import live_rule_set
     from scoring.services.rescore import score_selection
     from scoring.services.rulesets import ruleset_to_spec
 

@@ -77,7 +77,7 @@ from scoring.rule_inputs import (
     read_behaviour,
     read_lead_columns,
 )
-from scoring.selectors import live_rule_set
+from scoring.selectors.rules import live_rule_set
 from scoring.services.rescore import compiled_rule_set
 from scoring.services.rulesets import ruleset_to_spec
 

@@ -58,7 +58,7 @@ from scoring.rule_inputs import (
     read_behaviour,
     read_lead_columns,
 )
-from scoring.selectors import live_rule_set
+from scoring.selectors.rules import live_rule_set
 from scoring.services.rulesets import ruleset_document
 
 logger = logging.getLogger(__name__)

@@ -12,10 +12,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from scoring.lead_queries import feedback_review, lead_feedback
 from scoring.models import Feedback, Lead
 from scoring.roles import can
-from scoring.selectors import visible_leads
+from scoring.selectors.feedback import feedback_review
+from scoring.selectors.lead_page import lead_feedback
+from scoring.selectors.leads import visible_leads
 from scoring.services.feedback import NOTE_MAX_CHARS, FeedbackInvalid, feedback_give
 from scoring.views.access import require
 

@@ -9,27 +9,28 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from scoring.charts.lead import score_history_figure
 from scoring.csv_safety import csv_lines
-from scoring.lead_list import (
-    lead_list,
-    lead_list_choices,
-    lead_list_csv_rows,
-    lead_list_page,
-    lead_list_query,
-)
-from scoring.lead_queries import (
+from scoring.models import Feedback, Lead, RuleSet
+from scoring.roles import can
+from scoring.selectors.lead_page import (
     breakdown_rows,
     identities_by_source,
     lead_events_page,
     lead_merges,
     lifecycle_timeline,
-    score_history_figure,
+    score_history_points,
     score_history_rows,
     verdicts_by_lead,
 )
-from scoring.models import Feedback, Lead, RuleSet
-from scoring.roles import can
-from scoring.selectors import visible_leads
+from scoring.selectors.leads import (
+    lead_list,
+    lead_list_choices,
+    lead_list_csv_rows,
+    lead_list_page,
+    lead_list_query,
+    visible_leads,
+)
 from scoring.views.access import require
 from scoring.views.feedback import feedback_panel_context, is_htmx
 
@@ -144,7 +145,7 @@ def lead_detail(request: HttpRequest, lead_id: int) -> HttpResponse:
         "breakdown_total": total,
         "rounding_note": _rounding_note(lead, total, bool(breakdown)),
         "events": events,
-        "history_figure": score_history_figure(lead),
+        "history_figure": score_history_figure(score_history_points(lead)),
         "history_rows": score_history_rows(lead),
         "stages": lifecycle_timeline(lead),
         "identities": identities_by_source(lead),

@@ -14,6 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from scoring.charts.models import calibration_figure
 from scoring.engine import RuleSetInvalid
 from scoring.jobs import ACTIVE
 from scoring.ml import registry
@@ -23,7 +24,8 @@ from scoring.ml.suggest import apply_suggestion
 from scoring.ml.training import LOGISTIC
 from scoring.models import FUNNEL_STAGES, MLModel
 from scoring.roles import can
-from scoring.selectors import live_rule_set, visible_leads
+from scoring.selectors.leads import visible_leads
+from scoring.selectors.rules import live_rule_set
 from scoring.services import ml_models
 from scoring.views.access import require
 
@@ -170,47 +172,6 @@ def _model_row(row: MLModel) -> dict[str, Any]:
         "versions": f"scikit-learn {row.sklearn_version}, NumPy {row.numpy_version}",
         "sha": row.artifact_sha256[:12],
         "has_suggestion": bool((row.details or {}).get("suggestion")),
-    }
-
-
-def calibration_figure(rows: list[MLModel]) -> dict[str, Any]:
-    """Plotly figure: observed conversion rate against mean predicted probability per bin, for
-    each model of a run, with the diagonal of perfect calibration."""
-    data: list[dict[str, Any]] = [
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "x": [0, 1],
-            "y": [0, 1],
-            "name": "perfectly calibrated",
-            "line": {"dash": "dot", "color": "#999"},
-            "hoverinfo": "skip",
-        }
-    ]
-    for row in rows:
-        curve = (row.metrics or {}).get("calibration_curve") or []
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "lines+markers",
-                "name": f"#{row.pk} {row.algorithm}",
-                "x": [point["predicted"] for point in curve],
-                "y": [point["observed"] for point in curve],
-                "text": [f"n={point['n']}" for point in curve],
-                "hovertemplate": (
-                    "predicted %{x:.2f}<br>observed %{y:.2f}<br>%{text}<extra></extra>"
-                ),
-            }
-        )
-    return {
-        "data": data,
-        "layout": {
-            "xaxis": {"title": {"text": "mean predicted probability"}, "range": [0, 1]},
-            "yaxis": {"title": {"text": "observed conversion rate (test leads)"}, "range": [0, 1]},
-            "margin": {"t": 20, "r": 10},
-            "height": 360,
-            "legend": {"orientation": "h"},
-        },
     }
 
 

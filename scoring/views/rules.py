@@ -21,10 +21,11 @@ from scoring.engine import RuleSetInvalid
 from scoring.forms import BandForm, ImportForm, PersonaForm, RuleForm, RuleSetSettingsForm
 from scoring.models import PreviewRun, RescoreRun, RuleSet
 from scoring.roles import can
-from scoring.rules_queries import (
+from scoring.selectors.rules import (
     audit_trail,
     issues_by_item,
     latest_rescore,
+    live_rule_set,
     picker_options,
     previous_version,
     rule_item_label,
@@ -32,7 +33,6 @@ from scoring.rules_queries import (
     version_diff,
     versions,
 )
-from scoring.selectors import live_rule_set
 from scoring.services.drafts import (
     DraftEditInvalid,
     draft_create,
@@ -447,7 +447,7 @@ def _own_issues(exc: DraftEditInvalid, section: str) -> list:
 
 
 def _human_path(path: str) -> str:
-    from scoring.forms import issue_location
+    from scoring.engine import issue_location
 
     location = issue_location(path)
     if location is None:

@@ -6,8 +6,8 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from scoring.lead_queries import feedback_review
 from scoring.models import Feedback
+from scoring.selectors.feedback import feedback_review
 from tests.pages.factories import FeedbackFactory, ScoredLeadFactory
 
 BASE = {"kind": "attribute", "label": "employees >= 200", "points": 15.0}

@@ -7,8 +7,8 @@ import json
 import pytest
 from django.utils import timezone
 
-from scoring.lead_queries import breakdown_line, breakdown_rows
 from scoring.models import LeadMerge, RuleSet
+from scoring.selectors.lead_page import breakdown_line, breakdown_rows
 from tests.factories import EventFactory, IdentityFactory
 from tests.pages.factories import FeedbackFactory, ScoredLeadFactory, ScoreHistoryFactory
 

@@ -9,8 +9,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from scoring.lead_list import LeadCursor, lead_list, lead_list_page, lead_list_query
 from scoring.models import Lead
+from scoring.selectors.leads import LeadCursor, lead_list, lead_list_page, lead_list_query
 from tests.factories import LeadFactory
 from tests.pages.factories import FeedbackFactory, ScoredLeadFactory
 
@@ -220,7 +220,7 @@ def live_bands(db):
 
 
 def test_band_bounds_come_from_the_live_thresholds_once_the_rescore_is_done(live_bands):
-    from scoring.lead_list import band_score_bounds
+    from scoring.selectors.leads import band_score_bounds
 
     assert band_score_bounds("Warm") == (25, 50)
     assert band_score_bounds("MQL") == (40, 80)

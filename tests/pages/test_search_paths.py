@@ -3,7 +3,7 @@ word) or by testing leads in score order (a common one)."""
 
 from unittest import mock
 
-from scoring import lead_list
+from scoring.selectors import leads as lead_list
 from tests.factories import LeadFactory
 
 

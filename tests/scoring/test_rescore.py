@@ -321,7 +321,7 @@ def test_request_rescore_marks_each_lead_once(live, django_capture_on_commit_cal
 def test_marks_left_while_the_broker_was_down_are_rescored_by_the_sweep(live):
     lead = LeadFactory(employees=500, created_at=timezone.now() - dt.timedelta(days=1))
     rescore.request_rescore([lead.pk])
-    from scoring.tasks import rescore_pending_sweep_task
+    from scoring.tasks.rescore import rescore_pending_sweep_task
 
     assert rescore_pending_sweep_task() == 1
     lead.refresh_from_db()

@@ -8,7 +8,7 @@ import sys
 from django.core.management.base import BaseCommand
 
 from scoring.csv_safety import csv_lines
-from scoring.lead_list import SCORE_EXPORT_COLUMNS, score_export_rows
+from scoring.selectors.leads import SCORE_EXPORT_COLUMNS, score_export_rows
 
 
 class Command(BaseCommand):

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from scoring.engine import RuleSetInvalid
 from scoring.models import RuleSet
-from scoring.selectors import live_rule_set
+from scoring.selectors.rules import live_rule_set
 from scoring.services.rulesets import ruleset_export, ruleset_import
 
 

@@ -11,8 +11,13 @@ from django.core.cache import cache
 from django.db import connection
 
 from leadscoring.db import is_postgres
-from scoring.engine import RuleSetInvalid, ValidationIssue, parse_ruleset, rule_label
-from scoring.forms import issue_location
+from scoring.engine import (
+    RuleSetInvalid,
+    ValidationIssue,
+    issue_location,
+    parse_ruleset,
+    rule_label,
+)
 from scoring.models import Band, Event, Persona, RescoreRun, Rule, RuleSet
 from scoring.rule_inputs import LEAD_FIELDS
 from scoring.services.rulesets import ruleset_document
@@ -274,3 +279,7 @@ def _record_label(kind: str, record: Any) -> str:
 
 def latest_rescore(rule_set: RuleSet) -> RescoreRun | None:
     return rule_set.rescore_runs.order_by("-id").first()
+
+
+def live_rule_set() -> RuleSet | None:
+    return RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()

@@ -1,4 +1,6 @@
-"""Thin Celery entry points: take ids, call a service, return. Each is safe to run twice."""
+"""Celery entry points of rescoring and the KPI rollup: take ids, call a service, return. Each
+is safe to run twice. Names are explicit, so queued messages, stored jobs and beat entries keep
+working whatever the module is called."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ TRANSIENT = (OperationalError, InterfaceError)
 
 
 @shared_task(
+    name="scoring.tasks.rescore_chunk_task",
     bind=True,
     acks_late=True,
     autoretry_for=TRANSIENT,
@@ -30,12 +33,18 @@ def rescore_chunk_task(self, chunk_id: int) -> int:
         raise
 
 
-@shared_task(acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+@shared_task(
+    name="scoring.tasks.rescore_pending_task",
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=5,
+)
 def rescore_pending_task() -> int:
     return rescore.rescore_pending()
 
 
-@shared_task(acks_late=True, expires=500)
+@shared_task(name="scoring.tasks.kpi_rollup_refresh_task", acks_late=True, expires=500)
 def kpi_rollup_refresh_task() -> int:
     """Periodic (and after each bulk rescore run): conversions that arrived by import, sync or
     API get their band before conversion stored, then the KPI cube is rebuilt (5-9 s at 1M
@@ -45,14 +54,10 @@ def kpi_rollup_refresh_task() -> int:
     return conversion_bands_refresh()
 
 
-@shared_task(acks_late=True, expires=25)
+@shared_task(name="scoring.tasks.rescore_pending_sweep_task", acks_late=True, expires=25)
 def rescore_pending_sweep_task() -> int:
     """Periodic: rescore leads whose real-time task never ran (e.g. the broker was down)."""
     total = 0
     while claimed := rescore.rescore_pending():
         total += claimed
     return total
-
-
-from scoring.ml_tasks import score_active_model_task, train_model_task  # noqa: E402, F401
-from scoring.preview_tasks import preview_task  # noqa: E402, F401  (registered with the worker)

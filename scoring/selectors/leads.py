@@ -45,7 +45,7 @@ from scoring.models import (
     RuleSet,
     normalise_email,
 )
-from scoring.roles import SALES
+from scoring.roles import SALES, can
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -606,3 +606,14 @@ def lead_list_choices() -> dict[str, list]:
         "verdicts": Feedback.Verdict.choices,
         "reasons": Feedback.Reason.choices,
     }
+
+
+def visible_leads(user: Any):
+    """The leads a user may see: all of them for roles with `view_all_leads`, otherwise only
+    the leads the user owns. Callers that need 404 for another rep's lead rely on this."""
+    queryset = Lead.objects.all()
+    if can(user, "view_all_leads"):
+        return queryset
+    if can(user, "view_leads"):
+        return queryset.filter(owner=user)
+    return queryset.none()

@@ -1,5 +1,4 @@
-"""Celery entry points of predictive scoring (imported by scoring.tasks, so the worker finds
-them). Thin: ids in, one service call, nothing returned but counts."""
+"""Celery entry points of predictive scoring (explicit names: see scoring.tasks)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from scoring.ml.training import train_models
 from scoring.models import MLModel
 
 
-@shared_task(acks_late=True)
+@shared_task(name="scoring.ml_tasks.train_model_task", acks_late=True)
 def train_model_task(user_id: int | None, label_stage: str, run_key: str | None = None) -> int:
     """Train both models; progress is recorded on the run's MLModel rows. Running it twice for
     the same run does nothing the second time (the run is already done or failed)."""
@@ -23,7 +22,7 @@ def train_model_task(user_id: int | None, label_stage: str, run_key: str | None 
     return len(report.rows)
 
 
-@shared_task(acks_late=True)
+@shared_task(name="scoring.ml_tasks.score_active_model_task", acks_late=True)
 def score_active_model_task() -> int:
     """Store the active model's probability on every lead (or clear them with none active)."""
     return ml_scoring.score_all()

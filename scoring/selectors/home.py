@@ -1,4 +1,4 @@
-"""Reads that return plain data to views, the API and charts."""
+"""What the home page shows each role."""
 
 from __future__ import annotations
 
@@ -6,24 +6,10 @@ from typing import Any
 
 from django.db.models import Count, Q
 
-from scoring.lead_list import lead_list_page
 from scoring.models import Lead, RescoreRun, RuleSet
 from scoring.roles import MANAGER, MARKETING_OPS, SALES, can
-
-
-def visible_leads(user: Any):
-    """The leads a user may see: all of them for roles with `view_all_leads`, otherwise only
-    the leads the user owns. Callers that need 404 for another rep's lead rely on this."""
-    queryset = Lead.objects.all()
-    if can(user, "view_all_leads"):
-        return queryset
-    if can(user, "view_leads"):
-        return queryset.filter(owner=user)
-    return queryset.none()
-
-
-def live_rule_set() -> RuleSet | None:
-    return RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
+from scoring.selectors.leads import lead_list_page, visible_leads
+from scoring.selectors.rules import live_rule_set
 
 
 def home_summary(user: Any, role: str | None) -> dict[str, Any]:

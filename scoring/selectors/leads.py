@@ -36,6 +36,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from leadscoring.db import is_postgres
+from scoring.kpis.filters import FILTER_DATE_MAX, FILTER_DATE_MIN
 from scoring.models import (
     Feedback,
     Identity,
@@ -147,6 +148,16 @@ class _CursorFilter(django_filters.Filter):
 # The FilterSet
 
 
+def _in_filter_range(value: dt.date | dt.datetime) -> None:
+    """Dates near the ends of the calendar overflow when a day is added (9999-12-31 was a
+    500); the lead list takes the KPI filters' range."""
+    day = value.date() if isinstance(value, dt.datetime) else value
+    if not FILTER_DATE_MIN <= day <= FILTER_DATE_MAX:
+        raise forms.ValidationError(
+            f"{day} is out of range ({FILTER_DATE_MIN} to {FILTER_DATE_MAX})."
+        )
+
+
 def day_start(day: dt.date) -> dt.datetime:
     """The first instant of a calendar day in the site's time zone."""
     return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
@@ -237,17 +248,25 @@ class LeadListFilter(django_filters.FilterSet):
     open = django_filters.BooleanFilter(method="filter_open")
     score_min = django_filters.NumberFilter(field_name="score", lookup_expr="gte")
     score_max = django_filters.NumberFilter(field_name="score", lookup_expr="lte")
-    created_from = django_filters.DateFilter(method="filter_created_from")
-    created_to = django_filters.DateFilter(method="filter_created_to")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_from = django_filters.DateFilter(
+        method="filter_created_from", validators=[_in_filter_range]
+    )
+    created_to = django_filters.DateFilter(
+        method="filter_created_to", validators=[_in_filter_range]
+    )
+    created_after = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="gte", validators=[_in_filter_range]
+    )
+    created_before = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="lt", validators=[_in_filter_range]
+    )
     # The feedback filters are applied together in filter_queryset (one feedback row must
     # match all of them), so their own methods do nothing.
     feedback = django_filters.ChoiceFilter(choices=Feedback.Verdict.choices, method="_later")
     reason = django_filters.ChoiceFilter(choices=Feedback.Reason.choices, method="_later")
     feedback_band = _text(method="_later")
-    flagged_from = django_filters.DateFilter(method="_later")
-    flagged_to = django_filters.DateFilter(method="_later")
+    flagged_from = django_filters.DateFilter(method="_later", validators=[_in_filter_range])
+    flagged_to = django_filters.DateFilter(method="_later", validators=[_in_filter_range])
     rule = _text(method="filter_rule")
     # How to read the list: validated here with the filters, applied by lead_list_page.
     ordering = django_filters.ChoiceFilter(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from scoring.models import Event, Lead
@@ -98,3 +100,16 @@ def test_a_jsonl_import_reports_a_poisoned_line_and_keeps_the_good_ones(tmp_path
     assert Event.objects.count() == 1
     assert summary.rejected == 1
     assert summary.errors[0]["line"] == 2 and "NaN" in summary.errors[0]["reasons"][0]
+
+
+@pytest.mark.parametrize("param", ["created_from", "created_to", "created_before", "flagged_to"])
+def test_a_date_at_the_end_of_the_calendar_is_refused_by_the_lead_list(api_as, client_as, param):
+    value = "9999-12-31T23:59:59Z" if param == "created_before" else "9999-12-31"
+
+    api = api_as("ops").get("/api/v1/leads/", {param: value})
+    page = client_as("ops").get("/leads/", {param: value})
+    export = client_as("ops").get("/leads/export.csv", {param: value})
+
+    assert api.status_code == 400 and "out of range" in json.dumps(api.json())
+    assert page.status_code == 200 and "out of range" in page.content.decode()
+    assert export.status_code < 500

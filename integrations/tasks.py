@@ -19,8 +19,6 @@ def import_file_task(job_id: int) -> None:
 # Vendor syncs and score write-back
 # --------------------------------------------------------------------------------------------
 
-from django.db import InterfaceError, OperationalError  # noqa: E402
-
 from integrations import config as integration_config  # noqa: E402
 from integrations import services as sync_services  # noqa: E402
 from integrations.connectors.base import (  # noqa: E402
@@ -28,13 +26,14 @@ from integrations.connectors.base import (  # noqa: E402
     RateLimited,
     TransientError,
 )
+from leadscoring.db import TRANSIENT_DB_ERRORS  # noqa: E402
 from scoring.jobs import dispatch  # noqa: E402
 
 PUSH_TASK_NAME = "integrations.tasks.push_scores_task"
 
 _RETRY = {
     "acks_late": True,
-    "autoretry_for": (TransientError, OperationalError, InterfaceError),
+    "autoretry_for": (TransientError, *TRANSIENT_DB_ERRORS),
     "retry_backoff": 5,
     "retry_backoff_max": 600,
     "retry_jitter": True,

@@ -26,6 +26,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
+from django import db as django_db
 from django.db import connection
 
 #: Where PostgreSQL's binary formats (binary COPY, ``timestamptz_send``) count microseconds from.
@@ -42,6 +44,20 @@ def parallel_connections_allowed() -> bool:
     outside a transaction. Inside one (tests, callers that need all-or-nothing) the other
     connections would not see its uncommitted rows; SQLite has one writer and would lock."""
     return is_postgres() and not connection.in_atomic_block
+
+
+# --- Errors worth retrying -------------------------------------------------------------------
+
+#: What a task retries with backoff: a lost or refused connection, an administrator's shutdown
+#: or termination of the session, a serialization failure, a deadlock. Django's wrappers cover
+#: its own cursors; psycopg's own classes cover the raw connections of the bulk paths (COPY,
+#: packed reads), whose AdminShutdown used to fail a chunk for good.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    django_db.OperationalError,
+    django_db.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
 
 
 # --- SQL fragments ---------------------------------------------------------------------------

@@ -5,11 +5,11 @@ working whatever the module is called."""
 from __future__ import annotations
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
+from leadscoring.db import TRANSIENT_DB_ERRORS
 from scoring.services import rescore
 
-TRANSIENT = (OperationalError, InterfaceError)
+TRANSIENT = TRANSIENT_DB_ERRORS
 
 
 @shared_task(

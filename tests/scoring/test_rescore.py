@@ -7,6 +7,7 @@ import json
 import time
 
 import numpy as np
+import psycopg
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
@@ -386,3 +387,47 @@ def test_a_rescore_of_the_past_leaves_out_leads_created_after_it(live):
     assert old.score == 10
     assert new.score is None
     assert not ScoreHistory.objects.filter(lead=new).exists()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
+        psycopg.errors.SerializationFailure("could not serialize access"),
+        psycopg.errors.DeadlockDetected("deadlock detected"),
+        psycopg.OperationalError("connection lost"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_a_dropped_connection_in_a_chunk_is_retried_not_final(live, monkeypatch, error):
+    from celery.exceptions import Retry
+
+    from scoring.tasks.rescore import rescore_chunk_task
+
+    failures = []
+    monkeypatch.setattr(rescore, "rescore_chunk", lambda chunk_id: (_ for _ in ()).throw(error))
+    monkeypatch.setattr(
+        rescore, "rescore_chunk_failed", lambda *args, final: failures.append(final)
+    )
+
+    with pytest.raises(Retry):
+        rescore_chunk_task.apply(args=[1], throw=True).get()
+
+    assert failures and failures[0] is False
+
+
+def test_a_bug_in_a_chunk_is_final_at_once(live, monkeypatch):
+    from scoring.tasks.rescore import rescore_chunk_task
+
+    failures = []
+    monkeypatch.setattr(
+        rescore, "rescore_chunk", lambda chunk_id: (_ for _ in ()).throw(KeyError("x"))
+    )
+    monkeypatch.setattr(
+        rescore, "rescore_chunk_failed", lambda *args, final: failures.append(final)
+    )
+
+    with pytest.raises(KeyError):
+        rescore_chunk_task.apply(args=[1], throw=True).get()
+
+    assert failures == [True]

@@ -73,7 +73,7 @@ def _start_of_day(day: dt.date) -> dt.datetime:
 # Filter dates outside this range mean nothing here, and near the ends of the calendar the day
 # after the end date (the exclusive bound) does not exist: 9999-12-31 was a 500.
 FILTER_DATE_MIN = dt.date(1970, 1, 1)
-FILTER_DATE_MAX = dt.date(2099, 12, 31)
+FILTER_DATE_MAX = dt.date(2999, 12, 31)
 
 
 def filter_date(raw: str) -> dt.date:

@@ -598,3 +598,13 @@ def rescore_pending(limit: int = 5000) -> int:
     if ids:
         logger.info("rescore.pending.done leads=%s", len(ids))
     return len(ids)
+
+
+def rescore_pending_drain(limit: int = 5000) -> int:
+    """Rescore every waiting lead, `limit` at a time, until none is left; returns how many.
+    Any one delivered task drains them all, so a dispatch the broker lost (its marks stay in
+    the database) is covered by the next task, not only by the periodic sweep."""
+    total = 0
+    while claimed := rescore_pending(limit):
+        total += claimed
+    return total

@@ -41,7 +41,7 @@ def rescore_chunk_task(self, chunk_id: int) -> int:
     max_retries=5,
 )
 def rescore_pending_task() -> int:
-    return rescore.rescore_pending()
+    return rescore.rescore_pending_drain()
 
 
 @shared_task(name="scoring.tasks.kpi_rollup_refresh_task", acks_late=True, expires=500)
@@ -57,7 +57,4 @@ def kpi_rollup_refresh_task() -> int:
 @shared_task(name="scoring.tasks.rescore_pending_sweep_task", acks_late=True, expires=25)
 def rescore_pending_sweep_task() -> int:
     """Periodic: rescore leads whose real-time task never ran (e.g. the broker was down)."""
-    total = 0
-    while claimed := rescore.rescore_pending():
-        total += claimed
-    return total
+    return rescore.rescore_pending_drain()

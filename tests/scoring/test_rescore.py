@@ -431,3 +431,20 @@ def test_a_bug_in_a_chunk_is_final_at_once(live, monkeypatch):
         rescore_chunk_task.apply(args=[1], throw=True).get()
 
     assert failures == [True]
+
+
+def test_one_real_time_task_drains_every_waiting_lead_even_if_other_dispatches_were_lost(
+    live, monkeypatch
+):
+    leads = LeadFactory.create_batch(5, employees=500)
+    rescore.request_rescore([lead.pk for lead in leads])
+    from scoring.tasks.rescore import rescore_pending_task
+
+    monkeypatch.setattr(rescore, "rescore_pending", _claiming_at_most(2, rescore.rescore_pending))
+
+    assert rescore_pending_task() == 5
+    assert not PendingRescore.objects.exists()
+
+
+def _claiming_at_most(limit, claim):
+    return lambda _limit=5000: claim(limit)

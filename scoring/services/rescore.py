@@ -277,6 +277,7 @@ def _write_scores(
 
 
 NULL_COPY = "\\N"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # The due time of each scored lead; a lead's row is replaced whatever it held. `rows` is a
 # SELECT or VALUES of (lead_id, due_at). The WHERE true lets SQLite parse a SELECT's upsert.
 UPSERT_DUE_SQL = (
@@ -308,7 +309,8 @@ def _due_times(
     )
     epochs = next_due_epochs(result, timed, as_of.timestamp())
     never = np.isnan(epochs)
-    as_of_us = int(as_of.timestamp() * 1_000_000)
+    # Exact integer microseconds: a float timestamp can land one microsecond short of as_of.
+    as_of_us = (as_of - EPOCH) // dt.timedelta(microseconds=1)
     micros = np.floor(np.where(never, 0.0, epochs) * 1_000_000).astype(np.int64)
     micros = np.maximum(micros, as_of_us + 1)
     texts = np.datetime_as_string(micros.astype("datetime64[us]"), unit="us").tolist()

@@ -21,7 +21,7 @@ from tests.engine.strategies import documents
 
 from .test_rescore_reference import AS_OF, reference_view, stored_scenarios
 
-LATER_DAYS = [0.0, 0.25, 3, 6.999, 7, 13.5, 30, 30.0001, 44.9, 90, 400]
+LATER_DAYS = [0.0, 0.25, 2.0000001, 3, 6.999, 7, 13.5, 30, 30.0001, 44.9, 90, 400]
 
 
 def _rescore(*args: str) -> dict:

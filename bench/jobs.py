@@ -35,6 +35,29 @@ def job_rescore() -> dict:
     return {"seconds": time.perf_counter() - started, "scored": run.leads_scored}
 
 
+def job_rescore_due(days: float = 30.0) -> dict:
+    """The time-based rescore as of `days` after the last full rescore: how many leads were
+    due (found through the due-time index) and how long rescoring them took."""
+    import datetime as dt
+
+    from scoring.models import LeadDue, RescoreRun
+    from scoring.services.rescore import rescore_due
+
+    last = RescoreRun.objects.exclude(as_of=None).latest("as_of").as_of
+    as_of = last + dt.timedelta(days=days)
+    started = time.perf_counter()
+    due = LeadDue.objects.filter(due_at__lte=as_of).count()
+    counted = time.perf_counter() - started
+    outcome = rescore_due(as_of)
+    return {
+        "seconds": time.perf_counter() - started,
+        "count_seconds": counted,
+        "due": due,
+        "rescored": outcome.rescored,
+        "changed": outcome.changed,
+    }
+
+
 def job_floor() -> dict:
     from bench.floor import rescore_floor
     from scoring.selectors.rules import live_rule_set
@@ -218,6 +241,7 @@ def job_import_csv(n: int = 100_000) -> dict:
 JOBS = {
     "rescore": job_rescore,
     "floor": job_floor,
+    "rescore_due": job_rescore_due,
     "kpis": job_kpis,
     "lead_list": job_lead_list,
     "preview": job_preview,

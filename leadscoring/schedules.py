@@ -7,6 +7,9 @@ from leadscoring.env import env_int
 
 # The CRM write-back interval: a lead that qualifies in real time reaches the CRMs within it.
 SCORE_PUSH_INTERVAL_SECONDS = env_int("SCORE_PUSH_INTERVAL_SECONDS", 300, minimum=10)
+# How often leads due for a time-based rescore (windows, inactivity, decay) are rescored; a
+# stored score lags time by at most this much.
+TIME_RESCORE_INTERVAL_SECONDS = env_int("TIME_RESCORE_INTERVAL_SECONDS", 900, minimum=30)
 
 CELERY_BEAT_SCHEDULE = {
     "rescore-pending-sweep": {
@@ -28,6 +31,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "integrations.tasks.push_changed_scores_task",
         "schedule": float(SCORE_PUSH_INTERVAL_SECONDS),
         "options": {"expires": SCORE_PUSH_INTERVAL_SECONDS * 0.9},
+    },
+    # Leads whose score, band or persona may have changed with time alone since their last
+    # scoring, found by their due time (scoring.models.LeadDue) and rescored as of now.
+    "time-rescore-due": {
+        "task": "scoring.tasks.rescore_due_task",
+        "schedule": float(TIME_RESCORE_INTERVAL_SECONDS),
+        "options": {"expires": TIME_RESCORE_INTERVAL_SECONDS * 0.9},
     },
     # Webhook event ids kept to recognise replays: forgotten after
     # WEBHOOK_DELIVERY_RETENTION_DAYS (7 by default).

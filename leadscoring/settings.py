@@ -296,4 +296,7 @@ import plotly as _plotly  # noqa: E402
 
 STATICFILES_DIRS.append(("vendor/plotly", str(Path(_plotly.__file__).parent / "package_data")))
 
-from leadscoring.schedules import CELERY_BEAT_SCHEDULE  # noqa: E402, F401
+from leadscoring.schedules import (  # noqa: E402, F401
+    CELERY_BEAT_SCHEDULE,
+    TIME_RESCORE_INTERVAL_SECONDS,
+)

@@ -371,6 +371,19 @@ class PendingRescore(models.Model):
     requested_at = models.DateTimeField(default=timezone.now)
 
 
+class LeadDue(models.Model):
+    """When a lead's stored score, band or persona can next change with time alone (a window,
+    an inactivity threshold, decay), as its last scoring computed it; NULL: never. The time
+    rescore (`rescore --due`) finds due leads through the index on `due_at`.
+
+    A narrow table of its own rather than a column of the lead: the due time moves with almost
+    every rescore, and an index on a lead column that changes makes the lead's UPDATE non-HOT,
+    writing a new entry into every index of the lead table (0014 sized the pages for HOT)."""
+
+    lead = models.OneToOneField(Lead, on_delete=models.CASCADE, primary_key=True)
+    due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+
 class RescoreRun(Job):
     """A bulk rescore: its progress counts chunks (`progress_done` of `progress_total`)."""
 

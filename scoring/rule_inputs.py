@@ -255,6 +255,33 @@ def read_rule_events(
     )
 
 
+def read_next_events(
+    plan: RuleEventPlan, selection: LeadSelection, lead_ids: np.ndarray, as_of: dt.datetime
+) -> np.ndarray:
+    """Per lead (`lead_ids`, ascending): the epoch of its earliest event after `as_of` that
+    could change its score once it happens (inf: none), for the due time
+    (`scoring.engine.next_due_epochs`). The scoring read stops at `as_of`, so these are read
+    apart: of the rules' event types, or of any type when an inactivity rule would see it.
+    Normally (as of now) there are none, and the index on (lead, type, time) answers fast."""
+    n = int(lead_ids.shape[0])
+    upcoming = np.full(n, np.inf)
+    if not n or not (plan.terms or plan.needs_inactivity):
+        return upcoming
+    where, params = selection.where("lead_id")
+    extra, extra_params = "", []
+    if not plan.needs_inactivity:
+        extra = f" AND event_type IN ({', '.join(['%s'] * len(plan.event_types))})"
+        extra_params = list(plan.event_types)
+    sql = (
+        f"SELECT lead_id, MIN({epoch_seconds_sql('occurred_at')}) FROM scoring_event"
+        f" WHERE {where} AND occurred_at > %s{extra} GROUP BY lead_id"
+    )
+    ids, values = fetch_per_lead(sql, [*params, db_datetime(as_of), *extra_params], 1)
+    index, inside = positions_in(lead_ids, ids)
+    upcoming[index[inside]] = values[inside, 0]
+    return upcoming
+
+
 def positions_in(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where each of `ids` sits in `sorted_ids`, and whether it is there at all (a row of a
     lead the selection left out, or one inserted between two reads, is not)."""

@@ -21,6 +21,7 @@ from .behaviour import (
 )
 from .columns import FREE_EMAIL_DOMAINS, email_domain_type
 from .compiler import CompiledRuleSet, compile_ruleset
+from .due import next_due_epochs
 from .explain import breakdown, breakdowns, breakdowns_json, rule_label
 from .scorer import (
     ROUNDING_EPSILON,
@@ -81,6 +82,7 @@ __all__ = [
     "email_domain_type",
     "gc_paused",
     "issue_location",
+    "next_due_epochs",
     "parse_ruleset",
     "round_half_away_from_zero",
     "rule_behaviour",

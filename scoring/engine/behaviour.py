@@ -40,6 +40,10 @@ class BehaviourAggregates:
     - `days_since_activity[i]`: days from the lead's last event at or before `as_of` (any type)
       to `as_of`, or from its creation when it has none. NaN means unknown: inactivity rules do
       not fire for that lead.
+    - `window_exits[i, j]` (optional, epoch seconds): the earliest time one of the events
+      counted in `counts[i, j]` leaves rule j's window (its time + window_days); inf for none.
+    - `next_event[i]` (optional, epoch seconds): lead i's earliest event after `as_of` (any
+      type the reader shipped); inf for none. Both feed `next_due_epochs`.
 
     Arrays are coerced to int64 / float64 on construction; shapes are checked.
     """
@@ -47,6 +51,8 @@ class BehaviourAggregates:
     counts: np.ndarray
     decayed: np.ndarray
     days_since_activity: np.ndarray
+    window_exits: np.ndarray | None = None
+    next_event: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         counts = np.asarray(self.counts, dtype=np.int64)
@@ -65,6 +71,16 @@ class BehaviourAggregates:
         object.__setattr__(self, "counts", counts)
         object.__setattr__(self, "decayed", decayed)
         object.__setattr__(self, "days_since_activity", days)
+        if self.window_exits is not None:
+            exits = np.asarray(self.window_exits, dtype=np.float64)
+            if exits.shape != counts.shape:
+                raise ValueError(f"window_exits must have the shape of counts {counts.shape}")
+            object.__setattr__(self, "window_exits", exits)
+        if self.next_event is not None:
+            upcoming = np.asarray(self.next_event, dtype=np.float64)
+            if upcoming.shape != (n,):
+                raise ValueError(f"next_event must have shape ({n},)")
+            object.__setattr__(self, "next_event", upcoming)
 
     @property
     def n(self) -> int:
@@ -137,12 +153,16 @@ class EventTerm:
 class EventAggregates:
     """`counts` int64 and `decayed` float (n, k), one column per term; `last_epoch` (n,) the
     last event at or before `as_of` of any type (NaN: none); `last_epoch_by_type`
-    (n, n_types), the last per type code 1..n_types (NaN: none), when asked for."""
+    (n, n_types), the last per type code 1..n_types (NaN: none), when asked for. With
+    `with_due`: `window_exits` (n, k), per term the earliest time + window_days of the events
+    it counted (inf: none), and `next_event` (n,), the earliest event after `as_of` (inf: none)."""
 
     counts: np.ndarray
     decayed: np.ndarray
     last_epoch: np.ndarray
     last_epoch_by_type: np.ndarray | None
+    window_exits: np.ndarray | None = None
+    next_event: np.ndarray | None = None
 
 
 def aggregate_coded_events(
@@ -152,6 +172,7 @@ def aggregate_coded_events(
     as_of: float,
     *,
     n_types: int = 0,
+    with_due: bool = False,
 ) -> EventAggregates:
     """The one aggregation of events for rule scoring, training and model scoring.
 
@@ -170,8 +191,14 @@ def aggregate_coded_events(
     decayed = np.zeros((n, k), dtype=np.float64, order="F")
     last = np.full(n, -np.inf)
     by_type = np.full((n, n_types), np.nan) if n_types else None
+    exits = np.full((n, k), np.inf, order="F") if with_due else None
+    upcoming = np.full(n, np.inf) if with_due else None
     if lead_index.shape[0] and n:
         past = epoch <= as_of
+        if upcoming is not None and not past.all():
+            # Any later event may start to count or end an inactivity: the earliest one bounds
+            # when this lead's score can next change.
+            np.minimum.at(upcoming, lead_index[~past], epoch[~past])
         if not past.all():
             lead_index, epoch, codes, bits = (
                 lead_index[past],
@@ -203,13 +230,19 @@ def aggregate_coded_events(
                     matched &= ((word >> (position % 63)) & 1).astype(bool)
                 selected = leads[matched]
                 counts[:, j] = np.bincount(selected, minlength=n)
+                if exits is not None:
+                    leaving = np.full(n, np.inf)
+                    np.minimum.at(
+                        leaving, selected, times[matched] + term.window_days * SECONDS_PER_DAY
+                    )
+                    exits[:, j] = leaving
                 if term.half_life_days is None:
                     decayed[:, j] = counts[:, j]
                 else:
                     weights = np.power(0.5, age_days[matched] / term.half_life_days)
                     decayed[:, j] = np.bincount(selected, weights=weights, minlength=n)
     last_epoch = np.where(np.isneginf(last), np.nan, last)
-    return EventAggregates(counts, decayed, last_epoch, by_type)
+    return EventAggregates(counts, decayed, last_epoch, by_type, exits, upcoming)
 
 
 @dataclass(frozen=True)
@@ -293,10 +326,16 @@ def rule_behaviour(
     n = created_at.shape[0]
     if events.m and (events.lead_index.min() < 0 or events.lead_index.max() >= n):
         raise ValueError(f"lead_index must lie in [0, {n})")
-    aggregated = aggregate_coded_events(plan.terms, events, n, as_of)
+    aggregated = aggregate_coded_events(plan.terms, events, n, as_of, with_due=True)
     last = np.where(np.isnan(aggregated.last_epoch), created_at, aggregated.last_epoch)
     days_since = (as_of - last) / SECONDS_PER_DAY
-    return BehaviourAggregates(aggregated.counts, aggregated.decayed, days_since)
+    return BehaviourAggregates(
+        aggregated.counts,
+        aggregated.decayed,
+        days_since,
+        aggregated.window_exits,
+        aggregated.next_event,
+    )
 
 
 def aggregate_events(

@@ -23,14 +23,17 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from leadscoring.db import is_postgres
+from leadscoring.db import db_datetime, is_postgres
 from scoring.engine import (
+    BehaviourAggregates,
     CompiledRuleSet,
     ScoreResult,
     breakdowns_json,
     compile_ruleset,
     gc_paused,
+    next_due_epochs,
     parse_ruleset,
+    rule_event_plan,
     score_leads,
 )
 from scoring.jobs import (
@@ -45,6 +48,7 @@ from scoring.jobs import (
 from scoring.kpis.rollup import conversion_bands_refresh
 from scoring.ml.scoring import refresh_lead_probabilities, refresh_probabilities
 from scoring.models import (
+    LeadDue,
     LeadTransition,
     PendingRescore,
     RescoreChunk,
@@ -57,6 +61,7 @@ from scoring.rule_inputs import (
     LeadSelection,
     read_behaviour,
     read_lead_columns,
+    read_next_events,
 )
 from scoring.selectors.rules import live_rule_set
 from scoring.services.rulesets import ruleset_document
@@ -100,10 +105,17 @@ def score_selection(
     compiled: CompiledRuleSet, selection: LeadSelection, as_of: dt.datetime
 ) -> tuple[LeadColumns, ScoreResult]:
     """Read and score the selected leads without writing anything (used by the preview too)."""
+    leads, result, _ = _score_with_behaviour(compiled, selection, as_of)
+    return leads, result
+
+
+def _score_with_behaviour(
+    compiled: CompiledRuleSet, selection: LeadSelection, as_of: dt.datetime
+) -> tuple[LeadColumns, ScoreResult, BehaviourAggregates]:
     leads = read_lead_columns(compiled, selection, as_of)
     behaviour = read_behaviour(compiled, selection, leads.ids, leads.created_epoch, as_of)
     result = score_leads(compiled, leads.fields, behaviour, leads.model_probability)
-    return leads, result
+    return leads, result, behaviour
 
 
 # Reading and writing a chunk builds a few hundred thousand short-lived Python values; with the
@@ -115,7 +127,9 @@ def rescore_selection(
     """Score the selected leads with `rule_set` as of `as_of` and write everything back.
     Must run inside a transaction (the caller's), so the write is all or nothing."""
     compiled = compiled_rule_set(rule_set)
-    leads, result = score_selection(compiled, selection, as_of)
+    leads, result, behaviour = _score_with_behaviour(compiled, selection, as_of)
+    # Leads created after as_of are not scored; they come due when they are created.
+    _due_on_creation(selection, as_of)
     if leads.n == 0:
         return ScoringOutcome(0, 0)
     new_band = np.array([b or "" for b in result.bands], dtype=object)
@@ -128,6 +142,7 @@ def rescore_selection(
     qualified, fired_up, fired_down = _qualification(compiled, leads, result, new_persona)
     set_mql = fired_up & ~leads.has_mql_at
     entries = breakdowns_json(result)
+    due = _due_times(compiled, selection, leads, result, behaviour, as_of)
 
     _write_scores(
         leads.ids,
@@ -139,6 +154,7 @@ def rescore_selection(
         set_mql,
         rule_set.version,
         as_of,
+        due,
     )
     _write_history(rule_set, selection, leads.ids, scores, new_band, as_of)
     _write_transitions(rule_set, leads, scores, old_band, new_band, fired_up, fired_down, as_of)
@@ -181,7 +197,9 @@ def _write_scores(
     set_mql: np.ndarray,
     version: int | None,
     as_of: dt.datetime,
+    due: list[str | None],
 ) -> None:
+    """The scores, and each lead's due time (`LeadDue`, an upsert from the same buffer)."""
     scored_at = timezone.now()
     stage_sql = (
         "lifecycle_stage = CASE WHEN t.set_mql AND l.lifecycle_stage = 'lead' "
@@ -190,8 +208,8 @@ def _write_scores(
     if is_postgres():
         rows = "".join(
             f"{i}\t{s}\t{_copy_text(b)}\t{_copy_text(p)}\t{_copy_text(e)}\t{'t' if q else 'f'}"
-            f"\t{'t' if m else 'f'}\n"
-            for i, s, b, p, e, q, m in zip(
+            f"\t{'t' if m else 'f'}\t{d or NULL_COPY}\n"
+            for i, s, b, p, e, q, m, d in zip(
                 ids.tolist(),
                 scores.tolist(),
                 bands,
@@ -199,18 +217,20 @@ def _write_scores(
                 entries,
                 qualified,
                 set_mql,
+                due,
                 strict=True,
             )
         )
         with connection.cursor() as cursor:
             cursor.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS rescore_buffer (id bigint, score int, band text,"
-                " persona text, breakdown jsonb, qualified bool, set_mql bool) ON COMMIT DROP"
+                " persona text, breakdown jsonb, qualified bool, set_mql bool, due timestamptz)"
+                " ON COMMIT DROP"
             )
             cursor.execute("TRUNCATE rescore_buffer")
             with cursor.cursor.copy(
-                "COPY rescore_buffer (id, score, band, persona, breakdown, qualified, set_mql)"
-                " FROM STDIN"
+                "COPY rescore_buffer (id, score, band, persona, breakdown, qualified, set_mql,"
+                " due) FROM STDIN"
             ) as copy:
                 copy.write(rows)
             # A fresh temp table has no statistics; without them the planner may pick a nested
@@ -226,6 +246,7 @@ def _write_scores(
                 + " FROM rescore_buffer t WHERE l.id = t.id AND l.id BETWEEN %s AND %s",
                 [version, scored_at, as_of, int(ids[0]), int(ids[-1])],
             )
+            cursor.execute(UPSERT_DUE_SQL.format(rows="SELECT id, due FROM rescore_buffer"))
         return
     # SQLite (the embedded default): one executemany, still no per-lead ORM round trip.
     with connection.cursor() as cursor:
@@ -248,6 +269,70 @@ def _write_scores(
                     strict=True,
                 )
             ],
+        )
+        cursor.executemany(
+            UPSERT_DUE_SQL.format(rows="VALUES (%s, %s)"),
+            list(zip(ids.tolist(), due, strict=True)),
+        )
+
+
+NULL_COPY = "\\N"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# The due time of each scored lead; a lead's row is replaced whatever it held. `rows` is a
+# SELECT or VALUES of (lead_id, due_at). The WHERE true lets SQLite parse a SELECT's upsert.
+UPSERT_DUE_SQL = (
+    "INSERT INTO scoring_leaddue (lead_id, due_at) SELECT * FROM ({rows}) AS due_rows"
+    " WHERE true ON CONFLICT (lead_id) DO UPDATE SET due_at = excluded.due_at"
+)
+
+
+def _due_times(
+    compiled: CompiledRuleSet,
+    selection: LeadSelection,
+    leads: LeadColumns,
+    result: ScoreResult,
+    behaviour: BehaviourAggregates,
+    as_of: dt.datetime,
+) -> list[str | None]:
+    """Each scored lead's due time (see `scoring.engine.next_due_epochs`) as ISO text in UTC,
+    None for never: floored to the microsecond a timestamp holds (early is harmless), and at
+    least a microsecond after as_of, so a second due run at the same time finds nothing."""
+    upcoming = read_next_events(rule_event_plan(compiled), selection, leads.ids, as_of)
+    if behaviour.next_event is not None:
+        upcoming = np.fmin(upcoming, behaviour.next_event)
+    timed = BehaviourAggregates(
+        behaviour.counts,
+        behaviour.decayed,
+        behaviour.days_since_activity,
+        behaviour.window_exits,
+        upcoming,
+    )
+    epochs = next_due_epochs(result, timed, as_of.timestamp())
+    never = np.isnan(epochs)
+    # Exact integer microseconds: a float timestamp can land one microsecond short of as_of.
+    as_of_us = (as_of - EPOCH) // dt.timedelta(microseconds=1)
+    micros = np.floor(np.where(never, 0.0, epochs) * 1_000_000).astype(np.int64)
+    micros = np.maximum(micros, as_of_us + 1)
+    texts = np.datetime_as_string(micros.astype("datetime64[us]"), unit="us").tolist()
+    if is_postgres():
+        texts = [f"{text}+00:00" for text in texts]
+    else:
+        # As Django stores a datetime there (naive UTC, no zero fraction), so that text
+        # comparisons order like time.
+        texts = [text.replace("T", " ").removesuffix(".000000") for text in texts]
+    return [None if gone else text for text, gone in zip(texts, never.tolist(), strict=True)]
+
+
+def _due_on_creation(selection: LeadSelection, as_of: dt.datetime) -> None:
+    """Leads of the selection created after `as_of` are not scored as of it; they come due
+    when they are created (a rescore at a later time scores them, as a full one would)."""
+    where, params = selection.where("id")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            UPSERT_DUE_SQL.format(
+                rows=f"SELECT id, created_at FROM scoring_lead WHERE {where} AND created_at > %s"
+            ),
+            [*params, db_datetime(as_of)],
         )
 
 
@@ -516,6 +601,49 @@ def rescore_chunk_failed(chunk_id: int, error: str, *, final: bool) -> None:
     run_id = chunk.values_list("run_id", flat=True).first()
     job_fail(RescoreRun.objects.filter(pk=run_id), error)
     logger.error("rescore.chunk.failed chunk=%s run=%s", chunk_id, run_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Time-based (due) rescoring
+
+
+@dataclass(frozen=True)
+class DueOutcome:
+    rescored: int
+    changed: int
+    chunks: int
+    rule_set_version: int | None
+    as_of: dt.datetime
+
+
+def rescore_due(as_of: dt.datetime | None = None) -> DueOutcome:
+    """Rescore, as of `as_of` (default now), every lead whose score, band or persona may have
+    changed with time alone since its last scoring (its `LeadDue.due_at` at or before
+    `as_of`), in chunks of RESCORE_CHUNK_SIZE, each its own transaction, with the same writes
+    as any rescore (scores, due times, history, MQL transitions, as of `as_of`). Afterwards every
+    lead scores as `rescore_all` would as of the same time, and a second run finds nothing due.
+    The due leads come from the index on `due_at`, not from reading leads or events.
+    Raises NoLiveRuleSet when there is nothing to score with."""
+    rule_set = live_rule_set()
+    if rule_set is None:
+        raise NoLiveRuleSet("No rule set is published yet: import or publish one first.")
+    as_of = as_of or timezone.now()
+    # Sorted here, not by the query: ordered by lead_id, the planner may walk the primary key
+    # through every row instead of taking the few due ones from the due_at index.
+    due_ids = sorted(LeadDue.objects.filter(due_at__lte=as_of).values_list("lead_id", flat=True))
+    size = settings.RESCORE_CHUNK_SIZE
+    rescored = changed = chunks = 0
+    for start in range(0, len(due_ids), size):
+        selection = LeadSelection(ids=tuple(due_ids[start : start + size]))
+        with transaction.atomic():
+            # The active model's probability first, as in a bulk chunk, so the blend is fresh.
+            refresh_lead_probabilities(selection.ids, as_of=as_of)
+            outcome = rescore_selection(rule_set, selection, as_of)
+        rescored += outcome.scored
+        changed += outcome.changed
+        chunks += 1
+    logger.info("rescore.due.done as_of=%s rescored=%s changed=%s", as_of, rescored, changed)
+    return DueOutcome(rescored, changed, chunks, rule_set.version, as_of)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,3 +58,19 @@ def kpi_rollup_refresh_task() -> int:
 def rescore_pending_sweep_task() -> int:
     """Periodic: rescore leads whose real-time task never ran (e.g. the broker was down)."""
     return rescore.rescore_pending_drain()
+
+
+@shared_task(
+    name="scoring.tasks.rescore_due_task",
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=3,
+)
+def rescore_due_task() -> int:
+    """Periodic (TIME_RESCORE_INTERVAL_SECONDS): rescore the leads whose score may have changed
+    with time alone (windows, inactivity, decay). Nothing to do without a live rule set."""
+    try:
+        return rescore.rescore_due().rescored
+    except rescore.NoLiveRuleSet:
+        return 0

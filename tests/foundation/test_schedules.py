@@ -12,8 +12,9 @@ from django.utils import timezone
 from integrations.models import WebhookDelivery
 from leadscoring.celery import app
 from leadscoring.schedules import CELERY_BEAT_SCHEDULE
-from scoring.models import Identity, Lead, PendingRescore, ScoreHistory
-from tests.factories import LeadFactory
+from scoring.models import Identity, Lead, LeadDue, PendingRescore, ScoreHistory
+from scoring.services.rescore import rescore_leads
+from tests.factories import EventFactory, LeadFactory
 
 # The integration tests' fake-vendor environment, reused as it is.
 from tests.integrations.conftest import (  # noqa: F401
@@ -36,6 +37,7 @@ TESTED = {
     "kpi-rollup-refresh",
     "crm-score-push",
     "webhook-deliveries-prune",
+    "time-rescore-due",
 }
 
 
@@ -68,6 +70,35 @@ def test_rescore_pending_sweep_rescores_leads_whose_realtime_task_never_ran(live
     lead.refresh_from_db()
     assert lead.score is not None and lead.scored_at is not None
     assert not PendingRescore.objects.exists()
+
+
+def test_time_rescore_due_rescores_leads_whose_event_left_its_window(live):  # noqa: F811
+    now = timezone.now()
+    lead = LeadFactory(employees=500, created_at=now - dt.timedelta(days=90))
+    # The live rules give a demo request 30 points for 60 days.
+    EventFactory(lead=lead, event_type="demo_request", occurred_at=now - dt.timedelta(days=60.5))
+    rescore_leads([lead.pk], as_of=now - dt.timedelta(days=2))
+    lead.refresh_from_db()
+    assert lead.score == 35  # 15 (employees) + 30 (demo) - 10 (inactive for 45 days)
+    # Due when the demo request leaves its window (a millisecond early, by design).
+    leaves = now - dt.timedelta(days=0.5)
+    due_at = LeadDue.objects.get(lead=lead).due_at
+    assert leaves - dt.timedelta(milliseconds=2) < due_at <= leaves
+    quiet = LeadFactory(employees=500, created_at=now - dt.timedelta(days=1))
+    rescore_leads([quiet.pk], as_of=now - dt.timedelta(hours=1))
+
+    assert run_scheduled("time-rescore-due") == 1
+
+    lead.refresh_from_db()
+    assert lead.score == 5
+    # Inactive already and no event left: only a new event (a real-time rescore) changes it.
+    assert LeadDue.objects.get(lead=lead).due_at is None
+    assert run_scheduled("time-rescore-due") == 0
+
+
+def test_time_rescore_runs_every_fifteen_minutes_by_default():
+    assert CELERY_BEAT_SCHEDULE["time-rescore-due"]["schedule"] == 900.0
+    assert settings.TIME_RESCORE_INTERVAL_SECONDS == 900
 
 
 def test_kpi_rollup_refresh_stores_the_band_before_conversion(db):

@@ -48,7 +48,8 @@ def _audit(actor: AbstractBaseUser, user: AbstractBaseUser, action: str, **detai
         action,
         actor.pk,
         user.pk,
-        " ".join(f"{key}={value}" for key, value in details.items()),
+        # The email stays in the audit table only: logs travel further than the database.
+        " ".join(f"{key}={value}" for key, value in details.items() if key != "email"),
     )
 
 

@@ -58,13 +58,17 @@ def _is_admin(user: AbstractBaseUser) -> bool:
 
 
 def _other_active_admins(user: AbstractBaseUser) -> bool:
-    return (
+    """Whether an active admin other than `user` exists. Call inside a transaction: the
+    admins' rows are locked until it ends, so two admins demoting each other at the same
+    moment cannot both pass the last-admin check (a no-op on SQLite, which has one writer)."""
+    admins = (
         get_user_model()
-        .objects.filter(is_active=True)
+        .objects.select_for_update(of=("self",))
+        .filter(is_active=True)
         .filter(Q(is_superuser=True) | Q(groups__name=ADMIN))
-        .exclude(pk=user.pk)
-        .exists()
+        .values_list("pk", flat=True)
     )
+    return any(pk != user.pk for pk in admins)
 
 
 def set_password_path(user: AbstractBaseUser) -> str:
@@ -131,12 +135,11 @@ def user_set_active(actor: AbstractBaseUser, user: AbstractBaseUser, active: boo
     active admin."""
     if user.is_active == active:
         return
-    if not active:
-        if user.pk == actor.pk:
-            raise UserChangeRefused("you cannot deactivate yourself")
-        if _is_admin(user) and not _other_active_admins(user):
-            raise UserChangeRefused("this is the last admin: make someone else admin first")
+    if not active and user.pk == actor.pk:
+        raise UserChangeRefused("you cannot deactivate yourself")
     with transaction.atomic():
+        if not active and _is_admin(user) and not _other_active_admins(user):
+            raise UserChangeRefused("this is the last admin: make someone else admin first")
         user.is_active = active
         user.save(update_fields=["is_active"])
         action = UserAudit.Action.REACTIVATE if active else UserAudit.Action.DEACTIVATE

@@ -51,7 +51,7 @@ GROUP_MODEL_PERMISSIONS: dict[str, list[str]] = {
         "view_persona",
         "view_band",
     ],
-    ADMIN: ["view_lead", "view_ruleset", "view_rule", "view_persona", "view_band"],
+    ADMIN: ["view_lead", "view_event", "view_ruleset", "view_rule", "view_persona", "view_band"],
 }
 
 

@@ -98,14 +98,19 @@ def user_invite(actor: AbstractBaseUser, *, username: str, email: str, role: str
     with transaction.atomic():
         if model.objects.filter(username__iexact=username).exists():
             raise UserChangeRefused(f"the username {username!r} is taken")
-        user = model.objects.create_user(username=username, email=email, password=None)
+        # Admins browse leads in Django admin, which needs is_staff; what they may do there is
+        # their group's model permissions (scoring.roles.GROUP_MODEL_PERMISSIONS).
+        user = model.objects.create_user(
+            username=username, email=email, password=None, is_staff=role == ADMIN
+        )
         user.groups.add(Group.objects.get_or_create(name=role)[0])
         _audit(actor, user, UserAudit.Action.INVITE, role=role, email=email)
     return Invitation(user_id=user.pk, username=username, set_password_path=set_password_path(user))
 
 
 def user_set_role(actor: AbstractBaseUser, user: AbstractBaseUser, role: str) -> None:
-    """Give `user` exactly this role (other role groups are removed; non-role groups stay).
+    """Give `user` exactly this role (other role groups are removed; non-role groups stay);
+    Django admin access (`is_staff`) follows the admin role.
     Raises UserChangeRefused for an unknown role or when the last active admin would lose the
     admin role (a superuser stays an admin whatever their groups)."""
     if role not in ROLES:
@@ -124,6 +129,10 @@ def user_set_role(actor: AbstractBaseUser, user: AbstractBaseUser, role: str) ->
             raise UserChangeRefused("this is the last admin: make someone else admin first")
         user.groups.remove(*Group.objects.filter(name__in=ROLES))
         user.groups.add(Group.objects.get_or_create(name=role)[0])
+        staff = role == ADMIN or user.is_superuser
+        if user.is_staff != staff:
+            user.is_staff = staff
+            user.save(update_fields=["is_staff"])
         _audit(actor, user, UserAudit.Action.ROLE, before=",".join(before), after=role)
     # `scoring.roles.user_roles` caches on the instance.
     user.__dict__.pop("_role_cache", None)

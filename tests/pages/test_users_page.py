@@ -212,3 +212,17 @@ def test_set_password_links_are_not_reused_across_users(role_users):
     token_b = other.set_password_path.rstrip("/").rsplit("/", 1)[1]
     forged = Client().get(f"/accounts/reset/{uid_a}/{token_b}/", follow=True)
     assert not forged.context["validlink"]
+
+
+def test_an_admin_by_role_reaches_leads_and_events_in_django_admin(role_users, plain_admin):
+    invitation = user_invite(plain_admin, username="boss", email="b@x.io", role="admin")
+    boss = User.objects.get(pk=invitation.user_id)
+    assert boss.is_staff and not boss.is_superuser
+    client = Client()
+    client.force_login(boss)
+    assert client.get("/admin/scoring/lead/").status_code == 200
+    assert client.get("/admin/scoring/event/").status_code == 200
+    assert client.get("/admin/scoring/lead/add/").status_code == 403
+
+    user_set_role(plain_admin, boss, "manager")
+    assert not User.objects.get(pk=boss.pk).is_staff

@@ -14,6 +14,8 @@ NAVIGATION = [
     ("Models", "/models/", "view_models"),
     ("Imports", "/imports/", "import_data"),
     ("Integrations", "/integrations/", "manage_integrations"),
+    ("Users", "/users/", "manage_users"),
+    ("API docs", "/api/docs/", "use_api"),
 ]
 
 

@@ -501,3 +501,29 @@ class MLModel(Job):
 
     def __str__(self) -> str:
         return f"{self.algorithm} #{self.pk}"
+
+
+class UserAudit(models.Model):
+    """One change an admin made to a user on the users page (invite, role, deactivate,
+    reactivate). Users are Django's own model, so their changes are recorded here rather than
+    by a history table on a model we do not own (its password hash and every login's
+    `last_login` would be copied into it)."""
+
+    class Action(models.TextChoices):
+        INVITE = "invite", "Invited"
+        ROLE = "role", "Role changed"
+        DEACTIVATE = "deactivate", "Deactivated"
+        REACTIVATE = "reactivate", "Reactivated"
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="audit_entries"
+    )
+    action = models.CharField(max_length=20, choices=Action.choices)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]

@@ -27,6 +27,9 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "manage_integrations": frozenset({ADMIN, MARKETING_OPS}),
     "ingest": frozenset({ADMIN, MARKETING_OPS}),
     "import_data": frozenset({MARKETING_OPS, ADMIN}),
+    # Own API tokens (the profile page) and the API docs link: every role may script the API.
+    "use_api": frozenset({SALES, MARKETING_OPS, MANAGER, ADMIN}),
+    "manage_users": frozenset({ADMIN}),
 }
 
 # Each group's Django model permissions, granted by the roles migration so that the admin
@@ -48,7 +51,7 @@ GROUP_MODEL_PERMISSIONS: dict[str, list[str]] = {
         "view_persona",
         "view_band",
     ],
-    ADMIN: ["view_lead", "view_ruleset", "view_rule", "view_persona", "view_band"],
+    ADMIN: ["view_lead", "view_event", "view_ruleset", "view_rule", "view_persona", "view_band"],
 }
 
 

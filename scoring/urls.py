@@ -6,7 +6,9 @@ from scoring.views import feedback as feedback_views
 from scoring.views import kpis as kpi_views
 from scoring.views import leads as lead_views
 from scoring.views import models as model_views
+from scoring.views import profile as profile_views
 from scoring.views import rules as rule_views
+from scoring.views import users as user_views
 
 urlpatterns: list = [
     path("leads/", lead_views.lead_queue, name="lead-queue"),
@@ -74,4 +76,16 @@ urlpatterns: list = [
     path("models/rollback/", model_views.model_rollback, name="models-rollback"),
     path("models/deactivate/", model_views.model_deactivate, name="models-deactivate"),
     path("models/explain/<int:lead_id>/", model_views.lead_explanation, name="models-explain"),
+    # A user's own API tokens; admins manage users and roles (scoring/views/profile.py, users.py)
+    path("profile/", profile_views.profile_page, name="profile"),
+    path("profile/tokens/", profile_views.api_token_create, name="profile-token-create"),
+    path(
+        "profile/tokens/<str:token_key>/revoke/",
+        profile_views.api_token_revoke,
+        name="profile-token-revoke",
+    ),
+    path("users/", user_views.users_page, name="users"),
+    path("users/invite/", user_views.user_invite_submit, name="users-invite"),
+    path("users/<int:user_id>/role/", user_views.user_role_submit, name="users-role"),
+    path("users/<int:user_id>/active/", user_views.user_active_submit, name="users-active"),
 ]

@@ -13,7 +13,14 @@ from scoring.services.rulesets import ruleset_import
 from tests.factories import LeadFactory
 
 # Reachable without logging in (the webhook authenticates by signature instead).
-PUBLIC = {"healthz", "accounts/login/", "integrations/hubspot/webhook"}
+PUBLIC = {
+    "healthz",
+    "accounts/login/",
+    "integrations/hubspot/webhook",
+    # An invitation's set-password link (Django's password-reset confirm) and its done page.
+    "accounts/reset/<uidb64>/<token>/",
+    "accounts/reset/done/",
+}
 
 # The staff pages and who may open them (GET). Everyone else gets 403 (or 404 for a lead that
 # is not theirs); anonymous users are sent to the login page.
@@ -28,6 +35,8 @@ PAGES = {
     "/models/": {"ops", "manager"},
     "/integrations/": {"ops", "admin"},
     "/imports/": {"ops", "admin"},
+    "/profile/": {"ops", "sales1", "manager", "admin"},
+    "/users/": {"admin"},
 }
 API = {
     "/api/v1/leads/": {"ops", "sales1", "manager", "admin"},
@@ -54,6 +63,7 @@ def concrete(route: str, lead_id: int, rule_set_id: int) -> str:
     )
     path = path.replace("<str:section>", "rules").replace("<slug:vendor>", "hubspot")
     path = path.replace("<slug:table>", "bands").replace("<str:run_key>", "x")
+    path = path.replace("<str:token_key>", "abcdef12")
     return "/" + re.sub(r"<int:\w+>", "1", path)
 
 

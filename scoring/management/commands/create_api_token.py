@@ -7,13 +7,13 @@ as before); `--keep-existing` adds a token beside them. `manage.py api_tokens` l
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
-from knox.models import AuthToken
+
+from scoring.selectors.api_tokens import api_tokens_of
+from scoring.services.api_tokens import TokenInvalid, token_create
 
 
 class Command(BaseCommand):
@@ -42,15 +42,14 @@ class Command(BaseCommand):
             user = get_user_model().objects.get(username=username)
         except get_user_model().DoesNotExist:
             raise CommandError(f"no user {username!r}") from None
-        if not user.is_active:
-            raise CommandError(f"user {username!r} is inactive")
         if expires_days is not None and expires_days < 1:
             raise CommandError("--expires-days must be at least 1")
-        expiry = dt.timedelta(days=expires_days) if expires_days else None
-        with transaction.atomic():
-            replaced = 0 if keep_existing else AuthToken.objects.filter(user=user).delete()[0]
-            instance, token = AuthToken.objects.create(user=user, expiry=expiry)
-        if replaced:
+        had_tokens = not keep_existing and bool(api_tokens_of(user))
+        try:
+            instance, token = token_create(user, expires_days, replace_existing=not keep_existing)
+        except TokenInvalid as exc:
+            raise CommandError(str(exc)) from None
+        if had_tokens:
             self.stderr.write(f"The previous token of {username} no longer works.")
         until = f", valid until {instance.expiry:%Y-%m-%d %H:%M} UTC" if instance.expiry else ""
         self.stdout.write(

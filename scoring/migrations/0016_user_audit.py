@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("scoring", "0014_lead_fillfactor_for_hot_rescores"),
+        ("scoring", "0015_lead_due_times_for_time_rescore"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

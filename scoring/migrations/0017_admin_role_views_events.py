@@ -26,6 +26,6 @@ def revoke(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("scoring", "0015_user_audit")]
+    dependencies = [("scoring", "0016_user_audit")]
 
     operations = [migrations.RunPython(grant, revoke)]

@@ -41,7 +41,7 @@ class TokenAuthentication(KnoxTokenAuthentication):
                     cache.incr(key)
                 except ValueError:  # the window ended between add() and incr()
                     cache.add(key, 1, window)
-            logger.warning("api.auth.failed address=%s", request.META.get("REMOTE_ADDR", ""))
+            logger.warning("api.auth.failed failures_in_window=%s", cache.get(key))
             raise
 
 

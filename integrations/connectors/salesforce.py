@@ -579,12 +579,7 @@ class SalesforceConnector(Connector):
         return deleted, failed, covered or now
 
     def _to_lead(self, record: dict[str, Any]) -> LeadRecord:
-        record_id = clean_str(record.get("Id"))
-        if not record_id:
-            raise ValueError("Id: missing")
-        modified_at = parse_datetime(record.get("SystemModstamp"), "SystemModstamp")
-        if modified_at is None:
-            raise ValueError("SystemModstamp: missing")
+        record_id, modified_at = _record_key(record)
         created_at = parse_datetime(record.get("CreatedDate"), "CreatedDate")
         converted_at = parse_datetime(record.get("ConvertedDate"), "ConvertedDate")
 
@@ -835,14 +830,20 @@ def _map_records(
     return mapped, failed, last
 
 
-def _to_outcome(record: dict[str, Any]) -> OutcomeRecord:
-    """An Opportunity as an :class:`OutcomeRecord` (see the module docstring)."""
+def _record_key(record: dict[str, Any]) -> tuple[str, datetime]:
+    """A record's Id and SystemModstamp, both required (what the cursors key on)."""
     record_id = clean_str(record.get("Id"))
     if not record_id:
         raise ValueError("Id: missing")
     modified_at = parse_datetime(record.get("SystemModstamp"), "SystemModstamp")
     if modified_at is None:
         raise ValueError("SystemModstamp: missing")
+    return record_id, modified_at
+
+
+def _to_outcome(record: dict[str, Any]) -> OutcomeRecord:
+    """An Opportunity as an :class:`OutcomeRecord` (see the module docstring)."""
+    record_id, modified_at = _record_key(record)
     if record.get("IsWon") is True:
         status = "won"
     elif record.get("IsClosed") is True:

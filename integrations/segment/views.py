@@ -43,11 +43,17 @@ class SegmentView(APIView):
     schema = None  # the Segment spec documents these, not our OpenAPI schema
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        limit = MAX_BATCH_BYTES if self.call_type is None else MAX_CALL_BYTES
-        try:
-            request.segment_body = read_json_body(request, limit)
-        except BodyTooLarge as exc:
-            raise PayloadTooLarge(str(exc)) from None
+        request.segment_body = None
+        self.body_error: ParseError | None = None
+        if request.method == "POST":
+            limit = MAX_BATCH_BYTES if self.call_type is None else MAX_CALL_BYTES
+            try:
+                request.segment_body = read_json_body(request, limit)
+            except BodyTooLarge as exc:
+                raise PayloadTooLarge(str(exc)) from None
+            except ParseError as exc:
+                # Said after authentication: a caller without a key learns nothing more.
+                self.body_error = exc
         super().initial(request, *args, **kwargs)
 
     def handle_exception(self, exc: Exception) -> Response:
@@ -60,6 +66,8 @@ class SegmentView(APIView):
         return response
 
     def post(self, request: Request) -> Response:
+        if self.body_error is not None:
+            raise self.body_error
         body = request.segment_body
         if not isinstance(body, dict):
             raise ParseError("The body must be a JSON object.")

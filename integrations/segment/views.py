@@ -43,6 +43,8 @@ class SegmentView(APIView):
     schema = None  # the Segment spec documents these, not our OpenAPI schema
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        if request.method == "OPTIONS":
+            return  # a browser's CORS preflight carries no key; it only learns the headers
         request.segment_body = None
         self.body_error: ParseError | None = None
         if request.method == "POST":
@@ -55,6 +57,22 @@ class SegmentView(APIView):
                 # Said after authentication: a caller without a key learns nothing more.
                 self.body_error = exc
         super().initial(request, *args, **kwargs)
+
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        # Browser SDKs (analytics.js, RudderStack's) post from the tracked site's origin. Any
+        # origin may: the write key, never a cookie, authenticates, so no credentials are
+        # allowed. A browser should carry a source key, never a user's API token.
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response["Access-Control-Allow-Origin"] = "*"
+        response["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        response["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Content-Encoding"
+        response["Access-Control-Max-Age"] = "86400"
+        return response
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)

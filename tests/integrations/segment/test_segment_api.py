@@ -444,6 +444,24 @@ def test_writes_are_throttled_per_source_key(segment, monkeypatch):
     assert limited.json()["code"] == "throttled"
 
 
+def test_a_browsers_preflight_is_answered_without_a_key(client):
+    response = client.options(
+        "/segment/v1/batch",
+        HTTP_ORIGIN="https://www.example.com",
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+        HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization,content-type",
+    )
+    assert response.status_code == 204
+    assert response["Access-Control-Allow-Origin"] == "*"
+    assert "authorization" in response["Access-Control-Allow-Headers"].lower()
+    assert "Access-Control-Allow-Credentials" not in response
+
+
+def test_answers_carry_cors_headers_for_browser_sdks(segment):
+    response = segment("track", track("m", userId="u1"), HTTP_ORIGIN="https://www.example.com")
+    assert response["Access-Control-Allow-Origin"] == "*"
+
+
 # ---------------------------------------------------------------- rescoring
 
 

@@ -91,9 +91,11 @@ def _upsert_leads(calls: Sequence[SegmentCall], result: CallsResult) -> set[int]
     """Step 1: one bulk upsert. Returns the indexes of calls whose upsert was rejected."""
     # An anonymousId named with a userId in this request goes straight to the user's lead
     # instead of becoming an anonymous lead that step 2 would merge at once.
-    anonymous_to_user = {
-        c.anonymous_id: c.user_id for c in calls if c.user_id and c.anonymous_id
-    } | {c.previous_id: c.user_id for c in calls if c.type == "alias"}
+    anonymous_to_user: dict[str | None, str | None] = {}
+    for c in calls:
+        if c.user_id and (c.anonymous_id or c.type == "alias"):
+            # The first user a device is tied to keeps it (see _link_identities).
+            anonymous_to_user.setdefault(c.previous_id or c.anonymous_id, c.user_id)
 
     def key_of(call: SegmentCall) -> Key:
         if call.type == "alias":
@@ -137,7 +139,11 @@ def _upsert_leads(calls: Sequence[SegmentCall], result: CallsResult) -> set[int]
 
 
 def _link_identities(calls: Sequence[SegmentCall], result: CallsResult) -> None:
-    """Step 2: record or merge the ids that calls tie to a userId."""
+    """Step 2: record or merge the ids that calls tie to a userId.
+
+    An anonymousId is a device, and devices are shared: an anonymousId whose lead already
+    belongs to another userId stays with that user (its history is not theirs to move), and
+    two userIds are merged only by an explicit alias."""
     links: list[tuple[Key, Key, str]] = []
     for call in calls:
         user_key = (SOURCE, call.user_id or "")
@@ -161,24 +167,40 @@ def _link_identities(calls: Sequence[SegmentCall], result: CallsResult) -> None:
                 new_identities[other_key] = user_lead
                 owner[other_key] = user_lead
             continue
-        # The anonymous (or aliased) lead's history moves onto the user's lead, audited.
+        if reason != "segment alias" and _has_other_user(other_lead, user_key[1]):
+            continue
+        # The older lead survives, as in every merge (`leads_bulk_upsert`): the anonymous
+        # visitor's history and the user's identities end up on one lead, audited.
+        survivor, merged = sorted((user_lead, other_lead))
         lead_merge(
-            Lead.objects.get(pk=user_lead),
-            Lead.objects.get(pk=other_lead),
-            reason=f"{reason}: {other_key[0]} id tied to a userId",
+            Lead.objects.get(pk=survivor),
+            Lead.objects.get(pk=merged),
+            reason=f"{reason}: {other_key[0]} id tied to userId",
         )
         result.merges += 1
-        result.lead_ids.discard(other_lead)
-        result.lead_ids.add(user_lead)
+        result.lead_ids.discard(merged)
+        result.lead_ids.add(survivor)
         for key, lead_id in owner.items():
-            if lead_id == other_lead:
-                owner[key] = user_lead
+            if lead_id == merged:
+                owner[key] = survivor
+        for key, lead_id in new_identities.items():
+            if lead_id == merged:
+                new_identities[key] = survivor
     Identity.objects.bulk_create(
         [
             Identity(source=s, external_id=e, lead_id=lead)
             for (s, e), lead in new_identities.items()
         ],
         ignore_conflicts=True,
+    )
+
+
+def _has_other_user(lead_id: int, user_id: str) -> bool:
+    """Whether the lead is already another Segment user's (merges are rare: one query each)."""
+    return (
+        Identity.objects.filter(lead_id=lead_id, source=SOURCE)
+        .exclude(external_id=user_id)
+        .exists()
     )
 
 

@@ -238,6 +238,45 @@ def test_alias_moves_the_previous_ids_history_onto_the_user(segment):
     assert LeadMerge.objects.count() == 1
 
 
+@pytest.mark.parametrize("one_batch", [False, True])
+def test_a_shared_devices_anonymous_id_never_merges_two_users(segment, one_batch):
+    calls = [
+        {
+            "type": "identify",
+            "userId": "u1",
+            "anonymousId": "kiosk",
+            "traits": {"email": "a@example.com"},
+        },
+        {
+            "type": "identify",
+            "userId": "u2",
+            "anonymousId": "kiosk",
+            "traits": {"email": "b@example.com"},
+        },
+    ]
+    if one_batch:
+        segment("batch", {"batch": calls})
+    else:
+        for call in calls:
+            segment("identify", call)
+    segment("track", track("t1", anonymousId="kiosk"))
+    assert Lead.objects.count() == 2
+    assert LeadMerge.objects.count() == 0
+    first = Identity.objects.get(source="segment_anonymous", external_id="kiosk").lead
+    assert first.email == "a@example.com"
+    assert first.events.get().external_id == "t1"
+
+
+def test_alias_does_merge_two_user_ids(segment):
+    segment("identify", {"userId": "old-id", "traits": {"email": "a@example.com"}})
+    segment("track", track("t1", userId="old-id"))
+    segment("identify", {"userId": "new-id", "traits": {"title": "CTO"}})
+    segment("alias", {"previousId": "old-id", "userId": "new-id"})
+    lead = Lead.objects.get()
+    assert (lead.email, lead.title) == ("a@example.com", "CTO")
+    assert lead.events.get().external_id == "t1"
+
+
 def test_in_one_batch_anonymous_calls_before_identify_need_no_anonymous_lead(segment):
     response = segment(
         "batch",

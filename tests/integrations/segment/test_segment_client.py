@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -178,3 +179,43 @@ def test_a_batch_the_client_retries_is_stored_once(live_server, write_key, proxy
     assert Event.objects.filter(source="segment").count() == 6
     lead = Lead.objects.get(email="retry@example.com")
     assert lead.events.count() == 5
+
+
+RULES = {
+    "name": "Segment rules",
+    "bands": [{"name": "Cold", "min_score": 0}, {"name": "MQL", "min_score": 30}],
+    "rules": [
+        {"kind": "attribute", "field": "employees", "op": "gte", "value": 200, "points": 10},
+        {"kind": "event", "event_type": "page_view", "points": 5, "window_days": 30},
+        {"kind": "event", "event_type": "Demo Requested", "points": 20, "window_days": 30},
+    ],
+}
+
+
+def test_the_lead_is_rescored_in_real_time_with_its_pre_signup_page_views(
+    live_server, write_key, celery_worker
+):
+    from scoring.services.rulesets import ruleset_import
+
+    ruleset_import(RULES, publish=True)
+    client = Client(write_key=write_key, host=live_server.url + "/segment", sync_mode=True)
+    client.page(anonymous_id="browser-5", name="Pricing")
+    client.page(anonymous_id="browser-5", name="Docs")
+    client.identify(
+        user_id="user-5",
+        anonymous_id="browser-5",
+        traits={"email": "eve@example.com", "company": {"name": "Big", "employee_count": 900}},
+    )
+    client.track(user_id="user-5", event="Demo Requested")
+
+    # A real worker on the real broker rescores the lead: 10 (employees) + 2 x 5 (the
+    # anonymous page views) + 20 (the demo request).
+    deadline = time.monotonic() + 30
+    lead = None
+    while time.monotonic() < deadline:
+        lead = Lead.objects.filter(email="eve@example.com", score=40).first()
+        if lead is not None:
+            break
+        time.sleep(0.1)
+    assert lead is not None, Lead.objects.values("email", "score").first()
+    assert lead.band == "MQL"

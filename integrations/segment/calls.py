@@ -32,7 +32,7 @@ from django.core.validators import validate_email
 
 from scoring import strict_json
 from scoring.models import Lead
-from scoring.services.events import EventInput, parse_event_item
+from scoring.services.events import EventInput, parse_event_item, parse_timestamp
 
 #: Identity and event source of Segment user ids and message ids.
 SOURCE = "segment"
@@ -143,18 +143,17 @@ def _limited_text(value: Any, where: str, max_length: int, reasons: list[str]) -
 
 
 def _employees(value: Any, where: str, reasons: list[str]) -> int | None:
+    """A head count: a whole number (an integral float or a numeric string too)."""
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        reasons.append(f"{where}: must be a whole number")
-        return None
-    try:
-        number = int(value) if not isinstance(value, float) else value
-        if isinstance(number, float):
-            if not number.is_integer():
-                raise ValueError
-            number = int(number)
-    except (TypeError, ValueError):
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        number = int(value.strip())
+    if number is None:
         reasons.append(f"{where}: must be a whole number")
         return None
     if not 0 <= number <= _MAX_EMPLOYEES:
@@ -246,6 +245,22 @@ def _group(raw: dict, reasons: list[str]) -> GroupTraits | None:
     )
 
 
+def _occurred_at(raw: dict, now: dt.datetime) -> Any:
+    """When the call happened, as Segment decides it: ``timestamp`` as given; else
+    ``originalTimestamp`` corrected for the device's clock skew (the time between ``sentAt``
+    and our clock); else now. What cannot be read is left for the event check to refuse."""
+    if raw.get("timestamp"):
+        return raw["timestamp"]
+    original = raw.get("originalTimestamp")
+    if not original:
+        return now.isoformat()
+    try:
+        skew = now - parse_timestamp(raw.get("sentAt"))
+        return (parse_timestamp(original) + skew).isoformat()
+    except (ValueError, OverflowError):
+        return original
+
+
 def call_size(raw: Any) -> int:
     """A call's size as Segment counts it: its compact JSON in UTF-8."""
     return len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode())
@@ -293,8 +308,11 @@ def parse_call(
     elif kind == "group":
         group = _group(raw, reasons)
         if group is not None:
-            values = {"company": group.name, "employees": group.employees}
-            values.update(industry=group.industry)
+            values = {
+                "company": group.name,
+                "employees": group.employees,
+                "industry": group.industry,
+            }
             call = SegmentCall(
                 index,
                 kind,
@@ -318,7 +336,7 @@ def parse_call(
         if reasons:
             return None, reasons
         source, external_id = call.lead_key
-        timestamp = raw.get("timestamp") or raw.get("originalTimestamp") or now.isoformat()
+        timestamp = _occurred_at(raw, now)
         event, event_reasons = parse_event_item(
             {
                 "external_id": message_id,

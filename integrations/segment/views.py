@@ -76,7 +76,8 @@ class SegmentView(APIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
-        detail = response.data.get("detail", response.data) if response.data else ""
+        data = response.data
+        detail = data.get("detail", data) if isinstance(data, dict) else data or ""
         code = getattr(exc, "default_code", "error")
         if hasattr(detail, "code"):
             code = detail.code

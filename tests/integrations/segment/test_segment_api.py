@@ -161,6 +161,32 @@ def test_a_call_without_a_timestamp_is_dated_when_it_arrives(segment):
     assert Event.objects.get().occurred_at >= before - dt.timedelta(seconds=1)
 
 
+def test_original_timestamp_is_corrected_for_the_devices_clock_skew(segment):
+    # The device's clock is 1 hour fast: it sent the call "at" 12:00 and it happened 11:59.
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    device = now + dt.timedelta(hours=1)
+    segment(
+        "track",
+        {
+            "userId": "u1",
+            "messageId": "m1",
+            "event": "x",
+            "originalTimestamp": (device - dt.timedelta(minutes=1)).isoformat(),
+            "sentAt": device.isoformat(),
+        },
+    )
+    occurred = Event.objects.get().occurred_at
+    assert abs(occurred - (now - dt.timedelta(minutes=1))) < dt.timedelta(seconds=5)
+
+
+@pytest.mark.parametrize("employees", ["many", 12.5, True, -1, [3]])
+def test_a_head_count_that_is_not_a_whole_number_is_rejected(segment, employees):
+    response = segment("identify", {"userId": "u1", "traits": {"employees": employees}})
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("traits.employees: must be")
+    assert Lead.objects.count() == 0
+
+
 def test_group_ties_the_lead_to_its_account_and_keeps_the_traits(segment):
     response = segment(
         "group",

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import F
+
 from integrations.models import SourceKey
 
 
 def source_keys_overview() -> list[dict[str, Any]]:
     """Every source key (active first, then revoked) with its last call and counts."""
-    rows = SourceKey.objects.select_related("created_by").order_by("-revoked_at", "name")
+    rows = SourceKey.objects.select_related("created_by").order_by(
+        F("revoked_at").asc(nulls_first=True), "name"
+    )
     return [
         {
             "id": key.pk,

@@ -225,3 +225,57 @@ class CrmOwner(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} owner {self.external_id}"
+
+
+# --------------------------------------------------------------------------------------------
+# Segment-compatible event source (integrations.segment)
+# --------------------------------------------------------------------------------------------
+
+
+class SourceKey(models.Model):
+    """A write key for the Segment-compatible endpoints (/segment/v1/), made on the
+    integrations page or with ``manage.py create_source_key NAME``. Only the SHA-256 digest of
+    the key is stored (the key is 256 random bits, so a fast hash is enough) and a short
+    prefix to tell keys apart; the key itself is shown once. The counters and the last call
+    are what the integrations page shows."""
+
+    name = models.CharField(max_length=100, unique=True)
+    prefix = models.CharField(max_length=12)
+    digest = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_call_at = models.DateTimeField(null=True, blank=True)
+    requests = models.BigIntegerField(default=0)
+    accepted = models.BigIntegerField(default=0)
+    duplicate = models.BigIntegerField(default=0)
+    rejected = models.BigIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"source key {self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class SegmentGroup(models.Model):
+    """A Segment ``group`` (an account) and its latest traits, kept here until accounts are a
+    model of their own; leads name their group in ``attributes.segment_group_id``."""
+
+    group_id = models.CharField(max_length=255, unique=True)
+    name = models.CharField(max_length=200, blank=True, default="")
+    employees = models.IntegerField(null=True, blank=True)
+    industry = models.CharField(max_length=120, blank=True, default="")
+    website = models.CharField(max_length=500, blank=True, default="")
+    traits = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"segment group {self.group_id}"

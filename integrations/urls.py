@@ -4,6 +4,12 @@ from integrations import views, webhooks
 
 urlpatterns: list = [
     path("integrations/", views.integrations_page, name="integrations"),
+    path("integrations/source-keys/", views.source_key_create_view, name="source-key-create"),
+    path(
+        "integrations/source-keys/<int:key_id>/revoke",
+        views.source_key_revoke_view,
+        name="source-key-revoke",
+    ),
     path("imports/", views.import_page, name="import-page"),
     path("imports/<int:job_id>/", views.import_detail, name="import-detail"),
     path("imports/<int:job_id>/progress/", views.import_progress, name="import-progress"),

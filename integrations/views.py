@@ -9,12 +9,19 @@ from django.contrib import messages
 from django.core.exceptions import ImproperlyConfigured
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from integrations import config as integration_config
 from integrations import selectors, services
 from integrations.imports import import_job_create, shipped_mappings
 from integrations.models import ImportJob
+from integrations.segment.selectors import source_keys_overview
+from integrations.segment.services import (
+    SourceKeyInvalid,
+    source_key_create,
+    source_key_revoke,
+)
 from scoring.views.access import require
 
 
@@ -24,17 +31,51 @@ def _vendor(vendor: str) -> str:
     return vendor
 
 
-@require_GET
-@require("manage_integrations")
-def integrations_page(request: HttpRequest) -> HttpResponse:
+def _integrations_page(
+    request: HttpRequest, *, new_source_key: str = "", key_error: str = "", status: int = 200
+) -> HttpResponse:
     return render(
         request,
         "integrations/page.html",
         {
             "connections": selectors.connections_overview(),
             "unmatched_owners": selectors.owners_unmatched(),
+            "source_keys": source_keys_overview(),
+            "segment_host": request.build_absolute_uri("/segment"),
+            "new_source_key": new_source_key,
+            "key_error": key_error,
         },
+        status=status,
     )
+
+
+@require_GET
+@require("manage_integrations")
+def integrations_page(request: HttpRequest) -> HttpResponse:
+    return _integrations_page(request)
+
+
+@require_POST
+@require("manage_integrations")
+@never_cache
+def source_key_create_view(request: HttpRequest) -> HttpResponse:
+    """Make a source key and show it in this response only (not in the session or a
+    redirect, so a reload does not show it again; never_cache keeps it out of caches)."""
+    try:
+        _, key = source_key_create(request.POST.get("name", ""), user=request.user)
+    except SourceKeyInvalid as exc:
+        return _integrations_page(request, key_error=str(exc), status=400)
+    return _integrations_page(request, new_source_key=key)
+
+
+@require_POST
+@require("manage_integrations")
+def source_key_revoke_view(request: HttpRequest, key_id: int) -> HttpResponse:
+    if source_key_revoke(key_id):
+        messages.success(request, "Source key revoked: calls with it are refused from now on.")
+    else:
+        messages.error(request, "No such active source key.")
+    return redirect("integrations")
 
 
 @require_GET

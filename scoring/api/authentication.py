@@ -26,22 +26,36 @@ def _failure_key(request: Request) -> str:
     return f"api-auth-failures:{request.META.get('REMOTE_ADDR', '')}"
 
 
+def auth_failures_check(request: Request) -> None:
+    """Raise Throttled while the caller's address is over the failure limit. Every API that
+    takes a secret (tokens here, write keys at /segment/) shares the one count."""
+    if (cache.get(_failure_key(request)) or 0) >= settings.API_AUTH_FAILURE_LIMIT:
+        raise Throttled(
+            wait=settings.API_AUTH_FAILURE_WINDOW_SECONDS,
+            detail="Too many failed authentication attempts.",
+        )
+
+
+def auth_failure_record(request: Request) -> None:
+    """Count one failed authentication of the caller's address (logged, without the address)."""
+    key = _failure_key(request)
+    window = settings.API_AUTH_FAILURE_WINDOW_SECONDS
+    # add() starts the window on the first failure; incr() keeps its expiry.
+    if not cache.add(key, 1, window):
+        try:
+            cache.incr(key)
+        except ValueError:  # the window ended between add() and incr()
+            cache.add(key, 1, window)
+    logger.warning("api.auth.failed failures_in_window=%s", cache.get(key))
+
+
 class TokenAuthentication(KnoxTokenAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
-        key = _failure_key(request)
-        window = settings.API_AUTH_FAILURE_WINDOW_SECONDS
-        if (cache.get(key) or 0) >= settings.API_AUTH_FAILURE_LIMIT:
-            raise Throttled(wait=window, detail="Too many failed authentication attempts.")
+        auth_failures_check(request)
         try:
             return super().authenticate(request)
         except AuthenticationFailed:
-            # add() starts the window on the first failure; incr() keeps its expiry.
-            if not cache.add(key, 1, window):
-                try:
-                    cache.incr(key)
-                except ValueError:  # the window ended between add() and incr()
-                    cache.add(key, 1, window)
-            logger.warning("api.auth.failed failures_in_window=%s", cache.get(key))
+            auth_failure_record(request)
             raise
 
 

@@ -8,6 +8,7 @@ another rep's lead), writes need the ``ingest`` capability.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from typing import Any
 
 from django.conf import settings
@@ -62,8 +63,8 @@ class IngestThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
-class _TooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """The request body is over the endpoint's limit (a 413)."""
 
 
 def _payload_too_large(detail: str) -> Response:
@@ -74,18 +75,30 @@ def _body_limit() -> int:
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
 
-def _read_json(request: Request) -> Any:
-    """The JSON body; raises _TooLarge past the body limit (declared or actual size)."""
-    limit = _body_limit()
+def read_json_body(request: Request, limit: int | None = None) -> Any:
+    """The JSON body, read through `strict_json`; raises BodyTooLarge past ``limit`` bytes
+    (default DATA_UPLOAD_MAX_MEMORY_SIZE; the declared or the actual size) and ParseError for
+    a body that is not JSON. A ``Content-Encoding: gzip`` body (SDKs send them) is inflated,
+    and its inflated size is what the limit bounds, so a small bomb cannot grow past it."""
+    limit = _body_limit() if limit is None else limit
+    gzipped = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower() == "gzip"
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         declared = 0
     if declared > limit:
-        raise _TooLarge(f"The body is larger than {limit} bytes.")
+        raise BodyTooLarge(f"The body is larger than {limit} bytes.")
     raw = request._request.read(limit + 1)  # a body without Content-Length is bounded too
     if len(raw) > limit:
-        raise _TooLarge(f"The body is larger than {limit} bytes.")
+        raise BodyTooLarge(f"The body is larger than {limit} bytes.")
+    if gzipped:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            raw = inflater.decompress(raw, limit + 1)
+        except zlib.error:
+            raise ParseError("The body is not valid gzip.") from None
+        if len(raw) > limit or inflater.unconsumed_tail:
+            raise BodyTooLarge(f"The inflated body is larger than {limit} bytes.")
     try:
         return strict_json.loads(raw)
     except strict_json.StrictJSONError as exc:
@@ -99,7 +112,7 @@ class EventIngestView(APIView):
     permission_classes = [IsAuthenticated, HasCapability]
     required_capability = "ingest"
     throttle_classes = [IngestThrottle]
-    # The body is read by _read_json, so DRF's parsers never see it.
+    # The body is read by read_json_body, so DRF's parsers never see it.
     parser_classes = [StrictJSONParser]
 
     @extend_schema(
@@ -111,8 +124,8 @@ class EventIngestView(APIView):
     )
     def post(self, request: Request) -> Response:
         try:
-            body = _read_json(request)
-        except _TooLarge as exc:
+            body = read_json_body(request)
+        except BodyTooLarge as exc:
             return _payload_too_large(str(exc))
         items = body if isinstance(body, list) else [body] if isinstance(body, dict) else None
         if items is None:

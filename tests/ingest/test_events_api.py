@@ -209,6 +209,25 @@ def test_an_oversized_body_is_a_413(api_as):
     assert Event.objects.count() == 0
 
 
+def test_a_gzipped_body_is_inflated_within_the_same_limit(api_as):
+    import gzip
+
+    client = api_as("ops")
+    raw = gzip.compress(json.dumps([event(1), event(2)]).encode())
+    response = client.post(
+        URL, data=raw, content_type="application/json", HTTP_CONTENT_ENCODING="gzip"
+    )
+    assert response.status_code == 200
+    assert Event.objects.count() == 2
+    with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=2048):
+        bomb = gzip.compress(json.dumps([event(i) for i in range(50)]).encode())
+        assert len(bomb) < 2048
+        response = client.post(
+            URL, data=bomb, content_type="application/json", HTTP_CONTENT_ENCODING="gzip"
+        )
+    assert response.status_code == 413
+
+
 def test_ingest_schedules_a_rescore_of_the_touched_leads(api_as):
     post(api_as("ops"), [event(1, email="a@example.com"), event(2, email="b@example.com")])
     assert PendingRescore.objects.count() == 2

@@ -4,15 +4,18 @@ date-like attribute are left out with their reasons, historical data trains with
 and the final model keeps all the training leads."""
 
 import datetime as dt
+import io
+import json
 
 import numpy as np
 import pytest
+from django.core.management import CommandError, call_command
 
 from scoring.ml import feature_frame as F
 from scoring.ml import registry
 from scoring.ml.labels import LabelError, build_labels
 from scoring.ml.training import BOOSTING, LOGISTIC, choose_split, inner_pipeline, train_models
-from scoring.models import Lead, MLModel
+from scoring.models import Lead, LeadProbability, MLModel
 from tests.factories import EventFactory, LeadFactory
 from tests.ml.funnel import baseline_test_auc, make_drifted_funnel
 
@@ -118,3 +121,20 @@ def test_the_final_model_is_fitted_on_every_training_lead(db, no_mappings):
         assert f"final model fitted on all {report.n_train} training leads" in model["calibration"]
         assert "time order" in model["calibration"]
     assert {m["name"] for m in report.models} == {LOGISTIC, BOOSTING}
+
+
+def test_scoring_as_of_the_models_cutoff_needs_no_published_rule_set(db, no_mappings):
+    make_drifted_funnel(900)
+    report = train_models()
+    registry.activate(report.rows[0])
+    out = io.StringIO()
+    call_command("rescore", "--all", "--as-of", "cutoff", stdout=out)
+    summary = json.loads(out.getvalue())
+    assert summary["rule_set_version"] is None
+    assert summary["as_of"] == report.cutoff.isoformat()
+    assert summary["probabilities"] == Lead.objects.count() == LeadProbability.objects.count()
+
+
+def test_as_of_cutoff_without_an_active_model_names_the_fix(db):
+    with pytest.raises(CommandError, match="train_model --activate"):
+        call_command("rescore", "--all", "--as-of", "cutoff")

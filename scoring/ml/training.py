@@ -150,17 +150,19 @@ def outcome_attribute_exclusions() -> set[str]:
     return names
 
 
-def import_leakage_reasons() -> dict[str, str]:
-    """Column -> reason for the columns that the mappings of past imports list as leakage,
-    label or doubtful, wherever the mapping file was: each installed app may provide them as
-    ``ml_feature_exclusions`` on its AppConfig (the integrations app reads its import jobs),
-    so scoring reads them without importing integrations."""
+def import_leakage_reasons(*, include_doubtful: bool = False) -> dict[str, str]:
+    """Column -> reason for the columns that the mappings of past imports list as leakage or
+    label (and doubtful unless `include_doubtful`), wherever the mapping file was: each
+    installed app may provide them as ``ml_feature_exclusions`` (column -> (kind, reason)) on
+    its AppConfig (the integrations app reads its import jobs), so scoring reads them without
+    importing integrations."""
     reasons: dict[str, str] = {}
     for config in apps.get_app_configs():
-        provided = getattr(config, "ml_feature_exclusions", None)
-        if provided:
-            for name, why in dict(provided).items():
-                reasons.setdefault(name, why)
+        provided = getattr(config, "ml_feature_exclusions", None) or {}
+        for name, (kind, why) in provided.items():
+            if kind == "doubtful" and include_doubtful:
+                continue
+            reasons.setdefault(name, why)
     return reasons
 
 
@@ -505,7 +507,7 @@ def _train(
         for name in outcome_attribute_exclusions()
         if F.normalise_key(name) not in allowed
     }
-    for name, why in import_leakage_reasons().items():
+    for name, why in import_leakage_reasons(include_doubtful=include_doubtful).items():
         reasons.setdefault(name, why)
     spec = F.discover_spec(
         labels.cutoff, exclude=exclude, include_doubtful=include_doubtful, reasons=reasons

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from integrations.imports import import_file
+from integrations.imports import import_file_recorded
 
 
 class ImportCommand(BaseCommand):
@@ -32,7 +32,7 @@ class ImportCommand(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        summary = import_file(
+        summary = import_file_recorded(
             options["file"],
             self.kind,
             source=options.get("source"),

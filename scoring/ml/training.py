@@ -61,6 +61,7 @@ from scoring.ml import feature_frame as F
 from scoring.ml import metrics as M
 from scoring.ml.feature_checks import leakage_drops, range_overlap_drops
 from scoring.ml.labels import DEFAULT_HORIZON_DAYS, DEFAULT_STAGE, Labels, build_labels
+from scoring.ml.suggest import DEFAULT_MAX_RULES
 from scoring.models import MLModel
 
 logger = logging.getLogger(__name__)
@@ -573,7 +574,11 @@ def _train(
         from scoring.ml.suggest import suggest_from_training
 
         suggestion = suggest_from_training(
-            fitted[LOGISTIC][0], spec, X[suggest_rows], rules, suggest_rows
+            fitted[LOGISTIC][0], spec, X[suggest_rows], rules, suggest_rows, y[suggest_rows]
+        )
+        suggestion.update(
+            draft_test_auc(suggestion["document"], labels, split),
+            model_test_roc_auc=results[LOGISTIC]["overall"]["roc_auc"],
         )
     reference = _reference_row(spec, X[split.train])
     train_created = labels.created_epoch[split.train]
@@ -658,6 +663,52 @@ def _train(
     )
 
 
+def suggest_weights(row: MLModel, *, max_rules: int = DEFAULT_MAX_RULES) -> dict[str, Any]:
+    """Recompute a logistic model's suggested rules (at most `max_rules`) on the training
+    leads it was trained on, score the draft on its test leads, store the suggestion on the
+    row and return it (with "test_roc_auc" and "model_test_roc_auc" on the same test split).
+    Raises ValueError when the row is not a finished logistic model or its leads changed."""
+    from scoring.ml.suggest import suggest_from_training
+
+    if row.algorithm != LOGISTIC or row.status != MLModel.Status.DONE:
+        raise ValueError(f"Model #{row.pk} is not a trained logistic regression.")
+    if max_rules < 1:
+        raise ValueError("--max-rules must be at least 1.")
+    labels = build_labels(
+        row.label_stage,
+        horizon_days=row.horizon_days or DEFAULT_HORIZON_DAYS,
+        cutoff=row.cutoff,
+    )
+    labels = labels.latest(row.n_train + row.n_test)
+    split = choose_split(labels)
+    if (split.train.size, split.test.size) != (row.n_train, row.n_test):
+        raise ValueError(
+            f"The leads changed since model #{row.pk} was trained ({split.train.size} train, "
+            f"{split.test.size} test now against {row.n_train} and {row.n_test}); train again."
+        )
+    spec = F.FeatureSpec.from_dict(row.features["spec"])
+    raw = _population_frame(spec, labels, 50000, lambda fraction, message: None)
+    X = F.encode(spec, raw)
+    suggest_rows = _suggestion_rows(split.train)
+    rules = _rule_scores(labels.ids, labels.cutoff, suggest_rows)
+    suggestion = suggest_from_training(
+        registry.load_estimator(row),
+        spec,
+        X[suggest_rows],
+        rules,
+        suggest_rows,
+        labels.y[suggest_rows],
+        max_rules=max_rules,
+    )
+    suggestion.update(
+        draft_test_auc(suggestion["document"], labels, split),
+        model_test_roc_auc=(row.metrics or {}).get("overall", {}).get("roc_auc"),
+    )
+    row.details = {**(row.details or {}), "suggestion": suggestion}
+    row.save(update_fields=["details"])
+    return suggestion
+
+
 def _population_frame(
     spec: F.FeatureSpec, labels: Labels, chunk_size: int, progress: Progress
 ) -> F.RawFrame:
@@ -700,26 +751,29 @@ def _suggestion_rows(train: np.ndarray) -> np.ndarray:
     return np.sort(rng.choice(train, SUGGESTION_SAMPLE, replace=False))
 
 
-def _rule_scores(
-    ids: np.ndarray, as_of: dt.datetime, rows: np.ndarray | None = None, chunk: int = 60000
-) -> RuleScores | None:
-    """The live rules' scores of the population (only at `rows` when given: elsewhere the
+def draft_test_auc(document: dict[str, Any], labels: Labels, split: Split) -> dict[str, Any]:
+    """{"test_roc_auc"}: the ROC AUC of a rule set document's scores (rules alone, as of the
+    cut-off, by the engine) on the split's test leads."""
+    from scoring.engine import parse_ruleset
+
+    spec = dataclasses.replace(parse_ruleset(document), model_weight=0.0)
+    scores, _ = _spec_scores(spec, labels.ids, labels.cutoff, split.test)
+    return {"test_roc_auc": M.roc_auc(labels.y[split.test], scores[split.test])}
+
+
+def _spec_scores(
+    spec: Any, ids: np.ndarray, as_of: dt.datetime, rows: np.ndarray, chunk: int = 60000
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, contributions) of a rule set spec on the population's `rows` (elsewhere the
     score is NaN and the contributions 0)."""
     from scoring.engine import compile_ruleset
     from scoring.rule_inputs import LeadSelection
-    from scoring.selectors.rules import live_rule_set
     from scoring.services.rescore import score_selection
-    from scoring.services.rulesets import ruleset_to_spec
 
-    live = live_rule_set()
-    if live is None:
-        return None
-    live_spec = ruleset_to_spec(live)
-    spec = dataclasses.replace(live_spec, model_weight=0.0)
     compiled = compile_ruleset(spec)
     scores = np.full(ids.size, np.nan)
     contributions = np.zeros((ids.size, len(spec.rules)), dtype=np.float64)
-    rows = np.arange(ids.size) if rows is None else np.asarray(rows, dtype=np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
     for start in range(0, rows.size, chunk):
         part_rows = rows[start : start + chunk]
         part = ids[part_rows]
@@ -727,6 +781,24 @@ def _rule_scores(
         position = part_rows[np.searchsorted(part, leads.ids)]
         scores[position] = result.scores
         contributions[position] = result.contributions
+    return scores, contributions
+
+
+def _rule_scores(
+    ids: np.ndarray, as_of: dt.datetime, rows: np.ndarray | None = None, chunk: int = 60000
+) -> RuleScores | None:
+    """The live rules' scores of the population (only at `rows` when given: elsewhere the
+    score is NaN and the contributions 0)."""
+    from scoring.selectors.rules import live_rule_set
+    from scoring.services.rulesets import ruleset_to_spec
+
+    live = live_rule_set()
+    if live is None:
+        return None
+    live_spec = ruleset_to_spec(live)
+    spec = dataclasses.replace(live_spec, model_weight=0.0)
+    rows = np.arange(ids.size) if rows is None else np.asarray(rows, dtype=np.int64)
+    scores, contributions = _spec_scores(spec, ids, as_of, rows, chunk)
     return RuleScores(
         scores=scores,
         contributions=contributions,

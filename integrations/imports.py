@@ -20,6 +20,11 @@ Contract:
 - Importing the same file twice changes nothing the second time (upserts by identity; values
   equal to the stored ones are not written).
 - Times without a zone are read in the project's TIME_ZONE; a date alone means midnight.
+- The CSV delimiter is sniffed from the first lines (comma, semicolon or tab: the one that
+  splits them into the most columns, the same number on every line) unless given
+  (``delimiter``). ``id_column="row"`` numbers the rows (1, 2, ...) as their external ids, for
+  a file without an id column; ``id_column=NAME`` reads the external id from column NAME.
+  Every header error quotes the header as parsed, with the delimiter used.
 """
 
 from __future__ import annotations
@@ -268,6 +273,53 @@ class FileInfo:
     format: Literal["csv", "jsonl"]
     header: list[str] | None
     rows: int
+    delimiter: str = ","
+    id_column: str | None = None  # "row": rows numbered as external ids; else a column name
+
+
+DELIMITERS = (",", ";", "\t")
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+SNIFF_LINES = 50
+ROW_ID = "row"
+
+
+def parse_delimiter(text: str | None) -> str | None:
+    """A --delimiter value as one character ("tab" and "\\t" mean a tab); None to sniff.
+    Raises ImportFailed naming the flag."""
+    if text is None or text == "":
+        return None
+    named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+    value = named.get(text.lower(), text)
+    if len(value) != 1 or value in '"\r\n':
+        raise ImportFailed(f"--delimiter {text!r} must be one character, e.g. ';' or tab")
+    return value
+
+
+def sniff_delimiter(path: Path) -> str:
+    """Comma, semicolon or tab: the one that splits the first SNIFF_LINES records into the
+    most columns, the same number on every record (ties and nothing better: comma)."""
+    with _open_text(path) as text:
+        sample = "".join(line for _, line in zip(range(SNIFF_LINES), text, strict=False))
+    best, best_width = ",", 1
+    for delimiter in DELIMITERS:
+        try:
+            records = [r for r in csv.reader(io.StringIO(sample), delimiter=delimiter) if r]
+        except csv.Error:
+            continue
+        if len(records) > 1:
+            records = records[:-1]  # the last sampled line may be cut short
+        widths = {len(record) for record in records}
+        if len(widths) == 1 and (width := widths.pop()) > best_width:
+            best, best_width = delimiter, width
+    return best
+
+
+def _header_as_parsed(header: list[str], delimiter: str) -> str:
+    """The header as the importer read it, for error messages."""
+    shown = ", ".join(json.dumps(h, ensure_ascii=False) for h in header[:30])
+    more = f", ... ({len(header)} columns)" if len(header) > 30 else ""
+    name = DELIMITER_NAMES.get(delimiter, repr(delimiter))
+    return f"the header as parsed with the {name} delimiter: [{shown}{more}]"
 
 
 def _detect_format(path: Path) -> Literal["csv", "jsonl"]:
@@ -277,7 +329,14 @@ def _detect_format(path: Path) -> Literal["csv", "jsonl"]:
     return "csv"
 
 
-def preflight(path: str | Path, kind: Kind, mapping: Mapping) -> FileInfo:
+def preflight(
+    path: str | Path,
+    kind: Kind,
+    mapping: Mapping,
+    *,
+    delimiter: str | None = None,
+    id_column: str | None = None,
+) -> FileInfo:
     """Check the whole file before anything is written (see the module docstring) and count
     its rows for the progress bar. Raises ImportFailed."""
     path = Path(path)
@@ -318,8 +377,9 @@ def preflight(path: str | Path, kind: Kind, mapping: Mapping) -> FileInfo:
             raise ImportFailed(f"{path.name} holds no rows")
         return FileInfo(path, fmt, None, rows)
 
+    delimiter = delimiter or sniff_delimiter(path)
     with _open_text(path) as text:
-        reader = csv.reader(text)
+        reader = csv.reader(text, delimiter=delimiter)
         try:
             header = next(reader, None)
             if not header or not any(h.strip() for h in header):
@@ -330,13 +390,23 @@ def preflight(path: str | Path, kind: Kind, mapping: Mapping) -> FileInfo:
                 f"{path.name} is not valid CSV (line {reader.line_num}): {exc}"
             ) from None
     header = [h.strip() for h in header]
+    parsed = _header_as_parsed(header, delimiter)
     duplicates = sorted({h for h in header if header.count(h) > 1})
     if duplicates:
-        raise ImportFailed(f"duplicate columns in the header: {', '.join(duplicates)}")
-    missing = _missing_required(header, kind, mapping)
+        raise ImportFailed(f"duplicate columns in the header: {', '.join(duplicates)}; {parsed}")
+    if id_column is not None and kind != "leads":
+        raise ImportFailed("--id-column is for lead files")
+    if id_column == ROW_ID:
+        if "external_id" in {mapping.target(h) for h in header if h not in mapping.drop}:
+            raise ImportFailed(f"--id-column row, but the file has an external_id; {parsed}")
+    elif id_column is not None and id_column not in header:
+        raise ImportFailed(f"--id-column {id_column!r} is not a column; {parsed}")
+    effective = header if id_column is None else [*header, "external_id"]
+    missing = _missing_required(effective, kind, mapping)
     if missing:
-        raise ImportFailed(f"missing required column(s): {missing}")
-    return FileInfo(path, fmt, header, rows)
+        hint = " (or give --id-column row to number the rows)" if kind == "leads" else ""
+        raise ImportFailed(f"missing required column(s): {missing}{hint}; {parsed}")
+    return FileInfo(path, fmt, header, rows, delimiter, id_column)
 
 
 def _missing_required(header: list[str], kind: Kind, mapping: Mapping) -> str:
@@ -375,9 +445,11 @@ def _records(info: FileInfo) -> Iterator[tuple[int, dict[str, Any] | None, str]]
                     continue
                 yield number, value, ""
             return
-        reader = csv.reader(text)
+        reader = csv.reader(text, delimiter=info.delimiter)
         header = [h.strip() for h in next(reader)]
         width = len(header)
+        number = 0
+        id_position = header.index(info.id_column) if info.id_column in header else None
         while True:
             start = reader.line_num + 1
             try:
@@ -386,10 +458,16 @@ def _records(info: FileInfo) -> Iterator[tuple[int, dict[str, Any] | None, str]]
                 return
             if not record:
                 continue
+            number += 1
             if len(record) != width:
                 yield start, None, f"expected {width} fields, found {len(record)}"
                 continue
-            yield start, dict(zip(header, record, strict=True)), ""
+            row = dict(zip(header, record, strict=True))
+            if info.id_column == ROW_ID:
+                row["external_id"] = str(number)  # the row's number among the data rows
+            elif id_position is not None:
+                row["external_id"] = record[id_position]
+            yield start, row, ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -691,6 +769,8 @@ def import_file(
     mapping: str | Path | dict | Mapping | None = None,
     atomic: bool = False,
     progress: Progress | None = None,
+    delimiter: str | None = None,
+    id_column: str | None = None,
 ) -> ImportSummary:
     """Import a CSV or JSONL file of leads or events; see the module docstring. Never raises
     for bad input: a file-level failure comes back as ``status="failed"`` with ``error``."""
@@ -700,7 +780,9 @@ def import_file(
         rules = mapping if isinstance(mapping, Mapping) else load_mapping(mapping)
         if kind == "leads":
             summary.feature_exclusions = rules.feature_exclusions()
-        info = preflight(path, kind, rules)
+        info = preflight(
+            path, kind, rules, delimiter=parse_delimiter(delimiter), id_column=id_column or None
+        )
     except ImportFailed as exc:
         summary.status, summary.error = "failed", str(exc)
         logger.info("import.failed kind=%s reason=preflight", kind)
@@ -911,6 +993,8 @@ def import_file_recorded(
     source: str | None = None,
     mapping: str | None = None,
     atomic: bool = False,
+    delimiter: str | None = None,
+    id_column: str | None = None,
 ) -> ImportSummary:
     """`import_file` run here (the import commands), recorded as an ImportJob like an
     upload, so its mapping's leakage lists reach training whatever path the mapping file had
@@ -928,7 +1012,15 @@ def import_file_recorded(
     )
     this = ImportJob.objects.filter(pk=job.pk)
     try:
-        summary = import_file(path, kind, source=source, mapping=mapping, atomic=atomic)
+        summary = import_file(
+            path,
+            kind,
+            source=source,
+            mapping=mapping,
+            atomic=atomic,
+            delimiter=delimiter,
+            id_column=id_column,
+        )
     except Exception as exc:
         job_fail(this, f"internal error: {type(exc).__name__}")
         raise

@@ -192,10 +192,17 @@ def rule_candidates(spec: F.FeatureSpec, X: np.ndarray) -> list[Candidate]:
     n = X.shape[0]
     support = max(MIN_SUPPORT, math.ceil(0.01 * n))
     out: list[Candidate] = []
+    seen: set[bytes] = set()  # the same leads fire ("= false" and "≠ true"): one candidate
 
     def useful(fires: np.ndarray) -> bool:
         hits = int(fires.sum())
-        return support <= hits <= n - support
+        if not support <= hits <= n - support:
+            return False
+        key = np.packbits(fires).tobytes()
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
 
     def add_pair(first: Candidate, second: Candidate | None) -> None:
         if not useful(first.fires):

@@ -22,6 +22,7 @@ customer reached MQL); `disqualified` is off the funnel and means exactly that s
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,7 +143,7 @@ def build_labels(
     now = now or timezone.now()
     dated = bool(np.isfinite(reached_at).any())
     if not dated:
-        latest = dt.datetime.fromtimestamp(float(np.nanmax(created)), tz=dt.UTC)
+        latest = _whole_second_after(float(np.nanmax(created)))
         labels = Labels(
             ids=ids,
             y=at_stage.astype(np.int64),
@@ -184,7 +185,14 @@ def data_end() -> dt.datetime:
         values = [float(v) for v in cursor.fetchone() if v is not None]
     if not values:
         return timezone.now()
-    return dt.datetime.fromtimestamp(max(values), tz=dt.UTC)
+    return _whole_second_after(max(values))
+
+
+def _whole_second_after(epoch: float) -> dt.datetime:
+    """The epoch rounded up to a whole second: epochs read back from the database carry float
+    rounding (SQLite's julianday keeps milliseconds), so a cut-off at the latest time itself
+    could fall a microsecond before the lead it was read from."""
+    return dt.datetime.fromtimestamp(math.ceil(epoch), tz=dt.UTC)
 
 
 def _fix_hint(labels: Labels) -> str:

@@ -54,7 +54,9 @@ def test_historical_data_trains_without_flags_at_a_cutoff_from_the_data(db, no_m
         max(lead.converted_at or lead.created_at, lead.created_at) for lead in Lead.objects.all()
     )
     report = train_models()
-    assert report.cutoff == last_time - dt.timedelta(days=90)
+    # The data's last time, rounded up to a whole second, minus the horizon.
+    whole = last_time.replace(microsecond=0) + dt.timedelta(seconds=bool(last_time.microsecond))
+    assert report.cutoff == whole - dt.timedelta(days=90)
     result = report.as_json()
     assert result["cutoff"] == report.cutoff.isoformat()
     assert result["excluded"] and {"feature", "reason"} == set(result["excluded"][0])

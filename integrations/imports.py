@@ -20,6 +20,11 @@ Contract:
 - Importing the same file twice changes nothing the second time (upserts by identity; values
   equal to the stored ones are not written).
 - Times without a zone are read in the project's TIME_ZONE; a date alone means midnight.
+- The CSV delimiter is sniffed from the first lines (comma, semicolon or tab: the one that
+  splits them into the most columns, the same number on every line) unless given
+  (``delimiter``). ``id_column="row"`` numbers the rows (1, 2, ...) as their external ids, for
+  a file without an id column; ``id_column=NAME`` reads the external id from column NAME.
+  Every header error quotes the header as parsed, with the delimiter used.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import logging
 import math
 import re
 import zoneinfo
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,7 +52,7 @@ from integrations.lead_staging import LeadStage
 from leadscoring.db import is_postgres
 from scoring import strict_json
 from scoring.engine import gc_paused
-from scoring.jobs import dispatch, job_claim, job_fail, job_finish, job_heartbeat
+from scoring.jobs import JobStatus, dispatch, job_claim, job_fail, job_finish, job_heartbeat
 from scoring.models import LifecycleStage
 from scoring.services.events import EventInput, events_ingest, parse_event_item, parse_timestamp
 from scoring.services.leads import LeadUpsert, leads_bulk_upsert
@@ -150,6 +155,26 @@ class Mapping:
     def target(self, column: str) -> str:
         return self.columns.get(column, column)
 
+    @property
+    def removed_attributes(self) -> tuple[str, ...]:
+        """The attribute keys a re-import with this mapping deletes from the leads it updates:
+        the dropped columns, under their file names and the names a rename gives them."""
+        return tuple(sorted(set(self.drop) | {self.target(column) for column in self.drop}))
+
+    def feature_exclusions(self) -> dict[str, list[str]]:
+        """What training must leave out because of this mapping (stored with the import job,
+        wherever the mapping file was): leakage and label columns and doubtful ones, each
+        under its file name and its stored name."""
+
+        def both(columns: Iterable[str]) -> list[str]:
+            return sorted(set(columns) | {self.target(column) for column in columns})
+
+        label = [self.label["column"]] if self.label else []
+        return {
+            "leakage": both([*self.leakage, *label]),
+            "doubtful": both(self.doubtful),
+        }
+
 
 def load_mapping(source: str | Path | dict | None) -> Mapping:
     """A Mapping from a file path, a shipped mapping's name (``x_education_leads``) or a
@@ -248,6 +273,53 @@ class FileInfo:
     format: Literal["csv", "jsonl"]
     header: list[str] | None
     rows: int
+    delimiter: str = ","
+    id_column: str | None = None  # "row": rows numbered as external ids; else a column name
+
+
+DELIMITERS = (",", ";", "\t")
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+SNIFF_LINES = 50
+ROW_ID = "row"
+
+
+def parse_delimiter(text: str | None) -> str | None:
+    """A --delimiter value as one character ("tab" and "\\t" mean a tab); None to sniff.
+    Raises ImportFailed naming the flag."""
+    if text is None or text == "":
+        return None
+    named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+    value = named.get(text.lower(), text)
+    if len(value) != 1 or value in '"\r\n':
+        raise ImportFailed(f"--delimiter {text!r} must be one character, e.g. ';' or tab")
+    return value
+
+
+def sniff_delimiter(path: Path) -> str:
+    """Comma, semicolon or tab: the one that splits the first SNIFF_LINES records into the
+    most columns, the same number on every record (ties and nothing better: comma)."""
+    with _open_text(path) as text:
+        sample = "".join(line for _, line in zip(range(SNIFF_LINES), text, strict=False))
+    best, best_width = ",", 1
+    for delimiter in DELIMITERS:
+        try:
+            records = [r for r in csv.reader(io.StringIO(sample), delimiter=delimiter) if r]
+        except csv.Error:
+            continue
+        if len(records) > 1:
+            records = records[:-1]  # the last sampled line may be cut short
+        widths = {len(record) for record in records}
+        if len(widths) == 1 and (width := widths.pop()) > best_width:
+            best, best_width = delimiter, width
+    return best
+
+
+def _header_as_parsed(header: list[str], delimiter: str) -> str:
+    """The header as the importer read it, for error messages."""
+    shown = ", ".join(json.dumps(h, ensure_ascii=False) for h in header[:30])
+    more = f", ... ({len(header)} columns)" if len(header) > 30 else ""
+    name = DELIMITER_NAMES.get(delimiter, repr(delimiter))
+    return f"the header as parsed with the {name} delimiter: [{shown}{more}]"
 
 
 def _detect_format(path: Path) -> Literal["csv", "jsonl"]:
@@ -257,7 +329,14 @@ def _detect_format(path: Path) -> Literal["csv", "jsonl"]:
     return "csv"
 
 
-def preflight(path: str | Path, kind: Kind, mapping: Mapping) -> FileInfo:
+def preflight(
+    path: str | Path,
+    kind: Kind,
+    mapping: Mapping,
+    *,
+    delimiter: str | None = None,
+    id_column: str | None = None,
+) -> FileInfo:
     """Check the whole file before anything is written (see the module docstring) and count
     its rows for the progress bar. Raises ImportFailed."""
     path = Path(path)
@@ -298,8 +377,9 @@ def preflight(path: str | Path, kind: Kind, mapping: Mapping) -> FileInfo:
             raise ImportFailed(f"{path.name} holds no rows")
         return FileInfo(path, fmt, None, rows)
 
+    delimiter = delimiter or sniff_delimiter(path)
     with _open_text(path) as text:
-        reader = csv.reader(text)
+        reader = csv.reader(text, delimiter=delimiter)
         try:
             header = next(reader, None)
             if not header or not any(h.strip() for h in header):
@@ -310,13 +390,23 @@ def preflight(path: str | Path, kind: Kind, mapping: Mapping) -> FileInfo:
                 f"{path.name} is not valid CSV (line {reader.line_num}): {exc}"
             ) from None
     header = [h.strip() for h in header]
+    parsed = _header_as_parsed(header, delimiter)
     duplicates = sorted({h for h in header if header.count(h) > 1})
     if duplicates:
-        raise ImportFailed(f"duplicate columns in the header: {', '.join(duplicates)}")
-    missing = _missing_required(header, kind, mapping)
+        raise ImportFailed(f"duplicate columns in the header: {', '.join(duplicates)}; {parsed}")
+    if id_column is not None and kind != "leads":
+        raise ImportFailed("--id-column is for lead files")
+    if id_column == ROW_ID:
+        if "external_id" in {mapping.target(h) for h in header if h not in mapping.drop}:
+            raise ImportFailed(f"--id-column row, but the file has an external_id; {parsed}")
+    elif id_column is not None and id_column not in header:
+        raise ImportFailed(f"--id-column {id_column!r} is not a column; {parsed}")
+    effective = header if id_column is None else [*header, "external_id"]
+    missing = _missing_required(effective, kind, mapping)
     if missing:
-        raise ImportFailed(f"missing required column(s): {missing}")
-    return FileInfo(path, fmt, header, rows)
+        hint = " (or give --id-column row to number the rows)" if kind == "leads" else ""
+        raise ImportFailed(f"missing required column(s): {missing}{hint}; {parsed}")
+    return FileInfo(path, fmt, header, rows, delimiter, id_column)
 
 
 def _missing_required(header: list[str], kind: Kind, mapping: Mapping) -> str:
@@ -355,9 +445,11 @@ def _records(info: FileInfo) -> Iterator[tuple[int, dict[str, Any] | None, str]]
                     continue
                 yield number, value, ""
             return
-        reader = csv.reader(text)
+        reader = csv.reader(text, delimiter=info.delimiter)
         header = [h.strip() for h in next(reader)]
         width = len(header)
+        number = 0
+        id_position = header.index(info.id_column) if info.id_column in header else None
         while True:
             start = reader.line_num + 1
             try:
@@ -366,10 +458,16 @@ def _records(info: FileInfo) -> Iterator[tuple[int, dict[str, Any] | None, str]]
                 return
             if not record:
                 continue
+            number += 1
             if len(record) != width:
                 yield start, None, f"expected {width} fields, found {len(record)}"
                 continue
-            yield start, dict(zip(header, record, strict=True)), ""
+            row = dict(zip(header, record, strict=True))
+            if info.id_column == ROW_ID:
+                row["external_id"] = str(number)  # the row's number among the data rows
+            elif id_position is not None:
+                row["external_id"] = record[id_position]
+            yield start, row, ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -570,6 +668,7 @@ def lead_from_row(row: dict[str, Any], ctx: _RowContext) -> tuple[LeadUpsert | N
             external_id=external_id,
             values=values,
             attributes=attributes,
+            remove_attributes=ctx.mapping.removed_attributes,
         ),
         [],
     )
@@ -626,6 +725,9 @@ class ImportSummary:
     rejected: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
+    # The mapping's leakage/label and doubtful columns (`Mapping.feature_exclusions`), stored
+    # with the import job for training; not part of the printed summary.
+    feature_exclusions: dict[str, list[str]] = field(default_factory=dict)
 
     def reject(self, line: int, reasons: list[str]) -> None:
         """Count a rejected row; the report keeps the first MAX_ERRORS_REPORTED lines of the
@@ -667,6 +769,8 @@ def import_file(
     mapping: str | Path | dict | Mapping | None = None,
     atomic: bool = False,
     progress: Progress | None = None,
+    delimiter: str | None = None,
+    id_column: str | None = None,
 ) -> ImportSummary:
     """Import a CSV or JSONL file of leads or events; see the module docstring. Never raises
     for bad input: a file-level failure comes back as ``status="failed"`` with ``error``."""
@@ -674,7 +778,11 @@ def import_file(
     summary = ImportSummary(file=path.name, kind=kind)
     try:
         rules = mapping if isinstance(mapping, Mapping) else load_mapping(mapping)
-        info = preflight(path, kind, rules)
+        if kind == "leads":
+            summary.feature_exclusions = rules.feature_exclusions()
+        info = preflight(
+            path, kind, rules, delimiter=parse_delimiter(delimiter), id_column=id_column or None
+        )
     except ImportFailed as exc:
         summary.status, summary.error = "failed", str(exc)
         logger.info("import.failed kind=%s reason=preflight", kind)
@@ -765,7 +873,7 @@ def _stream_leads_staged(
     reported while reading), then write the whole file set-based in one transaction (see
     integrations.lead_staging). Outside an atomic import the staging runs in autocommit, so
     the upload page sees the progress."""
-    with LeadStage() as stage:
+    with LeadStage(remove_attributes=ctx.mapping.removed_attributes) as stage:
         # Reading builds a few values per cell, none in cycles: the collector's repeated full
         # collections cost 0.3 s of 1.5 s for 100,000 rows (measured), so it is paused.
         with gc_paused():
@@ -856,18 +964,68 @@ def import_job_run(job_id: int) -> None:
         raise
     finally:
         path.unlink(missing_ok=True)
+    _job_finish_with(this, summary, job.progress_total)
+
+
+def _job_finish_with(jobs: Any, summary: ImportSummary, total: int) -> None:
+    """End the job with the import's summary; the mapping's feature exclusions are kept
+    only when something was written (a failed or rolled-back import taught training nothing)."""
+    wrote = summary.status == "done"
     job_finish(
-        this,
+        jobs,
         status=summary.status,
         progress_done=summary.rows,
-        progress_total=max(summary.rows, job.progress_total),
+        progress_total=max(summary.rows, total),
         created=summary.created,
         updated=summary.updated,
         unchanged=summary.unchanged,
         rejected=summary.rejected,
         errors=summary.errors,
         error=summary.error,
+        feature_exclusions=summary.feature_exclusions if wrote else {},
     )
+
+
+def import_file_recorded(
+    path: str | Path,
+    kind: Kind,
+    *,
+    source: str | None = None,
+    mapping: str | None = None,
+    atomic: bool = False,
+    delimiter: str | None = None,
+    id_column: str | None = None,
+) -> ImportSummary:
+    """`import_file` run here (the import commands), recorded as an ImportJob like an
+    upload, so its mapping's leakage lists reach training whatever path the mapping file had
+    (the mapping's path is kept, cut to the field's 100 characters)."""
+    from integrations.models import ImportJob
+
+    job = ImportJob.objects.create(
+        file_name=Path(path).name[:255],
+        kind=kind,
+        source=source or "",
+        mapping=str(mapping or "")[-100:],
+        atomic=atomic,
+        status=JobStatus.RUNNING,
+        started_at=timezone.now(),
+    )
+    this = ImportJob.objects.filter(pk=job.pk)
+    try:
+        summary = import_file(
+            path,
+            kind,
+            source=source,
+            mapping=mapping,
+            atomic=atomic,
+            delimiter=delimiter,
+            id_column=id_column,
+        )
+    except Exception as exc:
+        job_fail(this, f"internal error: {type(exc).__name__}")
+        raise
+    _job_finish_with(this, summary, 0)
+    return summary
 
 
 def shipped_mappings() -> list[str]:

@@ -131,7 +131,9 @@ def _plain_value(name: str, value: Any) -> bool:
 class LeadStage:
     """A staging table for one import; use as a context manager (it drops the table)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, remove_attributes: tuple[str, ...] = ()) -> None:
+        # Attribute keys deleted from every lead the import updates (its mapping drops them).
+        self.remove_attributes = tuple(remove_attributes)
         self._buffer: list[list[Any]] = []
         # Rows the staging table cannot hold as given (rare): kept as they came.
         self._odd: dict[int, LeadUpsert] = {}
@@ -389,7 +391,8 @@ class LeadStage:
                 new.append(f'coalesce(s."{column}", l."{column}")')
             old.append(f'l."{column}"')
         new.append(
-            "CASE WHEN s.attributes IS NULL THEN l.attributes ELSE l.attributes || s.attributes END"
+            "(CASE WHEN s.attributes IS NULL THEN l.attributes ELSE l.attributes || s.attributes "
+            "END) - %s::text[]"
         )
         old.append("l.attributes")
         targets = [*_VALUE_COLUMNS, "attributes"]
@@ -408,7 +411,7 @@ class LeadStage:
             "JOIN scoring_lead l ON l.id = s.lead_id "
             "WHERE NOT s.entangled AND NOT s.created AND s.lead_id IS NOT NULL"
             f") n WHERE l.id = n.id AND ({changed}) RETURNING l.id",
-            [now],
+            [now, list(self.remove_attributes)],
         )
         return [row[0] for row in cursor.fetchall()]
 
@@ -434,5 +437,6 @@ class LeadStage:
                         if value is not None
                     },
                     attributes=attributes or {},
+                    remove_attributes=self.remove_attributes,
                 ),
             )

@@ -31,6 +31,9 @@ class ImportJob(Job):
     rejected = models.IntegerField(default=0)
     # The first rejected lines, [{"line", "reasons"}], and a file-level failure.
     errors = models.JSONField(default=list, blank=True)
+    # What the mapping told training to leave out, {"leakage": [...], "doubtful": [...]}
+    # (file and stored column names), kept whatever path the mapping file had.
+    feature_exclusions = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -280,6 +280,11 @@ KPI_CUBE_MAX_AGE_SECONDS = env_int("KPI_CUBE_MAX_AGE_SECONDS", 900, minimum=0)
 # default install needs no compiler at run time: scikit-learn predicts, the same numbers.
 ML_COMPILED_TREES = env_bool("ML_COMPILED_TREES", False)
 ML_COMPILER = env_str("ML_COMPILER", "gcc")
+# Training's leakage guard: a feature whose ROC AUC on its own (training leads) is above this
+# is left out as a probable leak (known only after the outcome) unless `--allow`ed.
+ML_LEAKAGE_AUC = env_float("ML_LEAKAGE_AUC", 0.95)
+if not 0.5 < ML_LEAKAGE_AUC <= 1.0:
+    raise ImproperlyConfigured(f"ML_LEAKAGE_AUC={ML_LEAKAGE_AUC} must be above 0.5 and at most 1.")
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "demo")
 
 LOGGING = {

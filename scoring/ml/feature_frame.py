@@ -110,6 +110,8 @@ ATTRIBUTE_SAMPLE = 20000
 # identifier (lead numbers, prospect ids), not a feature.
 IDENTIFIER_SHARE = 0.95
 SECONDS_PER_DAY = 86400.0
+# The creation's calendar, in UTC: values that do not depend on when the data was cut.
+CALENDAR_FEATURES: tuple[str, ...] = ("created_weekday", "created_hour", "created_month")
 
 
 @dataclass(frozen=True)
@@ -137,15 +139,32 @@ class FeatureSpec:
     event_types: tuple[str, ...]
     windows: tuple[int, ...] = WINDOWS
     excluded: tuple[str, ...] = ()
+    # Time-honest features (None on models trained before them: uncapped ages, no calendar).
+    # Lead age and the days since an activity are capped here, so a lead's value stops
+    # depending on how long before the cut-off it was created, and the creation's calendar
+    # (weekday, hour, month) is added.
+    age_cap_days: float | None = None
+    # Behaviour columns left out (`--exclude`, the range-overlap check, the leakage guard).
+    dropped: tuple[str, ...] = ()
+    # (feature, reason) for every feature left out, for the report.
+    exclusions: tuple[tuple[str, str], ...] = ()
 
     @property
-    def behaviour_names(self) -> list[str]:
+    def all_behaviour_names(self) -> list[str]:
+        """Every behaviour column `aggregate_behaviour` computes, dropped ones included."""
         names = ["lead_age_days", "days_since_last_activity"]
         for event_type in self.event_types:
             names += [f"events.{event_type}.count_{w}d" for w in self.windows]
             names += [f"events.{event_type}.decayed_{w}d" for w in self.windows]
             names.append(f"events.{event_type}.days_since_last")
+        if self.age_cap_days is not None:
+            names += list(CALENDAR_FEATURES)
         return names
+
+    @property
+    def behaviour_names(self) -> list[str]:
+        dropped = set(self.dropped)
+        return [name for name in self.all_behaviour_names if name not in dropped]
 
     @property
     def numeric_names(self) -> list[str]:
@@ -170,6 +189,9 @@ class FeatureSpec:
             "event_types": list(self.event_types),
             "windows": list(self.windows),
             "excluded": list(self.excluded),
+            "age_cap_days": self.age_cap_days,
+            "dropped": list(self.dropped),
+            "exclusions": [list(pair) for pair in self.exclusions],
         }
 
     @classmethod
@@ -188,6 +210,9 @@ class FeatureSpec:
             event_types=tuple(data["event_types"]),
             windows=tuple(data.get("windows", WINDOWS)),
             excluded=tuple(data.get("excluded", ())),
+            age_cap_days=data.get("age_cap_days"),
+            dropped=tuple(data.get("dropped", ())),
+            exclusions=tuple(tuple(pair) for pair in data.get("exclusions", ())),
         )
 
 
@@ -291,39 +316,106 @@ def excluded_keys(exclude: Iterable[str] = (), *, include_doubtful: bool = False
 
 
 def discover_spec(
-    cutoff: dt.datetime, *, exclude: Iterable[str] = (), include_doubtful: bool = False
+    cutoff: dt.datetime,
+    *,
+    exclude: Iterable[str] = (),
+    include_doubtful: bool = False,
+    reasons: dict[str, str] | None = None,
 ) -> FeatureSpec:
     """The features the data supports: numeric and text attributes (from a sample of up to
     ATTRIBUTE_SAMPLE leads), the MAX_EVENT_TYPES most frequent event types before `cutoff`,
-    and the fixed lead fields. Vocabularies are empty until `fit_vocabularies`."""
-    forbidden = excluded_keys(exclude, include_doubtful=include_doubtful)
+    the fixed lead fields, and the time-honest behaviour columns. Vocabularies are empty until
+    `fit_vocabularies`.
+
+    Any feature can be excluded (`exclude`): a field, an attribute (with or without
+    `attributes.`), a behaviour column (`lead_age_days`, `events.TYPE.count_7d`), a whole event
+    type (`events.TYPE`), `persona` or `email_domain_type`. `reasons` maps further names to
+    the reason they are excluded (a connector's outcome fields, an import's mapping); every
+    exclusion is in the spec's `exclusions` with its reason."""
+    reasons = dict(reasons or {})
+    by_caller = {normalise_key(name.removeprefix("attributes.")) for name in exclude}
+    because = {
+        normalise_key(name.removeprefix("attributes.")): why for name, why in reasons.items()
+    }
+    from_mappings = {
+        normalise_key(name.removeprefix("attributes."))
+        for name in mapping_exclusions(include_doubtful=include_doubtful)
+    }
+    forbidden = excluded_keys([*exclude, *reasons], include_doubtful=include_doubtful)
+    exclusions: list[tuple[str, str]] = []
+
+    def reason(name: str) -> str:
+        key = normalise_key(name.removeprefix("attributes."))
+        if key in by_caller:
+            return "excluded by --exclude"
+        if key in because:
+            return because[key]
+        if key in from_mappings:
+            return "a mapping lists it as leakage, label or doubtful"
+        return "never a feature (outcome, identifier or owner)"
+
+    def allowed(feature_name: str, key: str) -> bool:
+        if normalise_key(key) in forbidden or normalise_key(feature_name) in forbidden:
+            exclusions.append((feature_name, reason(key)))
+            return False
+        return True
+
     numeric: list[NumericFeature] = [
-        NumericFeature(name, "field", name)
-        for name in NUMERIC_FIELDS
-        if normalise_key(name) not in forbidden
+        NumericFeature(name, "field", name) for name in NUMERIC_FIELDS if allowed(name, name)
     ]
     categorical: list[CategoricalFeature] = [
-        CategoricalFeature(name, "field", name)
-        for name in TEXT_FIELDS
-        if normalise_key(name) not in forbidden
+        CategoricalFeature(name, "field", name) for name in TEXT_FIELDS if allowed(name, name)
     ]
     excluded: list[str] = []
     for key, kind in _attribute_kinds():
-        if normalise_key(key) in forbidden:
+        if not allowed(f"attributes.{key}", key):
             excluded.append(key)
             continue
         if kind == "identifier":
             excluded.append(key)
+            exclusions.append((f"attributes.{key}", "an identifier (a distinct value per lead)"))
         elif kind == "number":
             numeric.append(NumericFeature(f"attributes.{key}", "attribute", key))
         else:
             categorical.append(CategoricalFeature(f"attributes.{key}", "attribute", key))
-    categorical += [CategoricalFeature(name, "derived", name) for name in DERIVED_CATEGORIES]
-    return FeatureSpec(
+    categorical += [
+        CategoricalFeature(name, "derived", name)
+        for name in DERIVED_CATEGORIES
+        if allowed(name, name)
+    ]
+    event_types = [
+        event_type
+        for event_type in _frequent_event_types(cutoff)
+        if allowed(f"events.{event_type}", f"events.{event_type}")
+    ]
+    spec = FeatureSpec(
         numeric=tuple(numeric),
         categorical=tuple(categorical),
-        event_types=tuple(_frequent_event_types(cutoff)),
+        event_types=tuple(event_types),
         excluded=tuple(sorted(excluded)),
+        age_cap_days=float(max(WINDOWS)),
+    )
+    dropped = [name for name in spec.all_behaviour_names if not allowed(name, name)]
+    return replace(spec, dropped=tuple(dropped), exclusions=tuple(exclusions))
+
+
+def drop_features(spec: FeatureSpec, drops: dict[str, str]) -> FeatureSpec:
+    """`spec` without the features named in `drops` (feature name -> reason), each recorded
+    in `exclusions` with its reason. Project frames read with the old spec with `project`."""
+    if not drops:
+        return spec
+    behaviour = set(spec.all_behaviour_names)
+    return replace(
+        spec,
+        numeric=tuple(f for f in spec.numeric if f.name not in drops),
+        categorical=tuple(f for f in spec.categorical if f.name not in drops),
+        dropped=(*spec.dropped, *(name for name in drops if name in behaviour)),
+        excluded=(
+            *spec.excluded,
+            *(f.key for f in spec.numeric if f.name in drops and f.source == "attribute"),
+            *(f.key for f in spec.categorical if f.name in drops and f.source == "attribute"),
+        ),
+        exclusions=(*spec.exclusions, *drops.items()),
     )
 
 
@@ -794,7 +886,57 @@ def aggregate_behaviour(
     events: EventRows,
 ) -> None:
     """Fill `out` (n, len(behaviour_names)) for the leads `ids` (ascending) from their
-    events; events of other leads, or after the cut-off, are ignored."""
+    events; events of other leads, or after the cut-off, are ignored. With the spec's
+    `age_cap_days`, ages and days since an activity are capped at it and the calendar
+    columns follow; dropped columns are computed and left out."""
+    names = spec.all_behaviour_names
+    if spec.dropped:
+        full = np.empty((ids.shape[0], len(names)))
+        _aggregate_all(spec, full, ids, created, cutoff, events)
+        dropped = set(spec.dropped)
+        out[:] = full[:, [j for j, name in enumerate(names) if name not in dropped]]
+    else:
+        _aggregate_all(spec, out, ids, created, cutoff, events)
+
+
+def _aggregate_all(
+    spec: FeatureSpec,
+    out: np.ndarray,
+    ids: np.ndarray,
+    created: np.ndarray,
+    cutoff: dt.datetime,
+    events: EventRows,
+) -> None:
+    _aggregate_events(spec, out, ids, created, cutoff, events)
+    if spec.age_cap_days is None:
+        return
+    per_type = 2 * len(spec.windows) + 1
+    days = [0, 1] + [2 + t * per_type + per_type - 1 for t in range(len(spec.event_types))]
+    out[:, days] = np.minimum(out[:, days], spec.age_cap_days)
+    calendar = out.shape[1] - len(CALENDAR_FEATURES)
+    out[:, calendar : calendar + len(CALENDAR_FEATURES)] = calendar_columns(created)
+
+
+def calendar_columns(created: np.ndarray) -> np.ndarray:
+    """(n, 3): weekday (0 = Monday), hour and month (1-12) of each creation epoch, in UTC."""
+    seconds = np.floor(np.asarray(created, dtype=np.float64))
+    out = np.empty((seconds.shape[0], len(CALENDAR_FEATURES)))
+    day = np.floor_divide(seconds, SECONDS_PER_DAY)
+    out[:, 0] = np.mod(day + 3, 7)  # 1970-01-01 was a Thursday
+    out[:, 1] = np.floor_divide(np.mod(seconds, SECONDS_PER_DAY), 3600)
+    months = seconds.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+    out[:, 2] = np.mod(months, 12) + 1
+    return out
+
+
+def _aggregate_events(
+    spec: FeatureSpec,
+    out: np.ndarray,
+    ids: np.ndarray,
+    created: np.ndarray,
+    cutoff: dt.datetime,
+    events: EventRows,
+) -> None:
     n = ids.shape[0]
     cutoff_epoch = cutoff.timestamp()
     out[:, 0] = (cutoff_epoch - created) / SECONDS_PER_DAY
@@ -848,15 +990,25 @@ def fit_spec(spec: FeatureSpec, raw: RawFrame, min_count: int) -> FeatureSpec:
         if raw.n and np.isfinite(raw.numeric[:, j]).any()
     )
     dropped = [f.name for f in spec.numeric if f not in numeric]
-    spec = replace(spec, numeric=numeric, excluded=(*spec.excluded, *dropped))
+    spec = replace(
+        spec,
+        numeric=numeric,
+        excluded=(*spec.excluded, *dropped),
+        exclusions=(
+            *spec.exclusions,
+            *((name, "missing on every training lead") for name in dropped),
+        ),
+    )
     return fit_vocabularies(spec, raw, min_count)
 
 
 def project(raw: RawFrame, source: FeatureSpec, target: FeatureSpec) -> RawFrame:
-    """`raw` (read with `source`) restricted to the numeric columns `target` keeps."""
+    """`raw` (read with `source`) restricted to the columns `target` keeps."""
     position = {name: j for j, name in enumerate(source.numeric_names)}
     columns = [position[name] for name in target.numeric_names]
-    return RawFrame(raw.ids, raw.numeric[:, columns], raw.categorical, raw.persona)
+    kept = {f.name for f in target.categorical}
+    categories = [j for j, f in enumerate(source.categorical) if f.name in kept]
+    return RawFrame(raw.ids, raw.numeric[:, columns], raw.categorical[:, categories], raw.persona)
 
 
 def fit_vocabularies(spec: FeatureSpec, raw: RawFrame, min_count: int) -> FeatureSpec:

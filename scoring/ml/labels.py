@@ -3,13 +3,18 @@
 Two regimes, chosen from the data:
 
 - **dated** (some lead has a time for the stage or a later one): a global cut-off T (default
-  now minus the horizon, so every label window is fully observed). The population is the
+  derived from the data: its latest creation or stage time minus the horizon, the latest
+  cut-off whose label window is fully observed; not the wall clock, so a historical funnel
+  trains without flags). The population is the
   leads created at or before T that had not reached the stage by T; the label is 1 when the
   lead reached it in (T, T + horizon]. Leads that are at or past the stage but have no time
   for it cannot be placed in time and are left out.
 - **dateless** (no lead has such a time, e.g. the imported `Leads.csv`, where converted leads
   have `lifecycle_stage = customer` and no `converted_at`): the label is "ever reached the
-  stage", the cut-off is now and every lead is in the population.
+  stage", the cut-off is the latest creation time and every lead is in the population.
+
+Errors that a flag of `train_model` fixes name the flag (`--cutoff`, `--horizon-days`,
+`--label`).
 
 "Reached" a funnel stage means being at it or beyond it (a lead that went straight to
 customer reached MQL); `disqualified` is off the funnel and means exactly that stage."""
@@ -17,6 +22,7 @@ customer reached MQL); `disqualified` is off the funnel and means exactly that s
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,17 +143,19 @@ def build_labels(
     now = now or timezone.now()
     dated = bool(np.isfinite(reached_at).any())
     if not dated:
+        latest = _whole_second_after(float(np.nanmax(created)))
         labels = Labels(
             ids=ids,
             y=at_stage.astype(np.int64),
             created_epoch=created,
             stage=stage,
-            cutoff=cutoff or now,
+            cutoff=cutoff or min(now, latest),
             horizon_days=None,
             dated=False,
         )
     else:
-        cutoff = cutoff or now - dt.timedelta(days=horizon_days)
+        if cutoff is None:
+            cutoff = min(now, data_end()) - dt.timedelta(days=horizon_days)
         t = cutoff.timestamp()
         end = t + horizon_days * 86400.0
         placed = np.isfinite(reached_at) | ~at_stage
@@ -167,12 +175,49 @@ def build_labels(
     return labels
 
 
+def data_end() -> dt.datetime:
+    """The latest time the leads' data shows: their latest creation or stage time (one
+    query). Falls back to now when there are no leads."""
+    columns = ["created_at", *STAGE_TIME_FIELDS.values()]
+    select = ", ".join(f"MAX({epoch_seconds_sql(column)})" for column in columns)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {select} FROM scoring_lead")
+        values = [float(v) for v in cursor.fetchone() if v is not None]
+    if not values:
+        return timezone.now()
+    return _whole_second_after(max(values))
+
+
+def _whole_second_after(epoch: float) -> dt.datetime:
+    """The epoch rounded up to a whole second: epochs read back from the database carry float
+    rounding (SQLite's julianday keeps milliseconds), so a cut-off at the latest time itself
+    could fall a microsecond before the lead it was read from."""
+    return dt.datetime.fromtimestamp(math.ceil(epoch), tz=dt.UTC)
+
+
+def _fix_hint(labels: Labels) -> str:
+    """What to change, naming the flags of `train_model`."""
+    if not labels.dated:
+        return "choose another stage with --label"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT MIN({epoch_seconds_sql('created_at')}) FROM scoring_lead")
+        (first,) = cursor.fetchone()
+    start = dt.datetime.fromtimestamp(float(first), tz=dt.UTC) if first is not None else None
+    span = f"the leads' data runs from {start:%Y-%m-%d} to {data_end():%Y-%m-%d}" if start else ""
+    return (
+        f"choose a cut-off with --cutoff ISO8601 ({span}), a longer --horizon-days, or another "
+        "stage with --label"
+    )
+
+
 def _check_both_outcomes(labels: Labels) -> None:
     if labels.n == 0:
-        raise LabelError(f"No leads are left to learn from ({labels.describe()}).")
+        raise LabelError(
+            f"No leads are left to learn from ({labels.describe()}): {_fix_hint(labels)}."
+        )
     positives = int(labels.y.sum())
     if positives == 0 or positives == labels.n:
         raise LabelError(
             f"Every lead has the same label ({positives} of {labels.n} {labels.describe()}); "
-            "a model needs both outcomes."
+            f"a model needs both outcomes: {_fix_hint(labels)}."
         )

@@ -16,16 +16,21 @@ attribute or inactivity rule's suggested points are effect x S; an event rule's 
 per event, so effect x S is divided by the rule's mean multiplier (its contribution over its
 points, i.e. the mean capped, decayed event count) on the leads where it fires.
 
-**New rules** (at most `MAX_NEW_RULES`, strongest first, |points| >= 2): a category value
-(`field eq value`, effect = its coefficient minus the mean coefficient of the other values of
-the feature, weighted by frequency), a number at or above its training 75th percentile
-(`field gte q75`), or an event type no rule uses (an event rule over 30 days, half-life 15,
-capped at twice the points of a typical active lead)."""
+**The draft** is learned, not patched (`rule_candidates`, `learn_rules`): engine-expressible
+0/1 rules over the training leads (numbers split at their deciles, a zero-heavy number at
+"> 0"; category values; an event type in the last 30 days; inactivity), at most `max_rules`
+(default 12) picked by an L1-penalised logistic regression, weighed by a plain one, negative
+weights swapped for the complementary rule so every point is positive and the floor is the
+base, scaled so the training leads spread over the score range. The draft keeps the live rule
+set's floor, ceiling, bands and personas. Training scores the draft with the engine on the
+test leads, as of the cut-off, and stores its ROC AUC beside the logistic model's
+(`test_roc_auc`, `model_test_roc_auc`); `manage.py suggest_weights` recomputes it."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,7 +39,13 @@ from scoring.engine import AttributeRule, EventRule, InactivityRule, parse_rules
 from scoring.ml import feature_frame as F
 
 MIN_SUPPORT = 10
-MAX_NEW_RULES = 5
+DEFAULT_MAX_RULES = 12
+# A number with at least this share of its leads at its lowest value (zero, mostly) also gets
+# the candidate "> lowest".
+ZERO_HEAVY_SHARE = 0.3
+# Where a number is split into candidate rules: its deciles (a step per decile lets a few
+# rules follow a smooth effect).
+QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_BANDS = [
     {"name": "Cold", "min_score": 0},
     {"name": "Warm", "min_score": 25},
@@ -63,9 +74,15 @@ def suggest_from_training(
     X_train: np.ndarray,
     rules: Any,  # training.RuleScores | None
     train_rows: np.ndarray,
+    y_train: np.ndarray | None = None,
+    *,
+    max_rules: int = DEFAULT_MAX_RULES,
 ) -> dict[str, Any]:
     """The suggestion stored with the logistic model: per live rule its live and suggested
-    points, proposed new rules, the scale used, and the draft document (validated)."""
+    points (what the model thinks of each), the learned rules (`learn_rules`, at most
+    `max_rules`) as `new_rules`, the scale used, and the draft document (validated): the live
+    rule set's floor, ceiling, bands and personas with the learned rules. The caller adds the
+    draft's test ROC AUC beside the model's."""
     from scoring.ml.training import inner_pipeline
 
     pipeline = inner_pipeline(estimator)
@@ -111,7 +128,13 @@ def suggest_from_training(
                 row.update(effect_log_odds=round(effect, 4), suggested_points=points)
             rows.append(row)
 
-    proposals = _new_rules(estimator, spec, X_train, contributions, covered, scale, ceiling - floor)
+    proposals = (
+        learn_rules(
+            rule_candidates(spec, X_train), y_train, max_rules=max_rules, span=ceiling - floor
+        )
+        if y_train is not None
+        else []
+    )
     document = _draft_document(rules, rows, proposals)
     parse_ruleset(document)  # a suggestion the engine would refuse is a bug here
     return {
@@ -143,126 +166,206 @@ def _round_points(value: float, limit: float) -> int:
     return int(max(-limit, min(limit, round(value))))
 
 
-def _new_rules(
-    estimator: Any,
-    spec: F.FeatureSpec,
-    X: np.ndarray,
-    contributions: np.ndarray,
-    covered: set[str],
-    scale: float,
-    limit: float,
-) -> list[dict[str, Any]]:
-    from scoring.ml.training import inner_pipeline, logistic_columns
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """A rule the engine can evaluate, as a 0/1 column over the training leads (`fires`,
+    computed from the encoded matrix as the engine reads the lead), and the candidate that
+    fires for the other leads with a value, when one is expressible (`complement`)."""
 
-    pipeline = inner_pipeline(estimator)
-    coef = pipeline.named_steps["model"].coef_[0]
-    _, sources = logistic_columns(pipeline, spec)
+    rule: dict[str, Any]  # the rule document without points and name
+    label: str
+    fires: np.ndarray
+    complement: int | None = None
+
+
+def _threshold(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else round(float(value), 6)
+
+
+def rule_candidates(spec: F.FeatureSpec, X: np.ndarray) -> list[Candidate]:
+    """Engine-expressible 0/1 rules over the training leads `X` (encoded): per number,
+    `gte`/`lte` pairs at its deciles and, when at least ZERO_HEAVY_SHARE of the leads sit at
+    its lowest value (zeros, mostly), `> lowest` (so a signal carried by the few non-zero
+    values is found; its 75th percentile would be the lowest value itself); per category
+    value seen on MIN_SUPPORT leads, `eq`/`neq`; per event type, at least one event in 30
+    days; inactivity of 7 and 30 days."""
     n = X.shape[0]
     support = max(MIN_SUPPORT, math.ceil(0.01 * n))
-    p_num = len(spec.numeric_names)
-    candidates: list[tuple[float, dict[str, Any]]] = []
-    rule_fields = {f.name for f in spec.numeric} | {
-        f.name for f in spec.categorical if f.source != "derived" or f.key == "email_domain_type"
-    }
-    # Categories.
-    column_of = {}
-    for column, source in enumerate(sources):
-        if source >= p_num:
-            column_of.setdefault(source, []).append(column)
-    for c, feature in enumerate(spec.categorical):
-        j = p_num + c
-        if feature.name in covered or feature.name not in rule_fields:
-            continue
-        codes = X[:, j].astype(np.int64)
-        counts = np.bincount(codes, minlength=len(feature.vocabulary) + 2)
-        columns = column_of.get(j, [])
-        weights = counts[: len(columns)]
-        for code, column in enumerate(columns):
-            if code < 2 or counts[code] < support:
-                continue
-            others = np.delete(np.arange(len(columns)), code)
-            other_weight = weights[others].sum()
-            if other_weight == 0:
-                continue
-            baseline = float((coef[columns][others] * weights[others]).sum() / other_weight)
-            effect = float(coef[column] - baseline)
-            points = _round_points(effect * scale, limit)
-            value = F.category_label(feature, code)
-            candidates.append(
-                (
-                    abs(points),
-                    {
-                        "kind": "attribute",
-                        "field": feature.name,
-                        "op": "eq",
-                        "value": value,
-                        "points": points,
-                        "name": f"ML: {feature.name} = {value}",
-                    },
-                )
-            )
-    # Numbers.
+    out: list[Candidate] = []
+    seen: set[bytes] = set()  # the same leads fire ("= false" and "≠ true"): one candidate
+
+    def useful(fires: np.ndarray) -> bool:
+        hits = int(fires.sum())
+        if not support <= hits <= n - support:
+            return False
+        key = np.packbits(fires).tobytes()
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    def add_pair(first: Candidate, second: Candidate | None) -> None:
+        if not useful(first.fires):
+            return
+        if second is not None and useful(second.fires):
+            i = len(out)
+            out.append(replace(first, complement=i + 1))
+            out.append(replace(second, complement=i))
+        else:
+            out.append(first)
+
     for j, feature in enumerate(spec.numeric):
-        if feature.name in covered:
-            continue
         column = X[:, j]
         finite = np.isfinite(column)
-        if finite.sum() < 2 * support:
+        values = column[finite]
+        if np.unique(values).size < 2:
             continue
-        q75 = float(np.percentile(column[finite], 75))
-        high = finite & (column >= q75)
-        if high.sum() < support or (~high).sum() < support:
-            continue
-        effect = float(contributions[high, j].mean() - contributions[~high, j].mean())
-        points = _round_points(effect * scale, limit)
-        threshold = int(q75) if q75.is_integer() else round(q75, 3)
-        candidates.append(
-            (
-                abs(points),
+        low = float(values.min())
+        cuts: list[tuple[float, str]] = []
+        above = values[values > low]
+        if np.mean(values == low) >= ZERO_HEAVY_SHARE and above.size:
+            # "> lowest": half way to the next value, so any value above the lowest fires.
+            cut = low + (float(above.min()) - low) / 2.0
+            cuts.append((cut, f"> {_threshold(low)}"))
+        for q in np.unique(np.quantile(values, QUANTILES, method="lower")):
+            if q > low and all(abs(q - c) > 1e-12 for c, _ in cuts):
+                cuts.append((float(q), f"≥ {_threshold(q)}"))
+        for cut, text in cuts:
+            below = values[values < cut]
+            if below.size == 0:
+                continue
+            prev = float(below.max())
+            gte = Candidate(
+                {"kind": "attribute", "field": feature.name, "op": "gte", "value": _threshold(cut)},
+                f"{feature.name} {text}",
+                finite & (column >= cut),
+            )
+            lte = Candidate(
                 {
                     "kind": "attribute",
                     "field": feature.name,
-                    "op": "gte",
-                    "value": threshold,
-                    "points": points,
-                    "name": f"ML: {feature.name} ≥ {threshold}",
+                    "op": "lte",
+                    "value": _threshold(prev),
                 },
+                f"{feature.name} ≤ {_threshold(prev)}",
+                finite & (column <= prev),
             )
-        )
-    # Event types no rule uses.
+            add_pair(gte, lte)
+    p_num = len(spec.numeric_names)
+    for c, feature in enumerate(spec.categorical):
+        if feature.source == "derived" and feature.key != "email_domain_type":
+            continue
+        codes = X[:, p_num + c].astype(np.int64)
+        for code in range(2, len(feature.vocabulary) + 2):
+            value = F.category_label(feature, code)
+            eq = Candidate(
+                {"kind": "attribute", "field": feature.name, "op": "eq", "value": value},
+                f"{feature.name} = {value}",
+                codes == code,
+            )
+            neq = Candidate(
+                {"kind": "attribute", "field": feature.name, "op": "neq", "value": value},
+                f"{feature.name} ≠ {value}",
+                (codes != code) & (codes != F.MISSING_CODE),
+            )
+            add_pair(eq, neq)
     names = spec.names
     for event_type in spec.event_types:
-        mapped = [k for k, name in enumerate(names) if name.startswith(f"events.{event_type}.")]
-        if not mapped or any(names[k] in covered for k in mapped):
+        column = f"events.{event_type}.count_30d"
+        if column not in names:
             continue
-        count_90 = names.index(f"events.{event_type}.count_90d")
-        decayed_30 = names.index(f"events.{event_type}.decayed_30d")
-        active = X[:, count_90] > 0
-        if active.sum() < support or (~active).sum() < support:
-            continue
-        summed = contributions[:, mapped].sum(axis=1)
-        effect = float(summed[active].mean() - summed[~active].mean())
-        per_event = max(float(X[active, decayed_30].mean()), 1.0)
-        points = _round_points(effect * scale / per_event, limit)
-        cap = _round_points(abs(effect * scale) * 2, limit)
-        if points == 0 or cap == 0:
-            continue
-        candidates.append(
-            (
-                abs(effect * scale),
-                {
-                    "kind": "event",
-                    "event_type": event_type,
-                    "points": points,
-                    "window_days": 30,
-                    "half_life_days": 15,
-                    "cap": abs(cap),
-                    "name": f"ML: {event_type} (30 days)",
-                },
-            )
+        fires = X[:, names.index(column)] > 0
+        add_pair(
+            Candidate(
+                {"kind": "event", "event_type": event_type, "window_days": 30},
+                f"{event_type} in the last 30 days",
+                fires,
+            ),
+            None,
         )
-    candidates.sort(key=lambda item: -item[0])
-    return [rule for weight, rule in candidates if weight >= 2][:MAX_NEW_RULES]
+    if "days_since_last_activity" in names:
+        days = X[:, names.index("days_since_last_activity")]
+        for threshold in (7, 30):
+            add_pair(
+                Candidate(
+                    {"kind": "inactivity", "days": threshold},
+                    f"no activity for {threshold} days",
+                    days >= threshold,
+                ),
+                None,
+            )
+    return out
+
+
+def learn_rules(
+    candidates: list[Candidate],
+    y: np.ndarray,
+    *,
+    max_rules: int = DEFAULT_MAX_RULES,
+    span: float = 100.0,
+) -> list[dict[str, Any]]:
+    """At most `max_rules` rules with positive points, fitted to the outcome `y` of the
+    training leads by a logistic regression whose weights are kept non-negative (a rule and
+    its complement are both candidates, so a negative effect becomes points for the other
+    leads): every point is earned and no lead is pushed below the floor, which is the base.
+    An L1 penalty, lowered step by step until `max_rules` rules carry weight, picks them (the
+    largest standardised weights); a refit weighs them. Points are the weights scaled so the
+    99th percentile of the training leads' totals is 90 % of `span`, spreading the leads over
+    the bands."""
+    if not candidates or y.min() == y.max():
+        return []
+    matrix = np.column_stack([c.fires for c in candidates]).astype(np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    std = matrix.std(axis=0)
+    standard = (matrix - matrix.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    selected: list[int] = []
+    for penalty in np.logspace(-1, -4, 13):
+        weights, _ = _non_negative_logistic(standard, y, l1=float(penalty))
+        chosen = np.flatnonzero(weights > 1e-6)
+        selected = chosen[np.argsort(-weights[chosen])][:max_rules].tolist()
+        if chosen.size >= max_rules:
+            break
+    if not selected:
+        return []
+    weights, _ = _non_negative_logistic(matrix[:, selected], y, l1=0.0)
+    kept = [(k, w) for k, w in zip(selected, weights, strict=True) if w > 1e-6]
+    if not kept:
+        return []
+    totals = matrix[:, [k for k, _ in kept]] @ np.array([w for _, w in kept])
+    scale = 0.9 * span / max(float(np.percentile(totals, 99)), 1e-9)
+    rules = []
+    for k, weight in sorted(kept, key=lambda kw: -kw[1]):
+        points = max(1, round(float(weight) * scale))
+        rule = {**candidates[k].rule, "points": points, "name": f"ML: {candidates[k].label}"}
+        if rule["kind"] == "event":
+            rule["cap"] = points  # at least one event in the window: the points once
+        rules.append(rule)
+    return rules
+
+
+def _non_negative_logistic(
+    X: np.ndarray, y: np.ndarray, *, l1: float, l2: float = 1e-4
+) -> tuple[np.ndarray, float]:
+    """(weights >= 0, intercept) minimising the mean log-loss + l1 * sum(w) + l2 * sum(w^2)
+    (L-BFGS-B with bounds; for w >= 0 the L1 term is linear, so the objective stays smooth)."""
+    from scipy.optimize import minimize
+
+    n, k = X.shape
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:k], theta[k]
+        z = X @ w + b
+        p = 1.0 / (1.0 + np.exp(-z))
+        loss = float(np.mean(np.logaddexp(0.0, z) - y * z)) + l1 * w.sum() + l2 * (w @ w)
+        residual = (p - y) / n
+        grad = np.concatenate([X.T @ residual + l1 + 2 * l2 * w, [residual.sum()]])
+        return loss, grad
+
+    rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+    start = np.concatenate([np.zeros(k), [np.log(rate / (1 - rate))]])
+    bounds = [(0.0, None)] * k + [(None, None)]
+    result = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds)
+    return result.x[:k], float(result.x[k])
 
 
 def _draft_document(
@@ -272,11 +375,9 @@ def _draft_document(
 
     if rules is not None:
         document = ruleset_to_document(rules.spec)
-        document["name"] = f"{rules.spec.name} + ML suggestions"
+        document["name"] = f"{rules.spec.name}: ML suggested rules"
         document["model_weight"] = rules.model_weight
-        for row in rows:
-            if row["suggested_points"] is not None:
-                document["rules"][row["index"]]["points"] = row["suggested_points"]
+        document["rules"] = []
     else:
         document = {
             "name": "ML suggested rules",

@@ -3,17 +3,21 @@
 - **Split**: by time when the population's creation times are spread (the 10th to 90th
   percentile span at least `TIME_SPLIT_MIN_SPREAD_DAYS`): the earliest 70 % train, the latest
   30 % test. Otherwise (e.g. an import where every lead was created the same minute) a
-  stratified random 70/30 split with a fixed seed. The validation split used to decide on
-  calibration is carved out of the training leads the same way (latest / stratified 20 %).
+  stratified random 70/30 split with a fixed seed.
+- **Checks** (`feature_checks`): a feature whose test values mostly lie outside its training
+  range (it depends on when the split was cut) and a feature whose ROC AUC on its own is above
+  `ML_LEAKAGE_AUC` on the training leads (a probable leak; `allow` keeps it) are left out, each
+  with its reason in the report's `excluded`, as are the connectors' outcome fields and the
+  columns the mappings of past imports list as leakage, label or doubtful.
 - **Models**: logistic regression (median-imputed numbers with missing indicators, scaled;
   one-hot categories) and `HistGradientBoostingClassifier` (native categories, NaN as missing),
   each one whole scikit-learn `Pipeline` over the encoded feature matrix.
-- **Calibration**: each pipeline is fitted on the training leads minus validation; when a
-  sigmoid calibration (cross-fitted on the validation predictions) lowers the validation Brier
-  score, the artifact is `CalibratedClassifierCV(FrozenEstimator(pipeline))` fitted on the
-  validation leads; otherwise the pipeline refitted on all training leads (from
-  `LARGE_DATA_ROWS` training leads on, the pipeline fitted without the validation leads is
-  kept: refitting would double the time for a fifth more data).
+- **Calibration**: the final pipeline is fitted on all training leads. Out-of-fold predictions
+  cross-fitted in time order (the training leads in `CALIBRATION_BLOCKS` blocks by creation
+  time, each predicted by a pipeline fitted on the blocks before it; two blocks from
+  `LARGE_DATA_ROWS` leads on) decide: when a sigmoid on them lowers their Brier score, the
+  artifact is `CalibratedClassifierCV(FrozenEstimator(final))` with that sigmoid. Each model's
+  `calibration` in the report says which happened.
 - **Size**: at most `max_leads` (default `DEFAULT_MAX_LEADS`, 200,000) leads, the most
   recently created of the labelled population.
 - **Evaluation** on test leads only, beside the live rule set's score on the same leads (its
@@ -35,8 +39,10 @@ from typing import Any
 
 import numpy as np
 from django.apps import apps
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -53,7 +59,9 @@ from scoring.jobs import ACTIVE, PROGRESS_SCALE, job_claim, job_fail, job_heartb
 from scoring.ml import compiled, registry
 from scoring.ml import feature_frame as F
 from scoring.ml import metrics as M
+from scoring.ml.feature_checks import leakage_drops, range_overlap_drops
 from scoring.ml.labels import DEFAULT_HORIZON_DAYS, DEFAULT_STAGE, Labels, build_labels
+from scoring.ml.suggest import DEFAULT_MAX_RULES
 from scoring.models import MLModel
 
 logger = logging.getLogger(__name__)
@@ -63,6 +71,9 @@ TEST_SHARE = 0.3
 VALIDATION_SHARE = 0.2
 TIME_SPLIT_MIN_SPREAD_DAYS = 7.0
 SMALL_DATA_ROWS = 50000
+# Blocks of training leads (in time order) for the cross-fitted calibration: each block after
+# the first is predicted by a pipeline fitted on the blocks before it.
+CALIBRATION_BLOCKS = 4
 LARGE_DATA_ROWS = 100_000
 # Training reads at most this many leads by default: the most recently created ones before the
 # cut-off (a training window ending there), so a run's time and memory stay bounded (about a
@@ -85,6 +96,7 @@ class Split:
     fit: np.ndarray  # the training rows minus validation
     validation: np.ndarray
     note: str = ""
+    train_order: np.ndarray | None = None  # training rows by creation time (time split)
 
 
 @dataclass(eq=False)
@@ -103,6 +115,8 @@ class TrainingReport:
     seconds: float
     rows: list[MLModel]
     population: int = 0  # labelled leads before `max_leads` kept the latest ones
+    exclusions: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    allowed: list[str] = dataclasses.field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -116,6 +130,8 @@ class TrainingReport:
             "cutoff": self.cutoff.isoformat(),
             "population": self.population,
             "excluded_attributes": self.excluded,
+            "excluded": self.exclusions,
+            "allowed": self.allowed,
             "seconds": round(self.seconds, 2),
         }
 
@@ -135,6 +151,22 @@ def outcome_attribute_exclusions() -> set[str]:
     return names
 
 
+def import_leakage_reasons(*, include_doubtful: bool = False) -> dict[str, str]:
+    """Column -> reason for the columns that the mappings of past imports list as leakage or
+    label (and doubtful unless `include_doubtful`), wherever the mapping file was: each
+    installed app may provide them as ``ml_feature_exclusions`` (column -> (kind, reason)) on
+    its AppConfig (the integrations app reads its import jobs), so scoring reads them without
+    importing integrations."""
+    reasons: dict[str, str] = {}
+    for config in apps.get_app_configs():
+        provided = getattr(config, "ml_feature_exclusions", None) or {}
+        for name, (kind, why) in provided.items():
+            if kind == "doubtful" and include_doubtful:
+                continue
+            reasons.setdefault(name, why)
+    return reasons
+
+
 def choose_split(labels: Labels, *, seed: int = SEED) -> Split:
     """Time split when creation times are spread, stratified random split otherwise."""
     n = labels.n
@@ -149,7 +181,7 @@ def choose_split(labels: Labels, *, seed: int = SEED) -> Split:
         n_val = max(1, math.ceil(VALIDATION_SHARE * train.size))
         fit, validation = np.sort(train_order[:-n_val]), np.sort(train_order[-n_val:])
         if _both_classes(labels.y, train, test, fit, validation):
-            return Split("time", train, test, fit, validation)
+            return Split("time", train, test, fit, validation, train_order=train_order)
         note = "the time split left one outcome out of a part, so the split is stratified"
     else:
         note = ""
@@ -257,7 +289,7 @@ def logistic_columns(pipeline: Pipeline, spec: F.FeatureSpec) -> tuple[list[str]
 
 def fit_and_calibrate(
     algorithm: str, spec: F.FeatureSpec, X: np.ndarray, y: np.ndarray, split: Split
-) -> tuple[Any, bool, dict[str, float]]:
+) -> tuple[Any, bool, dict[str, Any]]:
     """The artifact to keep, whether it is calibrated, and the validation Brier scores."""
     with _threads(split.train.size):
         return _fit_and_calibrate(algorithm, spec, X, y, split)
@@ -276,24 +308,75 @@ def _threads(n_rows: int) -> Any:
 
 def _fit_and_calibrate(
     algorithm: str, spec: F.FeatureSpec, X: np.ndarray, y: np.ndarray, split: Split
-) -> tuple[Any, bool, dict[str, float]]:
-    pipeline = make_pipeline(algorithm, spec).fit(X[split.fit], y[split.fit])
-    p_val = pipeline.predict_proba(X[split.validation])[:, 1]
-    y_val = y[split.validation]
-    raw_brier = brier_score_loss(y_val, p_val)
-    calibrated_brier = _cross_fitted_sigmoid_brier(y_val, p_val)
-    scores = {"validation_brier": round(raw_brier, 6)}
+) -> tuple[Any, bool, dict[str, Any]]:
+    """The final pipeline is always fitted on every training lead (the newest included).
+    Whether to calibrate it is decided on out-of-fold predictions, cross-fitted in time order
+    (`forward_folds`): each later block of training leads is predicted by a pipeline fitted on
+    the blocks before it, as the final model will predict leads newer than its data. When a
+    sigmoid on those predictions lowers their (itself cross-fitted) Brier score, the artifact
+    is the final pipeline with that sigmoid on top."""
+    final = make_pipeline(algorithm, spec).fit(X[split.train], y[split.train])
+    oof_rows, oof = _out_of_fold(algorithm, spec, X, y, split)
+    scores: dict[str, Any] = {"fitted_on": int(split.train.size)}
+    if oof_rows.size == 0:
+        scores["calibration"] = "none: too few leads of each outcome to cross-fit"
+        return final, False, scores
+    y_oof = y[oof_rows]
+    p_oof = 1.0 / (1.0 + np.exp(-oof))
+    raw_brier = brier_score_loss(y_oof, p_oof)
+    calibrated_brier = _cross_fitted_sigmoid_brier(y_oof, p_oof)
+    scores["validation_brier"] = round(raw_brier, 6)
+    scores["validation_leads"] = int(oof_rows.size)
     if calibrated_brier is not None:
         scores["validation_brier_calibrated"] = round(calibrated_brier, 6)
-    if calibrated_brier is not None and calibrated_brier < raw_brier - 1e-4:
-        calibrated = CalibratedClassifierCV(FrozenEstimator(pipeline), method="sigmoid")
-        calibrated.fit(X[split.validation], y_val)
-        return calibrated, True, scores
-    if split.train.size >= LARGE_DATA_ROWS:
-        # The validation leads add a fifth to the training leads; at this size that changes
-        # the model little and would double the fitting time.
-        return pipeline, False, scores
-    return make_pipeline(algorithm, spec).fit(X[split.train], y[split.train]), False, scores
+    order = "time order" if split.kind == "time" else "stratified folds"
+    if calibrated_brier is None or calibrated_brier >= raw_brier - 1e-4:
+        scores["calibration"] = (
+            f"none (a sigmoid did not lower the Brier score of {oof_rows.size} out-of-fold "
+            f"predictions, cross-fitted in {order}); final model fitted on all "
+            f"{split.train.size} training leads"
+        )
+        return final, False, scores
+    calibrated = CalibratedClassifierCV(FrozenEstimator(final), method="sigmoid")
+    calibrated.fit(X[oof_rows], y_oof)
+    # The sigmoid the structure got was fitted on the final model's own training leads
+    # (over-confident there); it is replaced by one fitted on the out-of-fold predictions.
+    chain = calibrated.calibrated_classifiers_[0]
+    chain.calibrators[0] = clone(chain.calibrators[0]).fit(oof, y_oof)
+    scores["calibration"] = (
+        f"sigmoid fitted on {oof_rows.size} out-of-fold predictions cross-fitted in {order}; "
+        f"final model fitted on all {split.train.size} training leads"
+    )
+    return calibrated, True, scores
+
+
+def forward_folds(order: np.ndarray, n_blocks: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit rows, predict rows) pairs over the rows in `order` (by creation time for a time
+    split): block k is predicted from blocks 0..k-1."""
+    blocks = np.array_split(order, n_blocks)
+    return [(np.concatenate(blocks[:k]), blocks[k]) for k in range(1, n_blocks)]
+
+
+def _out_of_fold(
+    algorithm: str, spec: F.FeatureSpec, X: np.ndarray, y: np.ndarray, split: Split
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, decision values) of the training leads predicted out of fold; empty when a
+    fold lacks an outcome."""
+    n_blocks = 2 if split.train.size >= LARGE_DATA_ROWS else CALIBRATION_BLOCKS
+    if split.kind == "time" and split.train_order is not None:
+        order = split.train_order
+    else:
+        order = np.random.default_rng(SEED).permutation(split.train)
+    rows, values = [], []
+    for fit_rows, predict_rows in forward_folds(order, n_blocks):
+        if not _both_classes(y, fit_rows, predict_rows):
+            continue
+        pipeline = make_pipeline(algorithm, spec).fit(X[fit_rows], y[fit_rows])
+        rows.append(predict_rows)
+        values.append(pipeline.decision_function(X[predict_rows]))
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return np.concatenate(rows), np.concatenate(values)
 
 
 def _cross_fitted_sigmoid_brier(y: np.ndarray, p: np.ndarray) -> float | None:
@@ -352,6 +435,7 @@ def train_models(
     chunk_size: int = 50000,
     include_doubtful: bool = False,
     max_leads: int | None = DEFAULT_MAX_LEADS,
+    allow: Iterable[str] = (),
 ) -> TrainingReport:
     """Train and evaluate both models and store them in the registry (inactive).
 
@@ -388,6 +472,7 @@ def train_models(
             progress,
             include_doubtful,
             max_leads,
+            tuple(allow),
         )
     except Exception as error:
         job_fail(
@@ -409,6 +494,7 @@ def _train(
     progress: Progress,
     include_doubtful: bool = False,
     max_leads: int | None = None,
+    allow: Iterable[str] = (),
 ) -> TrainingReport:
     started = time.perf_counter()
     progress(0.02, "labelling leads")
@@ -416,10 +502,16 @@ def _train(
     population = labels.n
     if max_leads:
         labels = labels.latest(max_leads)
+    allowed = {F.normalise_key(name.removeprefix("attributes.")) for name in allow}
+    reasons = {
+        name: "a connector declares it an outcome field (known only after the outcome)"
+        for name in outcome_attribute_exclusions()
+        if F.normalise_key(name) not in allowed
+    }
+    for name, why in import_leakage_reasons(include_doubtful=include_doubtful).items():
+        reasons.setdefault(name, why)
     spec = F.discover_spec(
-        labels.cutoff,
-        exclude=[*exclude, *outcome_attribute_exclusions()],
-        include_doubtful=include_doubtful,
+        labels.cutoff, exclude=exclude, include_doubtful=include_doubtful, reasons=reasons
     )
     raw = _population_frame(spec, labels, chunk_size, progress)
     y = labels.y
@@ -429,6 +521,17 @@ def _train(
     fitted_spec = F.fit_spec(spec, raw.take(split.train), min_count)
     raw = F.project(raw, spec, fitted_spec)
     spec = fitted_spec
+    X = F.encode(spec, raw)
+    # Features that depend on when the split was cut, then probable leaks (on training leads).
+    drops = range_overlap_drops(spec, X, raw, split.train, split.test)
+    kept = F.drop_features(spec, drops)
+    X = F.encode(kept, F.project(raw, spec, kept))
+    leaks = leakage_drops(
+        kept, X[split.train], y[split.train], settings.ML_LEAKAGE_AUC, allow=set(allow)
+    )
+    checked = F.drop_features(kept, leaks)
+    raw = F.project(raw, spec, checked)
+    spec = checked
     X = F.encode(spec, raw)
     persona = np.array([NO_PERSONA if p == F.MISSING else p for p in raw.persona], dtype=object)
 
@@ -471,7 +574,11 @@ def _train(
         from scoring.ml.suggest import suggest_from_training
 
         suggestion = suggest_from_training(
-            fitted[LOGISTIC][0], spec, X[suggest_rows], rules, suggest_rows
+            fitted[LOGISTIC][0], spec, X[suggest_rows], rules, suggest_rows, y[suggest_rows]
+        )
+        suggestion.update(
+            draft_test_auc(suggestion["document"], labels, split),
+            model_test_roc_auc=results[LOGISTIC]["overall"]["roc_auc"],
         )
     reference = _reference_row(spec, X[split.train])
     train_created = labels.created_epoch[split.train]
@@ -503,6 +610,8 @@ def _train(
                 "suggestion": suggestion if row.algorithm == LOGISTIC else None,
                 "seconds": round(time.perf_counter() - started, 2),
                 "population": population,
+                "allowed": list(allow),
+                "excluded": [{"feature": n, "reason": r} for n, r in spec.exclusions],
             }
             row.status = MLModel.Status.DONE
             row.progress_done = row.progress_total = PROGRESS_SCALE
@@ -525,6 +634,7 @@ def _train(
                     "lift_top_decile": overall["lift_top_decile"],
                     "accuracy_at_0_5": overall["accuracy_at_0_5"],
                     "calibrated": calibrated,
+                    "calibration": results[row.algorithm].get("calibration", ""),
                 }
             )
     seconds = time.perf_counter() - started
@@ -548,7 +658,55 @@ def _train(
         seconds=seconds,
         rows=rows,
         population=population,
+        exclusions=[{"feature": name, "reason": why} for name, why in spec.exclusions],
+        allowed=list(allow),
     )
+
+
+def suggest_weights(row: MLModel, *, max_rules: int = DEFAULT_MAX_RULES) -> dict[str, Any]:
+    """Recompute a logistic model's suggested rules (at most `max_rules`) on the training
+    leads it was trained on, score the draft on its test leads, store the suggestion on the
+    row and return it (with "test_roc_auc" and "model_test_roc_auc" on the same test split).
+    Raises ValueError when the row is not a finished logistic model or its leads changed."""
+    from scoring.ml.suggest import suggest_from_training
+
+    if row.algorithm != LOGISTIC or row.status != MLModel.Status.DONE:
+        raise ValueError(f"Model #{row.pk} is not a trained logistic regression.")
+    if max_rules < 1:
+        raise ValueError("--max-rules must be at least 1.")
+    labels = build_labels(
+        row.label_stage,
+        horizon_days=row.horizon_days or DEFAULT_HORIZON_DAYS,
+        cutoff=row.cutoff,
+    )
+    labels = labels.latest(row.n_train + row.n_test)
+    split = choose_split(labels)
+    if (split.train.size, split.test.size) != (row.n_train, row.n_test):
+        raise ValueError(
+            f"The leads changed since model #{row.pk} was trained ({split.train.size} train, "
+            f"{split.test.size} test now against {row.n_train} and {row.n_test}); train again."
+        )
+    spec = F.FeatureSpec.from_dict(row.features["spec"])
+    raw = _population_frame(spec, labels, 50000, lambda fraction, message: None)
+    X = F.encode(spec, raw)
+    suggest_rows = _suggestion_rows(split.train)
+    rules = _rule_scores(labels.ids, labels.cutoff, suggest_rows)
+    suggestion = suggest_from_training(
+        registry.load_estimator(row),
+        spec,
+        X[suggest_rows],
+        rules,
+        suggest_rows,
+        labels.y[suggest_rows],
+        max_rules=max_rules,
+    )
+    suggestion.update(
+        draft_test_auc(suggestion["document"], labels, split),
+        model_test_roc_auc=(row.metrics or {}).get("overall", {}).get("roc_auc"),
+    )
+    row.details = {**(row.details or {}), "suggestion": suggestion}
+    row.save(update_fields=["details"])
+    return suggestion
 
 
 def _population_frame(
@@ -593,26 +751,29 @@ def _suggestion_rows(train: np.ndarray) -> np.ndarray:
     return np.sort(rng.choice(train, SUGGESTION_SAMPLE, replace=False))
 
 
-def _rule_scores(
-    ids: np.ndarray, as_of: dt.datetime, rows: np.ndarray | None = None, chunk: int = 60000
-) -> RuleScores | None:
-    """The live rules' scores of the population (only at `rows` when given: elsewhere the
+def draft_test_auc(document: dict[str, Any], labels: Labels, split: Split) -> dict[str, Any]:
+    """{"test_roc_auc"}: the ROC AUC of a rule set document's scores (rules alone, as of the
+    cut-off, by the engine) on the split's test leads."""
+    from scoring.engine import parse_ruleset
+
+    spec = dataclasses.replace(parse_ruleset(document), model_weight=0.0)
+    scores, _ = _spec_scores(spec, labels.ids, labels.cutoff, split.test)
+    return {"test_roc_auc": M.roc_auc(labels.y[split.test], scores[split.test])}
+
+
+def _spec_scores(
+    spec: Any, ids: np.ndarray, as_of: dt.datetime, rows: np.ndarray, chunk: int = 60000
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, contributions) of a rule set spec on the population's `rows` (elsewhere the
     score is NaN and the contributions 0)."""
     from scoring.engine import compile_ruleset
     from scoring.rule_inputs import LeadSelection
-    from scoring.selectors.rules import live_rule_set
     from scoring.services.rescore import score_selection
-    from scoring.services.rulesets import ruleset_to_spec
 
-    live = live_rule_set()
-    if live is None:
-        return None
-    live_spec = ruleset_to_spec(live)
-    spec = dataclasses.replace(live_spec, model_weight=0.0)
     compiled = compile_ruleset(spec)
     scores = np.full(ids.size, np.nan)
     contributions = np.zeros((ids.size, len(spec.rules)), dtype=np.float64)
-    rows = np.arange(ids.size) if rows is None else np.asarray(rows, dtype=np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
     for start in range(0, rows.size, chunk):
         part_rows = rows[start : start + chunk]
         part = ids[part_rows]
@@ -620,6 +781,24 @@ def _rule_scores(
         position = part_rows[np.searchsorted(part, leads.ids)]
         scores[position] = result.scores
         contributions[position] = result.contributions
+    return scores, contributions
+
+
+def _rule_scores(
+    ids: np.ndarray, as_of: dt.datetime, rows: np.ndarray | None = None, chunk: int = 60000
+) -> RuleScores | None:
+    """The live rules' scores of the population (only at `rows` when given: elsewhere the
+    score is NaN and the contributions 0)."""
+    from scoring.selectors.rules import live_rule_set
+    from scoring.services.rulesets import ruleset_to_spec
+
+    live = live_rule_set()
+    if live is None:
+        return None
+    live_spec = ruleset_to_spec(live)
+    spec = dataclasses.replace(live_spec, model_weight=0.0)
+    rows = np.arange(ids.size) if rows is None else np.asarray(rows, dtype=np.int64)
+    scores, contributions = _spec_scores(spec, ids, as_of, rows, chunk)
     return RuleScores(
         scores=scores,
         contributions=contributions,

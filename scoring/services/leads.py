@@ -90,6 +90,8 @@ class LeadUpsert:
     external_id: str | None = None
     values: Mapping[str, Any] = field(default_factory=dict)
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    # Attribute keys to delete from the stored ones (a re-import whose mapping drops them).
+    remove_attributes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -173,7 +175,11 @@ def _normalised(record: LeadUpsert) -> LeadUpsert:
     external_id = (record.external_id or "").strip() or None
     source = (record.source or "").strip() or None
     return LeadUpsert(
-        source=source, external_id=external_id, values=values, attributes=dict(record.attributes)
+        source=source,
+        external_id=external_id,
+        values=values,
+        attributes=dict(record.attributes),
+        remove_attributes=tuple(record.remove_attributes),
     )
 
 
@@ -267,11 +273,13 @@ def _apply(state: dict[str, Any], record: LeadUpsert) -> None:
             state[name] = value
     if record.values.get("converted_at") is not None and not record.values.get("lifecycle_stage"):
         state["lifecycle_stage"] = LifecycleStage.CUSTOMER
-    if record.attributes:
+    if record.attributes or record.remove_attributes:
         attributes = dict(state.get("attributes") or {})
         for key, value in record.attributes.items():
             if value is not None and value != "":
                 attributes[key] = value
+        for key in record.remove_attributes:
+            attributes.pop(key, None)
         state["attributes"] = attributes
 
 

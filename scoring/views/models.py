@@ -186,6 +186,8 @@ def _suggestion_rows(row: MLModel | None) -> dict[str, Any] | None:
         "model_id": row.pk,
         "rules": suggestion["rules"],
         "new_rules": suggestion["new_rules"],
+        "test_roc_auc": suggestion.get("test_roc_auc"),
+        "model_test_roc_auc": suggestion.get("model_test_roc_auc"),
         "scale": suggestion["scale_points_per_log_odds"],
         "based_on_version": suggestion["based_on_version"],
         "stale": live is not None and live.version != suggestion["based_on_version"],

@@ -2,6 +2,8 @@
 Salesforce status, a HubSpot lifecycle stage, an owner, a converted opportunity) is left out of
 training, whatever the mappings say."""
 
+from django.conf import settings
+
 from integrations.connectors.base import Batch, LeadRecord
 from integrations.connectors.hubspot import HubSpotConnector
 from integrations.connectors.salesforce import SalesforceConnector
@@ -79,5 +81,12 @@ def test_training_on_synced_data_gives_the_same_features_with_and_without_outcom
     # The control: were the declarations ignored, the same data would hand the model the
     # outcome (so the equality above is the exclusion's doing, not an accident).
     monkeypatch.setattr(training, "outcome_attribute_exclusions", lambda: set())
+    guarded = train_models()
+    # Undeclared, the data-driven leakage guard still catches them ...
+    reasons = {item["feature"]: item["reason"] for item in guarded.exclusions}
+    assert "probable leakage" in reasons["attributes.lifecyclestage"]
+    assert "probable leakage" in reasons["attributes.status"]
+    # ... and with that guard off too, the model would read the outcome.
+    monkeypatch.setattr(settings, "ML_LEAKAGE_AUC", 1.0)
     leaky = train_models().features
     assert {"attributes.status", "attributes.lifecyclestage"} <= set(leaky)

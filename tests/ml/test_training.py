@@ -12,8 +12,8 @@ from tests.ml.conftest import make_dated, make_dateless
 
 
 def test_both_pipelines_learn_a_real_signal_on_a_time_split(db, live_rules):
-    make_dated(1500)
-    report = train_models()
+    data = make_dated(1500)
+    report = train_models(cutoff=data["cutoff"])
     assert report.split == "time"
     assert report.n_train == 1050 and report.n_test == 450
     by_name = {m["name"]: m for m in report.models}
@@ -47,9 +47,21 @@ def test_without_the_exclusion_the_same_data_would_score_a_perfect_auc(db, no_ma
     """The control for the test above: the leak is real, so excluding it is what keeps the
     evaluation honest."""
     make_dateless(600)
-    report = train_models()
+    report = train_models(allow=["Tags", "Lead Quality"])  # past the data-driven guard too
     assert "attributes.Tags" in report.features
     assert max(m["roc_auc"] for m in report.models) > 0.99
+    assert MLModel.objects.filter(details__allowed=["Tags", "Lead Quality"]).count() == 2
+
+
+def test_the_leakage_guard_drops_a_column_no_mapping_names_and_says_why(db, no_mappings):
+    make_dateless(600)
+    report = train_models()
+    assert "attributes.Tags" not in report.features
+    reasons = {item["feature"]: item["reason"] for item in report.as_json()["excluded"]}
+    assert "probable leakage" in reasons["attributes.Tags"]
+    assert "--allow attributes.Tags" in reasons["attributes.Tags"]
+    for model in report.models:
+        assert 0.6 < model["roc_auc"] < 0.95, model
 
 
 def test_a_failed_run_is_recorded_on_its_rows(db):

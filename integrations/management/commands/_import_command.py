@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from integrations.imports import import_file
+from integrations.imports import import_file_recorded
 
 
 class ImportCommand(BaseCommand):
@@ -30,14 +30,27 @@ class ImportCommand(BaseCommand):
             action="store_true",
             help="import nothing unless every row is valid",
         )
+        parser.add_argument(
+            "--delimiter",
+            help="the CSV delimiter (one character, or 'tab'); sniffed by default from "
+            "comma, semicolon and tab",
+        )
+        if self.kind == "leads":
+            parser.add_argument(
+                "--id-column",
+                help="'row' numbers the rows as external ids (a file without an id column); "
+                "a column name reads the external id from that column",
+            )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        summary = import_file(
+        summary = import_file_recorded(
             options["file"],
             self.kind,
             source=options.get("source"),
             mapping=options.get("mapping"),
             atomic=options["atomic"],
+            delimiter=options.get("delimiter"),
+            id_column=options.get("id_column"),
         )
         self.stdout.write(json.dumps(summary.as_dict(), ensure_ascii=False))
         if summary.status != "done":

@@ -1,4 +1,6 @@
-"""`manage.py rescore --all [--as-of ISO8601]`: a bulk rescore, run to completion here.
+"""`manage.py rescore --all [--as-of ISO8601|cutoff]`: a bulk rescore, run to completion here.
+`--as-of cutoff` is the active model's cut-off (a historical data set scored as the model saw
+it). With no published rule set, `--all` stores the active model's probabilities only.
 `manage.py rescore --due [--as-of ISO8601]`: the leads whose score may have changed with time
 alone since their last scoring, rescored to completion here (what the beat job runs)."""
 
@@ -10,6 +12,9 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_datetime
 
+from scoring.ml import registry
+from scoring.ml import scoring as ml_scoring
+from scoring.selectors.rules import live_rule_set
 from scoring.services.rescore import NoLiveRuleSet, rescore_all, rescore_due
 
 
@@ -29,12 +34,18 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--as-of",
-            help="ISO 8601 time with zone that fixes 'now' for windows, decay and inactivity.",
+            help="ISO 8601 time with zone that fixes 'now' for windows, decay and inactivity, "
+            "or 'cutoff': the active model's cut-off.",
         )
 
     def handle(self, *args, **options) -> None:
         as_of = None
-        if options.get("as_of"):
+        if options.get("as_of") == "cutoff":
+            model = registry.active_model()
+            if model is None or model.cutoff is None:
+                raise CommandError("--as-of cutoff needs an active model (train_model --activate).")
+            as_of = model.cutoff
+        elif options.get("as_of"):
             as_of = parse_datetime(options["as_of"])
             if as_of is None or as_of.tzinfo is None:
                 raise CommandError(
@@ -55,6 +66,20 @@ class Command(BaseCommand):
                 "seconds": round(time.perf_counter() - started, 3),
             }
             self.stdout.write(json.dumps(due_summary))
+            return
+        if options["all"] and live_rule_set() is None and registry.active_model() is not None:
+            # No rules to score with, but a model: its probabilities are what there is.
+            scored = ml_scoring.score_all(as_of=as_of)
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "rule_set_version": None,
+                        "as_of": (as_of.isoformat() if as_of else None),
+                        "probabilities": scored,
+                        "seconds": round(time.perf_counter() - started, 3),
+                    }
+                )
+            )
             return
         try:
             run = rescore_all(as_of=as_of, inline=True)

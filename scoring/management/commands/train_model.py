@@ -4,8 +4,10 @@ evaluate the predictive models to completion in this process (no worker needed).
 --max-leads N (default 200,000; 0 for all) trains on the N most recently created leads of the
 labelled population, so time and memory stay bounded on a large database.
 
-With --json it prints ONE JSON object: {"split", "n_train", "n_test", "features", "models":
-[{"name", "roc_auc", "pr_auc", "brier", "ece", "lift_top_decile", ...}], "rules_roc_auc", ...}.
+With --json it prints ONE JSON object: {"split", "n_train", "n_test", "features", "cutoff",
+"excluded": [{"feature", "reason"}], "models": [{"name", "roc_auc", "pr_auc", "brier", "ece",
+"lift_top_decile", "calibration", ...}], "rules_roc_auc", ...}. --exclude works for every
+feature; --allow FEATURE keeps one the leakage guard would leave out (recorded on the rows).
 With --activate the model with the best test ROC AUC becomes active and every lead's
 probability is stored."""
 
@@ -30,9 +32,23 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--label", default=DEFAULT_STAGE, help="stage that counts as converted")
         parser.add_argument("--horizon-days", type=int, default=DEFAULT_HORIZON_DAYS)
-        parser.add_argument("--cutoff", help="ISO 8601 cut-off time (default: now - horizon)")
         parser.add_argument(
-            "--exclude", action="append", default=[], help="attribute key never to use"
+            "--cutoff",
+            help="ISO 8601 cut-off time (default: the data's latest creation or stage time "
+            "minus the horizon)",
+        )
+        parser.add_argument(
+            "--exclude",
+            action="append",
+            default=[],
+            help="a feature never to use: a field, an attribute, lead_age_days, "
+            "days_since_last_activity, events.TYPE[.column], persona, email_domain_type",
+        )
+        parser.add_argument(
+            "--allow",
+            action="append",
+            default=[],
+            help="keep a feature the leakage guard or a connector's outcome list would drop",
         )
         parser.add_argument(
             "--include-doubtful",
@@ -70,6 +86,7 @@ class Command(BaseCommand):
                 exclude=options["exclude"],
                 include_doubtful=options["include_doubtful"],
                 max_leads=options["max_leads"] or None,
+                allow=options["allow"],
             )
         except LabelError as error:
             raise CommandError(str(error)) from None
@@ -91,8 +108,10 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  #{model['id']} {model['name']}: ROC AUC {model['roc_auc']}, PR AUC "
                 f"{model['pr_auc']}, Brier {model['brier']}, ECE {model['ece']}, lift@10% "
-                f"{model['lift_top_decile']}{' (calibrated)' if model['calibrated'] else ''}"
+                f"{model['lift_top_decile']}; calibration: {model['calibration']}"
             )
+        for item in report.exclusions:
+            self.stdout.write(f"  excluded {item['feature']}: {item['reason']}")
         self.stdout.write(f"  live rules: ROC AUC {report.rules_roc_auc}")
         if options["activate"]:
             self.stdout.write(f"activated model #{result['activated']}")

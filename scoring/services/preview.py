@@ -61,6 +61,7 @@ from scoring.engine import (
 from scoring.jobs import (
     ACTIVE,
     PROGRESS_SCALE,
+    UNREACHABLE_KEEP,
     dispatch,
     job_claim,
     job_fail,
@@ -104,8 +105,14 @@ def preview_start(rule_set: RuleSet, *, user: Any = None) -> PreviewRun:
         baseline=live_rule_set(),
         requested_by=user if getattr(user, "is_authenticated", False) else None,
     )
-    # A broker outage fails the preview with a clear message on the page, not a 500.
-    dispatch(PREVIEW_TASK, [run.pk], jobs=PreviewRun.objects.filter(pk=run.pk))
+    # A broker outage leaves the preview queued, saying it will start when the worker is
+    # reachable; the jobs sweep sends it once the broker is back. Never a 500.
+    dispatch(
+        PREVIEW_TASK,
+        [run.pk],
+        jobs=PreviewRun.objects.filter(pk=run.pk),
+        unreachable=UNREACHABLE_KEEP,
+    )
     logger.info("preview.queued preview=%s ruleset=%s", run.pk, rule_set.pk)
     return run
 

@@ -589,7 +589,12 @@ def rule_set_publish(request: HttpRequest, rule_set_id: int) -> HttpResponse:
         return redirect("rules-detail", rule_set.pk)
     run = latest_rescore(published)
     verb = f"Rolled back to v{rule_set.version} as" if rollback else "Published"
-    messages.success(request, f"{verb} v{published.version}; rescoring every lead.")
+    if run is not None and run.status == RescoreRun.Status.QUEUED and run.error:
+        # The broker down: the run is recorded and waits; its message says so.
+        waiting = run.error[:1].lower() + run.error[1:]
+        messages.warning(request, f"{verb} v{published.version}. Rescore {waiting}")
+    else:
+        messages.success(request, f"{verb} v{published.version}; rescoring every lead.")
     if run is None:
         return redirect("rules-detail", published.pk)
     return redirect("rules-run", run.pk)

@@ -224,6 +224,21 @@ def test_publishing_creates_a_version_and_a_rescore_run_whose_progress_the_page_
     assert 'hx-trigger="every 1s"' not in status
 
 
+def test_publishing_with_the_broker_down_goes_live_and_says_the_rescore_waits(
+    client_as, draft, broker_down, transactional_db
+):
+    # transactional_db: no surrounding transaction, so the tasks are sent during the request.
+    LeadFactory.create_batch(3)
+    response = client_as("ops").post(f"/rules/{draft.pk}/publish/", follow=True)
+
+    assert response.status_code == 200
+    assert "Rescore queued; will start when the worker is reachable" in response.content.decode()
+    draft.refresh_from_db()
+    run = RescoreRun.objects.get(rule_set=draft)
+    assert draft.status == "published" and run.status == "queued"
+    assert run.chunks.filter(status="queued").exclude(task_name="").exists()
+
+
 def test_rollback_republishes_a_copy_of_an_earlier_version(
     client_as, live, draft, inline_rescore, django_capture_on_commit_callbacks
 ):

@@ -177,7 +177,8 @@ def _race(target, count: int = 2) -> list:
     return results
 
 
-@pytest.mark.postgres
+@pytest.mark.faults
+@pytest.mark.postgres  # concurrent writers; SQLite serialises them anyway
 def test_two_processes_publishing_one_draft_at_once_give_one_version(transactional_db):
     LeadFactory.create_batch(20)
     draft = ruleset_import(GENEROUS)
@@ -190,7 +191,8 @@ def test_two_processes_publishing_one_draft_at_once_give_one_version(transaction
     connection.close()
 
 
-@pytest.mark.postgres
+@pytest.mark.faults
+@pytest.mark.postgres  # concurrent writers; SQLite serialises them anyway
 def test_two_processes_starting_a_rescore_at_once_get_one_run(transactional_db):
     LeadFactory.create_batch(20)
     ruleset_import(GENEROUS, publish=True, user=None)

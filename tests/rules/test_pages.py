@@ -291,3 +291,25 @@ def test_a_preview_page_polls_until_done_and_then_shows_results(
     assert "vendor/plotly/plotly.min.js" in done
     # Managers may look at it, too.
     assert client_as("manager").get(f"/rules/previews/{preview_id}/").status_code == 200
+
+
+def test_a_failed_run_can_be_rescored_again_from_its_page(
+    client_as, live, sent_tasks, django_capture_on_commit_callbacks
+):
+    from scoring.jobs import job_fail
+    from scoring.services.rescore import CHUNK_TASK, rescore_all
+
+    LeadFactory.create_batch(3)
+    run = rescore_all(rule_set=live, inline=False)
+    job_fail(RescoreRun.objects.filter(pk=run.pk), "Stalled: sent 6 times without finishing")
+    ops, manager = client_as("ops"), client_as("manager")
+
+    assert "Rescore again" in ops.get(f"/rules/runs/{run.pk}/").content.decode()
+    assert "Rescore again" not in manager.get(f"/rules/runs/{run.pk}/").content.decode()
+    assert manager.post(f"/rules/{live.pk}/rescore/").status_code == 403
+    with django_capture_on_commit_callbacks(execute=True):
+        response = ops.post(f"/rules/{live.pk}/rescore/")
+
+    again = RescoreRun.objects.exclude(pk=run.pk).get()
+    assert response["Location"] == f"/rules/runs/{again.pk}/"
+    assert sent_tasks.named(CHUNK_TASK) == [[chunk.pk] for chunk in again.chunks.order_by("pk")]

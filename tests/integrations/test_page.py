@@ -94,6 +94,7 @@ def test_sync_now_with_the_broker_down_says_so_instead_of_failing(
     page = response.content.decode()
     assert "sync queued; will start when the worker is reachable" in page
     assert SyncRun.objects.get().status == "queued"
+    assert "<td>Queued</td>" in page  # the run's row on mixpanel's card
 
 
 def test_the_schedule_is_a_periodic_task_per_vendor(client_as):

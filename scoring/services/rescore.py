@@ -80,7 +80,7 @@ class NoLiveRuleSet(Exception):
 
 
 class RescoreBusy(Exception):
-    """A bulk run of the rule set is already under way (one active run per rule set)."""
+    """The live rule set kept changing while a write tried to lock it (publishes in a row)."""
 
 
 SUPERSEDED_ERROR = (
@@ -474,9 +474,9 @@ def rescore_all(
     Leads are split into id-range chunks. With `inline` the chunks run here, one after another
     (management commands); otherwise each chunk is a Celery task, so several workers share
     the work. A run already queued or running for the same rule set is returned instead of
-    starting a second one (a database constraint allows one active run per rule set).
-    Raises NoLiveRuleSet when there is nothing to score with, and RescoreBusy when `as_of` is
-    given while a run of the rule set is under way."""
+    starting a second one (a database constraint allows one active run per rule set); with
+    `as_of` given, the run under way is superseded by the new one instead. Raises
+    NoLiveRuleSet when there is nothing to score with."""
     rule_set = rule_set or live_rule_set()
     if rule_set is None:
         raise NoLiveRuleSet("No rule set is published yet: import or publish one first.")
@@ -486,6 +486,11 @@ def rescore_all(
             .filter(rule_set=rule_set, status__in=ACTIVE)
             .first()
         )
+        if active is not None and as_of is not None:
+            # A rescore as of a given time replaces the run under way: it rescores every
+            # lead too, and the latest request wins.
+            runs_supersede(RescoreRun.objects.filter(pk=active.pk))
+            active = None
         if active is None:
             try:
                 # The partial unique index `one_active_run_per_rule_set` decides between two
@@ -500,11 +505,6 @@ def rescore_all(
             except IntegrityError:
                 active = RescoreRun.objects.get(rule_set=rule_set, status__in=ACTIVE)
         if active is not None:
-            if as_of is not None:
-                raise RescoreBusy(
-                    f"Run #{active.pk} of v{rule_set.version} is under way; rescore as of "
-                    "another time once it has finished."
-                )
             # Join the run under way instead of writing the same scores twice.
             pending = list(active.chunks.exclude(status=RescoreChunk.Status.DONE))
             if inline:

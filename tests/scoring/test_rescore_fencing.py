@@ -139,10 +139,15 @@ def test_a_database_constraint_allows_one_active_run_per_rule_set(leads):
     RescoreRun.objects.create(rule_set=live)
 
 
-def test_rescoring_the_past_while_a_run_is_under_way_is_refused_clearly(leads):
-    ruleset_import(GENEROUS, publish=True)
-    with pytest.raises(rescore.RescoreBusy, match="under way"):
-        rescore.rescore_all(as_of=NOW, inline=True)
+def test_a_rescore_as_of_a_given_time_supersedes_the_run_under_way(leads):
+    live = ruleset_import(GENEROUS, publish=True)
+    queued = RescoreRun.objects.get(rule_set=live)
+
+    run = rescore.rescore_all(as_of=NOW, inline=True)
+
+    queued.refresh_from_db()
+    assert queued.status == JobStatus.SUPERSEDED
+    assert run.status == JobStatus.DONE and run.leads_scored == 150
 
 
 def test_publishing_a_draft_twice_gives_one_version_and_one_run(leads):

@@ -10,7 +10,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_datetime
 
-from scoring.services.rescore import NoLiveRuleSet, RescoreBusy, rescore_all, rescore_due
+from scoring.services.rescore import NoLiveRuleSet, rescore_all, rescore_due
 
 
 class Command(BaseCommand):
@@ -58,7 +58,7 @@ class Command(BaseCommand):
             return
         try:
             run = rescore_all(as_of=as_of, inline=True)
-        except (NoLiveRuleSet, RescoreBusy) as exc:
+        except NoLiveRuleSet as exc:
             raise CommandError(str(exc)) from None
         summary = {
             "run": run.pk,

@@ -131,6 +131,19 @@ def job_claim(
     )
 
 
+def job_claimable(jobs: models.QuerySet) -> models.QuerySet:
+    """The rows of `jobs` that a delivered task may (re)start: queued ones, and running ones
+    whose heartbeat is older than the hard task time limit (their worker is certainly gone:
+    a live task would have been stopped by then). A running job with a fresher heartbeat
+    belongs to a live worker, so a duplicate delivery (a re-send by `jobs_resend` of a message
+    that was only waiting in a busy queue) leaves it alone."""
+    cutoff = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    return jobs.filter(
+        models.Q(status=JobStatus.QUEUED)
+        | models.Q(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff)
+    )
+
+
 def job_heartbeat(
     jobs: models.QuerySet,
     *,

@@ -64,6 +64,7 @@ from scoring.jobs import (
     UNREACHABLE_KEEP,
     dispatch,
     job_claim,
+    job_claimable,
     job_fail,
     job_finish,
     job_heartbeat,
@@ -119,10 +120,12 @@ def preview_start(rule_set: RuleSet, *, user: Any = None) -> PreviewRun:
 
 def preview_execute(preview_id: int) -> PreviewRun:
     """Run a queued preview and store its result. A preview already finished is returned as
-    is; one left running by a lost worker is run again (it writes nothing but its own row)."""
+    is; one left running by a lost worker (no heartbeat for the task time limit) is run again
+    (it writes nothing but its own row), one running elsewhere is left alone."""
     run = PreviewRun.objects.select_related("rule_set", "baseline").get(pk=preview_id)
     this = PreviewRun.objects.filter(pk=run.pk)
-    if not job_claim(this, statuses=ACTIVE, progress_done=0, progress_total=PROGRESS_SCALE):
+    claimable = job_claimable(this)
+    if not job_claim(claimable, statuses=ACTIVE, progress_done=0, progress_total=PROGRESS_SCALE):
         return run
 
     def progress(fraction: float) -> None:

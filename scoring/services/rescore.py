@@ -562,15 +562,23 @@ def rescore_chunk(chunk_id: int) -> ScoringOutcome:
     """Score one chunk and record it, in one transaction. Safe to run twice: the chunk row is
     locked, and a chunk already done is skipped."""
     with transaction.atomic():
+        # The rule set's lock before the chunk's, in the order a publish takes them (rule
+        # set, then the runs and chunks it supersedes), so the two cannot deadlock.
+        rule_set_id = RescoreChunk.objects.values_list("run__rule_set_id", flat=True).get(
+            pk=chunk_id
+        )
+        live = rule_set_is_live(rule_set_id)
+        # Only the chunk's row (`of`): locking the joined run and rule set too would make
+        # every chunk of a run wait for the one before it, and upgrade the shared lock above.
         chunk = (
-            RescoreChunk.objects.select_for_update()
+            RescoreChunk.objects.select_for_update(of=("self",))
             .select_related("run__rule_set")
             .get(pk=chunk_id)
         )
         if chunk.status == RescoreChunk.Status.DONE:
             return ScoringOutcome(chunk.leads_scored, chunk.leads_changed)
         run = chunk.run
-        if chunk.status == JobStatus.SUPERSEDED or not rule_set_is_live(run.rule_set_id):
+        if chunk.status == JobStatus.SUPERSEDED or not live:
             # The fence: a chunk of a superseded run (redelivered late, or running while a
             # newer version was published) writes nothing; the live version's run covers it.
             runs_supersede(RescoreRun.objects.filter(pk=run.pk))

@@ -56,6 +56,23 @@ def test_a_job_is_claimed_once(db):
     assert job.started_at is not None and job.heartbeat_at is not None
 
 
+def test_a_running_job_is_claimable_again_only_once_its_worker_is_surely_gone(db, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from scoring.jobs import job_claimable
+
+    queued, running = a_job(), a_job()
+    job_claim(this(running))
+    assert job_claimable(this(queued)).exists()
+    # A live worker's job: a duplicate delivery (a re-send) leaves it alone.
+    assert not job_claimable(this(running)).exists()
+    old = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 1)
+    this(running).update(heartbeat_at=old)
+    assert job_claimable(this(running)).exists()
+
+
 def test_a_claim_clears_the_message_a_job_waited_with(db):
     job = a_job(error="Queued; will start when the worker is reachable")
     job_claim(this(job))

@@ -256,14 +256,23 @@ def test_with_the_broker_stopped_publish_sync_webhook_and_ingest_are_done_once_i
     monkeypatch,
 ):
     from rest_framework.test import APIClient
+    from werkzeug import Response
 
     from integrations.models import SyncRun
     from scoring.services.preview import preview_start
-    from tests.connectors.test_hubspot import FakeSearch, payload_contacts
+    from tests.connectors.test_hubspot import BATCH_UPDATE, FakeSearch, payload_contacts
     from tests.integrations.test_webhooks import SECRET
     from tests.integrations.test_webhooks import post as webhook_post
 
     FakeSearch(hubspot_env, payload_contacts(), result_limit=10_000)
+
+    def batch_update(request):  # the scores pushed back once the run is done (timing varies)
+        inputs = request.get_json()["inputs"]
+        return Response(
+            json.dumps({"status": "COMPLETE", "results": inputs}), content_type="application/json"
+        )
+
+    hubspot_env.expect_request(BATCH_UPDATE, method="POST").respond_with_handler(batch_update)
     monkeypatch.setenv("HUBSPOT_APP_SECRET", SECRET)
     draft = ruleset_import(GENEROUS)
     ops, admin = client_as("ops"), client_as("admin")

@@ -52,7 +52,15 @@ from integrations.lead_staging import LeadStage
 from leadscoring.db import is_postgres
 from scoring import strict_json
 from scoring.engine import gc_paused
-from scoring.jobs import JobStatus, dispatch, job_claim, job_fail, job_finish, job_heartbeat
+from scoring.jobs import (
+    UNREACHABLE_KEEP,
+    JobStatus,
+    dispatch,
+    job_claim,
+    job_fail,
+    job_finish,
+    job_heartbeat,
+)
 from scoring.models import LifecycleStage
 from scoring.services.events import EventInput, events_ingest, parse_event_item, parse_timestamp
 from scoring.services.leads import LeadUpsert, leads_bulk_upsert
@@ -1067,7 +1075,13 @@ def import_job_create(
             atomic=atomic,
             created_by=user if getattr(user, "is_authenticated", False) else None,
         )
-        # A broker outage fails the job with a clear message on the page, not a 500.
-        dispatch(IMPORT_TASK, [job.pk], jobs=ImportJob.objects.filter(pk=job.pk))
+        # A broker outage leaves the job queued, saying it will start when the worker is
+        # reachable; the jobs sweep sends it once the broker is back. Never a 500.
+        dispatch(
+            IMPORT_TASK,
+            [job.pk],
+            jobs=ImportJob.objects.filter(pk=job.pk),
+            unreachable=UNREACHABLE_KEEP,
+        )
     logger.info("import.job.queued job=%s kind=%s", job.pk, kind)
     return job

@@ -89,6 +89,9 @@ def connection_overview(vendor: str) -> dict[str, Any]:
         status = "paused"
     elif config_error or secrets_error:
         status = "not configured"
+    elif runs and runs[0]["status"] == "queued":
+        # Requested (sync now, webhook) and waiting for a worker; the run's row says why.
+        status = "queued"
     elif runs and runs[0]["status"] in ("failed", "abandoned"):
         status = "error"
     else:

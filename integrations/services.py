@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -64,7 +65,16 @@ from integrations.connectors.hubspot import HubSpotConnector
 from integrations.connectors.mixpanel import MixpanelConnector
 from integrations.connectors.salesforce import SalesforceConnector
 from integrations.models import CRM_VENDORS, Connection, SyncRun, Vendor, WebhookDelivery
-from scoring.jobs import Dispatch, dispatch, job_fail, job_finish, job_heartbeat
+from scoring.jobs import (
+    UNREACHABLE_KEEP,
+    Dispatch,
+    JobStatus,
+    dispatch,
+    job_claim,
+    job_fail,
+    job_finish,
+    job_heartbeat,
+)
 from scoring.models import Identity
 from scoring.services.events import EventInput, events_ingest
 from scoring.services.leads import LeadUpsert, leads_bulk_upsert
@@ -389,18 +399,28 @@ def runs_reap_abandoned(connection: Connection | None = None) -> int:
     return reaped
 
 
-def _claim(connection: Connection, *, full: bool, trigger: str) -> SyncRun:
+def _claim(
+    connection: Connection, *, full: bool, trigger: str, run_id: int | None = None
+) -> SyncRun:
     now = timezone.now()
     with transaction.atomic():
-        # Created running: the claim of the connection is the job's claim.
-        run = SyncRun.objects.create(
-            connection=connection,
-            full=full,
-            trigger=trigger,
-            status=SyncRun.Status.RUNNING,
-            started_at=now,
-            heartbeat_at=now,
-        )
+        if run_id is None:
+            # Created running: the claim of the connection is the job's claim.
+            run = SyncRun.objects.create(
+                connection=connection,
+                full=full,
+                trigger=trigger,
+                status=SyncRun.Status.RUNNING,
+                started_at=now,
+                heartbeat_at=now,
+            )
+        else:
+            # A requested run (sync now, webhook) waits queued until its task claims it; a
+            # second delivery of the task finds it taken.
+            requested = SyncRun.objects.filter(pk=run_id, connection=connection)
+            if not job_claim(requested):
+                raise SyncNotStarted(f"sync run {run_id} was already started")
+            run = requested.get()
         claimed = Connection.objects.filter(pk=connection.pk, current_run__isnull=True).update(
             current_run=run
         )
@@ -505,9 +525,12 @@ def sync_run(
     trigger: str = "command",
     time_budget: float | None = None,
     connector: Connector | None = None,
+    run_id: int | None = None,
 ) -> SyncRun:
     """Sync ``vendor`` from its stored cursor (from scratch when ``full``); see the module
-    docstring for the contract.
+    docstring for the contract. ``run_id`` names a queued run that a request recorded
+    (`sync_enqueue`, the webhook): it becomes this run, and a run already started raises
+    :class:`SyncNotStarted` (a second delivery of its task).
 
     ``time_budget`` (seconds) stops after the batch that exhausts it with status
     ``partial``: the cursor is committed and a follow-up run continues (the Celery task
@@ -517,14 +540,20 @@ def sync_run(
     connection = connection_get(vendor)
     runs_reap_abandoned(connection)
     connection.refresh_from_db()
-    if connection.paused_until and connection.paused_until > timezone.now():
-        raise SyncPaused(
-            f"{vendor} is paused until {connection.paused_until.isoformat()} "
-            f"({connection.pause_reason or 'daily API limit'})",
-            connection.paused_until,
-        )
-    connector = connector or build_connector(vendor, connection)
-    run = _claim(connection, full=full, trigger=trigger)
+    try:
+        if connection.paused_until and connection.paused_until > timezone.now():
+            raise SyncPaused(
+                f"{vendor} is paused until {connection.paused_until.isoformat()} "
+                f"({connection.pause_reason or 'daily API limit'})",
+                connection.paused_until,
+            )
+        connector = connector or build_connector(vendor, connection)
+    except (SyncPaused, ImproperlyConfigured) as exc:
+        if run_id is not None:
+            # The requested run will not start by waiting: say why on its row.
+            job_fail(SyncRun.objects.filter(pk=run_id), str(exc), error_kind="not_started")
+        raise
+    run = _claim(connection, full=full, trigger=trigger, run_id=run_id)
     _log("sync.run.started", run=run.pk, vendor=vendor, full=full, trigger=trigger)
     started = time.monotonic()
     usage: dict[str, Any] = {}
@@ -774,7 +803,7 @@ def connection_settings_save(
 def hubspot_webhook_receive(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Take a verified HubSpot webhook delivery: ignore event ids seen before, detach deleted
     contacts at once, and enqueue one incremental sync for the contacts named (after the
-    commit). Returns ``{"received", "new", "replayed", "contacts"}``."""
+    commit). Returns ``{"received", "new", "replayed", "contacts", "deleted", "queued"}``."""
     by_id: dict[str, dict[str, Any]] = {}
     for event in events:
         event_id = str(event.get("eventId") or "").strip()
@@ -802,16 +831,26 @@ def hubspot_webhook_receive(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if deleted:
             identities_remove("hubspot", deleted)
         contacts = sorted(changed - deleted)
+        handle = None
         if contacts:
-            # A broker outage is logged, not raised: HubSpot would only resend the delivery,
-            # whose event ids are now recorded; the next scheduled sync fetches the change.
-            dispatch(WEBHOOK_SYNC_TASK_NAME, [contacts])
+            # The sync is recorded as a queued run in the same transaction as the delivery's
+            # event ids: with the broker down it waits, and the jobs sweep sends it once the
+            # broker is back (HubSpot's retry would only be answered "replayed").
+            handle = _sync_request(
+                connection_get("hubspot"),
+                full=False,
+                trigger="webhook",
+                task=WEBHOOK_SYNC_TASK_NAME,
+                args=[contacts],
+            )
     summary = {
         "received": len(events),
         "new": len(new),
         "replayed": len(by_id) - len(new),
         "contacts": len(changed - deleted),
         "deleted": len(deleted),
+        # True when the broker could not be reached: the sync waits queued (see above).
+        "queued": bool(handle is not None and handle.sent is False),
     }
     _log("sync.webhook.received", source="hubspot", **summary)
     return summary
@@ -872,7 +911,30 @@ def schedule_set(vendor: str, *, every_minutes: int, enabled: bool) -> Any:
 
 
 def sync_enqueue(vendor: str, *, full: bool = False) -> Dispatch:
-    """ "Sync now" from the page: enqueue a sync task after the commit. The returned
-    `Dispatch` says whether the broker took it (`sent` is False when it was unreachable)."""
-    _check_vendor(vendor)
-    return dispatch(SYNC_TASK_NAME, [vendor, full, "manual"])
+    """ "Sync now" from the page: record the request as a queued run and send its task after
+    the commit. The returned `Dispatch` says whether the broker took it (`sent` is False when
+    it was unreachable: the run then waits queued, saying it will start when the worker is
+    reachable, and the jobs sweep sends it once the broker is back)."""
+    return _sync_request(
+        connection_get(vendor),
+        full=full,
+        trigger="manual",
+        task=SYNC_TASK_NAME,
+        args=[vendor, full, "manual"],
+    )
+
+
+def _sync_request(
+    connection: Connection, *, full: bool, trigger: str, task: str, args: list[Any]
+) -> Dispatch:
+    """A queued run of `connection` and its task (the run's id appended to `args`), sent
+    after the commit of the caller's transaction; kept queued while the broker is down."""
+    run = SyncRun.objects.create(
+        connection=connection, full=full, trigger=trigger, status=JobStatus.QUEUED
+    )
+    return dispatch(
+        task,
+        [*args, run.pk],
+        jobs=SyncRun.objects.filter(pk=run.pk),
+        unreachable=UNREACHABLE_KEEP,
+    )

@@ -42,12 +42,14 @@ _RETRY = {
 
 
 @shared_task(bind=True, **_RETRY)
-def sync_task(self, vendor: str, full: bool = False, trigger: str = "schedule") -> int | None:
+def sync_task(
+    self, vendor: str, full: bool = False, trigger: str = "schedule", run_id: int | None = None
+) -> int | None:
     """Sync one vendor for at most the time budget; continue in a follow-up task.
 
-    A busy or paused connection is skipped (the schedule comes back); a burst rate limit is
-    retried after the vendor's ``retry_after``; an exhausted transient error retries with
-    backoff."""
+    A busy or paused connection is skipped (the schedule comes back; a requested run,
+    ``run_id``, stays queued for the jobs sweep); a burst rate limit is retried after the
+    vendor's ``retry_after``; an exhausted transient error retries with backoff."""
     if trigger == "schedule" and not sync_services.connection_get(vendor).enabled:
         return None
     try:
@@ -56,6 +58,7 @@ def sync_task(self, vendor: str, full: bool = False, trigger: str = "schedule") 
             full=full,
             trigger=trigger,
             time_budget=integration_config.sync_time_budget() or None,
+            run_id=run_id,
         )
     except sync_services.SyncNotStarted:
         return None
@@ -113,11 +116,12 @@ def webhook_deliveries_prune_task() -> int:
 
 
 @shared_task(bind=True, acks_late=True, max_retries=20, autoretry_for=(TransientError,))
-def hubspot_webhook_sync_task(self, object_ids: list[str]) -> int | None:
-    """An incremental HubSpot sync for contacts a webhook named. If a sync is already
-    running it may have passed them, so try again shortly rather than drop the change."""
+def hubspot_webhook_sync_task(self, object_ids: list[str], run_id: int | None = None) -> int | None:
+    """An incremental HubSpot sync for contacts a webhook named (the queued run ``run_id``
+    the intake recorded). If a sync is already running it may have passed them, so try again
+    shortly rather than drop the change."""
     try:
-        run = sync_services.sync_run("hubspot", trigger="webhook")
+        run = sync_services.sync_run("hubspot", trigger="webhook", run_id=run_id)
     except sync_services.SyncBusy as exc:
         raise self.retry(countdown=30) from exc
     except sync_services.SyncNotStarted:

@@ -95,10 +95,10 @@ def sync_now(request: HttpRequest, vendor: str) -> HttpResponse:
     full = request.POST.get("full") == "1"
     sent = services.sync_enqueue(_vendor(vendor), full=full)
     if sent.sent is False:
-        messages.error(
+        messages.warning(
             request,
-            f"{vendor}: the task queue could not be reached ({sent.error}); "
-            "the sync was not started. Try again once the worker is back.",
+            f"{vendor} sync queued; will start when the worker is reachable (the task queue "
+            f"could not be reached: {sent.error}).",
         )
     else:
         messages.info(request, f"{vendor} {'full ' if full else ''}sync queued.")

@@ -31,7 +31,8 @@ def hubspot_webhook(request: HttpRequest) -> HttpResponse:
     """``POST /integrations/hubspot/webhook``: verify the v3 signature (401 when it is
     missing, wrong, older than 5 minutes or more than 60 s in the future), then hand the
     events to the service, which ignores replayed event ids and enqueues the sync. Answers at
-    once."""
+    once: 200, or 202 when the task queue was unreachable (the sync is recorded and runs once
+    it is back)."""
     secret = integration_config.hubspot_app_secret(services.connection_get("hubspot"))
     if not secret:
         logger.warning("sync.webhook.refused source=hubspot reason=no_app_secret")
@@ -59,4 +60,6 @@ def hubspot_webhook(request: HttpRequest) -> HttpResponse:
         events = [events]
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         return JsonResponse({"error": "expected a list of events"}, status=400)
-    return JsonResponse(services.hubspot_webhook_receive(events), status=200)
+    summary = services.hubspot_webhook_receive(events)
+    # 202 when the broker was down: accepted and recorded; the sync runs once it is back.
+    return JsonResponse(summary, status=202 if summary["queued"] else 200)

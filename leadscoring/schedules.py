@@ -12,6 +12,20 @@ SCORE_PUSH_INTERVAL_SECONDS = env_int("SCORE_PUSH_INTERVAL_SECONDS", 300, minimu
 TIME_RESCORE_INTERVAL_SECONDS = env_int("TIME_RESCORE_INTERVAL_SECONDS", 900, minimum=30)
 
 CELERY_BEAT_SCHEDULE = {
+    # Bulk rescore runs: superseded ones ended, stalled chunks sent again (within minutes, not
+    # at the broker's visibility timeout), hopeless ones failed (scoring.services.rescore).
+    "rescore-runs-sweep": {
+        "task": "scoring.tasks.rescore_runs_sweep_task",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
+    # Queued jobs whose task the broker missed (down, restarted) are sent again: publish,
+    # preview, training, import, sync now, webhook intake (scoring.jobs.jobs_resend).
+    "jobs-resend": {
+        "task": "scoring.jobs_tasks.jobs_resend_task",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
     "rescore-pending-sweep": {
         "task": "scoring.tasks.rescore_pending_sweep_task",
         "schedule": 30.0,

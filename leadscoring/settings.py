@@ -269,6 +269,12 @@ CELERY_TIMEZONE = TIME_ZONE
 
 # Scoring behaviour.
 RESCORE_CHUNK_SIZE = env_int("RESCORE_CHUNK_SIZE", 20000, minimum=100)
+# Fault recovery (docs/operations.md): a bulk run without progress for this long has its
+# unfinished chunks sent again; a chunk sent this many times without finishing fails its run;
+# any other queued job whose task has not started within JOB_RESEND_SECONDS is sent again.
+RESCORE_STALL_SECONDS = env_int("RESCORE_STALL_SECONDS", 120, minimum=5)
+RESCORE_CHUNK_MAX_ATTEMPTS = env_int("RESCORE_CHUNK_MAX_ATTEMPTS", 6, minimum=1)
+JOB_RESEND_SECONDS = env_int("JOB_RESEND_SECONDS", 120, minimum=5)
 SCORE_HISTORY_DELTA = env_int("SCORE_HISTORY_DELTA", 10, minimum=1)
 QUALIFY_HYSTERESIS_POINTS = env_int("QUALIFY_HYSTERESIS_POINTS", 5, minimum=0)
 REALTIME_RESCORE_DELAY_SECONDS = env_float("REALTIME_RESCORE_DELAY_SECONDS", 0.05)

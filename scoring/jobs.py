@@ -22,12 +22,16 @@ job's status and error instead of a 500.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Literal
 
+from django.conf import settings
 from django.db import models, transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -48,6 +52,7 @@ class JobStatus(models.TextChoices):
     RATE_LIMITED = "rate_limited", "Rate limited (retrying)"
     PAUSED = "paused", "Paused (daily API limit)"
     ABANDONED = "abandoned", "Abandoned (worker stopped)"
+    SUPERSEDED = "superseded", "Superseded (a newer version is live)"
 
 
 #: A job in one of these is not over yet.
@@ -89,6 +94,10 @@ class Job(models.Model):
     task_name = models.CharField(max_length=200, blank=True, default="")
     task_args = models.JSONField(default=list, blank=True)
 
+    #: Whether `jobs_resend` sends this kind's queued tasks again (a kind with its own sweep
+    #: says no).
+    resend_by_jobs_sweep: ClassVar[bool] = True
+
     class Meta:
         abstract = True
 
@@ -119,6 +128,19 @@ def job_claim(
     now = timezone.now()
     return jobs.filter(status__in=list(statuses)).update(
         status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, error="", **fields
+    )
+
+
+def job_claimable(jobs: models.QuerySet) -> models.QuerySet:
+    """The rows of `jobs` that a delivered task may (re)start: queued ones, and running ones
+    whose heartbeat is older than the hard task time limit (their worker is certainly gone:
+    a live task would have been stopped by then). A running job with a fresher heartbeat
+    belongs to a live worker, so a duplicate delivery (a re-send by `jobs_resend` of a message
+    that was only waiting in a busy queue) leaves it alone."""
+    cutoff = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    return jobs.filter(
+        models.Q(status=JobStatus.QUEUED)
+        | models.Q(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff)
     )
 
 
@@ -240,3 +262,43 @@ def _mark_unreachable(jobs: models.QuerySet, error: str, unreachable: Unreachabl
     if unreachable == UNREACHABLE_KEEP:
         return queued.update(error=BROKER_DOWN_QUEUED.format(error=error))
     return job_fail(queued, BROKER_DOWN_FAILED.format(error=error))
+
+
+def jobs_resend(now: datetime | None = None) -> int:
+    """Beat: send again the task of every queued job whose task has not started within
+    JOB_RESEND_SECONDS of its last send, for every kind of job (preview, training, import,
+    sync now, webhook intake, ...). This is what makes a dispatch survive the broker: the
+    intent is the job row, written in the same transaction as the action, and a message the
+    broker never took (it was down) or lost (a restart without persistence) is sent again
+    once it is back. Each task claims its job, so a late duplicate does nothing.
+
+    The `heartbeat_at` of a queued row is when its task was last sent by this sweep (its
+    creation before that). Rows that share one task (a training run's models) are sent
+    once. Kinds with their own sweep opt out (`resend_by_jobs_sweep = False`). Returns how
+    many tasks were sent."""
+    from django.apps import apps
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.JOB_RESEND_SECONDS)
+    sent = 0
+    for model in apps.get_models():
+        if not issubclass(model, Job) or not model.resend_by_jobs_sweep:
+            continue
+        stale = (
+            model.objects.filter(status=JobStatus.QUEUED)
+            .exclude(task_name="")
+            .alias(last_sent=Coalesce("heartbeat_at", "created_at"))
+            .filter(last_sent__lt=cutoff)
+        )
+        tasks: dict[tuple[str, str], list[int]] = {}
+        for pk, name, args in stale.values_list("pk", "task_name", "task_args"):
+            tasks.setdefault((name, json.dumps(args)), []).append(pk)
+        for (name, args_json), pks in tasks.items():
+            with transaction.atomic():
+                rows = model.objects.filter(pk__in=pks, status=JobStatus.QUEUED)
+                if rows.update(heartbeat_at=now):
+                    dispatch(name, json.loads(args_json), jobs=rows, unreachable=UNREACHABLE_KEEP)
+                    sent += 1
+    if sent:
+        logger.warning("jobs.resent tasks=%s", sent)
+    return sent

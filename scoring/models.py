@@ -395,6 +395,16 @@ class RescoreRun(Job):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
 
+    class Meta:
+        constraints = [
+            # One active bulk run per rule set: two callers at once get one run.
+            models.UniqueConstraint(
+                fields=["rule_set"],
+                condition=Q(status__in=["queued", "running"]),
+                name="one_active_run_per_rule_set",
+            )
+        ]
+
 
 class RescoreChunk(Job):
     """One id range of a rescore run; failed chunks go back to queued until their last try."""
@@ -405,6 +415,9 @@ class RescoreChunk(Job):
     attempts = models.IntegerField(default=0)
     leads_scored = models.IntegerField(default=0)
     leads_changed = models.IntegerField(default=0)
+
+    # Lost chunks are sent again by the runs sweep (scoring.services.rescore), with its bounds.
+    resend_by_jobs_sweep = False
 
 
 class Feedback(models.Model):

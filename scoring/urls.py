@@ -33,6 +33,7 @@ urlpatterns: list = [
     path("rules/<int:rule_set_id>/history/", rule_views.rule_set_history, name="rules-history"),
     path("rules/<int:rule_set_id>/publish/", rule_views.rule_set_publish, name="rules-publish"),
     path("rules/<int:rule_set_id>/rollback/", rule_views.rule_set_publish, name="rules-rollback"),
+    path("rules/<int:rule_set_id>/rescore/", rule_views.rule_set_rescore, name="rules-rescore"),
     path("rules/<int:rule_set_id>/preview/", rule_views.preview_new, name="rules-preview-new"),
     path(
         "rules/<int:rule_set_id>/<str:section>/",

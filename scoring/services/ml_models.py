@@ -1,7 +1,8 @@
 """The models page's jobs: start a training run, and refresh the active model's stored
 probabilities after a model is activated, rolled back or deactivated. The tasks are sent
-after the commit by `scoring.jobs.dispatch`; a broker outage fails the training run with a
-clear message on its rows (the page shows it) instead of an error page."""
+after the commit by `scoring.jobs.dispatch`; a broker outage leaves the training run queued
+with a message on its rows (the page shows it) and the jobs sweep sends it once the broker is
+back, instead of an error page."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from django.db import transaction
 
-from scoring.jobs import Dispatch, dispatch
+from scoring.jobs import UNREACHABLE_KEEP, Dispatch, dispatch
 from scoring.ml import registry
 from scoring.ml.training import start_training, training_in_progress
 from scoring.models import MLModel
@@ -37,6 +38,7 @@ def training_request(*, label_stage: str, user: Any = None) -> str:
             TRAIN_TASK,
             [user_id, label_stage, run_key],
             jobs=MLModel.objects.filter(run_key=run_key),
+            unreachable=UNREACHABLE_KEEP,
         )
     logger.info("ml.training.requested run=%s", run_key)
     return run_key

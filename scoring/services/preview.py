@@ -61,8 +61,10 @@ from scoring.engine import (
 from scoring.jobs import (
     ACTIVE,
     PROGRESS_SCALE,
+    UNREACHABLE_KEEP,
     dispatch,
     job_claim,
+    job_claimable,
     job_fail,
     job_finish,
     job_heartbeat,
@@ -104,18 +106,26 @@ def preview_start(rule_set: RuleSet, *, user: Any = None) -> PreviewRun:
         baseline=live_rule_set(),
         requested_by=user if getattr(user, "is_authenticated", False) else None,
     )
-    # A broker outage fails the preview with a clear message on the page, not a 500.
-    dispatch(PREVIEW_TASK, [run.pk], jobs=PreviewRun.objects.filter(pk=run.pk))
+    # A broker outage leaves the preview queued, saying it will start when the worker is
+    # reachable; the jobs sweep sends it once the broker is back. Never a 500.
+    dispatch(
+        PREVIEW_TASK,
+        [run.pk],
+        jobs=PreviewRun.objects.filter(pk=run.pk),
+        unreachable=UNREACHABLE_KEEP,
+    )
     logger.info("preview.queued preview=%s ruleset=%s", run.pk, rule_set.pk)
     return run
 
 
 def preview_execute(preview_id: int) -> PreviewRun:
     """Run a queued preview and store its result. A preview already finished is returned as
-    is; one left running by a lost worker is run again (it writes nothing but its own row)."""
+    is; one left running by a lost worker (no heartbeat for the task time limit) is run again
+    (it writes nothing but its own row), one running elsewhere is left alone."""
     run = PreviewRun.objects.select_related("rule_set", "baseline").get(pk=preview_id)
     this = PreviewRun.objects.filter(pk=run.pk)
-    if not job_claim(this, statuses=ACTIVE, progress_done=0, progress_total=PROGRESS_SCALE):
+    claimable = job_claimable(this)
+    if not job_claim(claimable, statuses=ACTIVE, progress_done=0, progress_total=PROGRESS_SCALE):
         return run
 
     def progress(fraction: float) -> None:

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, QuerySet
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from leadscoring.db import db_datetime, is_postgres
@@ -76,6 +77,16 @@ CRM_PUSH_TASK = "integrations.tasks.push_scores_after_rescore_task"
 
 class NoLiveRuleSet(Exception):
     """There is no published rule set to score with."""
+
+
+class RescoreBusy(Exception):
+    """The live rule set kept changing while a write tried to lock it (publishes in a row)."""
+
+
+SUPERSEDED_ERROR = (
+    "Superseded: a newer rule set version was published before this run finished; the new "
+    "version's own run rescores every lead."
+)
 
 
 @dataclass(frozen=True)
@@ -463,7 +474,9 @@ def rescore_all(
     Leads are split into id-range chunks. With `inline` the chunks run here, one after another
     (management commands); otherwise each chunk is a Celery task, so several workers share
     the work. A run already queued or running for the same rule set is returned instead of
-    starting a second one. Raises NoLiveRuleSet when there is nothing to score with."""
+    starting a second one (a database constraint allows one active run per rule set); with
+    `as_of` given, the run under way is superseded by the new one instead. Raises
+    NoLiveRuleSet when there is nothing to score with."""
     rule_set = rule_set or live_rule_set()
     if rule_set is None:
         raise NoLiveRuleSet("No rule set is published yet: import or publish one first.")
@@ -473,7 +486,25 @@ def rescore_all(
             .filter(rule_set=rule_set, status__in=ACTIVE)
             .first()
         )
-        if active is not None and as_of is None:
+        if active is not None and as_of is not None:
+            # A rescore as of a given time replaces the run under way: it rescores every
+            # lead too, and the latest request wins.
+            runs_supersede(RescoreRun.objects.filter(pk=active.pk))
+            active = None
+        if active is None:
+            try:
+                # The partial unique index `one_active_run_per_rule_set` decides between two
+                # callers that both found no active run: the second waits for the first's
+                # commit, fails here, and joins the run the first created.
+                with transaction.atomic():
+                    run = RescoreRun.objects.create(
+                        rule_set=rule_set,
+                        as_of=as_of or timezone.now(),
+                        requested_by=user if getattr(user, "is_authenticated", False) else None,
+                    )
+            except IntegrityError:
+                active = RescoreRun.objects.get(rule_set=rule_set, status__in=ACTIVE)
+        if active is not None:
             # Join the run under way instead of writing the same scores twice.
             pending = list(active.chunks.exclude(status=RescoreChunk.Status.DONE))
             if inline:
@@ -481,11 +512,6 @@ def rescore_all(
                     rescore_chunk(chunk.pk)
                 active.refresh_from_db()
             return active
-        run = RescoreRun.objects.create(
-            rule_set=rule_set,
-            as_of=as_of or timezone.now(),
-            requested_by=user if getattr(user, "is_authenticated", False) else None,
-        )
         chunks = _plan_chunks(run)
         run.progress_total = len(chunks)
         if not chunks:
@@ -536,14 +562,28 @@ def rescore_chunk(chunk_id: int) -> ScoringOutcome:
     """Score one chunk and record it, in one transaction. Safe to run twice: the chunk row is
     locked, and a chunk already done is skipped."""
     with transaction.atomic():
+        # The rule set's lock before the chunk's, in the order a publish takes them (rule
+        # set, then the runs and chunks it supersedes), so the two cannot deadlock.
+        rule_set_id = RescoreChunk.objects.values_list("run__rule_set_id", flat=True).get(
+            pk=chunk_id
+        )
+        live = rule_set_is_live(rule_set_id)
+        # Only the chunk's row (`of`): locking the joined run and rule set too would make
+        # every chunk of a run wait for the one before it, and upgrade the shared lock above.
         chunk = (
-            RescoreChunk.objects.select_for_update()
+            RescoreChunk.objects.select_for_update(of=("self",))
             .select_related("run__rule_set")
             .get(pk=chunk_id)
         )
         if chunk.status == RescoreChunk.Status.DONE:
             return ScoringOutcome(chunk.leads_scored, chunk.leads_changed)
         run = chunk.run
+        if chunk.status == JobStatus.SUPERSEDED or not live:
+            # The fence: a chunk of a superseded run (redelivered late, or running while a
+            # newer version was published) writes nothing; the live version's run covers it.
+            runs_supersede(RescoreRun.objects.filter(pk=run.pk))
+            logger.info("rescore.chunk.superseded run=%s chunk=%s", run.pk, chunk_id)
+            return ScoringOutcome(0, 0)
         job_claim(RescoreRun.objects.filter(pk=run.pk))
         # The active model's probability first, so the rule set's blend uses a fresh one.
         refresh_probabilities(chunk.first_lead_id, chunk.last_lead_id, as_of=run.as_of)
@@ -584,6 +624,48 @@ def rescore_chunk(chunk_id: int) -> ScoringOutcome:
     return outcome
 
 
+def rule_set_is_live(rule_set_id: int) -> bool:
+    """Whether the rule set is the live one, read inside the caller's write transaction and
+    locked until it commits (PostgreSQL: FOR SHARE), so a publish cannot archive it between
+    this check and the write: the publish waits for the write, or the write sees the archive.
+    (SQLite takes the write lock at BEGIN IMMEDIATE, which serialises the two anyway.)"""
+    sql = "SELECT 1 FROM scoring_ruleset WHERE id = %s AND status = %s"
+    if is_postgres():
+        sql += " FOR SHARE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [rule_set_id, RuleSet.Status.PUBLISHED])
+        return cursor.fetchone() is not None
+
+
+def live_rule_set_for_write() -> RuleSet | None:
+    """The live rule set, locked as `rule_set_is_live` locks it, for a write in the caller's
+    transaction. A publish that commits between reading the live rule set and locking it
+    makes the lock find it archived: read the new one and try again."""
+    for _ in range(5):
+        rule_set = live_rule_set()
+        if rule_set is None or rule_set_is_live(rule_set.pk):
+            return rule_set
+    raise RescoreBusy("The live rule set kept changing; try again.")
+
+
+def runs_supersede(runs: QuerySet[RescoreRun]) -> int:
+    """End the active runs among `runs` (and their unfinished chunks) as superseded: their
+    rule set is no longer live. Returns how many runs this ended."""
+    ids = list(runs.filter(status__in=ACTIVE).values_list("pk", flat=True))
+    if not ids:
+        return 0
+    job_finish(
+        RescoreChunk.objects.filter(run_id__in=ids),
+        status=JobStatus.SUPERSEDED,
+        error=SUPERSEDED_ERROR,
+    )
+    ended = job_finish(
+        RescoreRun.objects.filter(pk__in=ids), status=JobStatus.SUPERSEDED, error=SUPERSEDED_ERROR
+    )
+    logger.info("rescore.runs.superseded runs=%s", ",".join(map(str, ids)))
+    return ended
+
+
 def _enqueue_crm_push(run_id: int) -> None:
     """After the run's last commit: the CRMs receive the scores it changed. A broker outage
     must not fail the rescore (dispatch only logs it); the next run pushes whatever is still
@@ -601,6 +683,76 @@ def rescore_chunk_failed(chunk_id: int, error: str, *, final: bool) -> None:
     run_id = chunk.values_list("run_id", flat=True).first()
     job_fail(RescoreRun.objects.filter(pk=run_id), error)
     logger.error("rescore.chunk.failed chunk=%s run=%s", chunk_id, run_id)
+
+
+@dataclass(frozen=True)
+class RunsSweep:
+    superseded: int
+    resent: int
+    failed: int
+
+
+def rescore_runs_sweep(now: dt.datetime | None = None) -> RunsSweep:
+    """Beat (every RESCORE_SWEEP_SECONDS): keep bulk runs moving, so that none stays queued
+    or running for ever.
+
+    - Active runs of a rule set that is no longer live end superseded.
+    - A run that has made no progress for RESCORE_STALL_SECONDS (a chunk's message was lost:
+      the worker's main process was killed, the broker restarted or was down when the run
+      started) has its unfinished chunks sent again, each at most once per that period. A
+      chunk already done is skipped by its task, so a late redelivery of the lost message
+      does nothing.
+    - A chunk sent RESCORE_CHUNK_MAX_ATTEMPTS times without finishing fails, failing its run
+      with a message saying so.
+
+    So with a worker and the broker reachable, a run ends (done, failed or superseded) at
+    most RESCORE_STALL_SECONDS x (RESCORE_CHUNK_MAX_ATTEMPTS + 1) plus one sweep after its
+    last progress."""
+    now = now or timezone.now()
+    superseded = runs_supersede(
+        RescoreRun.objects.exclude(rule_set__status=RuleSet.Status.PUBLISHED)
+    )
+    cutoff = now - dt.timedelta(seconds=settings.RESCORE_STALL_SECONDS)
+    stalled_runs = (
+        RescoreRun.objects.filter(status__in=ACTIVE)
+        .alias(last=Coalesce("heartbeat_at", "created_at"))
+        .filter(last__lt=cutoff)
+    )
+    stalled_chunks = (
+        RescoreChunk.objects.filter(run__in=stalled_runs, status=JobStatus.QUEUED)
+        .alias(last=Coalesce("heartbeat_at", "created_at"))
+        .filter(last__lt=cutoff)
+        .order_by("pk")
+    )
+    limit = settings.RESCORE_CHUNK_MAX_ATTEMPTS
+    resent = failed = 0
+    for chunk_id, run_id, attempts in stalled_chunks.values_list("pk", "run_id", "attempts"):
+        if attempts >= limit:
+            rescore_chunk_failed(
+                chunk_id,
+                f"Stalled: sent {attempts} times without finishing; rescore again from the "
+                "rule set's page.",
+                final=True,
+            )
+            failed += 1
+            continue
+        with transaction.atomic():
+            chunk = RescoreChunk.objects.filter(pk=chunk_id, status=JobStatus.QUEUED)
+            # heartbeat_at of a queued chunk: when it was last sent.
+            if chunk.update(attempts=F("attempts") + 1, heartbeat_at=now):
+                dispatch(
+                    CHUNK_TASK,
+                    [chunk_id],
+                    jobs=chunk,
+                    waiting=RescoreRun.objects.filter(pk=run_id),
+                    unreachable=UNREACHABLE_KEEP,
+                )
+                resent += 1
+    if superseded or resent or failed:
+        logger.warning(
+            "rescore.runs.swept superseded=%s resent=%s failed=%s", superseded, resent, failed
+        )
+    return RunsSweep(superseded, resent, failed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -636,6 +788,9 @@ def rescore_due(as_of: dt.datetime | None = None) -> DueOutcome:
     for start in range(0, len(due_ids), size):
         selection = LeadSelection(ids=tuple(due_ids[start : start + size]))
         with transaction.atomic():
+            if not rule_set_is_live(rule_set.pk):
+                # Published meanwhile: the new version's bulk run rescores every lead.
+                break
             # The active model's probability first, as in a bulk chunk, so the blend is fresh.
             refresh_lead_probabilities(selection.ids, as_of=as_of)
             outcome = rescore_selection(rule_set, selection, as_of)
@@ -653,14 +808,16 @@ def rescore_due(as_of: dt.datetime | None = None) -> DueOutcome:
 def rescore_leads(lead_ids: Sequence[int], *, as_of: dt.datetime | None = None) -> int:
     """Rescore these leads now with the live rule set; returns how many changed (0 when no
     rule set is live)."""
-    rule_set = live_rule_set()
     ids = sorted({int(i) for i in lead_ids})
-    if rule_set is None or not ids:
+    if not ids:
         return 0
     as_of = as_of or timezone.now()
     changed = 0
     size = settings.RESCORE_CHUNK_SIZE
     with transaction.atomic():
+        rule_set = live_rule_set_for_write()
+        if rule_set is None:
+            return 0
         for start in range(0, len(ids), size):
             selection = LeadSelection(ids=tuple(ids[start : start + size]))
             # The active model's probability first, as in a bulk chunk, so the blend is fresh.

@@ -24,7 +24,7 @@ from scoring.engine import (
     parse_ruleset,
     ruleset_to_document,
 )
-from scoring.models import Band, Persona, Rule, RuleSet
+from scoring.models import Band, Persona, RescoreRun, Rule, RuleSet
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +98,22 @@ def ruleset_publish(rule_set: RuleSet, *, user: Any = None, rescore: bool = True
 
     Publishing a draft publishes it in place; publishing an archived version (rollback)
     publishes a fresh copy of it, because published versions are immutable. The previous
-    champion is archived. Unless `rescore` is False, a bulk rescore starts after the commit.
-    Raises `RuleSetInvalid` when the draft does not validate."""
+    champion is archived, and its bulk run, if one is still going, is superseded. Unless
+    `rescore` is False, the bulk rescore run is created in the same transaction (so a crash or
+    a broker outage cannot lose it) and its chunks are sent after the commit.
+
+    Idempotent: publishing a draft that a concurrent call has just published returns that
+    version (one version, one run). Raises `RuleSetInvalid` when the draft does not validate."""
     if rule_set.status != RuleSet.Status.DRAFT:
         rule_set = ruleset_copy(rule_set, user=user)
     ruleset_to_spec(rule_set)  # refuses an invalid draft before anything changes
+    from scoring.services.rescore import rescore_all, runs_supersede
+
     with transaction.atomic():
+        # The draft's row first: a second publish of it waits here, then finds it published.
+        current = RuleSet.objects.select_for_update().get(pk=rule_set.pk)
+        if current.status != RuleSet.Status.DRAFT:
+            return current
         # Serialise publishes: two at once must not both take the same version number.
         locked = list(RuleSet.objects.select_for_update().filter(status=RuleSet.Status.PUBLISHED))
         for previous in locked:
@@ -116,15 +126,9 @@ def ruleset_publish(rule_set: RuleSet, *, user: Any = None, rescore: bool = True
         rule_set.published_by = user if _is_user(user) else None
         rule_set.save()
         logger.info("ruleset.published ruleset=%s version=%s", rule_set.pk, rule_set.version)
+        runs_supersede(RescoreRun.objects.exclude(rule_set=rule_set))
         if rescore:
-            from scoring.services.rescore import rescore_all
-
-            published_id = rule_set.pk
-            transaction.on_commit(
-                lambda: rescore_all(
-                    rule_set=RuleSet.objects.get(pk=published_id), user=user, inline=False
-                )
-            )
+            rescore_all(rule_set=rule_set, user=user, inline=False)
     return rule_set
 
 

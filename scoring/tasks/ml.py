@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.contrib.auth import get_user_model
 
-from scoring.jobs import ACTIVE
+from scoring.jobs import job_claimable
 from scoring.ml import scoring as ml_scoring
 from scoring.ml.training import train_models
 from scoring.models import MLModel
@@ -14,8 +14,8 @@ from scoring.models import MLModel
 @shared_task(name="scoring.ml_tasks.train_model_task", acks_late=True)
 def train_model_task(user_id: int | None, label_stage: str, run_key: str | None = None) -> int:
     """Train both models; progress is recorded on the run's MLModel rows. Running it twice for
-    the same run does nothing the second time (the run is already done or failed)."""
-    if run_key and not MLModel.objects.filter(run_key=run_key, status__in=ACTIVE).exists():
+    the same run does nothing the second time (the run is over, or a live worker trains it)."""
+    if run_key and not job_claimable(MLModel.objects.filter(run_key=run_key)).exists():
         return 0
     user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     report = train_models(label_stage=label_stage, user=user, run_key=run_key)

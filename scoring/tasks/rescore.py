@@ -74,3 +74,10 @@ def rescore_due_task() -> int:
         return rescore.rescore_due().rescored
     except rescore.NoLiveRuleSet:
         return 0
+
+
+@shared_task(name="scoring.tasks.rescore_runs_sweep_task", acks_late=True, expires=55)
+def rescore_runs_sweep_task() -> dict[str, int]:
+    """Periodic: bulk runs superseded, stalled chunks sent again, hopeless ones failed."""
+    outcome = rescore.rescore_runs_sweep()
+    return {"superseded": outcome.superseded, "resent": outcome.resent, "failed": outcome.failed}

@@ -58,6 +58,12 @@ def _start(request: HttpRequest) -> HttpResponse:
         return redirect("models")
     if request.headers.get("HX-Request") == "true":
         return render(request, "models/progress.html", _progress_context(run_key))
+    # The broker down: the run waits queued, and its rows say so.
+    waiting = MLModel.objects.filter(run_key=run_key, status=MLModel.Status.QUEUED).exclude(
+        error=""
+    )
+    if notice := waiting.values_list("error", flat=True).first():
+        messages.warning(request, f"Training: {notice}")
     return redirect("models")
 
 
@@ -141,7 +147,8 @@ def _progress_context(run_key: str) -> dict[str, Any]:
         "run_key": run_key,
         "running": running,
         "percent": round(100 * (first.progress if first else 0)),
-        "message": first.message if first else "",
+        # A queued run's error is why it waits (the broker down), not a failure.
+        "message": (first.message or first.error) if first else "",
         "error": failed.error if failed else "",
         "done": bool(rows) and all(row.status == MLModel.Status.DONE for row in rows),
     }

@@ -43,6 +43,7 @@ from scoring.services.drafts import (
     draft_settings_save,
 )
 from scoring.services.preview import preview_start
+from scoring.services.rescore import rescore_all
 from scoring.services.rulesets import (
     RuleSetNotEditable,
     ruleset_document,
@@ -589,26 +590,54 @@ def rule_set_publish(request: HttpRequest, rule_set_id: int) -> HttpResponse:
         return redirect("rules-detail", rule_set.pk)
     run = latest_rescore(published)
     verb = f"Rolled back to v{rule_set.version} as" if rollback else "Published"
-    messages.success(request, f"{verb} v{published.version}; rescoring every lead.")
+    if run is not None and run.status == RescoreRun.Status.QUEUED and run.error:
+        # The broker down: the run is recorded and waits; its message says so.
+        waiting = run.error[:1].lower() + run.error[1:]
+        messages.warning(request, f"{verb} v{published.version}. Rescore {waiting}")
+    else:
+        messages.success(request, f"{verb} v{published.version}; rescoring every lead.")
     if run is None:
         return redirect("rules-detail", published.pk)
     return redirect("rules-run", run.pk)
+
+
+@require("edit_rules")
+@require_POST
+def rule_set_rescore(request: HttpRequest, rule_set_id: int) -> HttpResponse:
+    """Rescore every lead with the live rule set again (after a run failed), or join the run
+    already under way."""
+    rule_set = _rule_set(rule_set_id)
+    if rule_set.status != RuleSet.Status.PUBLISHED:
+        messages.error(request, "Only the live version rescores leads.")
+        return redirect("rules-detail", rule_set.pk)
+    run = rescore_all(rule_set=rule_set, user=request.user, inline=False)
+    run.refresh_from_db()
+    if run.status == RescoreRun.Status.QUEUED and run.error:
+        messages.warning(request, f"Rescore {run.error[:1].lower()}{run.error[1:]}")
+    return redirect("rules-run", run.pk)
+
+
+def _run_context(request: HttpRequest, run: RescoreRun) -> dict[str, Any]:
+    return {
+        "run": run,
+        "percent": round(run.progress * 100),
+        "can_rescore": run.rule_set.status == RuleSet.Status.PUBLISHED
+        and can(request.user, "edit_rules"),
+    }
 
 
 @require("view_rules")
 @require_GET
 def rescore_run_page(request: HttpRequest, run_id: int) -> HttpResponse:
     run = get_object_or_404(RescoreRun.objects.select_related("rule_set"), pk=run_id)
-    return render(request, "rules/run.html", {"run": run, "percent": round(run.progress * 100)})
+    return render(request, "rules/run.html", _run_context(request, run))
 
 
 @require("view_rules")
 @require_GET
 def rescore_run_status(request: HttpRequest, run_id: int) -> HttpResponse:
     run = get_object_or_404(RescoreRun.objects.select_related("rule_set"), pk=run_id)
-    return render(
-        request, "rules/run.html#run-status", {"run": run, "percent": round(run.progress * 100)}
-    )
+    return render(request, "rules/run.html#run-status", _run_context(request, run))
 
 
 # ---------------------------------------------------------------------------------------------

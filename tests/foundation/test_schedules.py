@@ -38,6 +38,8 @@ TESTED = {
     "crm-score-push",
     "webhook-deliveries-prune",
     "time-rescore-due",
+    "rescore-runs-sweep",
+    "jobs-resend",
 }
 
 
@@ -161,3 +163,46 @@ def test_crm_score_push_sends_only_scores_changed_since_the_last_push(db, salesf
     assert pushed[1]["records"][0]["Lead_Band__c"] == "MQL"
     assert run_scheduled("crm-score-push") == {"salesforce": 0}
     assert len(pushed) == 2
+
+
+def test_rescore_runs_sweep_sends_again_the_chunks_of_a_stalled_run(
+    live,  # noqa: F811
+    settings,
+    sent_tasks,
+    django_capture_on_commit_callbacks,
+):
+    from scoring.models import RescoreRun
+    from scoring.services.rescore import CHUNK_TASK, rescore_all
+
+    settings.RESCORE_STALL_SECONDS = 5
+    LeadFactory.create_batch(3)
+    run = rescore_all(inline=False)  # its chunk's message lost (never sent: no commit here)
+    RescoreRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - dt.timedelta(1))
+    run.chunks.update(created_at=timezone.now() - dt.timedelta(1))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run_scheduled("rescore-runs-sweep") == {"superseded": 0, "resent": 1, "failed": 0}
+    assert sent_tasks.named(CHUNK_TASK) == [[run.chunks.get().pk]]
+
+
+def test_jobs_resend_sends_again_a_queued_job_whose_task_the_broker_missed(
+    live,  # noqa: F811
+    settings,
+    sent_tasks,
+    django_capture_on_commit_callbacks,
+):
+    from scoring.models import PreviewRun
+
+    settings.JOB_RESEND_SECONDS = 5
+    preview = PreviewRun.objects.create(
+        rule_set=live,
+        task_name="scoring.preview_tasks.preview_task",
+        created_at=timezone.now() - dt.timedelta(minutes=1),
+    )
+    PreviewRun.objects.filter(pk=preview.pk).update(task_args=[preview.pk])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run_scheduled("jobs-resend") == 1
+        # Sent once per JOB_RESEND_SECONDS, not at every beat.
+        assert run_scheduled("jobs-resend") == 0
+    assert sent_tasks.named("scoring.preview_tasks.preview_task") == [[preview.pk]]

@@ -78,7 +78,9 @@ def test_sync_now_enqueues_a_task(client_as, sent_tasks, django_capture_on_commi
         response = client_as("ops").post("/integrations/mixpanel/sync", {"full": "1"})
 
     assert response.status_code == 302
-    assert sent_tasks == [("integrations.tasks.sync_task", ["mixpanel", True, "manual"])]
+    run = SyncRun.objects.get()  # the request, queued until its task claims it
+    assert (run.status, run.full, run.trigger) == ("queued", True, "manual")
+    assert sent_tasks == [("integrations.tasks.sync_task", ["mixpanel", True, "manual", run.pk])]
 
 
 def test_sync_now_with_the_broker_down_says_so_instead_of_failing(
@@ -89,7 +91,10 @@ def test_sync_now_with_the_broker_down_says_so_instead_of_failing(
     response = client_as("ops").post("/integrations/mixpanel/sync", follow=True)
 
     assert response.status_code == 200
-    assert "the task queue could not be reached" in response.content.decode()
+    page = response.content.decode()
+    assert "sync queued; will start when the worker is reachable" in page
+    assert SyncRun.objects.get().status == "queued"
+    assert "<td>Queued</td>" in page  # the run's row on mixpanel's card
 
 
 def test_the_schedule_is_a_periodic_task_per_vendor(client_as):

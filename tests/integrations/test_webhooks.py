@@ -11,7 +11,7 @@ import time
 import pytest
 from django.test import Client
 
-from integrations.models import WebhookDelivery
+from integrations.models import SyncRun, WebhookDelivery
 from scoring.models import Identity, Lead
 
 from .conftest import load_json
@@ -56,7 +56,9 @@ def test_a_signed_delivery_is_accepted_and_enqueues_a_sync_of_the_contacts(
 
     assert response.status_code == 200
     assert response.json()["new"] == 2
-    assert enqueued == [("integrations.tasks.hubspot_webhook_sync_task", [["152", "154"]])]
+    run = SyncRun.objects.get()  # the sync, recorded with the delivery
+    assert (run.status, run.trigger) == ("queued", "webhook")
+    assert enqueued == [("integrations.tasks.hubspot_webhook_sync_task", [["152", "154"], run.pk])]
 
 
 def test_a_bad_signature_is_refused_with_401(enqueued):
@@ -81,7 +83,9 @@ def test_a_signature_a_few_seconds_in_the_future_is_accepted_as_clock_skew(
         response = post(offset_ms=2_000)
 
     assert response.status_code == 200
-    assert enqueued == [("integrations.tasks.hubspot_webhook_sync_task", [["152", "154"]])]
+    run = SyncRun.objects.get()  # the sync, recorded with the delivery
+    assert (run.status, run.trigger) == ("queued", "webhook")
+    assert enqueued == [("integrations.tasks.hubspot_webhook_sync_task", [["152", "154"], run.pk])]
 
 
 def test_a_replayed_event_id_is_ignored(enqueued, django_capture_on_commit_callbacks):
@@ -91,7 +95,14 @@ def test_a_replayed_event_id_is_ignored(enqueued, django_capture_on_commit_callb
         again = post()
 
     assert again.status_code == 200
-    assert again.json() == {"received": 2, "new": 0, "replayed": 2, "contacts": 0, "deleted": 0}
+    assert again.json() == {
+        "received": 2,
+        "new": 0,
+        "replayed": 2,
+        "contacts": 0,
+        "deleted": 0,
+        "queued": False,
+    }
     assert len(enqueued) == 1
 
 
@@ -109,3 +120,20 @@ def test_a_deletion_event_detaches_the_contact_at_once(enqueued):
 def test_without_an_app_secret_webhooks_are_refused(monkeypatch):
     monkeypatch.delenv("HUBSPOT_APP_SECRET", raising=False)
     assert post().status_code == 503
+
+
+def test_a_delivery_with_the_broker_down_is_accepted_with_202_and_its_sync_waits(
+    monkeypatch, broker_down, transactional_db
+):
+    # transactional_db: no surrounding transaction, so the task is sent during the request.
+    monkeypatch.setenv("HUBSPOT_APP_SECRET", SECRET)
+    response = post()
+    retried = post()  # HubSpot's retry of a delivery it thinks failed
+
+    assert response.status_code == 202 and response.json()["queued"] is True
+    assert retried.status_code == 200 and retried.json()["replayed"] == 2
+    # Recorded with the delivery, so the jobs sweep sends it once the broker is back.
+    run = SyncRun.objects.get()
+    assert (run.status, run.trigger) == ("queued", "webhook")
+    assert run.task_name == "integrations.tasks.hubspot_webhook_sync_task"
+    assert run.error.startswith("Queued; will start when the worker is reachable")

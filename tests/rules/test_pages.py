@@ -224,6 +224,21 @@ def test_publishing_creates_a_version_and_a_rescore_run_whose_progress_the_page_
     assert 'hx-trigger="every 1s"' not in status
 
 
+def test_publishing_with_the_broker_down_goes_live_and_says_the_rescore_waits(
+    client_as, draft, broker_down, transactional_db
+):
+    # transactional_db: no surrounding transaction, so the tasks are sent during the request.
+    LeadFactory.create_batch(3)
+    response = client_as("ops").post(f"/rules/{draft.pk}/publish/", follow=True)
+
+    assert response.status_code == 200
+    assert "Rescore queued; will start when the worker is reachable" in response.content.decode()
+    draft.refresh_from_db()
+    run = RescoreRun.objects.get(rule_set=draft)
+    assert draft.status == "published" and run.status == "queued"
+    assert run.chunks.filter(status="queued").exclude(task_name="").exists()
+
+
 def test_rollback_republishes_a_copy_of_an_earlier_version(
     client_as, live, draft, inline_rescore, django_capture_on_commit_callbacks
 ):
@@ -276,3 +291,25 @@ def test_a_preview_page_polls_until_done_and_then_shows_results(
     assert "vendor/plotly/plotly.min.js" in done
     # Managers may look at it, too.
     assert client_as("manager").get(f"/rules/previews/{preview_id}/").status_code == 200
+
+
+def test_a_failed_run_can_be_rescored_again_from_its_page(
+    client_as, live, sent_tasks, django_capture_on_commit_callbacks
+):
+    from scoring.jobs import job_fail
+    from scoring.services.rescore import CHUNK_TASK, rescore_all
+
+    LeadFactory.create_batch(3)
+    run = rescore_all(rule_set=live, inline=False)
+    job_fail(RescoreRun.objects.filter(pk=run.pk), "Stalled: sent 6 times without finishing")
+    ops, manager = client_as("ops"), client_as("manager")
+
+    assert "Rescore again" in ops.get(f"/rules/runs/{run.pk}/").content.decode()
+    assert "Rescore again" not in manager.get(f"/rules/runs/{run.pk}/").content.decode()
+    assert manager.post(f"/rules/{live.pk}/rescore/").status_code == 403
+    with django_capture_on_commit_callbacks(execute=True):
+        response = ops.post(f"/rules/{live.pk}/rescore/")
+
+    again = RescoreRun.objects.exclude(pk=run.pk).get()
+    assert response["Location"] == f"/rules/runs/{again.pk}/"
+    assert sent_tasks.named(CHUNK_TASK) == [[chunk.pk] for chunk in again.chunks.order_by("pk")]

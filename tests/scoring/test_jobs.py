@@ -56,6 +56,23 @@ def test_a_job_is_claimed_once(db):
     assert job.started_at is not None and job.heartbeat_at is not None
 
 
+def test_a_running_job_is_claimable_again_only_once_its_worker_is_surely_gone(db, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from scoring.jobs import job_claimable
+
+    queued, running = a_job(), a_job()
+    job_claim(this(running))
+    assert job_claimable(this(queued)).exists()
+    # A live worker's job: a duplicate delivery (a re-send) leaves it alone.
+    assert not job_claimable(this(running)).exists()
+    old = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 1)
+    this(running).update(heartbeat_at=old)
+    assert job_claimable(this(running)).exists()
+
+
 def test_a_claim_clears_the_message_a_job_waited_with(db):
     job = a_job(error="Queued; will start when the worker is reachable")
     job_claim(this(job))
@@ -247,7 +264,7 @@ def test_each_job_kind_is_sent_with_its_task_recorded(
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_each_job_kind_fails_clearly_when_the_broker_is_down(
+def test_each_job_kind_waits_queued_with_a_clear_message_when_the_broker_is_down(
     kind, role_users, settings, tmp_path, broker_down, django_capture_on_commit_callbacks
 ):
     settings.MEDIA_ROOT = tmp_path
@@ -256,8 +273,9 @@ def test_each_job_kind_fails_clearly_when_the_broker_is_down(
         start()
     assert model.objects.exists()
     for row in model.objects.all():
-        assert row.status == JobStatus.FAILED
-        assert "task queue could not be reached" in row.error
+        # Kept, for the jobs sweep to send once the broker is back (tests/faults).
+        assert row.status == JobStatus.QUEUED and row.task_name
+        assert row.error.startswith("Queued; will start when the worker is reachable")
 
 
 def test_a_rescore_run_sends_a_task_per_chunk(
@@ -308,13 +326,13 @@ def test_the_model_page_jobs_go_through_the_service(
     assert sent_tasks.named(ml_models.SCORE_TASK) == [[]]
 
 
-def test_training_with_the_broker_down_shows_the_failure_on_the_page(
+def test_training_with_the_broker_down_says_it_waits_on_the_page(
     client_as, broker_down, transactional_db
 ):
     # transactional_db: no surrounding transaction, so the task is sent during the request.
     response = client_as("ops").post("/models/", {"label": "customer"}, follow=True)
     assert response.status_code == 200
-    assert "task queue could not be reached" in response.content.decode()
+    assert "will start when the worker is reachable" in response.content.decode()
 
 
 def test_a_sync_is_sent_by_name_and_reported_when_the_broker_is_down(
@@ -323,7 +341,11 @@ def test_a_sync_is_sent_by_name_and_reported_when_the_broker_is_down(
     with django_capture_on_commit_callbacks(execute=True):
         handle = sync_enqueue("mixpanel")
     assert handle.sent is False and handle.task_name == "integrations.tasks.sync_task"
-    assert not SyncRun.objects.exists()  # a sync run exists only once a worker claims it
+    # The request is a queued run, kept for the jobs sweep while the broker is down.
+    run = SyncRun.objects.get()
+    assert (run.status, run.trigger, run.task_args) == ("queued", "manual", handle.args)
+    assert handle.args == ["mixpanel", False, "manual", run.pk]
+    assert run.error.startswith("Queued; will start when the worker is reachable")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,4 +46,17 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"expires": 3000},
     },
+    # The outbox relay (integrations.outbound.relay): transitions are also relayed at once
+    # after the rescore that wrote them commits; this catches broker outages and retries.
+    "outbox-relay": {
+        "task": "integrations.tasks.outbox_relay_task",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
+    # Routing SLA (ROUTING_SLA_HOURS): reassign or escalate leads nobody acted on.
+    "routing-sla": {
+        "task": "scoring.tasks.routing_sla_task",
+        "schedule": 300.0,
+        "options": {"expires": 250},
+    },
 }

@@ -93,10 +93,10 @@ def parse_routing(document: object) -> RoutingSpec:
 
 def _parse_rule(c: _Collector, raw: object, path: str, *, fallback: bool) -> RoutingRule | None:
     required = ("team",) if fallback else ("name", "when", "team")
+    before = len(c.issues)
     obj = c.object(raw, path, required=required, optional=_RULE_KEYS)
     if obj is None:
         return None
-    before = len(c.issues)
     name = FALLBACK_RULE_NAME if fallback else c.text(obj, "name", path)
     when: list[tuple[str, str, Any]] = []
     if not fallback and "when" in obj:

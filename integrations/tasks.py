@@ -131,6 +131,7 @@ def hubspot_webhook_sync_task(self, object_ids: list[str]) -> int | None:
 # The outbox relay (integrations.outbound)
 # --------------------------------------------------------------------------------------------
 
+from integrations.outbound.alerts import digest_send  # noqa: E402
 from integrations.outbound.relay import relay_run  # noqa: E402
 
 
@@ -145,3 +146,9 @@ def outbox_relay_task() -> dict[str, int]:
     """One relay pass: fan out new transitions, deliver what is due (claimed row by row, so
     any number of these may run at once)."""
     return relay_run()
+
+
+@shared_task(name="integrations.tasks.alert_digest_task", acks_late=True)
+def alert_digest_task() -> int:
+    """The daily digest email of each rep who chose it (at most one a day per rep)."""
+    return digest_send()

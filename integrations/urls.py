@@ -35,4 +35,5 @@ urlpatterns: list = [
         views_outbound.delivery_retry,
         name="delivery-redeliver",
     ),
+    path("profile/alerts/", views_outbound.alert_preferences, name="alert-preferences"),
 ]

@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from integrations.config import SecretsUnavailable
-from integrations.models import OutboxDelivery, WebhookSubscription
+from integrations.models import AlertPreference, OutboxDelivery, WebhookSubscription
 from integrations.outbound.webhooks import (
     EVENT_TYPES,
     SECRET_MIN_CHARS,
@@ -103,3 +103,27 @@ def delivery_retry(request: HttpRequest, delivery_id: int) -> HttpResponse:
     if delivery.webhook_id:
         return redirect("webhook-log", delivery.webhook_id)
     return redirect("webhooks")
+
+
+class AlertPreferenceForm(forms.Form):
+    email = forms.ChoiceField(choices=AlertPreference.Email.choices, widget=forms.RadioSelect)
+
+
+@require_http_methods(["GET", "POST"])
+@require("view_leads")
+def alert_preferences(request: HttpRequest) -> HttpResponse:
+    """Each user's own choice: an email per assigned lead, a daily digest, or none."""
+    current = (
+        AlertPreference.objects.filter(user=request.user).values_list("email", flat=True).first()
+        or AlertPreference.Email.INSTANT
+    )
+    form = AlertPreferenceForm(request.POST or None, initial={"email": current})
+    if request.method == "POST":
+        if not form.is_valid():
+            return render(request, "integrations/alerts.html", {"form": form}, status=400)
+        AlertPreference.objects.update_or_create(
+            user=request.user, defaults={"email": form.cleaned_data["email"]}
+        )
+        messages.success(request, "Alert preference saved.")
+        return redirect("alert-preferences")
+    return render(request, "integrations/alerts.html", {"form": form})

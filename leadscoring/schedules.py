@@ -59,4 +59,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 300.0,
         "options": {"expires": 250},
     },
+    # Reps who chose a daily digest instead of an email per lead: the task sends each one at
+    # most once in 23 hours, so an hourly check keeps the digest daily whenever beat started.
+    "alert-digest": {
+        "task": "integrations.tasks.alert_digest_task",
+        "schedule": 3600.0,
+        "options": {"expires": 3000},
+    },
 }

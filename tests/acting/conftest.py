@@ -80,3 +80,51 @@ def _acting_env(settings) -> None:
     settings.OUTBOX_RETRY_BASE_SECONDS = 0.2
     settings.OUTBOX_RETRY_MAX_SECONDS = 0.5
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@dataclass
+class Mailbox:
+    """What a real SMTP server on loopback received: (recipients, message text)."""
+
+    messages: list[tuple[list[str], str]] = field(default_factory=list)
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[tuple[list[str], str]]:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return list(self.messages)
+
+
+@pytest.fixture
+def smtp_server(settings) -> Iterator[Mailbox]:
+    """aiosmtpd on 127.0.0.1, and Django's SMTP backend pointed at it."""
+    from aiosmtpd.controller import Controller
+
+    mailbox = Mailbox()
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            mailbox.messages.append(
+                (list(envelope.rcpt_tos), envelope.content.decode("utf-8", "replace"))
+            )
+            return "250 OK"
+
+    # aiosmtpd checks its own readiness by connecting to the port, so it needs a real one.
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    try:
+        yield mailbox
+    finally:
+        controller.stop()

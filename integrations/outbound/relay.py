@@ -224,9 +224,16 @@ def relay_run() -> dict[str, int]:
     """One pass of the relay (what the task and the beat run): fan out everything waiting,
     deliver what is due, and schedule a follow-up for a retry due soon."""
     processed = 0
-    while batch := fan_out():
-        processed += batch
-    counts = deliver_due()
+    counts = {"done": 0, "retry": 0, "dead": 0, "skipped": 0}
+    # Delivering can write transitions (routing assigns: lead.assigned); a few rounds hand
+    # those on in the same pass, and the kick after their commit or the beat does the rest.
+    for _ in range(3):
+        while batch := fan_out():
+            processed += batch
+        for outcome, n in deliver_due().items():
+            counts[outcome] += n
+        if not LeadTransition.objects.filter(processed_at__isnull=True).exists():
+            break
     soonest = (
         OutboxDelivery.objects.filter(status=OutboxDelivery.Status.PENDING)
         .exclude(webhook__paused=True)

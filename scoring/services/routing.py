@@ -34,6 +34,7 @@ from django.utils import timezone
 from leadscoring.db import advisory_xact_lock
 from scoring.engine import RuleSetInvalid, ValidationIssue
 from scoring.engine.routing import RoutingRule, RoutingSpec, match_rules, parse_routing
+from scoring.jobs import UNREACHABLE_KEEP, dispatch
 from scoring.models import (
     STAGE_TIME_FIELDS,
     Feedback,
@@ -43,6 +44,7 @@ from scoring.models import (
     RoutingConfig,
 )
 from scoring.selectors.leads import CLOSED_STAGES
+from scoring.services.rescore import RELAY_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +198,8 @@ def _assign(
         assigned_at=now,
     )
     Lead.objects.filter(pk=lead.pk).update(owner=user)
+    # The relay hands the new transition on (alerts, webhooks) once this commits.
+    dispatch(RELAY_TASK, unreachable=UNREACHABLE_KEEP)
     LeadTransition.objects.create(
         lead=lead,
         kind=LeadTransition.Kind.ASSIGNED,

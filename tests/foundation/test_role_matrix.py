@@ -38,6 +38,7 @@ PAGES = {
     "/profile/": {"ops", "sales1", "manager", "admin"},
     "/users/": {"admin"},
     "/webhooks/": {"ops", "admin"},
+    "/profile/alerts/": {"ops", "sales1", "manager", "admin"},
     "/routing/": {"ops", "manager", "admin"},
     "/routing/workload/": {"ops", "manager", "admin"},
 }

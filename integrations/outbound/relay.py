@@ -18,7 +18,8 @@ row whose lease expires and which is delivered again, with the same idempotency 
 
 Subscribers: `routing` (a qualified lead without an owner is assigned,
 `scoring.services.routing`), `webhook:<id>` (every active subscription to the event type),
-`email` (the assigned rep, `alerts`) and `slack` (the rule's team channel, `alerts`)."""
+`email` (the assigned rep, `alerts`), `slack` (the rule's team channel, `alerts`) and
+`nurture:<n>` (CRM list / campaign actions of the band a lead entered, `nurture`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ from django.utils import timezone
 
 from integrations.connectors.base import backoff_delay
 from integrations.models import OutboxDelivery, WebhookSubscription
+from integrations.outbound.alerts import alert_deliver, alert_subscribers
+from integrations.outbound.nurture import nurture_deliver, nurture_subscribers
 from integrations.outbound.webhooks import DeliveryResult, webhook_post
 from scoring.jobs import UNREACHABLE_KEEP, dispatch
 from scoring.models import LeadTransition
@@ -78,8 +81,6 @@ def relay_kick(countdown: float | None = None) -> None:
 def fan_out(*, limit: int = FAN_OUT_BATCH, now: dt.datetime | None = None) -> int:
     """Turn up to `limit` unprocessed transitions into deliveries; returns how many
     transitions were processed."""
-    from integrations.outbound.alerts import alert_subscribers
-
     now = now or timezone.now()
     with transaction.atomic():
         transitions = list(
@@ -97,9 +98,9 @@ def fan_out(*, limit: int = FAN_OUT_BATCH, now: dt.datetime | None = None) -> in
             subscribers: list[tuple[str, WebhookSubscription | None]] = []
             if transition.kind == LeadTransition.Kind.QUALIFIED:
                 subscribers.append(("routing", None))
-            subscribers += [
-                (name, None) for name in alert_subscribers(transition, routing and routing.spec)
-            ]
+            spec = routing.spec if routing else None
+            names = alert_subscribers(transition, spec) + nurture_subscribers(transition, spec)
+            subscribers += [(name, None) for name in names]
             subscribers += [(f"webhook:{w.pk}", w) for w in webhooks if event_type in w.events]
             rows += [
                 OutboxDelivery(
@@ -302,9 +303,12 @@ def _webhook(delivery: OutboxDelivery) -> DeliveryResult | None:
 
 
 def _alert(delivery: OutboxDelivery) -> DeliveryResult | None:
-    from integrations.outbound.alerts import alert_deliver
-
     return alert_deliver(delivery, lead_document(delivery))
+
+
+def _nurture(delivery: OutboxDelivery) -> DeliveryResult | None:
+    state = routing_current()
+    return nurture_deliver(delivery, state.spec if state else None)
 
 
 HANDLERS: dict[str, Callable[[OutboxDelivery], DeliveryResult | None]] = {
@@ -312,4 +316,5 @@ HANDLERS: dict[str, Callable[[OutboxDelivery], DeliveryResult | None]] = {
     "webhook": _webhook,
     "email": _alert,
     "slack": _alert,
+    "nurture": _nurture,
 }

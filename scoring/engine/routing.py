@@ -6,7 +6,11 @@ the engine; which users exist and who is on duty is the service's business
 A rule's `when` is a list of conditions in the attribute-rule predicate language (DESIGN.md
 §4, same operators and semantics, evaluated by `predicates.evaluate`), plus the fields `band`
 and `persona`; all must hold. Rules are tried in order, the first match wins, and a lead that
-matches none goes to the fallback team (when there is one)."""
+matches none goes to the fallback team (when there is one).
+
+The optional `nurture` object maps a band name to CRM actions for leads entering that band
+(`hubspot_list_add` / `hubspot_list_remove` with `list_id`, `salesforce_campaign_add` with
+`campaign_id`); it lives in the same versioned document, so one history covers both."""
 
 from __future__ import annotations
 
@@ -18,10 +22,23 @@ import numpy as np
 
 from .columns import ColumnView
 from .predicates import evaluate
-from .spec import EMAIL_DOMAIN_TYPE_FIELD, RuleSetInvalid, _Collector, _parse_predicate
+from .spec import (
+    EMAIL_DOMAIN_TYPE_FIELD,
+    RuleSetInvalid,
+    _Collector,
+    _key_path,
+    _parse_predicate,
+)
 
 ROUTING_METHODS = ("round_robin", "least_loaded")
 SLA_ACTIONS = ("reassign", "escalate")
+# Nurture actions per band (run by the relay in integrations.outbound.nurture) and the id each
+# one needs.
+NURTURE_ACTIONS = {
+    "hubspot_list_add": "list_id",
+    "hubspot_list_remove": "list_id",
+    "salesforce_campaign_add": "campaign_id",
+}
 FALLBACK_RULE_NAME = "fallback"
 
 
@@ -40,9 +57,23 @@ class RoutingRule:
 
 
 @dataclass(frozen=True)
+class NurtureAction:
+    """One CRM action for leads entering a band: `action` of NURTURE_ACTIONS on `target` (a
+    HubSpot list id or a Salesforce campaign id)."""
+
+    action: str
+    target: str
+
+
+@dataclass(frozen=True)
 class RoutingSpec:
     rules: tuple[RoutingRule, ...]
     fallback: RoutingRule | None
+    # Band name -> the actions for a lead entering it.
+    nurture: tuple[tuple[str, tuple[NurtureAction, ...]], ...] = ()
+
+    def nurture_for(self, band: str) -> tuple[NurtureAction, ...]:
+        return next((actions for name, actions in self.nurture if name == band), ())
 
     def rule_named(self, name: str) -> RoutingRule | None:
         if self.fallback is not None and name == self.fallback.name:
@@ -67,9 +98,10 @@ def parse_routing(document: object) -> RoutingSpec:
     """Validate a routing document; raises `RuleSetInvalid` listing every problem by path
     (`$.rules[0].when[1].op: must be one of ...`)."""
     c = _Collector()
-    doc = c.object(document, "$", required=("rules",), optional=("fallback",))
+    doc = c.object(document, "$", required=("rules",), optional=("fallback", "nurture"))
     rules: list[RoutingRule] = []
     fallback = None
+    nurture: list[tuple[str, tuple[NurtureAction, ...]]] = []
     if doc is not None:
         raw_rules = doc.get("rules")
         if "rules" in doc and not isinstance(raw_rules, list):
@@ -86,9 +118,38 @@ def parse_routing(document: object) -> RoutingSpec:
             rules.append(rule)
         if doc.get("fallback") is not None:
             fallback = _parse_rule(c, doc["fallback"], "$.fallback", fallback=True)
+        if doc.get("nurture") is not None:
+            nurture = _parse_nurture(c, doc["nurture"])
     if c.issues:
         raise RuleSetInvalid(c.issues)
-    return RoutingSpec(rules=tuple(rules), fallback=fallback)
+    return RoutingSpec(rules=tuple(rules), fallback=fallback, nurture=tuple(nurture))
+
+
+def _parse_nurture(c: _Collector, value: object) -> list[tuple[str, tuple[NurtureAction, ...]]]:
+    """`{"<band>": [{"action": "hubspot_list_add", "list_id": "12"}, ...], ...}`."""
+    if not isinstance(value, Mapping):
+        c.add("$.nurture", "must be an object of band name -> list of actions")
+        return []
+    parsed = []
+    for band, actions in value.items():
+        path = _key_path("$.nurture", str(band))
+        if not isinstance(actions, list):
+            c.add(path, "must be a list of actions")
+            continue
+        items = []
+        for k, raw in enumerate(actions):
+            apath = f"{path}[{k}]"
+            kind = raw.get("action") if isinstance(raw, Mapping) else None
+            if kind not in NURTURE_ACTIONS:
+                c.add(f"{apath}.action", f"must be one of {', '.join(NURTURE_ACTIONS)}")
+                continue
+            id_key = NURTURE_ACTIONS[kind]
+            obj = c.object(raw, apath, required=("action", id_key), optional=())
+            target = c.text(obj, id_key, apath) if obj is not None else None
+            if target is not None:
+                items.append(NurtureAction(kind, target.strip()))
+        parsed.append((str(band), tuple(items)))
+    return parsed
 
 
 def _parse_rule(c: _Collector, raw: object, path: str, *, fallback: bool) -> RoutingRule | None:
@@ -173,6 +234,11 @@ def routing_to_document(spec: RoutingSpec) -> dict[str, Any]:
     document: dict[str, Any] = {"rules": [rule_doc(r, False) for r in spec.rules]}
     if spec.fallback is not None:
         document["fallback"] = rule_doc(spec.fallback, True)
+    if spec.nurture:
+        document["nurture"] = {
+            band: [{"action": a.action, NURTURE_ACTIONS[a.action]: a.target} for a in actions]
+            for band, actions in spec.nurture
+        }
     return document
 
 
@@ -217,8 +283,10 @@ def match_rules(
 
 __all__ = [
     "FALLBACK_RULE_NAME",
+    "NURTURE_ACTIONS",
     "ROUTING_METHODS",
     "SLA_ACTIONS",
+    "NurtureAction",
     "RoutingRule",
     "RoutingSpec",
     "match_rules",

@@ -605,6 +605,21 @@ class HubSpotConnector(Connector):
         changed = data.get("recordIdsAdded" if add else "recordIdsRemoved") or []
         return len(changed)
 
+    def owner_set(self, contact_id: str, owner_id: str) -> None:
+        """Give a contact to a HubSpot owner (``PATCH /crm/v3/objects/contacts/{id}`` with
+        ``hubspot_owner_id``)."""
+        body = {"properties": {"hubspot_owner_id": owner_id}}
+        self._call(
+            lambda api: api.update(
+                contact_id=contact_id,
+                simple_public_object_input=body,
+                _preload_content=False,
+                _request_timeout=self._config.timeout,
+            ),
+            "basic_api",
+            "owner_set",
+        )
+
     def test_connection(self) -> dict[str, Any]:
         """Read one contact and return the daily API quota the response headers report."""
         self._requests = 0

@@ -451,6 +451,18 @@ class SalesforceConnector(Connector):
             raise
         return result.get("id") if isinstance(result, dict) else None
 
+    def owner_set(self, lead_id: str, owner_id: str) -> None:
+        """Give a Lead to a Salesforce user (``PATCH /sobjects/Lead/{id}`` with ``OwnerId``)."""
+        self._call(
+            lambda sf: sf.restful(
+                f"sobjects/Lead/{lead_id}",
+                method="PATCH",
+                json={"OwnerId": owner_id},
+                **self._http_options,
+            ),
+            "owner_set",
+        )
+
     def test_connection(self) -> dict[str, Any]:
         """Read the org's ``/limits/`` and return the daily API quota and our usage."""
         self._requests = 0

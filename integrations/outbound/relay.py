@@ -37,7 +37,12 @@ from django.utils import timezone
 from integrations.connectors.base import backoff_delay
 from integrations.models import OutboxDelivery, WebhookSubscription
 from integrations.outbound.alerts import alert_deliver, alert_subscribers
-from integrations.outbound.nurture import nurture_deliver, nurture_subscribers
+from integrations.outbound.nurture import (
+    nurture_deliver,
+    nurture_subscribers,
+    owner_deliver,
+    owner_subscribers,
+)
 from integrations.outbound.webhooks import DeliveryResult, webhook_post
 from scoring.jobs import UNREACHABLE_KEEP, dispatch
 from scoring.models import LeadTransition
@@ -99,7 +104,11 @@ def fan_out(*, limit: int = FAN_OUT_BATCH, now: dt.datetime | None = None) -> in
             if transition.kind == LeadTransition.Kind.QUALIFIED:
                 subscribers.append(("routing", None))
             spec = routing.spec if routing else None
-            names = alert_subscribers(transition, spec) + nurture_subscribers(transition, spec)
+            names = [
+                *alert_subscribers(transition, spec),
+                *nurture_subscribers(transition, spec),
+                *owner_subscribers(transition),
+            ]
             subscribers += [(name, None) for name in names]
             subscribers += [(f"webhook:{w.pk}", w) for w in webhooks if event_type in w.events]
             rows += [
@@ -311,10 +320,15 @@ def _nurture(delivery: OutboxDelivery) -> DeliveryResult | None:
     return nurture_deliver(delivery, state.spec if state else None)
 
 
+def _owner(delivery: OutboxDelivery) -> DeliveryResult | None:
+    return owner_deliver(delivery, lead_document(delivery))
+
+
 HANDLERS: dict[str, Callable[[OutboxDelivery], DeliveryResult | None]] = {
     "routing": _routing,
     "webhook": _webhook,
     "email": _alert,
     "slack": _alert,
     "nurture": _nurture,
+    "owner": _owner,
 }

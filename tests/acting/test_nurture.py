@@ -142,3 +142,39 @@ def test_a_salesforce_outage_is_retried_by_the_relay_and_a_duplicate_member_is_s
     relay.deliver_due(now=delivery.next_attempt_at)
     delivery.refresh_from_db()
     assert delivery.status == "done" and delivery.attempts == 2
+
+
+def test_an_assignment_is_written_back_to_the_salesforce_owner_when_configured(
+    role_users,
+    salesforce_env,  # noqa: F811
+    settings,
+):
+    from integrations.models import CrmOwner
+    from scoring.services.routing import route_leads
+
+    settings.ROUTING_CRM_OWNER_WRITEBACK = ["salesforce"]
+    CrmOwner.objects.create(
+        source="salesforce", external_id="0055g00000AbcdeAAA", user=role_users["sales2"]
+    )
+    routing_import({"rules": [{"name": "all", "when": [], "team": ["sales2", "sales1"]}]})
+    patched: list = []
+    salesforce_env.expect_request(
+        "/services/data/v59.0/sobjects/Lead/00Q5g0000040001EAA", method="PATCH"
+    ).respond_with_handler(recording(patched, "", 204))
+    first = LeadFactory(qualified=True)
+    Identity.objects.create(lead=first, source="salesforce", external_id="00Q5g0000040001EAA")
+    second = LeadFactory(qualified=True)
+    Identity.objects.create(lead=second, source="salesforce", external_id="00Q5g0000040002EAA")
+    route_leads([first.pk, second.pk])  # sales2 then sales1, who has no Salesforce user
+    relay.relay_run()
+    assert patched == [{"OwnerId": "0055g00000AbcdeAAA"}]
+    statuses = dict(
+        OutboxDelivery.objects.filter(subscriber="owner:salesforce").values_list(
+            "transition__lead", "status"
+        )
+    )
+    assert statuses == {first.pk: "done", second.pk: "dead"}
+    assert (
+        "sales1 has no salesforce user"
+        in OutboxDelivery.objects.get(subscriber="owner:salesforce", status="dead").last_error
+    )

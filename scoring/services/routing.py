@@ -254,12 +254,13 @@ class _Picker:
         for candidate in (rule, self.spec.fallback):
             if candidate is None:
                 continue
-            user = self._pick_in(candidate, after if candidate is rule else None)
+            user = self.pick_from(candidate, after if candidate is rule else None)
             if user is not None:
                 return candidate, user
         return None
 
-    def _pick_in(self, rule: RoutingRule, after: str | None) -> Any:
+    def pick_from(self, rule: RoutingRule, after: str | None) -> Any:
+        """The next user of `rule`'s team with capacity left, never `after`; None if none."""
         team = [name for name in rule.team if name in self.users and name != after]
         if rule.daily_capacity is not None:
             team = [name for name in team if self.today[name] < rule.daily_capacity]
@@ -337,7 +338,9 @@ def sla_sweep(*, now: dt.datetime | None = None) -> int:
         )
         breached = list(
             LeadAssignment.objects.select_related("lead", "user")
-            .filter(ended_at=None, accepted_at=None, assigned_at__lte=deadline)
+            # Breached once only: one left with its rep (nobody else to take it) stays put.
+            .filter(ended_at=None, accepted_at=None, sla_breached_at=None)
+            .filter(assigned_at__lte=deadline)
             .exclude(Exists(feedback))
             .exclude(stage_acted)
             .filter(lead__qualified=True)
@@ -377,7 +380,7 @@ def _breach(
             target, reason = (rule, picker.users[rule.manager]), LeadAssignment.Reason.SLA_ESCALATE
         else:
             reason = LeadAssignment.Reason.SLA_REASSIGN
-            user = picker._pick_in(rule, assignment.user.get_username())
+            user = picker.pick_from(rule, assignment.user.get_username())
             target = (rule, user) if user is not None else None
     if target is None:
         # Nobody else to take it: the breach is recorded and the rep keeps the lead.

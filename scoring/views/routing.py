@@ -7,6 +7,7 @@ import json
 
 from django import forms
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -49,7 +50,7 @@ def routing_page(request: HttpRequest) -> HttpResponse:
     errors: list = []
     if request.method == "POST":
         if not can(request.user, "edit_routing"):
-            return HttpResponse("Your role does not allow this (edit_routing).", status=403)
+            raise PermissionDenied("Your role does not allow this (edit_routing).")
         if form.is_valid():
             try:
                 document = json.loads(form.cleaned_data["document"])

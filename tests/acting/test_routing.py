@@ -268,3 +268,13 @@ def test_the_workload_page_counts_open_leads_capacity_and_breaches(client_as, ro
     assert rows["sales1"].sla_breaches_30d == 1
     assert rows["sales2"].open_qualified == 1 and rows["sales2"].capacity == 20
     assert rows["sales1"].open_qualified == 1
+
+
+def test_a_breach_with_nobody_else_to_take_it_is_recorded_once(role_users):
+    document = {"rules": [{"name": "solo", "when": [], "team": ["sales1"]}]}
+    lead, assignment = _assigned(role_users, document)
+    assert sla_sweep() == 1
+    assert sla_sweep() == 0
+    assignment.refresh_from_db()
+    assert assignment.sla_breached_at is not None and assignment.ended_at is None
+    assert LeadTransition.objects.filter(lead=lead, kind="sla_breached").count() == 1

@@ -76,7 +76,11 @@ def url_refusal(url: str) -> str | None:
     if settings.WEBHOOK_ALLOW_PRIVATE:
         return None
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(
+            parts.hostname,
+            parts.port or (443 if parts.scheme == "https" else 80),
+            type=socket.SOCK_STREAM,
+        )
     except (socket.gaierror, UnicodeError):
         return f"the host {parts.hostname} does not resolve"
     for info in infos:

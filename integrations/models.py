@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from scoring.jobs import Job, JobStatus
@@ -282,3 +283,96 @@ class SegmentGroup(models.Model):
 
     def __str__(self) -> str:
         return f"segment group {self.group_id}"
+
+
+# --------------------------------------------------------------------------------------------
+# Outbound: the outbox relay's subscribers and deliveries (integrations.outbound)
+# --------------------------------------------------------------------------------------------
+
+
+class WebhookSubscription(models.Model):
+    """An outgoing webhook: transitions of the chosen kinds are POSTed, signed with the secret
+    (stored encrypted with FIELD_ENCRYPTION_KEYS, like connection secrets)."""
+
+    url = models.URLField(max_length=500)
+    secret = models.TextField()  # a Fernet token (integrations.config.encrypt_secrets)
+    events = models.JSONField(default=list)  # ["lead.qualified", ...]
+    paused = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class OutboxDelivery(models.Model):
+    """One transition handed to one subscriber. `key` is the idempotency key (the webhook's
+    `id`), stable across retries; a worker claims a row with a conditional UPDATE from
+    pending (or from a running claim whose lease ran out) before it delivers."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Delivering"
+        DONE = "done", "Delivered"
+        DEAD = "dead", "Dead-lettered"
+        SKIPPED = "skipped", "Nothing to do"
+
+    transition = models.ForeignKey(
+        "scoring.LeadTransition", on_delete=models.CASCADE, related_name="deliveries"
+    )
+    subscriber = models.CharField(max_length=80)  # "webhook:3", "routing", "email", ...
+    webhook = models.ForeignKey(
+        WebhookSubscription,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+    )
+    key = models.CharField(max_length=64, unique=True)
+    # The body, frozen at the first attempt so every retry sends the same document.
+    payload = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.IntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.IntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["transition", "subscriber"], name="delivery_once_per_subscriber"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at", "id"],
+                condition=Q(status__in=["pending", "running"]),
+                name="delivery_due_idx",
+            ),
+            models.Index(fields=["webhook", "-id"], name="delivery_webhook_idx"),
+        ]
+
+
+class AlertPreference(models.Model):
+    """How a rep hears of a lead assigned to them: an email each time (the default), one
+    daily digest, or no email."""
+
+    class Email(models.TextChoices):
+        INSTANT = "instant", "An email for each lead"
+        DIGEST = "digest", "One daily digest"
+        OFF = "off", "No email"
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="alert_preference"
+    )
+    email = models.CharField(max_length=10, choices=Email.choices, default=Email.INSTANT)
+    digest_sent_at = models.DateTimeField(null=True, blank=True)

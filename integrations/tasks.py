@@ -129,3 +129,30 @@ def hubspot_webhook_sync_task(self, object_ids: list[str], run_id: int | None = 
     if run.status == run.Status.RATE_LIMITED:
         raise self.retry(countdown=run.retry_after or 10)
     return run.pk
+
+
+# --------------------------------------------------------------------------------------------
+# The outbox relay (integrations.outbound)
+# --------------------------------------------------------------------------------------------
+
+from integrations.outbound.alerts import digest_send  # noqa: E402
+from integrations.outbound.relay import relay_run  # noqa: E402
+
+
+@shared_task(
+    name="integrations.tasks.outbox_relay_task",
+    acks_late=True,
+    autoretry_for=TRANSIENT_DB_ERRORS,
+    retry_backoff=True,
+    max_retries=3,
+)
+def outbox_relay_task() -> dict[str, int]:
+    """One relay pass: fan out new transitions, deliver what is due (claimed row by row, so
+    any number of these may run at once)."""
+    return relay_run()
+
+
+@shared_task(name="integrations.tasks.alert_digest_task", acks_late=True)
+def alert_digest_task() -> int:
+    """The daily digest email of each rep who chose it (at most one a day per rep)."""
+    return digest_send()

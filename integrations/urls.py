@@ -1,6 +1,6 @@
 from django.urls import path
 
-from integrations import views, webhooks
+from integrations import views, views_outbound, webhooks
 
 urlpatterns: list = [
     path("integrations/", views.integrations_page, name="integrations"),
@@ -31,4 +31,15 @@ urlpatterns: list = [
         views.settings_save,
         name="integration-settings",
     ),
+    # Outgoing webhooks (integrations/views_outbound.py)
+    path("webhooks/", views_outbound.webhooks_page, name="webhooks"),
+    path("webhooks/<int:webhook_id>/", views_outbound.webhook_log, name="webhook-log"),
+    path("webhooks/<int:webhook_id>/toggle/", views_outbound.webhook_toggle, name="webhook-toggle"),
+    path("webhooks/<int:webhook_id>/delete/", views_outbound.webhook_remove, name="webhook-delete"),
+    path(
+        "webhooks/deliveries/<int:delivery_id>/redeliver/",
+        views_outbound.delivery_retry,
+        name="delivery-redeliver",
+    ),
+    path("profile/alerts/", views_outbound.alert_preferences, name="alert-preferences"),
 ]

@@ -14,6 +14,8 @@ NAVIGATION = [
     ("Models", "/models/", "view_models"),
     ("Imports", "/imports/", "import_data"),
     ("Integrations", "/integrations/", "manage_integrations"),
+    ("Routing", "/routing/", "view_routing"),
+    ("Webhooks", "/webhooks/", "manage_webhooks"),
     ("Users", "/users/", "manage_users"),
     ("API docs", "/api/docs/", "use_api"),
 ]

@@ -121,3 +121,16 @@ def ensure_local_env_file(path: Path) -> bool:
     )
     path.chmod(0o600)
     return True
+
+
+def env_email(name: str) -> dict[str, object]:
+    """Django's EMAIL_* settings from a URL (smtp://user:pass@host:25, smtp+tls://...,
+    consolemail://), or {} when the variable is not set."""
+    raw = os.environ.get(name)
+    if not raw:
+        return {}
+    try:
+        config = environ.Env.email_url_config(raw)
+    except Exception as exc:  # django-environ raises several types for bad URLs
+        raise ImproperlyConfigured(f"{name} is not a valid email URL: {exc}") from None
+    return {key: value for key, value in config.items() if value not in (None, "")}

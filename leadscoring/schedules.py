@@ -60,4 +60,24 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"expires": 3000},
     },
+    # The outbox relay (integrations.outbound.relay): transitions are also relayed at once
+    # after the rescore that wrote them commits; this catches broker outages and retries.
+    "outbox-relay": {
+        "task": "integrations.tasks.outbox_relay_task",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
+    # Routing SLA (ROUTING_SLA_HOURS): reassign or escalate leads nobody acted on.
+    "routing-sla": {
+        "task": "scoring.tasks.routing_sla_task",
+        "schedule": 300.0,
+        "options": {"expires": 250},
+    },
+    # Reps who chose a daily digest instead of an email per lead: the task sends each one at
+    # most once in 23 hours, so an hourly check keeps the digest daily whenever beat started.
+    "alert-digest": {
+        "task": "integrations.tasks.alert_digest_task",
+        "schedule": 3600.0,
+        "options": {"expires": 3000},
+    },
 }

@@ -12,6 +12,7 @@ from leadscoring.env import (
     env_bool,
     env_cache,
     env_database,
+    env_email,
     env_float,
     env_int,
     env_list,
@@ -277,6 +278,30 @@ RESCORE_CHUNK_MAX_ATTEMPTS = env_int("RESCORE_CHUNK_MAX_ATTEMPTS", 6, minimum=1)
 JOB_RESEND_SECONDS = env_int("JOB_RESEND_SECONDS", 120, minimum=5)
 SCORE_HISTORY_DELTA = env_int("SCORE_HISTORY_DELTA", 10, minimum=1)
 QUALIFY_HYSTERESIS_POINTS = env_int("QUALIFY_HYSTERESIS_POINTS", 5, minimum=0)
+# Acting on scores (docs/acting.md): routing SLA, the outbox relay's retries, webhooks.
+ROUTING_SLA_HOURS = env_float("ROUTING_SLA_HOURS", 24.0)
+# CRMs (salesforce, hubspot) whose record owner follows each assignment; empty = none.
+ROUTING_CRM_OWNER_WRITEBACK = env_list("ROUTING_CRM_OWNER_WRITEBACK", [])
+OUTBOX_RETRY_BASE_SECONDS = env_float("OUTBOX_RETRY_BASE_SECONDS", 30.0)
+OUTBOX_RETRY_MAX_SECONDS = env_float("OUTBOX_RETRY_MAX_SECONDS", 3600.0)
+OUTBOX_GIVE_UP_HOURS = env_float("OUTBOX_GIVE_UP_HOURS", 24.0)
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+# Webhook URLs resolving to private, loopback or link-local addresses are refused unless this
+# is on (SSRF); on by default only with DEBUG, for local receivers.
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", DEBUG)
+# Alert emails: EMAIL_URL (smtp://user:password@host:587, smtp+tls://..., consolemail://) or
+# the standard EMAIL_* variables; links in them point at SITE_URL.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+globals().update(env_email("EMAIL_URL"))
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "leadscoring@localhost")
+SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000")
 REALTIME_RESCORE_DELAY_SECONDS = env_float("REALTIME_RESCORE_DELAY_SECONDS", 0.05)
 # The KPI cube is read, "as of" its refresh, while younger than this even after writes
 # (scoring.kpis.cube); 0 = only while no write happened since the refresh.

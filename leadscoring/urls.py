@@ -25,6 +25,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/webhooks/", include("integrations.api_urls")),
     path("api/v1/", include("scoring.api.urls")),
     path("segment/", include("integrations.segment.urls")),
     path("", include("scoring.urls")),

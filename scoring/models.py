@@ -344,6 +344,9 @@ class LeadTransition(models.Model):
     class Kind(models.TextChoices):
         QUALIFIED = "qualified", "Qualified"
         UNQUALIFIED = "unqualified", "Fell below threshold"
+        BAND_CHANGED = "band_changed", "Band changed"
+        ASSIGNED = "assigned", "Assigned"
+        SLA_BREACHED = "sla_breached", "SLA breached"
 
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="transitions")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -353,6 +356,8 @@ class LeadTransition(models.Model):
     rule_set_version = models.IntegerField(null=True, blank=True)
     occurred_at = models.DateTimeField()
     processed_at = models.DateTimeField(null=True, blank=True)
+    # What the kind needs besides the band move: an assignment's rule, team, method and user.
+    details = models.JSONField(default=dict, blank=True)
 
     class Meta:
         indexes = [
@@ -540,3 +545,60 @@ class UserAudit(models.Model):
 
     class Meta:
         ordering = ["-at", "-pk"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Routing (scoring.services.routing): who gets a lead that qualifies.
+
+
+class RoutingConfig(models.Model):
+    """One version of the routing rules document (`scoring.engine.routing`); the newest is in
+    force. Versions are never edited, so the list of them is the history."""
+
+    version = models.PositiveIntegerField(unique=True)
+    document = models.JSONField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    source = models.CharField(max_length=20, default="page")  # page | import
+
+    class Meta:
+        ordering = ["-version"]
+
+
+class LeadAssignment(models.Model):
+    """A lead given to a rep: by which rule, from which team, how, and when. The open one
+    (`ended_at` null, at most one per lead) is the lead's current assignment; a reassignment
+    ends it and opens the next."""
+
+    class Reason(models.TextChoices):
+        QUALIFIED = "qualified", "Qualified"
+        SLA_REASSIGN = "sla_reassign", "SLA breach: reassigned"
+        SLA_ESCALATE = "sla_escalate", "SLA breach: escalated"
+
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="assignments")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="lead_assignments"
+    )
+    rule = models.CharField(max_length=200)
+    team = models.JSONField(default=list)
+    method = models.CharField(max_length=20)
+    reason = models.CharField(max_length=20, choices=Reason.choices, default=Reason.QUALIFIED)
+    routing_version = models.IntegerField(null=True, blank=True)
+    assigned_at = models.DateTimeField(default=timezone.now)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    sla_breached_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-assigned_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["lead"], condition=Q(ended_at__isnull=True), name="one_open_assignment"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["user", "assigned_at"], name="assignment_user_idx"),
+            models.Index(fields=["rule", "assigned_at"], name="assignment_rule_idx"),
+        ]

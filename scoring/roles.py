@@ -30,6 +30,11 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     # Own API tokens (the profile page) and the API docs link: every role may script the API.
     "use_api": frozenset({SALES, MARKETING_OPS, MANAGER, ADMIN}),
     "manage_users": frozenset({ADMIN}),
+    # Acting on scores (docs/acting.md): outgoing webhooks and routing rules are set up by
+    # ops and admins; managers read routing and the reps' workload.
+    "manage_webhooks": frozenset({MARKETING_OPS, ADMIN}),
+    "edit_routing": frozenset({MARKETING_OPS, ADMIN}),
+    "view_routing": frozenset({MARKETING_OPS, MANAGER, ADMIN}),
 }
 
 # Each group's Django model permissions, granted by the roles migration so that the admin

@@ -7,6 +7,7 @@ from scoring.views import kpis as kpi_views
 from scoring.views import leads as lead_views
 from scoring.views import models as model_views
 from scoring.views import profile as profile_views
+from scoring.views import routing as routing_views
 from scoring.views import rules as rule_views
 from scoring.views import users as user_views
 
@@ -19,6 +20,10 @@ urlpatterns: list = [
         feedback_views.lead_feedback_submit,
         name="lead-feedback",
     ),
+    path("leads/<int:lead_id>/accept/", routing_views.lead_accept, name="lead-accept"),
+    path("routing/", routing_views.routing_page, name="routing"),
+    path("routing/workload/", routing_views.workload_page, name="routing-workload"),
+    path("routing/v<int:version>.json", routing_views.routing_version, name="routing-version"),
     path("feedback/", feedback_views.feedback_review_page, name="feedback-review"),
     path("kpis/", kpi_views.kpi_dashboard, name="kpis"),
     path("kpis/export/<slug:table>.csv", kpi_views.kpi_export, name="kpi-export"),

@@ -51,6 +51,7 @@ from hubspot import HubSpot
 from hubspot.crm.associations.v4.exceptions import ApiException as AssociationsApiException
 from hubspot.crm.contacts.exceptions import ApiException
 from hubspot.crm.deals.exceptions import ApiException as DealsApiException
+from hubspot.crm.lists.exceptions import ApiException as ListsApiException
 from hubspot.crm.owners.exceptions import ApiException as OwnersApiException
 from hubspot.crm.pipelines.exceptions import ApiException as PipelinesApiException
 from hubspot.oauth.exceptions import ApiException as OAuthApiException
@@ -141,6 +142,7 @@ _API_EXCEPTIONS = (
     OwnersApiException,
     PipelinesApiException,
     AssociationsApiException,
+    ListsApiException,
 )
 # The v4 batch association read takes at most 1,000 ids per call.
 _ASSOCIATION_BATCH = 1000
@@ -584,6 +586,39 @@ class HubSpotConnector(Connector):
                 failed=len(chunk_failed),
             )
         return PushResult(pushed=pushed, failed=failed)
+
+    def list_membership(self, list_id: str, contact_ids: Sequence[str], *, add: bool) -> int:
+        """Add contacts to (or remove them from) a static list: ``PUT
+        /crm/v3/lists/{listId}/memberships/add|remove``. Adding a member twice or removing a
+        non-member is not an error. Returns how many ids HubSpot reported as changed."""
+        operation = "add" if add else "remove"
+        data = self._call(
+            lambda api: getattr(api, operation)(
+                list_id=list_id,
+                request_body=list(contact_ids),
+                _preload_content=False,
+                _request_timeout=self._config.timeout,
+            ),
+            "lists.memberships_api",
+            f"list_{operation}",
+        )
+        changed = data.get("recordIdsAdded" if add else "recordIdsRemoved") or []
+        return len(changed)
+
+    def owner_set(self, contact_id: str, owner_id: str) -> None:
+        """Give a contact to a HubSpot owner (``PATCH /crm/v3/objects/contacts/{id}`` with
+        ``hubspot_owner_id``)."""
+        body = {"properties": {"hubspot_owner_id": owner_id}}
+        self._call(
+            lambda api: api.update(
+                contact_id=contact_id,
+                simple_public_object_input=body,
+                _preload_content=False,
+                _request_timeout=self._config.timeout,
+            ),
+            "basic_api",
+            "owner_set",
+        )
 
     def test_connection(self) -> dict[str, Any]:
         """Read one contact and return the daily API quota the response headers report."""

@@ -434,6 +434,35 @@ class SalesforceConnector(Connector):
             )
         return PushResult(pushed=pushed, failed=failed)
 
+    def campaign_member_add(self, campaign_id: str, lead_id: str) -> str | None:
+        """Make a Lead a member of a Campaign (``POST /sobjects/CampaignMember``); returns the
+        new member's id, or None when the lead already is one (``DUPLICATE_VALUE``)."""
+        body = {"CampaignId": campaign_id, "LeadId": lead_id}
+        try:
+            result = self._call(
+                lambda sf: sf.restful(
+                    "sobjects/CampaignMember", method="POST", json=body, **self._http_options
+                ),
+                "campaign_member_add",
+            )
+        except PermanentError as exc:
+            if exc.code == "DUPLICATE_VALUE":
+                return None
+            raise
+        return result.get("id") if isinstance(result, dict) else None
+
+    def owner_set(self, lead_id: str, owner_id: str) -> None:
+        """Give a Lead to a Salesforce user (``PATCH /sobjects/Lead/{id}`` with ``OwnerId``)."""
+        self._call(
+            lambda sf: sf.restful(
+                f"sobjects/Lead/{lead_id}",
+                method="PATCH",
+                json={"OwnerId": owner_id},
+                **self._http_options,
+            ),
+            "owner_set",
+        )
+
     def test_connection(self) -> dict[str, Any]:
         """Read the org's ``/limits/`` and return the daily API quota and our usage."""
         self._requests = 0

@@ -73,6 +73,7 @@ logger = logging.getLogger(__name__)
 CHUNK_TASK = "scoring.tasks.rescore_chunk_task"
 PENDING_TASK = "scoring.tasks.rescore_pending_task"
 CRM_PUSH_TASK = "integrations.tasks.push_scores_after_rescore_task"
+RELAY_TASK = "integrations.tasks.outbox_relay_task"
 
 
 class NoLiveRuleSet(Exception):
@@ -425,11 +426,15 @@ def _write_transitions(
     fired_down: np.ndarray,
     as_of: dt.datetime,
 ) -> None:
-    """The outbox rows, in the same transaction as the scores they describe."""
+    """The outbox rows, in the same transaction as the scores they describe; the relay
+    (integrations.outbound) is kicked once they commit. A first band (a lead never scored) is
+    not a band change."""
     transitions = []
+    band_moved = (old_band != new_band) & (old_band != "")
     for kind, mask in (
         (LeadTransition.Kind.QUALIFIED, fired_up),
         (LeadTransition.Kind.UNQUALIFIED, fired_down),
+        (LeadTransition.Kind.BAND_CHANGED, band_moved),
     ):
         for position in np.flatnonzero(mask).tolist():
             transitions.append(
@@ -445,6 +450,7 @@ def _write_transitions(
             )
     if transitions:
         LeadTransition.objects.bulk_create(transitions, batch_size=2000)
+        dispatch(RELAY_TASK, unreachable=UNREACHABLE_KEEP)  # the beat sweep covers an outage
 
 
 def _copy_text(value: str) -> str:

@@ -31,6 +31,7 @@ from scoring.selectors.leads import (
     lead_list_query,
     visible_leads,
 )
+from scoring.selectors.routing import lead_assignments
 from scoring.views.access import require
 from scoring.views.feedback import feedback_panel_context, is_htmx
 
@@ -150,6 +151,7 @@ def lead_detail(request: HttpRequest, lead_id: int) -> HttpResponse:
         "stages": lifecycle_timeline(lead),
         "identities": identities_by_source(lead),
         "merges": lead_merges(lead),
+        "assignments": lead_assignments(lead),
         **feedback_panel_context(request, lead),
     }
     return render(request, "leads/detail.html", context)

@@ -37,11 +37,16 @@ PAGES = {
     "/imports/": {"ops", "admin"},
     "/profile/": {"ops", "sales1", "manager", "admin"},
     "/users/": {"admin"},
+    "/webhooks/": {"ops", "admin"},
+    "/profile/alerts/": {"ops", "sales1", "manager", "admin"},
+    "/routing/": {"ops", "manager", "admin"},
+    "/routing/workload/": {"ops", "manager", "admin"},
 }
 API = {
     "/api/v1/leads/": {"ops", "sales1", "manager", "admin"},
     "/api/v1/kpis/bands/": {"ops", "manager", "admin"},
     "/api/v1/kpis/funnel/": {"ops", "manager", "admin"},
+    "/api/v1/webhooks/": {"ops", "admin"},
 }
 USERS = ("ops", "sales1", "manager", "admin")
 

@@ -40,6 +40,9 @@ TESTED = {
     "time-rescore-due",
     "rescore-runs-sweep",
     "jobs-resend",
+    "outbox-relay",
+    "routing-sla",
+    "alert-digest",
 }
 
 
@@ -206,3 +209,37 @@ def test_jobs_resend_sends_again_a_queued_job_whose_task_the_broker_missed(
         # Sent once per JOB_RESEND_SECONDS, not at every beat.
         assert run_scheduled("jobs-resend") == 0
     assert sent_tasks.named("scoring.preview_tasks.preview_task") == [[preview.pk]]
+
+
+def _routed_lead(role_users, hours_ago: float):
+    from scoring.services.routing import route_leads, routing_import
+
+    routing_import({"rules": [{"name": "all", "when": [], "team": ["sales1", "sales2"]}]})
+    lead = LeadFactory(qualified=True, score=60, band="MQL")
+    route_leads([lead.pk], now=timezone.now() - dt.timedelta(hours=hours_ago))
+    return lead
+
+
+def test_outbox_relay_hands_new_transitions_to_their_subscribers(role_users):
+    from integrations.models import OutboxDelivery
+
+    lead = _routed_lead(role_users, 0)  # wrote a lead.assigned transition
+    assert run_scheduled("outbox-relay")["transitions"] == 1
+    assert OutboxDelivery.objects.get(transition__lead=lead).subscriber == "email"
+
+
+def test_routing_sla_reassigns_leads_nobody_acted_on(role_users, settings):
+    settings.ROUTING_SLA_HOURS = 24
+    lead = _routed_lead(role_users, 25)
+    assert run_scheduled("routing-sla") == 1
+    lead.refresh_from_db()
+    assert lead.owner.username == "sales2"
+
+
+def test_alert_digest_emails_reps_who_chose_it(role_users, mailoutbox):
+    from integrations.models import AlertPreference
+
+    AlertPreference.objects.create(user=role_users["sales1"], email="digest")
+    _routed_lead(role_users, 1)
+    assert run_scheduled("alert-digest") == 1
+    assert mailoutbox[0].to == ["sales1@example.com"]

@@ -39,6 +39,15 @@ MATRIX = {
         "admin": 403,
         "integrator": 403,
     },
+    # Anyone who sees the lead may post; only its assigned rep's accept changes anything.
+    ("POST", "/leads/{lead}/accept/"): {
+        "ops": 302,
+        "sales1": 302,
+        "sales2": 404,
+        "manager": 302,
+        "admin": 302,
+        "integrator": 302,
+    },
     ("GET", "/feedback/"): {
         "ops": 200,
         "sales1": 403,

@@ -1,0 +1,2 @@
+"""Outbound: the outbox relay (`relay`) and its subscribers: routing (scoring's), outgoing
+webhooks (`webhooks`), alerts (`alerts`)."""

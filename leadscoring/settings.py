@@ -272,6 +272,9 @@ RESCORE_CHUNK_SIZE = env_int("RESCORE_CHUNK_SIZE", 20000, minimum=100)
 SCORE_HISTORY_DELTA = env_int("SCORE_HISTORY_DELTA", 10, minimum=1)
 QUALIFY_HYSTERESIS_POINTS = env_int("QUALIFY_HYSTERESIS_POINTS", 5, minimum=0)
 REALTIME_RESCORE_DELAY_SECONDS = env_float("REALTIME_RESCORE_DELAY_SECONDS", 0.05)
+# The sales team's weekly MQL capacity, drawn beside a threshold experiment's MQLs per week
+# (docs/experiments.md); 0 = not set.
+SALES_WEEKLY_MQL_CAPACITY = env_int("SALES_WEEKLY_MQL_CAPACITY", 0, minimum=0)
 # The KPI cube is read, "as of" its refresh, while younger than this even after writes
 # (scoring.kpis.cube); 0 = only while no write happened since the refresh.
 KPI_CUBE_MAX_AGE_SECONDS = env_int("KPI_CUBE_MAX_AGE_SECONDS", 900, minimum=0)

@@ -30,6 +30,9 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     # Own API tokens (the profile page) and the API docs link: every role may script the API.
     "use_api": frozenset({SALES, MARKETING_OPS, MANAGER, ADMIN}),
     "manage_users": frozenset({ADMIN}),
+    # Champion/challenger experiments: marketing ops start, stop and promote; managers read.
+    "view_experiments": frozenset({MARKETING_OPS, MANAGER}),
+    "run_experiments": frozenset({MARKETING_OPS}),
 }
 
 # Each group's Django model permissions, granted by the roles migration so that the admin

@@ -227,8 +227,9 @@ def _rescore_everyone(user: Any, inline: bool) -> None:
 
 def _request_errors(request: ExperimentRequest) -> dict[str, str]:
     errors: dict[str, str] = {}
-    if not request.name or len(request.name) > 100:
-        errors["name"] = "a name of 1 to 100 characters is required"
+    if not request.name or len(request.name) > 100 or "/" in request.name:
+        # The name is part of the API's URLs.
+        errors["name"] = "a name of 1 to 100 characters, without '/', is required"
     if request.kind not in Experiment.Kind.values:
         errors["kind"] = f"must be one of {', '.join(Experiment.Kind.values)}"
     if request.metric not in Experiment.Metric.values:
@@ -261,7 +262,8 @@ def _checked_document(document: Any, errors: dict[str, str]) -> Any:
     try:
         parse_ruleset(document)
     except RuleSetInvalid as error:
-        errors["challenger_document"] = str(error)
+        # Each problem with its JSON path, as `ruleset import` reports them.
+        errors["challenger_document"] = "; ".join(f"{e.path}: {e.message}" for e in error.errors)
     return document
 
 

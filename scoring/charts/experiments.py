@@ -65,7 +65,8 @@ def running_estimate_figure(series: dict[str, Any], relevant_difference: float) 
         "data": data,
         "layout": {
             "yaxis": {"title": {"text": "difference in rate (percentage points)"}},
-            "xaxis": {"title": {"text": "as of the end of day"}},
+            # One category per day: a date axis with a single day shows milliseconds.
+            "xaxis": {"title": {"text": "as of the end of day"}, "type": "category"},
             "shapes": shapes,
             "margin": {"t": 20, "r": 10},
             "height": 360,

@@ -87,7 +87,8 @@ def difference_sequence(
     empty = (na <= 0) | (nb <= 0)
     estimate = np.where(empty, np.nan, estimate)
     half = np.where(empty, np.nan, half)
-    return estimate, estimate - half, estimate + half
+    # A difference of two rates lies in [-1, 1]: cutting the interval there loses no coverage.
+    return estimate, np.maximum(estimate - half, -1.0), np.minimum(estimate + half, 1.0)
 
 
 def decide(

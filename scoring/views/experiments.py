@@ -52,6 +52,12 @@ def experiment_page(request: HttpRequest, experiment_id: int) -> HttpResponse:
             experiment_series(experiment), experiment.relevant_difference
         ),
         "confidence": round(100 * (1 - experiment.alpha)),
+        "difference": {
+            "estimate": _points(report["difference"]["estimate"]),
+            "low": _points(report["difference"]["ci"][0]),
+            "high": _points(report["difference"]["ci"][1]),
+        },
+        "relevant_points": _points(experiment.relevant_difference),
     }
     if experiment.kind == Experiment.Kind.THRESHOLD:
         weekly = mqls_per_week(experiment)
@@ -80,3 +86,8 @@ def experiment_end(request: HttpRequest, experiment_id: int) -> HttpResponse:
             else "Stopped: every lead is being rescored with the champion.",
         )
     return redirect("experiment", experiment_id=experiment.pk)
+
+
+def _points(value: float | None) -> str:
+    """A difference of rates in percentage points, signed ("+2.40")."""
+    return "n/a" if value is None else f"{100 * value:+.2f}"

@@ -42,7 +42,7 @@ def _reference(xa: int, na: int, xb: int, nb: int, alpha: float, tau: float):
             lo = mid
         else:
             hi = mid
-    return d, d - (d - hi), d + (d - hi)
+    return d, max(d - (d - hi), -1.0), min(d + (d - hi), 1.0)
 
 
 @given(
@@ -59,7 +59,7 @@ def test_the_interval_is_where_the_mixture_ratio_stays_below_one_over_alpha(na, 
     assert float(estimate) == pytest.approx(ref_estimate)
     assert float(lo) == pytest.approx(ref_lo, rel=1e-6, abs=1e-7)
     assert float(hi) == pytest.approx(ref_hi, rel=1e-6, abs=1e-7)
-    assert lo <= estimate <= hi
+    assert -1 <= lo <= estimate <= hi <= 1
 
 
 def test_an_arm_without_leads_has_no_estimate():

@@ -20,13 +20,13 @@ import numpy as np
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from leadscoring.db import epoch_seconds_sql
-from scoring.engine import RuleSetInvalid, breakdowns, parse_ruleset
+from leadscoring.db import copy_in, db_datetime, epoch_seconds_sql, is_postgres, temp_table
+from scoring.engine import RuleSetInvalid, breakdowns_json, parse_ruleset
 from scoring.experiments.assignment import CHALLENGER, CHAMPION, challenger_mask
 from scoring.ml import feature_frame as F
 from scoring.ml import registry
 from scoring.ml.scoring import LoadedModel, load
-from scoring.models import Experiment, ExperimentLead, MLModel, RuleSet
+from scoring.models import Experiment, MLModel, RuleSet
 from scoring.rule_inputs import LeadSelection
 from scoring.selectors.experiments import experiment_report
 from scoring.selectors.rules import live_rule_set
@@ -393,32 +393,57 @@ def _record_shadows(
     as_of: dt.datetime,
 ) -> None:
     """Score `ids` (members of `arm`) with the other arm, without writing their scores, and
-    upsert their rows: arm and shadow score with its breakdown (the first entry time stays)."""
+    upsert their rows in one statement: arm and shadow score with its breakdown (the first
+    entry time stays)."""
     if ids.size == 0:
         return
     leads, result = score_selection(
         compiled_rule_set(other.rule_set), _ids(ids), as_of, other.probability
     )
     rows = [
-        ExperimentLead(
-            experiment=experiment,
-            lead_id=lead_id,
-            arm=arm,
-            assigned_at=dt.datetime.fromtimestamp(entries[lead_id], tz=dt.UTC),
-            shadow_score=score,
-            shadow_breakdown=entry,
+        (
+            lead_id,
+            arm,
+            dt.datetime.fromtimestamp(entries[lead_id], tz=dt.UTC),
+            score,
+            breakdown,
         )
-        for lead_id, score, entry in zip(
-            leads.ids.tolist(), result.scores.tolist(), breakdowns(result), strict=True
+        for lead_id, score, breakdown in zip(
+            leads.ids.tolist(), result.scores.tolist(), breakdowns_json(result), strict=True
         )
     ]
-    ExperimentLead.objects.bulk_create(
-        rows,
-        batch_size=2000,
-        update_conflicts=True,
-        unique_fields=["experiment", "lead"],
-        update_fields=["arm", "shadow_score", "shadow_breakdown"],
+    upsert = (
+        "INSERT INTO scoring_experimentlead"
+        " (experiment_id, lead_id, arm, assigned_at, shadow_score, shadow_breakdown)"
+        " {rows} ON CONFLICT (experiment_id, lead_id) DO UPDATE SET arm = excluded.arm,"
+        " shadow_score = excluded.shadow_score, shadow_breakdown = excluded.shadow_breakdown"
     )
+    if not is_postgres():
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                upsert.format(rows="VALUES (%s, %s, %s, %s, %s, %s)"),
+                [
+                    (experiment.pk, lead_id, arm_name, db_datetime(entry), score, breakdown)
+                    for lead_id, arm_name, entry, score, breakdown in rows
+                ],
+            )
+        return
+    columns = ("lead_id", "arm", "assigned_at", "shadow_score", "shadow_breakdown")
+    with (
+        temp_table(
+            "experiment_buffer",
+            "(lead_id bigint, arm text, assigned_at timestamptz, shadow_score int,"
+            " shadow_breakdown jsonb)",
+        ) as buffer,
+        connection.cursor() as cursor,
+    ):
+        with copy_in(cursor, buffer, columns) as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            upsert.format(rows=f"SELECT %s, {', '.join(columns)} FROM {buffer} WHERE true"),
+            [experiment.pk],
+        )
 
 
 # One challenger model kept loaded per process (`scoring.ml.scoring.load` keeps only one model,

@@ -25,6 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from scoring.api.permissions import HasCapability
+from scoring.experiments.stats import DECISIONS
 from scoring.models import Experiment
 from scoring.selectors.experiments import experiment_list, experiment_report
 from scoring.services.experiments import (
@@ -69,6 +70,40 @@ class ExperimentSummarySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ArmReportSerializer(serializers.Serializer):
+    name = serializers.ChoiceField(choices=["champion", "challenger"])
+    leads = serializers.IntegerField()
+    qualified = serializers.IntegerField()
+    sales_accepted = serializers.IntegerField()
+    converted = serializers.IntegerField()
+    bad_leads = serializers.IntegerField()
+    rate = serializers.FloatField(allow_null=True)
+    ci = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    median_days_to_convert = serializers.FloatField(allow_null=True)
+
+
+class DifferenceSerializer(serializers.Serializer):
+    estimate = serializers.FloatField(allow_null=True)
+    ci = serializers.ListField(child=serializers.FloatField(allow_null=True))
+
+
+class ExperimentReportSerializer(serializers.Serializer):
+    """The report's shape, for the schema (`scoring.selectors.experiments.experiment_report`
+    builds it)."""
+
+    name = serializers.CharField()
+    kind = serializers.ChoiceField(choices=Experiment.Kind.choices)
+    metric = serializers.ChoiceField(choices=Experiment.Metric.choices)
+    status = serializers.ChoiceField(choices=Experiment.Status.choices)
+    split = serializers.FloatField()
+    min_sample = serializers.IntegerField()
+    alpha = serializers.FloatField()
+    relevant_difference = serializers.FloatField()
+    arms = ArmReportSerializer(many=True)
+    difference = DifferenceSerializer()
+    decision = serializers.ChoiceField(choices=list(DECISIONS))
+
+
 # Service field names -> the API's (the API says `challenger`, the service what it holds).
 API_FIELDS = {"challenger_document": "challenger", "challenger_model_id": "challenger_model"}
 
@@ -81,7 +116,11 @@ class ExperimentListView(APIView):
     def get(self, request: Request) -> Response:
         return Response(ExperimentSummarySerializer(experiment_list(), many=True).data)
 
-    @extend_schema(request=ExperimentInSerializer, summary="Start an experiment")
+    @extend_schema(
+        request=ExperimentInSerializer,
+        responses={201: ExperimentReportSerializer},
+        summary="Start an experiment",
+    )
     def post(self, request: Request) -> Response:
         incoming = ExperimentInSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
@@ -107,7 +146,7 @@ class ExperimentDetailView(APIView):
     permission_classes = [IsAuthenticated, HasCapability]
     required_capability = "view_experiments"
 
-    @extend_schema(summary="An experiment's report")
+    @extend_schema(responses=ExperimentReportSerializer, summary="An experiment's report")
     def get(self, request: Request, name: str) -> Response:
         return Response(experiment_report(get_object_or_404(Experiment, name=name)))
 
@@ -121,7 +160,11 @@ class ExperimentStopView(APIView):
     required_capability = "run_experiments"
     promote = False
 
-    @extend_schema(request=ExperimentStopInSerializer, summary="Stop (or promote) an experiment")
+    @extend_schema(
+        request=ExperimentStopInSerializer,
+        responses=ExperimentReportSerializer,
+        summary="Stop (or promote) an experiment",
+    )
     def post(self, request: Request, name: str) -> Response:
         experiment = get_object_or_404(Experiment, name=name)
         incoming = ExperimentStopInSerializer(data=request.data)
@@ -140,6 +183,10 @@ class ExperimentStopView(APIView):
 class ExperimentPromoteView(ExperimentStopView):
     promote = True
 
-    @extend_schema(request=None, summary="Promote the challenger, ending the experiment")
+    @extend_schema(
+        request=None,
+        responses=ExperimentReportSerializer,
+        summary="Promote the challenger, ending the experiment",
+    )
     def post(self, request: Request, name: str) -> Response:
         return super().post(request, name)

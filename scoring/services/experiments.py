@@ -417,7 +417,11 @@ def _record_shadows(
         " (experiment_id, lead_id, arm, assigned_at, shadow_score, shadow_breakdown)"
         " {rows} ON CONFLICT (experiment_id, lead_id) DO UPDATE SET arm = excluded.arm,"
         " shadow_score = excluded.shadow_score, shadow_breakdown = excluded.shadow_breakdown"
-    )
+        # A row that did not change is not rewritten (most of them, on a time rescore).
+        " WHERE scoring_experimentlead.shadow_score {differs} excluded.shadow_score"
+        " OR scoring_experimentlead.shadow_breakdown {differs} excluded.shadow_breakdown"
+        " OR scoring_experimentlead.arm <> excluded.arm"
+    ).replace("{differs}", "IS DISTINCT FROM" if is_postgres() else "IS NOT")
     if not is_postgres():
         with connection.cursor() as cursor:
             cursor.executemany(

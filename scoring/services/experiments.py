@@ -178,7 +178,11 @@ def experiment_stop(
         experiment._history_user = user
         experiment.save()
         if promote:
-            _promote(experiment, user)
+            try:
+                _promote(experiment, user)
+            except (registry.ModelLoadRefused, registry.ModelNotReady, RuleSetInvalid) as error:
+                # Nothing is changed: the transaction rolls back, the experiment keeps running.
+                raise ExperimentInvalid({"promote": str(error)}) from error
     logger.info(
         "experiment.%s experiment=%s decision=%s",
         "promoted" if promote else "stopped",

@@ -216,3 +216,26 @@ def test_the_lead_detail_and_the_export_show_the_arm(
     rows = {row["email"]: row for row in csv.DictReader(path.open())}
     assert {row["arm"] for row in rows.values()} == {""}
     assert outsider.email in rows
+
+
+def test_a_promotion_that_cannot_apply_changes_nothing(live):
+    _command("start", "--kind", "threshold", "--name", "t", "--threshold", "35")
+    # Meanwhile a new champion went live with a band at 35: the threshold cannot move there.
+    from scoring.services.rulesets import ruleset_import
+
+    ruleset_import(
+        {
+            "name": "New live",
+            "bands": [
+                {"name": "Cold", "min_score": 0},
+                {"name": "Warm", "min_score": 35},
+                {"name": "MQL", "min_score": 50, "qualifies": True},
+            ],
+            "rules": [],
+        },
+        publish=True,
+    )
+    with pytest.raises(CommandError, match="min_score"):
+        _command("stop", "t", "--promote")
+    assert Experiment.objects.get(name="t").status == Experiment.Status.RUNNING
+    assert RuleSet.objects.get(status=RuleSet.Status.PUBLISHED).name == "New live"

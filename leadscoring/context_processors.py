@@ -12,6 +12,7 @@ NAVIGATION = [
     ("Feedback", "/feedback/", "view_feedback_review"),
     ("KPIs", "/kpis/", "view_kpis"),
     ("Models", "/models/", "view_models"),
+    ("Experiments", "/experiments/", "view_experiments"),
     ("Imports", "/imports/", "import_data"),
     ("Integrations", "/integrations/", "manage_integrations"),
     ("Routing", "/routing/", "view_routing"),

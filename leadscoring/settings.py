@@ -303,6 +303,9 @@ globals().update(env_email("EMAIL_URL"))
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "leadscoring@localhost")
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000")
 REALTIME_RESCORE_DELAY_SECONDS = env_float("REALTIME_RESCORE_DELAY_SECONDS", 0.05)
+# The sales team's weekly MQL capacity, drawn beside a threshold experiment's MQLs per week
+# (docs/experiments.md); 0 = not set.
+SALES_WEEKLY_MQL_CAPACITY = env_int("SALES_WEEKLY_MQL_CAPACITY", 0, minimum=0)
 # The KPI cube is read, "as of" its refresh, while younger than this even after writes
 # (scoring.kpis.cube); 0 = only while no write happened since the refresh.
 KPI_CUBE_MAX_AGE_SECONDS = env_int("KPI_CUBE_MAX_AGE_SECONDS", 900, minimum=0)

@@ -212,6 +212,8 @@ class RuleSet(models.Model):
         DRAFT = "draft", "Draft"
         PUBLISHED = "published", "Published (live)"
         ARCHIVED = "archived", "Archived"
+        # A frozen challenger of an experiment: versioned and immutable, never live.
+        CHALLENGER = "challenger", "Experiment challenger"
 
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
@@ -602,3 +604,109 @@ class LeadAssignment(models.Model):
             models.Index(fields=["user", "assigned_at"], name="assignment_user_idx"),
             models.Index(fields=["rule", "assigned_at"], name="assignment_rule_idx"),
         ]
+
+
+# Experiments (champion/challenger tests; logic in scoring.services.experiments)
+
+
+class Experiment(models.Model):
+    """A randomised champion/challenger test. Each lead in its population gets an arm fixed by
+    a hash of (`salt`, lead id); both arms score every lead, and the lead's arm decides what
+    acts. At most one experiment runs at a time (so a lead's stored score has one owner)."""
+
+    class Kind(models.TextChoices):
+        RULESET = "ruleset", "Rule set"
+        MODEL = "model", "Model"
+        THRESHOLD = "threshold", "Threshold"
+
+    class Metric(models.TextChoices):
+        CONVERSION = "conversion", "Conversion within the horizon"
+        SQL = "sql", "Sales-accepted (SQL)"
+        BAD_LEAD_RATE = "bad_lead_rate", "Bad-lead rate (sales feedback)"
+
+    class Population(models.TextChoices):
+        NEW = "new", "Leads created after the start"
+        ALL = "all", "All leads"
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        STOPPED = "stopped", "Stopped"
+        PROMOTED = "promoted", "Promoted"
+
+    name = models.CharField(max_length=100, unique=True)
+    hypothesis = models.TextField(blank=True, default="")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    metric = models.CharField(max_length=20, choices=Metric.choices, default=Metric.CONVERSION)
+    horizon_days = models.IntegerField(default=90)
+    population = models.CharField(max_length=10, choices=Population.choices, default="new")
+    # The challenger's share of the population.
+    split = models.FloatField(default=0.5)
+    min_sample = models.IntegerField(default=1000)
+    # The smallest difference in the primary metric's rate worth acting on (absolute).
+    relevant_difference = models.FloatField(default=0.02)
+    alpha = models.FloatField(default=0.05)
+    salt = models.CharField(max_length=64)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    champion_rule_set = models.ForeignKey(
+        RuleSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # ruleset and threshold kinds: the challenger, frozen as a rule set version of its own.
+    challenger_rule_set = models.ForeignKey(
+        RuleSet, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    champion_model = models.ForeignKey(
+        MLModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    challenger_model = models.ForeignKey(
+        MLModel, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    threshold = models.FloatField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    stopped_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The report's decision when the experiment ended.
+    final_decision = models.CharField(max_length=30, blank=True, default="")
+    history = HistoricalRecords()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="running"), name="one_running_experiment"
+            ),
+            models.CheckConstraint(
+                condition=Q(split__gt=0) & Q(split__lt=1), name="experiment_split_open_unit"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ExperimentLead(models.Model):
+    """A lead's arm in an experiment (fixed by the hash; recorded when first scored in it) and
+    the other arm's score of it (the shadow), with that score's breakdown."""
+
+    class Arm(models.TextChoices):
+        CHAMPION = "champion", "Champion"
+        CHALLENGER = "challenger", "Challenger"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="leads")
+    # No database constraint, as for LeadProbability: the rows are written in bulk per chunk.
+    lead = models.ForeignKey(
+        Lead, on_delete=models.CASCADE, db_constraint=False, related_name="experiment_rows"
+    )
+    arm = models.CharField(max_length=10, choices=Arm.choices)
+    assigned_at = models.DateTimeField(default=timezone.now)
+    shadow_score = models.IntegerField(null=True, blank=True)
+    shadow_breakdown = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "lead"], name="experiment_lead_uniq")
+        ]
+        indexes = [models.Index(fields=["lead"], name="experiment_lead_lead_idx")]

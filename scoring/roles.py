@@ -35,6 +35,9 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "manage_webhooks": frozenset({MARKETING_OPS, ADMIN}),
     "edit_routing": frozenset({MARKETING_OPS, ADMIN}),
     "view_routing": frozenset({MARKETING_OPS, MANAGER, ADMIN}),
+    # Champion/challenger experiments: marketing ops start, stop and promote; managers read.
+    "view_experiments": frozenset({MARKETING_OPS, MANAGER}),
+    "run_experiments": frozenset({MARKETING_OPS}),
 }
 
 # Each group's Django model permissions, granted by the roles migration so that the admin

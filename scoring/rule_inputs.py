@@ -63,6 +63,10 @@ class LeadSelection:
         if self.ids is not None:
             if not self.ids:
                 return "1 = 0", []
+            if is_postgres():
+                # One array parameter: a list of 20,000 placeholders cost more to convert
+                # (psycopg's query parsing) than the query took to run.
+                return f"{column} = ANY(%s::bigint[])", [list(self.ids)]
             placeholders = ", ".join(["%s"] * len(self.ids))
             return f"{column} IN ({placeholders})", list(self.ids)
         return f"{column} BETWEEN %s AND %s", [self.first_id, self.last_id]

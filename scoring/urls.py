@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from scoring.views import experiments as experiment_views
 from scoring.views import feedback as feedback_views
 from scoring.views import kpis as kpi_views
 from scoring.views import leads as lead_views
@@ -12,6 +13,13 @@ from scoring.views import rules as rule_views
 from scoring.views import users as user_views
 
 urlpatterns: list = [
+    path("experiments/", experiment_views.experiments_page, name="experiments"),
+    path("experiments/<int:experiment_id>/", experiment_views.experiment_page, name="experiment"),
+    path(
+        "experiments/<int:experiment_id>/end/",
+        experiment_views.experiment_end,
+        name="experiment-end",
+    ),
     path("leads/", lead_views.lead_queue, name="lead-queue"),
     path("leads/export.csv", lead_views.lead_export, name="lead-export"),
     path("leads/<int:lead_id>/", lead_views.lead_detail, name="lead-detail"),

@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from scoring.models import Lead, LifecycleStage
+from scoring.selectors.experiments import lead_experiments
 from scoring.services.events import DEFAULT_SOURCE
 from scoring.services.leads import LeadUpsert
 
@@ -148,6 +149,7 @@ class LeadDetailSerializer(serializers.ModelSerializer):
     merges = serializers.SerializerMethodField()
     recent_events = serializers.SerializerMethodField()
     model_probability = serializers.FloatField(read_only=True, allow_null=True)
+    experiments = serializers.SerializerMethodField()
 
     class Meta:
         model = Lead
@@ -185,6 +187,7 @@ class LeadDetailSerializer(serializers.ModelSerializer):
             "identities",
             "merges",
             "recent_events",
+            "experiments",
         ]
         read_only_fields = fields
 
@@ -205,6 +208,14 @@ class LeadDetailSerializer(serializers.ModelSerializer):
                 "details",
             )
         )
+
+    def get_experiments(self, lead: Lead) -> list[dict[str, Any]]:
+        """The lead's arm in each experiment it was in (newest first), with the other arm's
+        score of it."""
+        return [
+            {key: row[key] for key in ("name", "arm", "shadow_score")}
+            for row in lead_experiments(lead.pk)
+        ]
 
     def get_recent_events(self, lead: Lead) -> list[dict[str, Any]]:
         events = lead.events.order_by("-occurred_at", "-id")[: self.context.get("events", 20)]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from scoring.api import ingest, kpis, views
+from scoring.api import experiments, ingest, kpis, views
 from scoring.api.feedback import LeadFeedbackView
 
 urlpatterns = [
@@ -18,4 +18,20 @@ urlpatterns = [
     path("kpis/revenue/", kpis.RevenueView.as_view(), name="api-kpis-revenue"),
     path("kpis/band-entries/", kpis.BandEntriesView.as_view(), name="api-kpis-band-entries"),
     path("kpis/feedback/", kpis.FeedbackView.as_view(), name="api-kpis-feedback"),
+    path("experiments/", experiments.ExperimentListView.as_view(), name="api-experiments"),
+    path(
+        "experiments/<str:name>/",
+        experiments.ExperimentDetailView.as_view(),
+        name="api-experiment",
+    ),
+    path(
+        "experiments/<str:name>/stop/",
+        experiments.ExperimentStopView.as_view(),
+        name="api-experiment-stop",
+    ),
+    path(
+        "experiments/<str:name>/promote/",
+        experiments.ExperimentPromoteView.as_view(),
+        name="api-experiment-promote",
+    ),
 ]

@@ -47,6 +47,7 @@ from scoring.models import (
     normalise_email,
 )
 from scoring.roles import SALES, can
+from scoring.selectors.experiments import running_arms
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -526,13 +527,15 @@ SCORE_EXPORT_COLUMNS = (
     "band",
     "rule_set_version",
     "breakdown",
+    "arm",
 )
 
 
 def score_export_rows(queryset: QuerySet[Lead] | None = None) -> Iterator[list[Any]]:
     """`manage.py export_scores`: the header SCORE_EXPORT_COLUMNS, then one row per lead of
     `queryset` (every lead by default) in list order: email, external_id (the lead's first
-    identity, by source then id), persona, score, band, rule-set version, breakdown JSON.
+    identity, by source then id), persona, score, band, rule-set version, breakdown JSON, and
+    the lead's arm in the running experiment (empty outside one).
     Write them with `scoring.csv_safety.csv_lines`."""
     yield list(SCORE_EXPORT_COLUMNS)
     fields = ("id", "score", "email", "persona", "band", "rule_set_version", "breakdown")
@@ -546,6 +549,7 @@ def score_export_rows(queryset: QuerySet[Lead] | None = None) -> Iterator[list[A
             .values_list("lead_id", "external_id")
         ):
             external.setdefault(lead_id, external_id)
+        arms = running_arms([row["id"] for row in rows])
         for row in rows:
             yield [
                 row["email"],
@@ -555,6 +559,7 @@ def score_export_rows(queryset: QuerySet[Lead] | None = None) -> Iterator[list[A
                 row["band"],
                 row["rule_set_version"],
                 json.dumps(row["breakdown"], separators=(",", ":")),
+                arms.get(row["id"], ""),
             ]
 
 

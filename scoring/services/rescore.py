@@ -8,11 +8,12 @@ issuing queries."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -76,6 +77,10 @@ CRM_PUSH_TASK = "integrations.tasks.push_scores_after_rescore_task"
 RELAY_TASK = "integrations.tasks.outbox_relay_task"
 
 
+# Lead ids (ascending) and the time -> a probability per lead (NaN: none).
+ProbabilitySource = Callable[[np.ndarray, dt.datetime], np.ndarray]
+
+
 class NoLiveRuleSet(Exception):
     """There is no published rule set to score with."""
 
@@ -114,17 +119,27 @@ def _compiled(document_json: str) -> CompiledRuleSet:
 
 
 def score_selection(
-    compiled: CompiledRuleSet, selection: LeadSelection, as_of: dt.datetime
+    compiled: CompiledRuleSet,
+    selection: LeadSelection,
+    as_of: dt.datetime,
+    probability: ProbabilitySource | None = None,
 ) -> tuple[LeadColumns, ScoreResult]:
-    """Read and score the selected leads without writing anything (used by the preview too)."""
-    leads, result, _ = _score_with_behaviour(compiled, selection, as_of)
+    """Read and score the selected leads without writing anything (used by the preview and
+    the experiments' shadow scores too)."""
+    leads, result, _ = _score_with_behaviour(compiled, selection, as_of, probability)
     return leads, result
 
 
 def _score_with_behaviour(
-    compiled: CompiledRuleSet, selection: LeadSelection, as_of: dt.datetime
+    compiled: CompiledRuleSet,
+    selection: LeadSelection,
+    as_of: dt.datetime,
+    probability: ProbabilitySource | None = None,
 ) -> tuple[LeadColumns, ScoreResult, BehaviourAggregates]:
     leads = read_lead_columns(compiled, selection, as_of)
+    if probability is not None:
+        # An experiment's challenger model: its probabilities instead of the active model's.
+        leads = dataclasses.replace(leads, model_probability=probability(leads.ids, as_of))
     behaviour = read_behaviour(compiled, selection, leads.ids, leads.created_epoch, as_of)
     result = score_leads(compiled, leads.fields, behaviour, leads.model_probability)
     return leads, result, behaviour
@@ -137,9 +152,28 @@ def rescore_selection(
     rule_set: RuleSet, selection: LeadSelection, as_of: dt.datetime
 ) -> ScoringOutcome:
     """Score the selected leads with `rule_set` as of `as_of` and write everything back.
-    Must run inside a transaction (the caller's), so the write is all or nothing."""
+    Must run inside a transaction (the caller's), so the write is all or nothing.
+    While an experiment runs, its leads are scored by both arms and store their own arm's
+    score (`scoring.services.experiments.experiment_rescore`)."""
+    # Imported here: the experiments service scores its arms through this module.
+    from scoring.services.experiments import experiment_rescore
+
+    outcome = experiment_rescore(rule_set, selection, as_of)
+    if outcome is not None:
+        return outcome
+    return rescore_arm(rule_set, selection, as_of)
+
+
+def rescore_arm(
+    rule_set: RuleSet,
+    selection: LeadSelection,
+    as_of: dt.datetime,
+    probability: ProbabilitySource | None = None,
+) -> ScoringOutcome:
+    """`rescore_selection`'s write path for one rule set (and, for a model experiment's
+    challenger arm, another model's probabilities), with no experiment applied."""
     compiled = compiled_rule_set(rule_set)
-    leads, result, behaviour = _score_with_behaviour(compiled, selection, as_of)
+    leads, result, behaviour = _score_with_behaviour(compiled, selection, as_of, probability)
     # Leads created after as_of are not scored; they come due when they are created.
     _due_on_creation(selection, as_of)
     if leads.n == 0:

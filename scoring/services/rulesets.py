@@ -132,6 +132,21 @@ def ruleset_publish(rule_set: RuleSet, *, user: Any = None, rescore: bool = True
     return rule_set
 
 
+def ruleset_freeze_challenger(document: Any, *, user: Any = None) -> RuleSet:
+    """Store a rule-set document as an experiment's challenger: validated as an import is,
+    numbered as the next version (scores and reports name it), immutable, and never live.
+    Raises `RuleSetInvalid` before anything is written."""
+    with transaction.atomic():
+        rule_set = ruleset_import(document, user=user)
+        # The same lock as a publish, so the two never take the same version number.
+        list(RuleSet.objects.select_for_update().filter(status=RuleSet.Status.PUBLISHED))
+        rule_set.version = (RuleSet.objects.aggregate(v=Max("version"))["v"] or 0) + 1
+        rule_set.status = RuleSet.Status.CHALLENGER
+        rule_set.save(update_fields=["version", "status"])
+    logger.info("ruleset.frozen ruleset=%s version=%s", rule_set.pk, rule_set.version)
+    return rule_set
+
+
 def _write_rows(rule_set: RuleSet, spec: RuleSetSpec, user: Any) -> None:
     default_user = user if _is_user(user) else None
     personas = [

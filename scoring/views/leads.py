@@ -13,6 +13,7 @@ from scoring.charts.lead import score_history_figure
 from scoring.csv_safety import csv_lines
 from scoring.models import Feedback, Lead, RuleSet
 from scoring.roles import can
+from scoring.selectors.experiments import lead_experiments
 from scoring.selectors.lead_page import (
     breakdown_rows,
     identities_by_source,
@@ -152,6 +153,7 @@ def lead_detail(request: HttpRequest, lead_id: int) -> HttpResponse:
         "identities": identities_by_source(lead),
         "merges": lead_merges(lead),
         "assignments": lead_assignments(lead),
+        "experiments": lead_experiments(lead.pk),
         **feedback_panel_context(request, lead),
     }
     return render(request, "leads/detail.html", context)

@@ -33,6 +33,7 @@ PAGES = {
     "/feedback/": {"ops", "manager"},
     "/kpis/": {"ops", "manager", "admin"},
     "/models/": {"ops", "manager"},
+    "/experiments/": {"ops", "manager"},
     "/integrations/": {"ops", "admin"},
     "/imports/": {"ops", "admin"},
     "/profile/": {"ops", "sales1", "manager", "admin"},
@@ -47,6 +48,7 @@ API = {
     "/api/v1/kpis/bands/": {"ops", "manager", "admin"},
     "/api/v1/kpis/funnel/": {"ops", "manager", "admin"},
     "/api/v1/webhooks/": {"ops", "admin"},
+    "/api/v1/experiments/": {"ops", "manager"},
 }
 USERS = ("ops", "sales1", "manager", "admin")
 

@@ -39,6 +39,7 @@ from .spec import (
     EventRule,
     InactivityRule,
     Persona,
+    PropertyTest,
     Rule,
     RuleSetInvalid,
     RuleSetSpec,
@@ -46,6 +47,7 @@ from .spec import (
     issue_location,
     parse_ruleset,
     ruleset_to_document,
+    where_value_document,
 )
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "InactivityRule",
     "LeadTable",
     "Persona",
+    "PropertyTest",
     "Rule",
     "RuleEventPlan",
     "RuleSetInvalid",
@@ -90,4 +93,5 @@ __all__ = [
     "rule_label",
     "ruleset_to_document",
     "score_leads",
+    "where_value_document",
 ]

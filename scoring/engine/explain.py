@@ -29,7 +29,7 @@ import numpy as np
 
 from ._bulk import gc_paused
 from .scorer import ScoreResult
-from .spec import AttributeRule, EventRule, Rule
+from .spec import AttributeRule, EventRule, PropertyTest, Rule
 
 _OP_TEXT = {
     "eq": "is",
@@ -63,22 +63,31 @@ def _value_text(value: Any) -> str:
     return str(value)
 
 
+def _predicate_text(field: str, op: str, value: Any) -> str:
+    if op == "is_set":
+        return f"{field} is set"
+    if op == "is_not_set":
+        return f"{field} is not set"
+    if op == "between":
+        low, high = value
+        return f"{field} between {_value_text(low)} and {_value_text(high)}"
+    return f"{field} {_OP_TEXT[op]} {_value_text(value)}"
+
+
 def rule_label(rule: Rule) -> str:
     """A short human description of what a rule tests, e.g. "title contains 'engineer'",
     "pricing_page_visit in 30 d (half-life 14 d, cap 20)", "no activity for 45 d"."""
     if isinstance(rule, AttributeRule):
-        if rule.op == "is_set":
-            return f"{rule.field} is set"
-        if rule.op == "is_not_set":
-            return f"{rule.field} is not set"
-        if rule.op == "between":
-            low, high = rule.value
-            return f"{rule.field} between {_value_text(low)} and {_value_text(high)}"
-        return f"{rule.field} {_OP_TEXT[rule.op]} {_value_text(rule.value)}"
+        return _predicate_text(rule.field, rule.op, rule.value)
     if isinstance(rule, EventRule):
         label = rule.event_type
         if rule.where:
-            label += " where " + " and ".join(f"{k} = {_value_text(v)}" for k, v in rule.where)
+            label += " where " + " and ".join(
+                _predicate_text(k, v.op, v.value)
+                if isinstance(v, PropertyTest)
+                else f"{k} = {_value_text(v)}"
+                for k, v in rule.where
+            )
         label += f" in {_number_text(rule.window_days)} d"
         extras = []
         if rule.half_life_days is not None:

@@ -8,7 +8,9 @@ JSON path, so the editor can mark all bad inputs in one round trip.
 Normal form (what `parse_ruleset` produces and `ruleset_to_document` accepts):
 
 - list values (`in` / `not_in` lists, the `between` pair) are tuples, so specs are hashable;
-- `EventRule.where` is a tuple of `(key, value)` pairs sorted by key;
+- `EventRule.where` is a tuple of `(key, value)` pairs sorted by key, each value a JSON scalar
+  (exact JSON equality) or a `PropertyTest` (an operator object such as `{"gte": 9}`;
+  `{"is_set": false}` becomes `is_not_set` and `{"is_not_set": false}` becomes `is_set`);
 - `floor` and `ceiling` are ints (scores are integers, so a fractional bound would be a lie);
 - `is_set` / `is_not_set` carry `value=None`.
 
@@ -68,6 +70,19 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class PropertyTest:
+    """An operator on one event property in a `where` (`{"score": {"gte": 9}}`).
+
+    `op` and `value` are those of an attribute predicate (same normal form as `Condition`) and
+    mean the same: the property's value is tested exactly as a lead field would be. A property
+    that is absent, JSON null, blank, or holds an object or a list reads as missing.
+    """
+
+    op: str
+    value: Any = None
+
+
+@dataclass(frozen=True)
 class AttributeRule:
     """Contributes `points` when the predicate `field op value` holds for the lead."""
 
@@ -86,8 +101,9 @@ class EventRule:
     """Contributes `points * sum(0.5 ** (age_days / half_life_days))` over matching events.
 
     Matching events have this `event_type`, every `where` property equal to the given value
-    (JSON equality) and `0 <= age_days <= window_days`; each term is 1 without a half-life. With
-    a `cap` the contribution is clipped to `[-|cap|, |cap|]`.
+    (JSON equality) or meeting its `PropertyTest`, and `0 <= age_days <= window_days`; each
+    term is 1 without a half-life. With a `cap` the contribution is clipped to
+    `[-|cap|, |cap|]`.
     """
 
     kind: ClassVar[str] = "event"
@@ -265,7 +281,7 @@ def parse_ruleset(document: object) -> RuleSetSpec:
     `half_life_days` / inactivity `days`, `floor >= ceiling`, duplicate persona names, duplicate
     band names or `min_score`s within one persona scope, more than one qualifying band in a
     scope, references to undefined personas, `model_weight` outside [0, 1] and `where` values
-    that are not scalars.
+    that are neither scalars nor one operator object with a valid value.
     """
     c = _Collector()
     doc = c.object(
@@ -523,12 +539,47 @@ def _parse_where(c: _Collector, value: object, path: str) -> tuple[tuple[str, An
         if not isinstance(key, str) or not key:
             c.add(path, f"has an invalid property name {key!r}")
             ok = False
+        elif isinstance(item, Mapping):
+            test = _parse_property_test(c, item, _key_path(path, key))
+            if test is None:
+                ok = False
+            else:
+                pairs.append((key, test))
         elif item is not None and not _is_scalar_value(item):
-            c.add(_key_path(path, key), "must be a string, number, boolean or null")
+            c.add(
+                _key_path(path, key),
+                "must be a string, number, boolean, null or one operator object",
+            )
             ok = False
         else:
             pairs.append((key, item))
-    return tuple(sorted(pairs)) if ok else None
+    return tuple(sorted(pairs, key=lambda pair: pair[0])) if ok else None
+
+
+def _parse_property_test(c: _Collector, item: Mapping[str, Any], path: str) -> PropertyTest | None:
+    """`{"op": value}` with exactly one attribute operator; is_set / is_not_set take a bool."""
+    if len(item) != 1 or next(iter(item)) not in OPERATORS:
+        c.add(
+            path,
+            "must be a string, number, boolean, null or one operator object"
+            f" ({{op: value}} with op one of {', '.join(OPERATORS)})",
+        )
+        return None
+    ((op, value),) = item.items()
+    vpath = _key_path(path, op)
+    if op in VALUELESS_OPERATORS:
+        if not isinstance(value, bool):
+            c.add(vpath, f"{op} takes true or false")
+            return None
+        # {"is_set": false} is is_not_set: one normal form per meaning.
+        if not value:
+            op = "is_not_set" if op == "is_set" else "is_set"
+        return PropertyTest(op, None)
+    errors_before = len(c.issues)
+    value = _check_operator_value(c, op, value, vpath)
+    if len(c.issues) > errors_before:
+        return None
+    return PropertyTest(op, value)
 
 
 def _parse_predicate(
@@ -555,7 +606,26 @@ def _parse_predicate(
         value = None
     elif op is not None and "value" not in obj:
         c.add(vpath, f"is required for {op}")
-    elif op in SCALAR_OPERATORS:
+    elif op is not None:
+        value = _check_operator_value(c, op, value, vpath)
+    if (
+        field == EMAIL_DOMAIN_TYPE_FIELD
+        and op in {"eq", "neq", "in", "not_in"}
+        and len(c.issues) == errors_before
+    ):
+        for item in value if op in LIST_OPERATORS else (value,):
+            if not isinstance(item, str) or item.strip().casefold() not in EMAIL_DOMAIN_TYPES:
+                c.add(vpath, "email_domain_type is 'business' or 'free'")
+                break
+    if len(c.issues) > errors_before or field is None or op is None:
+        return None
+    return field, op, value
+
+
+def _check_operator_value(c: _Collector, op: str, value: Any, vpath: str) -> Any:
+    """Check the value of a valued operator (attribute predicates and `where` tests alike);
+    returns it in normal form (lists as tuples)."""
+    if op in SCALAR_OPERATORS:
         _check_match_scalar(c, value, vpath)
     elif op in LIST_OPERATORS:
         if not isinstance(value, list | tuple):
@@ -580,18 +650,7 @@ def _parse_predicate(
             c.add(vpath, "between takes [low, high] with low <= high")
         else:
             value = (value[0], value[1])
-    if (
-        field == EMAIL_DOMAIN_TYPE_FIELD
-        and op in {"eq", "neq", "in", "not_in"}
-        and len(c.issues) == errors_before
-    ):
-        for item in value if op in LIST_OPERATORS else (value,):
-            if not isinstance(item, str) or item.strip().casefold() not in EMAIL_DOMAIN_TYPES:
-                c.add(vpath, "email_domain_type is 'business' or 'free'")
-                break
-    if len(c.issues) > errors_before or field is None or op is None:
-        return None
-    return field, op, value
+    return value
 
 
 def _check_match_scalar(c: _Collector, value: object, path: str) -> None:
@@ -642,6 +701,13 @@ def _predicate_document(field: str, op: str, value: Any) -> dict[str, Any]:
     return doc
 
 
+def where_value_document(value: Any) -> Any:
+    """A `where` value as JSON: the scalar, or `{op: value}` for a `PropertyTest`."""
+    if isinstance(value, PropertyTest):
+        return {value.op: True if value.op in VALUELESS_OPERATORS else _plain(value.value)}
+    return value
+
+
 def _band_document(band: Band) -> dict[str, Any]:
     doc: dict[str, Any] = {"name": band.name, "min_score": band.min_score}
     if band.qualifies:
@@ -661,7 +727,7 @@ def _rule_document(rule: Rule) -> dict[str, Any]:
         doc.update(_predicate_document(rule.field, rule.op, rule.value))
     elif isinstance(rule, EventRule):
         doc["event_type"] = rule.event_type
-        where = dict(rule.where)
+        where = {key: where_value_document(value) for key, value in rule.where}
         if where:
             doc["where"] = where
         doc["window_days"] = rule.window_days

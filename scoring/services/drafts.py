@@ -20,6 +20,7 @@ from scoring.engine import (
     RuleSetInvalid,
     ValidationIssue,
     parse_ruleset,
+    where_value_document,
 )
 from scoring.models import Band, Persona, Rule, RuleSet
 from scoring.services.rulesets import RuleSetNotEditable, ruleset_copy, ruleset_document
@@ -220,7 +221,8 @@ def _apply_rule(row: Rule, rule: Any) -> None:
         row.field, row.op = rule.field, rule.op
         row.value = list(rule.value) if isinstance(rule.value, tuple) else rule.value
     elif isinstance(rule, EventRule):
-        row.event_type, row.where = rule.event_type, dict(rule.where)
+        row.event_type = rule.event_type
+        row.where = {key: where_value_document(value) for key, value in rule.where}
         row.window_days, row.half_life_days, row.cap = (
             rule.window_days,
             rule.half_life_days,

@@ -23,6 +23,7 @@ from scoring.engine import (
     RuleSetSpec,
     parse_ruleset,
     ruleset_to_document,
+    where_value_document,
 )
 from scoring.models import Band, Persona, Rule, RuleSet
 
@@ -165,7 +166,7 @@ def _rule_row(rule_set: RuleSet, position: int, rule: Any) -> Rule:
         return Rule(
             kind="event",
             event_type=rule.event_type,
-            where=dict(rule.where),
+            where={key: where_value_document(value) for key, value in rule.where},
             window_days=rule.window_days,
             half_life_days=rule.half_life_days,
             cap=rule.cap,

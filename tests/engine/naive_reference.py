@@ -124,6 +124,20 @@ def json_equal(a: Any, b: Any) -> bool:
     return a == b
 
 
+def where_holds(props: dict[str, Any], key: str, wanted: Any) -> bool:
+    """A value asks for JSON equality; an operator object `{op: value}` is the attribute
+    predicate on the property (an object or list value reads as missing)."""
+    if not isinstance(wanted, dict):
+        return key in props and json_equal(props[key], wanted)
+    ((op, value),) = wanted.items()
+    if op in ("is_set", "is_not_set") and value is False:
+        op = "is_not_set" if op == "is_set" else "is_set"
+    found = props.get(key)
+    if isinstance(found, dict | list):
+        found = None
+    return holds(found, op, value)
+
+
 def round_half_away(x: float) -> int:
     # The engine's documented choice: halves (and anything within 1e-9 below one) go away
     # from zero.
@@ -171,7 +185,7 @@ def score_lead(
                     continue
                 props = e.properties or {}
                 where = rule.get("where") or {}
-                if not all(k in props and json_equal(props[k], v) for k, v in where.items()):
+                if not all(where_holds(props, k, v) for k, v in where.items()):
                     continue
                 count += 1
                 half_life = rule.get("half_life_days")

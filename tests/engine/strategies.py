@@ -66,7 +66,7 @@ OPS = [
 ]
 POINTS = [-20, -10, -2.5, -0.5, 0, 0.1, 0.2, 0.25, 0.3, 0.5, 1, 2.5, 5, 15]
 PERSONA_NAMES = ["Developer", "Marketer", "Exec"]
-EVENT_TYPES = ["page_view", "pricing_page_visit", "api_call"]
+EVENT_TYPES = ["page_view", "pricing_page_visit", "api_call", "survey_response"]
 AGES = [-1, -0.001, 0, 0.5, 3.5, 7, 14, 29.999, 30, 30.001, 100]
 PROPERTIES: list[dict[str, Any] | None] = [
     None,
@@ -80,8 +80,41 @@ PROPERTIES: list[dict[str, Any] | None] = [
     {"plan": "pro", "tier": 2},
     {"plan": "pro", "tier": 2.0},
     {"tier": "2"},
+    # Survey answers and usage counts: numbers, numeric strings, blanks, lists, bools.
+    {"question": "nps", "score": 9},
+    {"question": "NPS ", "score": "10"},
+    {"question": "nps", "score": 6.5},
+    {"question": "csat", "score": " 8 "},
+    {"question": "nps", "score": "abc"},
+    {"question": "nps", "score": ""},
+    {"question": "nps", "score": None},
+    {"question": "nps", "score": [9]},
+    {"question": {"id": "nps"}, "score": True},
+    {"feature": "Reports", "count": 12},
+    {"feature": "reports export", "count": 3.0},
 ]
-WHERES = [{"plan": "pro"}, {"plan": 1}, {"plan": True}, {"plan": None}, {"plan": "pro", "tier": 2}]
+WHERES = [
+    {"plan": "pro"},
+    {"plan": 1},
+    {"plan": True},
+    {"plan": None},
+    {"plan": "pro", "tier": 2},
+    # Operators: every attribute operator, on the same colliding values.
+    {"question": "nps", "score": {"gte": 9}},
+    {"score": {"lte": 6.5}},
+    {"score": {"between": [7, 9]}},
+    {"plan": {"in": ["PRO", 1]}},
+    {"plan": {"not_in": ["pro", True]}},
+    {"question": {"eq": "nps"}, "score": {"neq": 9}},
+    {"feature": {"contains": "REPORT"}, "count": {"gte": 3}},
+    {"feature": {"not_contains": "export"}},
+    {"score": {"is_set": True}},
+    {"score": {"is_set": False}},
+    {"score": {"is_not_set": True}},
+    {"question": {"is_not_set": False}},
+    {"tier": {"eq": 2}},
+    {"tier": {"in": ["2", 3]}},
+]
 
 
 @st.composite

@@ -36,6 +36,10 @@ class LeadResult:
     counts: list[int] = field(default_factory=list)
     decayed: list[float] = field(default_factory=list)
     days_since_activity: float = math.nan
+    group_totals: dict[str, float] = field(default_factory=dict)
+    group_scores: dict[str, int] = field(default_factory=dict)
+    group_bands: dict[str, str | None] = field(default_factory=dict)
+    grade: str | None = None
 
 
 def is_missing(value: Any) -> bool:
@@ -206,9 +210,33 @@ def score_lead(
         contributions.append(value)
         capped.append(was_capped)
 
+    # Groups: grouped rules sum into their group, clamped to [floor, cap]; the total is the
+    # ungrouped contributions (in rule order) plus the clamped groups (in group order).
+    groups = doc.get("groups") or []
+    sums = {g["name"]: 0.0 for g in groups}
     total = 0.0
-    for value in contributions:
+    for rule, value in zip(doc["rules"], contributions, strict=True):
+        if rule.get("group") is None:
+            total += value
+        else:
+            sums[rule["group"]] += value
+    group_totals, group_scores, group_bands = {}, {}, {}
+    for g in groups:
+        value = sums[g["name"]]
+        if g.get("floor") is not None and value < g["floor"]:
+            value = float(g["floor"])
+        if g.get("cap") is not None and value > g["cap"]:
+            value = float(g["cap"])
         total += value
+        group_totals[g["name"]] = value
+        group_scores[g["name"]] = round_half_away(value)
+        reached = [b for b in g.get("bands", []) if b["min_score"] <= group_scores[g["name"]]]
+        best = max(reached, key=lambda b: b["min_score"]) if reached else None
+        group_bands[g["name"]] = best["name"] if best else None
+    grade = None
+    grid = doc.get("grid")
+    if grid and group_bands[grid[0]] is not None and group_bands[grid[1]] is not None:
+        grade = group_bands[grid[0]] + group_bands[grid[1]]
     w = doc.get("model_weight", 0)
     if w > 0 and probability is not None and not math.isnan(probability):
         total = (1 - w) * total + w * 100 * probability
@@ -230,6 +258,10 @@ def score_lead(
         counts=counts,
         decayed=decayed_sums,
         days_since_activity=days_since,
+        group_totals=group_totals,
+        group_scores=group_scores,
+        group_bands=group_bands,
+        grade=grade,
     )
 
 

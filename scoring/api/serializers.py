@@ -127,6 +127,8 @@ class LeadListSerializer(serializers.ModelSerializer):
             "lifecycle_stage",
             "score",
             "band",
+            "grade",
+            "group_scores",
             "model_probability",
             "created_at",
         ]
@@ -177,6 +179,9 @@ class LeadDetailSerializer(serializers.ModelSerializer):
             "persona",
             "score",
             "band",
+            "grade",
+            "group_scores",
+            "group_bands",
             "breakdown",
             "model_probability",
             "rule_set_version",

@@ -214,6 +214,7 @@ def _apply_rule(row: Rule, rule: Any) -> None:
     row.points = rule.points
     row.persona = rule.persona or ""
     row.name = rule.name or ""
+    row.group = rule.group or ""
     row.field, row.op, row.value = "", "", None
     row.event_type, row.where = "", {}
     row.window_days = row.half_life_days = row.cap = row.days = None

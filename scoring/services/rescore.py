@@ -64,6 +64,7 @@ from scoring.rule_inputs import (
     read_next_events,
 )
 from scoring.selectors.rules import live_rule_set
+from scoring.services.grades import write_group_results
 from scoring.services.rulesets import ruleset_document
 
 logger = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ def rescore_selection(
         as_of,
         due,
     )
+    write_group_results(leads.ids, result)
     _write_history(rule_set, selection, leads.ids, scores, new_band, as_of)
     _write_transitions(rule_set, leads, scores, old_band, new_band, fired_up, fired_down, as_of)
     return ScoringOutcome(scored=leads.n, changed=int(changed.sum()))

@@ -15,6 +15,7 @@ from scoring.models import Feedback, Lead, RuleSet
 from scoring.roles import can
 from scoring.selectors.lead_page import (
     breakdown_rows,
+    grade_axes,
     identities_by_source,
     lead_events_page,
     lead_merges,
@@ -36,7 +37,17 @@ from scoring.views.feedback import feedback_panel_context, is_htmx
 
 # The filters the page has a picker for; any other filter in the query (the feedback review's
 # links, the API's names) rides along as a hidden field so that refining the filter keeps it.
-_PICKERS = ("q", "band", "persona", "stage", "source", "owner", "created_from", "created_to")
+_PICKERS = (
+    "q",
+    "band",
+    "grade",
+    "persona",
+    "stage",
+    "source",
+    "owner",
+    "created_from",
+    "created_to",
+)
 
 
 @require("view_leads")
@@ -143,6 +154,7 @@ def lead_detail(request: HttpRequest, lead_id: int) -> HttpResponse:
         "lead": lead,
         "breakdown": breakdown,
         "breakdown_total": total,
+        "axes": grade_axes(lead),
         "rounding_note": _rounding_note(lead, total, bool(breakdown)),
         "events": events,
         "history_figure": score_history_figure(score_history_points(lead)),

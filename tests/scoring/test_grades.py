@@ -191,3 +191,28 @@ def test_the_lead_page_shows_both_axes_and_the_queue_the_grade(graded, client_as
     assert 'data-testid="lead-grade">A2<' in html
     queue = client.get("/leads/?grade=A2").content.decode()
     assert 'data-testid="row-grade">A2<' in queue
+
+
+def test_the_kpi_page_shows_conversion_by_grade_with_n_and_wilson_intervals(graded, client_as):
+    import plotly.graph_objects as go
+
+    from scoring.kpis.stats import wilson_interval
+
+    Lead.objects.filter(pk=graded["vp"].pk).update(converted_at=NOW)
+    page = client_as("manager").get("/kpis/?start=2026-01-01&end=2026-12-31")
+    assert page.status_code == 200, page.content[:500]
+    grid = page.context["grade_grid"]
+    assert (grid.rows, grid.columns) == (["A", "B", "C", "D"], ["1", "2", "3"])
+    cells = {c["grade"]: c for c in grid.cells}
+    assert (cells["A2"]["leads"], cells["A2"]["converted"]) == (1, 1)
+    assert (cells["A2"]["ci_low"], cells["A2"]["ci_high"]) == wilson_interval(1, 1)
+    assert (cells["B1"]["leads"], cells["B1"]["converted"], cells["B1"]["conversion_rate"]) == (
+        1,
+        0,
+        0.0,
+    )
+    assert cells["C1"]["leads"] == 0 and cells["C1"]["conversion_rate"] is None
+    figure = page.context["figures"]["fig-grades"]
+    go.Figure(figure)  # plotly's schema accepts it
+    assert "n=1" in figure["data"][0]["text"][0][1]  # row A, column 2
+    assert figure["data"][0]["customdata"][0][1].endswith("grade=A2")

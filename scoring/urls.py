@@ -30,6 +30,7 @@ urlpatterns: list = [
     path("rules/<int:rule_set_id>/export.json", rule_views.rules_export, name="rules-export"),
     path("rules/<int:rule_set_id>/settings/", rule_views.rule_set_settings, name="rules-settings"),
     path("rules/<int:rule_set_id>/discard/", rule_views.rule_set_discard, name="rules-discard"),
+    path("rules/<int:rule_set_id>/groups/", rule_views.rule_set_groups, name="rules-groups"),
     path("rules/<int:rule_set_id>/history/", rule_views.rule_set_history, name="rules-history"),
     path("rules/<int:rule_set_id>/publish/", rule_views.rule_set_publish, name="rules-publish"),
     path("rules/<int:rule_set_id>/rollback/", rule_views.rule_set_publish, name="rules-rollback"),

@@ -108,6 +108,23 @@ def draft_settings_save(
     return rule_set
 
 
+@transaction.atomic
+def draft_groups_save(rule_set: RuleSet, extension: dict[str, Any]) -> RuleSet:
+    """Replace a draft's `groups`, `grid` and `account` (absent keys clear them). Raises
+    `DraftEditInvalid` with the engine's issues (e.g. a rule naming a group that no longer
+    exists) and changes nothing then."""
+    _editable(rule_set)
+    before = ruleset_document(rule_set)
+    after = {k: v for k, v in before.items() if k not in ("groups", "grid", "account")}
+    after.update({k: v for k, v in extension.items() if v not in (None, [])})
+    _check(before, after, None)
+    rule_set.groups = extension.get("groups") or []
+    rule_set.grid = extension.get("grid")
+    rule_set.account = extension.get("account")
+    rule_set.save(update_fields=["groups", "grid", "account"])
+    return rule_set
+
+
 # ---------------------------------------------------------------------------------------------
 # Items
 

@@ -94,6 +94,11 @@ class Lead(models.Model):
     group_scores = models.JSONField(default=dict, blank=True)
     group_bands = models.JSONField(default=dict, blank=True)
     grade = models.CharField(max_length=130, blank=True, default="")
+    # The company the lead belongs to (CRM account, else business email domain); set by
+    # scoring.services.accounts on every rescore.
+    account = models.ForeignKey(
+        "Account", null=True, blank=True, on_delete=models.SET_NULL, related_name="contacts"
+    )
     # KPI rollup: the band and score the lead had just before it converted (the last history
     # row before converted_at), valid while conversion_band_at equals converted_at. Kept by
     # scoring.kpis.rollup so the dashboard need not search the history of every converter.
@@ -538,3 +543,28 @@ class UserAudit(models.Model):
 
     class Meta:
         ordering = ["-at", "-pk"]
+
+
+class Account(models.Model):
+    """A company leads belong to: a CRM account (Salesforce ConvertedAccountId / AccountId,
+    HubSpot company) or, failing that, a business email domain (free-mail domains never form
+    one). `key` is "salesforce:<id>", "hubspot:<id>" or "domain:<domain>". The score and band
+    roll up from the contacts' scores as the live rule set's `account` says (none without)."""
+
+    key = models.CharField(max_length=300, unique=True)
+    source = models.CharField(max_length=20)
+    external_id = models.CharField(max_length=255, blank=True, default="")
+    name = models.CharField(max_length=200, blank=True, default="")
+    domain = models.CharField(max_length=255, blank=True, default="")
+    score = models.IntegerField(null=True, blank=True)
+    band = models.CharField(max_length=60, blank=True, default="")
+    contact_count = models.IntegerField(default=0)
+    scored_contacts = models.IntegerField(default=0)
+    scored_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["-score", "-id"], name="account_score_idx")]
+
+    def __str__(self) -> str:
+        return self.name or self.key

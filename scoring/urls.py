@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from scoring.views import companies as company_views
 from scoring.views import feedback as feedback_views
 from scoring.views import kpis as kpi_views
 from scoring.views import leads as lead_views
@@ -23,6 +24,8 @@ urlpatterns: list = [
     path("kpis/", kpi_views.kpi_dashboard, name="kpis"),
     path("kpis/export/<slug:table>.csv", kpi_views.kpi_export, name="kpi-export"),
     # Rules, personas, bands, preview, publishing (scoring/views/rules.py)
+    path("companies/", company_views.company_list, name="companies"),
+    path("companies/<int:account_id>/", company_views.company_detail, name="company"),
     path("rules/", rule_views.rules_index, name="rules-index"),
     path("rules/new/", rule_views.draft_new, name="rules-new"),
     path("rules/import/", rule_views.rules_import, name="rules-import"),

@@ -182,7 +182,7 @@ ACCOUNT_METHODS: tuple[str, ...] = ("max", "top_k_mean", "sum")
 class AccountRollup:
     """How contact scores roll up into an account score: the maximum, the mean of the top `k`
     (fewer when the account has fewer contacts) or the sum, rounded half away from zero and
-    clamped to `[0, cap]` when a cap is given; `bands` as group bands."""
+    limited to at most `cap` when a cap is given; `bands` as group bands."""
 
     method: str
     k: int = 3

@@ -37,9 +37,11 @@ PAGES = {
     "/imports/": {"ops", "admin"},
     "/profile/": {"ops", "sales1", "manager", "admin"},
     "/users/": {"admin"},
+    "/companies/": {"ops", "sales1", "manager", "admin"},
 }
 API = {
     "/api/v1/leads/": {"ops", "sales1", "manager", "admin"},
+    "/api/v1/accounts/": {"ops", "sales1", "manager", "admin"},
     "/api/v1/kpis/bands/": {"ops", "manager", "admin"},
     "/api/v1/kpis/funnel/": {"ops", "manager", "admin"},
 }

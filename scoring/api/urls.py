@@ -20,4 +20,5 @@ urlpatterns = [
     path("kpis/revenue/", kpis.RevenueView.as_view(), name="api-kpis-revenue"),
     path("kpis/band-entries/", kpis.BandEntriesView.as_view(), name="api-kpis-band-entries"),
     path("kpis/feedback/", kpis.FeedbackView.as_view(), name="api-kpis-feedback"),
+    path("kpis/account-bands/", kpis.AccountBandsView.as_view(), name="api-kpis-account-bands"),
 ]

@@ -72,3 +72,48 @@ def conversion_by_grade(filters: KpiFilters) -> GradeGrid | None:
                 }
             )
     return GradeGrid(row_group, column_group, rows, columns, cells)
+
+
+def conversion_by_account_band(filters: KpiFilters) -> list[dict[str, Any]]:
+    """Per account band (best first, then "No account band" for contacts whose account has
+    none and "No account" for leads without one): accounts, contacts in the cohort, converted
+    contacts, conversion rate and its Wilson 95 % interval. Accounts count by their band now."""
+    live = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
+    rollup = (live.account or {}) if live else {}
+    order = [
+        b["name"]
+        for b in sorted(rollup.get("bands") or [], key=lambda b: b["min_score"], reverse=True)
+    ]
+    # A lead without an account joins to a NULL band; an account without a band has "".
+    counted = {
+        band: (accounts, leads, converted)
+        for band, accounts, leads, converted in cohort(filters)
+        .order_by()
+        .values("account__band")
+        .annotate(
+            accounts=Count("account", distinct=True),
+            leads=Count("id"),
+            converted=Count("id", filter=Q(converted_at__isnull=False)),
+        )
+        .values_list("account__band", "accounts", "leads", "converted")
+    }
+    rows = []
+    labels = [(name, name) for name in order]
+    labels += [("", "No account band"), (None, "No account")]
+    for band, label in labels:
+        accounts, leads, converted = counted.get(band, (0, 0, 0))
+        if band in ("", None) and not leads:
+            continue
+        low, high = wilson_interval(converted, leads)
+        rows.append(
+            {
+                "account_band": label,
+                "accounts": accounts,
+                "leads": leads,
+                "converted": converted,
+                "conversion_rate": rate(converted, leads),
+                "ci_low": low,
+                "ci_high": high,
+            }
+        )
+    return rows

@@ -21,7 +21,7 @@ from scoring.api.kpis import AS_OF_HEADER, request_filters
 from scoring.charts import kpis as charts
 from scoring.csv_safety import csv_lines
 from scoring.kpis.filters import KpiFilterError, KpiFilters, leads_queue_url
-from scoring.kpis.grades import conversion_by_grade
+from scoring.kpis.grades import conversion_by_account_band, conversion_by_grade
 from scoring.kpis.report import DEFINITIONS, SMALL_N, TABLES, KpiReport, table_rows
 from scoring.kpis.selectors import filter_choices
 from scoring.views.access import require
@@ -143,6 +143,19 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
         "entries_weeks": len({row["week"] for row in entries}),
         "all_leads_url": link_for(None),
         "grade_grid": grade_grid,
+        "account_band_rows": [
+            {
+                **row,
+                "rate_text": _fmt_rate(row["conversion_rate"]),
+                "ci_text": (
+                    f"{row['ci_low']:.1%} to {row['ci_high']:.1%}"
+                    if row["ci_low"] is not None
+                    else "-"
+                ),
+                "small": row["leads"] < SMALL_N,
+            }
+            for row in conversion_by_account_band(filters)
+        ],
         "grade_rows": [
             {
                 **cell,

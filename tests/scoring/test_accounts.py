@@ -124,3 +124,21 @@ def test_the_account_pages_show_score_contacts_and_coverage(accounts, client_as)
     html = page.content.decode()
     assert 'data-testid="account-score">40<' in html and "Tier 1" in html
     assert 'data-testid="coverage">1 persona<' in html
+
+
+def test_kpis_by_account_band_on_the_page_and_the_api(accounts, client_as, role_users):
+    from scoring.kpis.stats import wilson_interval
+
+    Lead.objects.filter(pk=accounts["ada"].pk).update(converted_at=NOW)
+    client = APIClient()
+    client.force_authenticate(role_users["manager"])
+    response = client.get("/api/v1/kpis/account-bands/?start=2026-01-01&end=2026-12-31")
+    assert response.status_code == 200, response.content
+    rows = {r["account_band"]: r for r in response.json()}
+    assert (rows["Tier 1"]["accounts"], rows["Tier 1"]["leads"], rows["Tier 1"]["converted"]) == (
+        1, 3, 1)  # fmt: skip
+    assert (rows["Tier 1"]["ci_low"], rows["Tier 1"]["ci_high"]) == wilson_interval(1, 3)
+    assert rows["Tier 2"]["leads"] == 1 and rows["No account"]["leads"] == 1
+    page = client_as("manager").get("/kpis/?start=2026-01-01&end=2026-12-31")
+    assert 'data-testid="account-bands-table"' in page.content.decode()
+    assert client_as("sales1").get("/api/v1/kpis/account-bands/").status_code == 403

@@ -204,10 +204,14 @@ class _LeadListForm(forms.Form):
         ("created_after", "created_before"),
         ("flagged_from", "flagged_to"),
         ("score_min", "score_max"),
+        ("group_score_min", "group_score_max"),
     )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        for name in ("group_score_min", "group_score_max"):
+            if data.get(name) is not None and not data.get("group"):
+                self.add_error(name, "Name the group too (group=fit).")
         for start, end in self.RANGES:
             low, high = data.get(start), data.get(end)
             if low is not None and high is not None and low > high:

@@ -177,6 +177,9 @@ def test_a_bad_ordering_is_a_400_with_its_reason(graded, role_users):
     response = client.get("/api/v1/leads/?ordering=group:")
     assert response.status_code == 400
     assert "ordering" in response.json()
+    response = client.get("/api/v1/leads/?group_score_min=10")
+    assert response.status_code == 400
+    assert "group_score_min" in response.json()
 
 
 def test_the_lead_page_shows_both_axes_and_the_queue_the_grade(graded, client_as):

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from scoring.engine import AccountRollup, business_domain, roll_up_accounts
 from scoring.models import Account, Lead
+from scoring.services.grades import dense_ids
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +50,13 @@ def assign_accounts(lead_ids: np.ndarray) -> set[int]:
     ids = {int(i) for i in np.asarray(lead_ids).tolist()}
     if not ids:
         return set()
-    rows = Lead.objects.filter(id__gte=min(ids), id__lte=max(ids)).values_list(
-        "id", "email", "company", "attributes", "account_id"
+    ordered = np.array(sorted(ids), dtype=np.int64)
+    leads = (
+        Lead.objects.filter(id__gte=int(ordered[0]), id__lte=int(ordered[-1]))
+        if dense_ids(ordered)
+        else Lead.objects.filter(id__in=ordered.tolist())
     )
+    rows = leads.values_list("id", "email", "company", "attributes", "account_id")
     wanted: dict[int, tuple[str, str, str] | None] = {}
     current: dict[int, int | None] = {}
     company: dict[str, str] = {}

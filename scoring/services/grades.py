@@ -38,6 +38,12 @@ def group_columns(result: ScoreResult) -> tuple[list[str], list[str], list[str]]
     return scores, bands, grades
 
 
+def dense_ids(ids: np.ndarray) -> bool:
+    """Whether ascending `ids` fill most of their range (a bulk chunk), so a range condition
+    reads little besides them; a few real-time ids far apart do not."""
+    return int(ids[-1]) - int(ids[0]) + 1 <= 4 * int(ids.shape[0])
+
+
 def write_group_results(ids: np.ndarray, result: ScoreResult) -> None:
     """Store the group scores, group bands and grade of the leads `ids` (ascending, the
     order of `result`), in the caller's transaction. One COPY and one UPDATE on PostgreSQL,
@@ -48,13 +54,21 @@ def write_group_results(ids: np.ndarray, result: ScoreResult) -> None:
     if result.group_scores is None:
         # The common case: no groups. Only leads that still hold an older rule set's groups
         # are touched.
+        stale = "(grade <> '' OR group_scores <> %s OR group_bands <> %s)"
         with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE scoring_lead SET group_scores = %s, group_bands = %s, grade = ''"
-                " WHERE id BETWEEN %s AND %s AND (grade <> '' OR group_scores <> %s"
-                " OR group_bands <> %s)",
-                ["{}", "{}", int(ids[0]), int(ids[-1]), "{}", "{}"],
-            )
+            if dense_ids(ids):
+                cursor.execute(
+                    "UPDATE scoring_lead SET group_scores = %s, group_bands = %s, grade = ''"
+                    f" WHERE id BETWEEN %s AND %s AND {stale}",
+                    ["{}", "{}", int(ids[0]), int(ids[-1]), "{}", "{}"],
+                )
+            else:
+                # A few leads far apart (real time): by id, not over the range between them.
+                cursor.executemany(
+                    "UPDATE scoring_lead SET group_scores = %s, group_bands = %s, grade = ''"
+                    f" WHERE id = %s AND {stale}",
+                    [("{}", "{}", i, "{}", "{}") for i in ids.tolist()],
+                )
         return
     rows = list(zip(ids.tolist(), scores, bands, grades, strict=True))
     if is_postgres():

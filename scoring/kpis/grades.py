@@ -75,11 +75,15 @@ def conversion_by_grade(filters: KpiFilters) -> GradeGrid | None:
 
 
 def conversion_by_account_band(filters: KpiFilters) -> list[dict[str, Any]]:
-    """Per account band (best first, then "No account band" for contacts whose account has
-    none and "No account" for leads without one): accounts, contacts in the cohort, converted
+    """Per account band of the live rule set's roll-up (none without one; best first, then
+    "No account band" for contacts whose account has none and "No account" for leads without
+    one): accounts, contacts in the cohort, converted
     contacts, conversion rate and its Wilson 95 % interval. Accounts count by their band now."""
     live = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
     rollup = (live.account or {}) if live else {}
+    if not rollup:
+        # No roll-up in the live rule set: accounts have no bands to compare.
+        return []
     order = [
         b["name"]
         for b in sorted(rollup.get("bands") or [], key=lambda b: b["min_score"], reverse=True)

@@ -100,6 +100,9 @@ def where_from_text(text: str) -> dict[str, Any]:
 
 
 def where_to_text(where: dict[str, Any]) -> str:
+    # Operator objects ({"gte": 9}) have no key=value form: the whole where shows as JSON.
+    if any(isinstance(value, dict) for value in (where or {}).values()):
+        return json.dumps(where)
     return ", ".join(f"{key}={value_to_text(value)}" for key, value in (where or {}).items())
 
 
@@ -160,6 +163,7 @@ class RuleForm(DocumentItemForm):
     kind = forms.ChoiceField(choices=[(k, Rule.Kind(k).label) for k in RULE_KINDS])
     name = forms.CharField(required=False, max_length=200)
     persona = forms.ChoiceField(required=False, choices=[("", "All leads")])
+    group = forms.ChoiceField(required=False, choices=[("", "No group")])
     points = forms.FloatField(required=False)
     field = forms.CharField(required=False, max_length=120)
     op = forms.ChoiceField(required=False, choices=[("", "—"), *((o, o) for o in OPERATORS)])
@@ -171,9 +175,12 @@ class RuleForm(DocumentItemForm):
     cap = forms.FloatField(required=False)
     days = forms.FloatField(required=False)
 
-    def __init__(self, *args: Any, personas: list[str] = (), **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, personas: list[str] = (), groups: list[str] = (), **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.fields["persona"].choices = [("", "All leads"), *((p, p) for p in personas)]
+        self.fields["group"].choices = [("", "No group"), *((g, g) for g in groups)]
 
     def clean_where(self) -> dict[str, Any]:
         return where_from_text(self.cleaned_data.get("where", ""))
@@ -205,6 +212,8 @@ class RuleForm(DocumentItemForm):
             item["days"] = _number(data["days"])
         if data.get("persona"):
             item["persona"] = data["persona"]
+        if data.get("group"):
+            item["group"] = data["group"]
         if data.get("name", "").strip():
             item["name"] = data["name"].strip()
         return item
@@ -215,6 +224,7 @@ class RuleForm(DocumentItemForm):
             "kind": rule.kind,
             "name": rule.name,
             "persona": rule.persona,
+            "group": rule.group,
             "points": _number(rule.points),
             "field": rule.field,
             "op": rule.op,
@@ -303,6 +313,34 @@ class RuleSetSettingsForm(forms.Form):
         if floor is not None and ceiling is not None and floor >= ceiling:
             self.add_error("ceiling", "must be greater than the floor")
         return data
+
+
+class GroupsForm(forms.Form):
+    """The rule set's groups, grid and account roll-up, edited as the JSON they are in the
+    document: `{"groups": [...], "grid": [...], "account": {...}}` (each key optional)."""
+
+    document = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false"}),
+        max_length=20000,
+        help_text='{"groups": [{"name": "fit", "cap": 50, "bands": [{"name": "A", '
+        '"min_score": 40}]}], "grid": ["fit", "engagement"]}',
+    )
+
+    def clean_document(self) -> dict[str, Any]:
+        text = (self.cleaned_data.get("document") or "").strip()
+        if not text:
+            return {}
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"is not valid JSON ({exc.msg})") from exc
+        if not isinstance(parsed, dict):
+            raise forms.ValidationError("must be a JSON object")
+        unknown = set(parsed) - {"groups", "grid", "account"}
+        if unknown:
+            raise forms.ValidationError(f"unknown keys: {', '.join(sorted(unknown))}")
+        return parsed
 
 
 class ImportForm(forms.Form):

@@ -89,6 +89,16 @@ class Lead(models.Model):
     scored_at = models.DateTimeField(null=True, blank=True)
     # Whether the lead is currently over the qualifying threshold, with hysteresis applied.
     qualified = models.BooleanField(default=False)
+    # Rule groups (fit x engagement): {group: score}, {group: band or ""}, and the grid's
+    # grade ("A1"; "" without a grid). Filterable: the queue and the API filter and sort on them.
+    group_scores = models.JSONField(default=dict, blank=True)
+    group_bands = models.JSONField(default=dict, blank=True)
+    grade = models.CharField(max_length=130, blank=True, default="")
+    # The company the lead belongs to (CRM account, else business email domain); set by
+    # scoring.services.accounts on every rescore.
+    account = models.ForeignKey(
+        "Account", null=True, blank=True, on_delete=models.SET_NULL, related_name="contacts"
+    )
     # KPI rollup: the band and score the lead had just before it converted (the last history
     # row before converted_at), valid while conversion_band_at equals converted_at. Kept by
     # scoring.kpis.rollup so the dashboard need not search the history of every converter.
@@ -104,6 +114,7 @@ class Lead(models.Model):
             models.Index(fields=["-score", "-id"], name="lead_score_idx"),
             models.Index(fields=["owner", "-score", "-id"], name="lead_owner_score_idx"),
             models.Index(fields=["band", "-score", "-id"], name="lead_band_score_idx"),
+            models.Index(fields=["grade", "-score", "-id"], name="lead_grade_score_idx"),
         ]
 
     def __str__(self) -> str:
@@ -221,6 +232,10 @@ class RuleSet(models.Model):
     floor = models.FloatField(default=0)
     ceiling = models.FloatField(default=100)
     model_weight = models.FloatField(default=0)
+    # The document's `groups`, `grid` and `account` (DESIGN.md §4 extension), as written there.
+    groups = models.JSONField(default=list, blank=True)
+    grid = models.JSONField(null=True, blank=True)
+    account = models.JSONField(null=True, blank=True)
     based_on = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -294,6 +309,7 @@ class Rule(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices)
     name = models.CharField(max_length=200, blank=True, default="")
     persona = models.CharField(max_length=100, blank=True, default="")
+    group = models.CharField(max_length=100, blank=True, default="")
     points = models.FloatField()
     # attribute rules
     field = models.CharField(max_length=120, blank=True, default="")
@@ -710,3 +726,28 @@ class ExperimentLead(models.Model):
             models.UniqueConstraint(fields=["experiment", "lead"], name="experiment_lead_uniq")
         ]
         indexes = [models.Index(fields=["lead"], name="experiment_lead_lead_idx")]
+
+
+class Account(models.Model):
+    """A company leads belong to: a CRM account (Salesforce ConvertedAccountId / AccountId,
+    HubSpot company) or, failing that, a business email domain (free-mail domains never form
+    one). `key` is "salesforce:<id>", "hubspot:<id>" or "domain:<domain>". The score and band
+    roll up from the contacts' scores as the live rule set's `account` says (none without)."""
+
+    key = models.CharField(max_length=300, unique=True)
+    source = models.CharField(max_length=20)
+    external_id = models.CharField(max_length=255, blank=True, default="")
+    name = models.CharField(max_length=200, blank=True, default="")
+    domain = models.CharField(max_length=255, blank=True, default="")
+    score = models.IntegerField(null=True, blank=True)
+    band = models.CharField(max_length=60, blank=True, default="")
+    contact_count = models.IntegerField(default=0)
+    scored_contacts = models.IntegerField(default=0)
+    scored_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["-score", "-id"], name="account_score_idx")]
+
+    def __str__(self) -> str:
+        return self.name or self.key

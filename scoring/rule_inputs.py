@@ -29,6 +29,7 @@ from scoring.engine import (
 )
 from scoring.event_reader import (
     EventRows,
+    condition_sql,
     fetch_binary,
     fetch_packed,
     packed_events_sql,
@@ -231,10 +232,12 @@ def read_rule_events(
             extra = f" AND event_type IN ({', '.join(['%s'] * len(plan.event_types))})"
             extra_params = list(plan.event_types)
     if is_postgres():
-        sql = packed_events_sql("0", where, len(plan.conditions), extra)
+        predicates = [condition_sql(key, value) for key, value in plan.conditions]
+        sql = packed_events_sql("0", where, [p for p, _ in predicates], extra)
+        condition_params = [param for _, params in predicates for param in params]
         packed = fetch_packed(
             sql,
-            [list(plan.event_types), *plan.condition_json, *where_params, as_of, *extra_params],
+            [list(plan.event_types), *condition_params, *where_params, as_of, *extra_params],
         )
         return unpack_events(packed[0], plan.words) if packed else EventRows.empty(plan.words)
     sql = (

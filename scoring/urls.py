@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from scoring.views import companies as company_views
 from scoring.views import experiments as experiment_views
 from scoring.views import feedback as feedback_views
 from scoring.views import kpis as kpi_views
@@ -36,6 +37,8 @@ urlpatterns: list = [
     path("kpis/", kpi_views.kpi_dashboard, name="kpis"),
     path("kpis/export/<slug:table>.csv", kpi_views.kpi_export, name="kpi-export"),
     # Rules, personas, bands, preview, publishing (scoring/views/rules.py)
+    path("companies/", company_views.company_list, name="companies"),
+    path("companies/<int:account_id>/", company_views.company_detail, name="company"),
     path("rules/", rule_views.rules_index, name="rules-index"),
     path("rules/new/", rule_views.draft_new, name="rules-new"),
     path("rules/import/", rule_views.rules_import, name="rules-import"),
@@ -43,6 +46,7 @@ urlpatterns: list = [
     path("rules/<int:rule_set_id>/export.json", rule_views.rules_export, name="rules-export"),
     path("rules/<int:rule_set_id>/settings/", rule_views.rule_set_settings, name="rules-settings"),
     path("rules/<int:rule_set_id>/discard/", rule_views.rule_set_discard, name="rules-discard"),
+    path("rules/<int:rule_set_id>/groups/", rule_views.rule_set_groups, name="rules-groups"),
     path("rules/<int:rule_set_id>/history/", rule_views.rule_set_history, name="rules-history"),
     path("rules/<int:rule_set_id>/publish/", rule_views.rule_set_publish, name="rules-publish"),
     path("rules/<int:rule_set_id>/rollback/", rule_views.rule_set_publish, name="rules-rollback"),

@@ -29,6 +29,7 @@ from rest_framework.views import APIView
 
 from scoring.api.permissions import HasCapability
 from scoring.kpis.filters import KpiFilterError, KpiFilters, parse_filters
+from scoring.kpis.grades import conversion_by_account_band
 from scoring.kpis.report import KpiReport
 from scoring.roles import can
 
@@ -119,4 +120,10 @@ BandEntriesView = _kpi_view(
 )
 FeedbackView = _kpi_view(
     "KpiFeedbackView", KpiReport.feedback, "Share of reviewed leads flagged bad, per band."
+)
+AccountBandsView = _kpi_view(
+    "KpiAccountBandsView",
+    lambda report: conversion_by_account_band(report.filters),
+    "Conversion of the cohort's leads by their account's band (accounts, leads, converted,"
+    " conversion_rate, ci_low, ci_high).",
 )

@@ -128,6 +128,8 @@ class LeadListSerializer(serializers.ModelSerializer):
             "lifecycle_stage",
             "score",
             "band",
+            "grade",
+            "group_scores",
             "model_probability",
             "created_at",
         ]
@@ -179,6 +181,9 @@ class LeadDetailSerializer(serializers.ModelSerializer):
             "persona",
             "score",
             "band",
+            "grade",
+            "group_scores",
+            "group_bands",
             "breakdown",
             "model_probability",
             "rule_set_version",

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from scoring.api import experiments, ingest, kpis, views
+from scoring.api import accounts, experiments, ingest, kpis, views
 from scoring.api.feedback import LeadFeedbackView
 
 urlpatterns = [
@@ -9,6 +9,8 @@ urlpatterns = [
     path("leads/", ingest.LeadListView.as_view(), name="api-leads"),
     path("leads/<int:lead_id>/", ingest.LeadDetailView.as_view(), name="api-lead"),
     path("leads/<int:lead_id>/feedback/", LeadFeedbackView.as_view(), name="api-lead-feedback"),
+    path("accounts/", accounts.AccountListView.as_view(), name="api-accounts"),
+    path("accounts/<int:account_id>/", accounts.AccountDetailView.as_view(), name="api-account"),
     path("kpis/bands/", kpis.BandsView.as_view(), name="api-kpis-bands"),
     path("kpis/funnel/", kpis.FunnelView.as_view(), name="api-kpis-funnel"),
     path("kpis/cycle/", kpis.CycleView.as_view(), name="api-kpis-cycle"),
@@ -34,4 +36,5 @@ urlpatterns = [
         experiments.ExperimentPromoteView.as_view(),
         name="api-experiment-promote",
     ),
+    path("kpis/account-bands/", kpis.AccountBandsView.as_view(), name="api-kpis-account-bands"),
 ]

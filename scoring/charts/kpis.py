@@ -370,3 +370,50 @@ def feedback_share(rows: Sequence[dict[str, Any]], link_for: LinkFor) -> Figure:
             yaxis={"title": {"text": "Flagged bad"}, "tickformat": ".0%", "rangemode": "tozero"},
         ),
     }
+
+
+def conversion_by_grade(grid: Any, link_for: LinkFor) -> Figure:
+    """A heat map of conversion rate per grade (rows: the first grid group's bands, columns:
+    the second's, best first); each cell shows its rate, n and Wilson 95 % interval, and an
+    empty cell (n = 0) stays blank rather than reading as 0 %."""
+    by_cell = {(c["row"], c["column"]): c for c in grid.cells}
+    z, text, links = [], [], []
+    for row in grid.rows:
+        z_row, text_row, link_row = [], [], []
+        for column in grid.columns:
+            cell = by_cell[row, column]
+            z_row.append(cell["conversion_rate"])
+            interval = "no leads"
+            if cell["leads"]:
+                interval = f"{_pct(cell['ci_low'])} to {_pct(cell['ci_high'])}"
+            small = "*" if 0 < cell["leads"] < SMALL_N else ""
+            text_row.append(
+                f"{cell['grade']}{small}<br>{_pct(cell['conversion_rate'])}"
+                f"<br>n={cell['leads']}<br>{interval}"
+            )
+            link_row.append(link_for(cell["grade"]))
+        z.append(z_row)
+        text.append(text_row)
+        links.append(link_row)
+    return {
+        "data": [
+            {
+                "type": "heatmap",
+                "x": list(grid.columns),
+                "y": list(grid.rows),
+                "z": z,
+                "text": text,
+                "texttemplate": "%{text}",
+                "hoverinfo": "text",
+                "customdata": links,
+                "colorscale": "Blues",
+                "zmin": 0,
+                "colorbar": {"title": {"text": "conversion"}, "tickformat": ".0%"},
+            }
+        ],
+        "layout": _layout(
+            "Conversion by grade",
+            xaxis={"title": {"text": grid.column_group}, "type": "category"},
+            yaxis={"title": {"text": grid.row_group}, "type": "category", "autorange": "reversed"},
+        ),
+    }

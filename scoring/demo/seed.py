@@ -29,6 +29,10 @@ from .writer import write_demo_data
 logger = logging.getLogger(__name__)
 
 STARTER_RULESET_PATH = Path(__file__).with_name("starter_ruleset.json")
+# A draft beside the live starter rules: the same signals split into fit and engagement
+# groups (grade A1..D3), survey answers and feature usage matched with `where` operators, and
+# an account roll-up. Preview or publish it from /rules/.
+GRADED_RULESET_PATH = Path(__file__).with_name("graded_ruleset.json")
 
 # (username, first name, last name, role). The first two sales reps own most leads, so that
 # `sales1` and `sales2` have full queues; the others make the team look real.
@@ -61,6 +65,11 @@ class SeedSummary(TypedDict):
 def starter_ruleset_document() -> dict[str, Any]:
     """The starter rule set (DESIGN.md §4 JSON) that fits the demo company's data."""
     return json.loads(STARTER_RULESET_PATH.read_text(encoding="utf-8"))
+
+
+def graded_ruleset_document() -> dict[str, Any]:
+    """The demo's fit x engagement rule set (a draft seed_demo leaves for people to try)."""
+    return json.loads(GRADED_RULESET_PATH.read_text(encoding="utf-8"))
 
 
 def demo_users_ensure() -> dict[str, User]:
@@ -173,4 +182,6 @@ def _publish_starter_rules(ops: User) -> RuleSet:
 
     # Published without the automatic (Celery) rescore: seed_demo rescores inline right after.
     draft = ruleset_import(starter_ruleset_document(), user=ops)
-    return ruleset_publish(draft, user=ops, rescore=False)
+    published = ruleset_publish(draft, user=ops, rescore=False)
+    ruleset_import(graded_ruleset_document(), user=ops)
+    return published

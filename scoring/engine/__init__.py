@@ -6,6 +6,7 @@ DESIGN.md §4 is the contract; each module's docstring states the details it set
 """
 
 from ._bulk import gc_paused
+from .accounts import AccountScores, roll_up_accounts
 from .behaviour import (
     BehaviourAggregates,
     CodedEvents,
@@ -19,7 +20,7 @@ from .behaviour import (
     rule_behaviour,
     rule_event_plan,
 )
-from .columns import FREE_EMAIL_DOMAINS, email_domain_type
+from .columns import FREE_EMAIL_DOMAINS, business_domain, email_domain_type
 from .compiler import CompiledRuleSet, compile_ruleset
 from .due import next_due_epochs
 from .explain import breakdown, breakdowns, breakdowns_json, rule_label
@@ -33,12 +34,14 @@ from .scorer import (
 from .spec import (
     OPERATORS,
     RULE_KINDS,
+    AccountRollup,
     AttributeRule,
     Band,
     Condition,
     EventRule,
     InactivityRule,
     Persona,
+    PropertyTest,
     Rule,
     RuleSetInvalid,
     RuleSetSpec,
@@ -46,6 +49,7 @@ from .spec import (
     issue_location,
     parse_ruleset,
     ruleset_to_document,
+    where_value_document,
 )
 
 __all__ = [
@@ -53,6 +57,8 @@ __all__ = [
     "OPERATORS",
     "ROUNDING_EPSILON",
     "RULE_KINDS",
+    "AccountRollup",
+    "AccountScores",
     "AttributeRule",
     "Band",
     "BehaviourAggregates",
@@ -65,6 +71,7 @@ __all__ = [
     "InactivityRule",
     "LeadTable",
     "Persona",
+    "PropertyTest",
     "Rule",
     "RuleEventPlan",
     "RuleSetInvalid",
@@ -76,6 +83,7 @@ __all__ = [
     "breakdown",
     "breakdowns",
     "breakdowns_json",
+    "business_domain",
     "code_events",
     "compile_ruleset",
     "condition_bits",
@@ -84,10 +92,12 @@ __all__ = [
     "issue_location",
     "next_due_epochs",
     "parse_ruleset",
+    "roll_up_accounts",
     "round_half_away_from_zero",
     "rule_behaviour",
     "rule_event_plan",
     "rule_label",
     "ruleset_to_document",
     "score_leads",
+    "where_value_document",
 ]

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .spec import InactivityRule
+from .columns import ColumnView
+from .predicates import evaluate
+from .spec import InactivityRule, PropertyTest, where_value_document
 
 if TYPE_CHECKING:
     from .compiler import CompiledRuleSet
@@ -107,16 +109,35 @@ def json_equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and isinstance(a, str) and a == b
 
 
-def event_matches_where(properties: Any, where: tuple[tuple[str, Any], ...]) -> bool:
-    """True when every `(key, value)` of `where` is present and JSON-equal in `properties`."""
-    if not where:
-        return True
+def property_value(properties: Any, key: str) -> Any:
+    """An event property as an operator sees it: None (missing) when the event has no such
+    property or the value is an object or a list (operators compare scalars only)."""
     if not isinstance(properties, dict):
-        return False
-    for key, value in where:
-        if key not in properties or not json_equal(properties[key], value):
-            return False
-    return True
+        return None
+    value = properties.get(key)
+    return None if isinstance(value, dict | list) else value
+
+
+def where_holds(properties: Sequence[Any], key: str, value: Any) -> np.ndarray:
+    """Boolean per event: does the `where` pair `(key, value)` hold on its properties?
+
+    A scalar value asks for JSON equality (the key present, bools equal only bools, numbers by
+    value). A `PropertyTest` is the attribute predicate itself (`scoring.engine.predicates`)
+    over the property's values: one definition of the operators for leads and events."""
+    if isinstance(value, PropertyTest):
+        values = np.empty(len(properties), dtype=object)
+        values[:] = [property_value(p, key) for p in properties]
+        return evaluate(ColumnView(values, len(properties)), value.op, value.value)
+    return np.fromiter(
+        (isinstance(p, dict) and key in p and json_equal(p[key], value) for p in properties),
+        dtype=bool,
+        count=len(properties),
+    )
+
+
+def event_matches_where(properties: Any, where: tuple[tuple[str, Any], ...]) -> bool:
+    """True when every `(key, value)` of `where` holds for one event's `properties`."""
+    return all(bool(where_holds([properties], key, value)[0]) for key, value in where)
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,7 +146,8 @@ class CodedEvents:
     event's lead among the n leads), `type_code` (1 + index into the reader's event types;
     0 for a type no term reads: it counts only towards the last activity), `epoch` (seconds)
     and `bits` (m, words) int64: bit `c % 63` of word `c // 63` is set when the event meets
-    condition c (a `where` pair: the property present and JSON-equal to the value)."""
+    condition c (a `where` pair: the property present and JSON-equal to the value, or meeting
+    the pair's `PropertyTest`)."""
 
     lead_index: np.ndarray
     type_code: np.ndarray
@@ -250,7 +272,9 @@ class RuleEventPlan:
     """What a reader ships for a compiled rule set's event rules: the event types (type code
     = 1 + index), the distinct `where` conditions (bit = index; each a `(key, value)` pair
     and its JSON text `{"key": value}`, which a database matches by containment), and one
-    term per event rule, in `compiled.event_rules` order."""
+    term per event rule, in `compiled.event_rules` order. `conditions` values are JSON
+    scalars (equality) or `PropertyTest`s (operators), which a database evaluates with a
+    predicate of its own (`scoring.event_reader.condition_sql`)."""
 
     event_types: tuple[str, ...]
     conditions: tuple[tuple[str, Any], ...]
@@ -296,22 +320,18 @@ def rule_event_plan(compiled: CompiledRuleSet) -> RuleEventPlan:
 
 def _condition_json(pair: tuple[str, Any]) -> str:
     key, value = pair
-    return json.dumps({key: value})
+    return json.dumps({key: where_value_document(value)})
 
 
 def condition_bits(
     properties: Sequence[dict[str, Any] | None], conditions: Sequence[tuple[str, Any]]
 ) -> np.ndarray:
     """(m, words) int64 condition bits of events from their properties, in Python: what
-    PostgreSQL computes by jsonb containment, for a database that cannot (SQLite)."""
+    PostgreSQL computes in SQL, for a database that cannot (SQLite)."""
     words = -(-len(conditions) // 63)
     bits = np.zeros((len(properties), words), dtype=np.int64)
     for c, (key, value) in enumerate(conditions):
-        met = np.fromiter(
-            (event_matches_where(p, ((key, value),)) for p in properties),
-            dtype=bool,
-            count=len(properties),
-        )
+        met = where_holds(properties, key, value)
         bits[met, c // 63] |= np.int64(1) << np.int64(c % 63)
     return bits
 

@@ -93,6 +93,16 @@ def email_domain_type(email: str | None) -> str | None:
     return _domain_type_of_text(email.strip().casefold())
 
 
+def business_domain(email: str | None) -> str | None:
+    """The email's domain (casefolded, without a trailing dot) when it is a business domain;
+    None for free mail, a missing email or one without a domain. Accounts form on it."""
+    if not isinstance(email, str):
+        return None
+    _, at, domain = email.strip().casefold().rpartition("@")
+    domain = _normalise_domain(domain)
+    return domain if at and _domain_type(domain) == "business" else None
+
+
 def _domain_type_of_text(text: str) -> str | None:
     _, at, domain = text.rpartition("@")
     return _domain_type(_normalise_domain(domain)) if at else None

@@ -39,6 +39,9 @@ class CompiledRuleSet:
     - `persona_order`: indices into `spec.personas` in the order they are tried.
     - `rule_persona`: per rule, the index of its persona in `spec.personas`, or -1 for all.
     - `band_tables`: per scope (None or a persona name that has bands of its own).
+    - `rule_group`: per rule, the index of its group in `spec.groups`, or -1 for none.
+    - `group_band_tables`: per group, its bands (an empty table when it has none).
+    - `grid`: the indices of the two grid groups, or None.
     """
 
     spec: RuleSetSpec
@@ -48,6 +51,9 @@ class CompiledRuleSet:
     persona_order: tuple[int, ...]
     rule_persona: tuple[int, ...]
     band_tables: dict[str | None, BandTable]
+    rule_group: tuple[int, ...] = ()
+    group_band_tables: tuple[BandTable, ...] = ()
+    grid: tuple[int, int] | None = None
 
     @property
     def persona_names(self) -> tuple[str, ...]:
@@ -83,6 +89,8 @@ def compile_ruleset(spec: RuleSetSpec) -> CompiledRuleSet:
             qualifies=np.array([b.qualifies for b in bands], dtype=bool),
         )
 
+    group_index = {g.name: i for i, g in enumerate(spec.groups)}
+    group_band_tables = tuple(band_table(g.bands) for g in spec.groups)
     return CompiledRuleSet(
         spec=spec,
         rules=spec.rules,
@@ -93,4 +101,28 @@ def compile_ruleset(spec: RuleSetSpec) -> CompiledRuleSet:
             -1 if r.persona is None else persona_index[r.persona] for r in spec.rules
         ),
         band_tables=band_tables,
+        rule_group=tuple(-1 if r.group is None else group_index[r.group] for r in spec.rules),
+        group_band_tables=group_band_tables,
+        grid=None if spec.grid is None else (group_index[spec.grid[0]], group_index[spec.grid[1]]),
     )
+
+
+def band_table(bands) -> BandTable:
+    """The table of group (or account) bands `{name, min_score}`, sorted by min_score."""
+    ordered = sorted(bands, key=lambda b: b.min_score)
+    return BandTable(
+        min_scores=np.array([b.min_score for b in ordered], dtype=np.float64),
+        names=np.array([b.name for b in ordered], dtype=object),
+        qualifies=np.zeros(len(ordered), dtype=bool),
+    )
+
+
+def band_of(table: BandTable, scores: np.ndarray) -> np.ndarray:
+    """Per score, the name of the band with the highest min_score not above it (None below
+    every band): the band rule of DESIGN.md §4."""
+    scores = np.asarray(scores, dtype=np.float64)
+    names = np.full(scores.shape[0], None, dtype=object)
+    position = np.searchsorted(table.min_scores, scores, side="right") - 1
+    banded = position >= 0
+    names[banded] = table.names[position[banded]]
+    return names

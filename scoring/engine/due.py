@@ -42,7 +42,8 @@ def next_due_epochs(
     falls as they decay, and a capped one moves only once below its cap, more slowly). A lead
     whose total blends a model probability is due at once: the probability's own inputs age
     in ways the rules do not describe. Personas read only lead fields, so time never moves
-    them; bands follow the score.
+    them; bands follow the score. With rule groups, (d) also looks at each group's nearest
+    rounding boundary, since group scores, group bands and the grade are stored too.
 
     Needs `behaviour.window_exits` and `behaviour.next_event` (as `rule_behaviour` gives)."""
     compiled = result.compiled
@@ -79,6 +80,16 @@ def next_due_epochs(
     decaying = rate > 0
     if decaying.any():
         distance = _distance_to_change(result, compiled.spec.floor, compiled.spec.ceiling)
+        if result.group_totals is not None:
+            # A group score (and so its band and the grade) can change while the score does
+            # not (the score clamped, or groups moving apart): the nearest rounding boundary
+            # of any group bounds it too. The group's own rate is at most `rate`, and a
+            # clamped group moves later than its boundary says: both only make this earlier.
+            for g in range(result.group_totals.shape[1]):
+                distance = np.minimum(
+                    distance, _rounding_distance(result.group_totals[:, g]) - TOTAL_MARGIN
+                )
+            distance = np.maximum(distance, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             moving = as_of + distance / rate * SECONDS_PER_DAY
         due = np.where(decaying, np.fmin(due, moving), due)
@@ -89,14 +100,19 @@ def next_due_epochs(
     return np.where(np.isinf(due), np.nan, due)
 
 
+def _rounding_distance(values: np.ndarray) -> np.ndarray:
+    """How far each value can move before its rounding half away from zero changes."""
+    # Rounding: sign(x) * floor(|x| + 0.5 + eps) changes where |x| + eps - 0.5 is an integer.
+    shifted = np.abs(values) + ROUNDING_EPSILON - 0.5
+    distance = np.minimum(shifted - np.floor(shifted), np.ceil(shifted) - shifted)
+    return np.where(shifted < 0, -shifted, distance)
+
+
 def _distance_to_change(result: ScoreResult, floor: float, ceiling: float) -> np.ndarray:
     """How far each raw total can move before its rounded, clamped score changes."""
     totals = result.raw_totals
     magnitude = np.abs(totals)
-    # Rounding: sign(x) * floor(|x| + 0.5 + eps) changes where |x| + eps - 0.5 is an integer.
-    shifted = magnitude + ROUNDING_EPSILON - 0.5
-    distance = np.minimum(shifted - np.floor(shifted), np.ceil(shifted) - shifted)
-    distance = np.where(shifted < 0, -shifted, distance)
+    distance = _rounding_distance(totals)
     # Clamped: the score stays at the ceiling (floor) until the total comes back within half a
     # point of it, however many rounding boundaries lie on the way.
     rounded = np.sign(totals) * np.floor(magnitude + 0.5 + ROUNDING_EPSILON)

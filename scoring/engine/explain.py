@@ -13,7 +13,15 @@ Entries of named rules add `"name"`. When the model blend applied to the lead, a
      "points": <blended total minus rule total, 2 decimals>, "probability": <4 decimals>,
      "weight": w}
 
-follows. Values are plain Python types, ready for JSON. Points are rounded for display only;
+follows. Entries of grouped rules add `"group"`. When the rule set has groups, one entry per
+group (in group order) precedes the model entry:
+
+    {"rule": None, "kind": "group", "label": "fit 50 (A)", "group": "fit",
+     "points": <clamped group sum minus unclamped sum, 2 decimals>, "score": 50, "band": "A"}
+
+so the entries' points still add up to the total; with a grid and a grade, a
+`{"rule": None, "kind": "grade", "label": "grade A1", "points": 0.0, "grade": "A1"}` entry
+follows them. Values are plain Python types, ready for JSON. Points are rounded for display only;
 scores come from the unrounded contributions.
 
 `breakdowns` (bulk) shares one entry dict per attribute/inactivity rule among the leads of a
@@ -29,7 +37,7 @@ import numpy as np
 
 from ._bulk import gc_paused
 from .scorer import ScoreResult
-from .spec import AttributeRule, EventRule, Rule
+from .spec import AttributeRule, EventRule, PropertyTest, Rule
 
 _OP_TEXT = {
     "eq": "is",
@@ -63,22 +71,31 @@ def _value_text(value: Any) -> str:
     return str(value)
 
 
+def _predicate_text(field: str, op: str, value: Any) -> str:
+    if op == "is_set":
+        return f"{field} is set"
+    if op == "is_not_set":
+        return f"{field} is not set"
+    if op == "between":
+        low, high = value
+        return f"{field} between {_value_text(low)} and {_value_text(high)}"
+    return f"{field} {_OP_TEXT[op]} {_value_text(value)}"
+
+
 def rule_label(rule: Rule) -> str:
     """A short human description of what a rule tests, e.g. "title contains 'engineer'",
     "pricing_page_visit in 30 d (half-life 14 d, cap 20)", "no activity for 45 d"."""
     if isinstance(rule, AttributeRule):
-        if rule.op == "is_set":
-            return f"{rule.field} is set"
-        if rule.op == "is_not_set":
-            return f"{rule.field} is not set"
-        if rule.op == "between":
-            low, high = rule.value
-            return f"{rule.field} between {_value_text(low)} and {_value_text(high)}"
-        return f"{rule.field} {_OP_TEXT[rule.op]} {_value_text(rule.value)}"
+        return _predicate_text(rule.field, rule.op, rule.value)
     if isinstance(rule, EventRule):
         label = rule.event_type
         if rule.where:
-            label += " where " + " and ".join(f"{k} = {_value_text(v)}" for k, v in rule.where)
+            label += " where " + " and ".join(
+                _predicate_text(k, v.op, v.value)
+                if isinstance(v, PropertyTest)
+                else f"{k} = {_value_text(v)}"
+                for k, v in rule.where
+            )
         label += f" in {_number_text(rule.window_days)} d"
         extras = []
         if rule.half_life_days is not None:
@@ -97,6 +114,8 @@ def _templates(result: ScoreResult) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"rule": r, "kind": rule.kind, "label": rule_label(rule)}
         if rule.name is not None:
             entry["name"] = rule.name
+        if rule.group is not None:
+            entry["group"] = rule.group
         templates.append(entry)
     return templates
 
@@ -145,9 +164,62 @@ def breakdown(result: ScoreResult, i: int) -> list[dict[str, Any]]:
             entry["capped"] = bool(result.capped[i, r])
             entry["points_per_event"] = result.compiled.rules[r].points
         entries.append(entry)
+    entries += _group_entries(result, np.array([i]))[0]
     if result.model_applied[i]:
         entries += _model_entries(result, np.array([i]))
     return entries
+
+
+def _group_entries(result: ScoreResult, leads: np.ndarray) -> list[list[dict[str, Any]]]:
+    """Per lead of `leads`, its group entries and grade entry (empty lists without groups)."""
+    if result.group_scores is None:
+        return [[] for _ in range(leads.shape[0])]
+    compiled = result.compiled
+    per_group = []
+    for g, name in enumerate(result.group_names):
+        columns = [r for r, group in enumerate(compiled.rule_group) if group == g]
+        raw = np.zeros(leads.shape[0])
+        for r in columns:
+            raw += result.contributions[leads, r]
+        adjustment = _rounded(result.group_totals[leads, g] - raw, 2).tolist()
+        scores = result.group_scores[leads, g].tolist()
+        bands = result.group_bands[leads, g].tolist()
+        per_group.append(
+            [
+                {
+                    "rule": None,
+                    "kind": "group",
+                    "label": _group_label(name, s, b),
+                    "group": name,
+                    "points": a,
+                    "score": s,
+                    "band": b,
+                }
+                for a, s, b in zip(adjustment, scores, bands, strict=True)
+            ]
+        )
+    entries = [list(lead) for lead in zip(*per_group, strict=True)]
+    if compiled.grid is not None:
+        for lead_entries, grade in zip(entries, result.grades[leads].tolist(), strict=True):
+            if grade is not None:
+                lead_entries.append(
+                    {"rule": None, "kind": "grade", "label": f"grade {grade}", "points": 0.0,
+                     "grade": grade}
+                )  # fmt: skip
+    return entries
+
+
+def _group_label(name: str, score: int, band: str | None) -> str:
+    return f"{name} {score}" if band is None else f"{name} {score} ({band})"
+
+
+def _with_group_items(items: list[Any], model: bool, extra: list[Any]) -> list[Any]:
+    """A lead's items with its group items placed before the model item (always last)."""
+    if not extra:
+        return items
+    if model:
+        return [*items[:-1], *extra, items[-1]]
+    return [*items, *extra]
 
 
 class _Placement:
@@ -241,7 +313,7 @@ def breakdowns(result: ScoreResult) -> list[list[dict[str, Any]]]:
             continue
         columns = [c.tolist() for c in _event_columns(result, at, r, event_column[r])]
         ppe = rule.points
-        if "name" in template:
+        if "name" in template or "group" in template:
             entries = [
                 {**template, "points": p, "count": c, "decayed_sum": d, "capped": cap,
                  "points_per_event": ppe}
@@ -260,7 +332,14 @@ def breakdowns(result: ScoreResult) -> list[list[dict[str, Any]]]:
         at.place(at.model, _model_entries(result, at.leads(at.model)))
 
     items, ranges = at.ranges()
-    return [items[a:b] for a, b in ranges]
+    if result.group_scores is None:
+        return [items[a:b] for a, b in ranges]
+    extras = _group_entries(result, np.arange(result.n))
+    model = result.model_applied.tolist()
+    return [
+        _with_group_items(items[a:b], m, extra)
+        for (a, b), m, extra in zip(ranges, model, extras, strict=True)
+    ]
 
 
 def _json(value: Any) -> str:
@@ -313,7 +392,16 @@ def breakdowns_json(result: ScoreResult) -> list[str]:
         at.place(at.model, _model_json(result, at.leads(at.model)))
 
     items, ranges = at.ranges()
-    return ["[" + ",".join(items[a:b]) + "]" for a, b in ranges]
+    if result.group_scores is None:
+        return ["[" + ",".join(items[a:b]) + "]" for a, b in ranges]
+    extras = [
+        [_json(entry) for entry in lead] for lead in _group_entries(result, np.arange(result.n))
+    ]
+    model = result.model_applied.tolist()
+    return [
+        "[" + ",".join(_with_group_items(items[a:b], m, extra)) + "]"
+        for (a, b), m, extra in zip(ranges, model, extras, strict=True)
+    ]
 
 
 def _model_json(result: ScoreResult, leads: np.ndarray) -> list[str]:

@@ -14,7 +14,7 @@ import numpy as np
 from ._bulk import gc_paused
 from .behaviour import BehaviourAggregates
 from .columns import ColumnView
-from .compiler import CompiledRuleSet
+from .compiler import CompiledRuleSet, band_of
 from .predicates import evaluate
 from .spec import EMAIL_DOMAIN_TYPE_FIELD, AttributeRule, Condition, EventRule
 
@@ -46,6 +46,11 @@ class ScoreResult:
     - `model_effect` float (n,): blended total minus rule total (0 where no blend applied).
     - `model_applied` bool (n,): the blend applied (weight > 0 and a probability was given).
     - `model_probability` float (n,): the probabilities given (NaN where none).
+    - `group_totals` float (n, G): per group, its rules' contributions summed and clamped to
+      the group's [floor, cap]; `group_scores` int64 (n, G) those rounded half away from
+      zero; `group_bands` object (n, G) the band of each group score (None below every band).
+    - `grades` object (n,): the two grid groups' band names concatenated (None without a grid
+      or when either band is None).
     """
 
     scores: np.ndarray
@@ -61,6 +66,21 @@ class ScoreResult:
     model_effect: np.ndarray
     model_applied: np.ndarray
     model_probability: np.ndarray
+    group_totals: np.ndarray | None = None
+    group_scores: np.ndarray | None = None
+    group_bands: np.ndarray | None = None
+    grades: np.ndarray | None = None
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        """Group names in document order (column g of the group arrays is group g)."""
+        return tuple(g.name for g in self.compiled.spec.groups)
+
+    def group_scores_of(self, i: int) -> dict[str, int]:
+        """Lead i's group scores as `{group: score}` (empty without groups)."""
+        if self.group_scores is None:
+            return {}
+        return dict(zip(self.group_names, self.group_scores[i].tolist(), strict=True))
 
     @property
     def n(self) -> int:
@@ -178,10 +198,34 @@ def score_leads(
         contributions[:, r] = value
 
     # Summed left to right in rule order, so the result does not depend on NumPy's pairwise
-    # summation and equals a plain loop over the rules.
+    # summation and equals a plain loop over the rules. Grouped rules sum into their group;
+    # each group's clamped sum is then added, in group order, after the ungrouped rules.
+    n_groups = len(spec.groups)
     totals = np.zeros(n, dtype=np.float64)
+    group_totals = np.zeros((n, n_groups), dtype=np.float64, order="F")
     for r in range(n_rules):
-        totals += contributions[:, r]
+        g = compiled.rule_group[r] if compiled.rule_group else -1
+        if g == -1:
+            totals += contributions[:, r]
+        else:
+            group_totals[:, g] += contributions[:, r]
+    group_scores = group_bands = grades = None
+    if n_groups:
+        group_bands = np.full((n, n_groups), None, dtype=object)
+        for g, group in enumerate(spec.groups):
+            low = -np.inf if group.floor is None else group.floor
+            high = np.inf if group.cap is None else group.cap
+            group_totals[:, g] = np.clip(group_totals[:, g], low, high)
+            totals += group_totals[:, g]
+        group_scores = round_half_away_from_zero(group_totals).astype(np.int64)
+        for g in range(n_groups):
+            group_bands[:, g] = band_of(compiled.group_band_tables[g], group_scores[:, g])
+        grades = np.full(n, None, dtype=object)
+        if compiled.grid is not None:
+            first, second = group_bands[:, compiled.grid[0]], group_bands[:, compiled.grid[1]]
+            graded = (first != None) & (second != None)  # noqa: E711 (elementwise)
+            # Object arrays add elementwise with Python's +: string concatenation.
+            grades[graded] = first[graded] + second[graded]
 
     model_effect = np.zeros(n, dtype=np.float64)
     model_applied = np.zeros(n, dtype=bool)
@@ -217,6 +261,10 @@ def score_leads(
         model_effect=model_effect,
         model_applied=model_applied,
         model_probability=probability,
+        group_totals=group_totals if n_groups else None,
+        group_scores=group_scores,
+        group_bands=group_bands,
+        grades=grades,
     )
 
 

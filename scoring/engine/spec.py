@@ -8,7 +8,9 @@ JSON path, so the editor can mark all bad inputs in one round trip.
 Normal form (what `parse_ruleset` produces and `ruleset_to_document` accepts):
 
 - list values (`in` / `not_in` lists, the `between` pair) are tuples, so specs are hashable;
-- `EventRule.where` is a tuple of `(key, value)` pairs sorted by key;
+- `EventRule.where` is a tuple of `(key, value)` pairs sorted by key, each value a JSON scalar
+  (exact JSON equality) or a `PropertyTest` (an operator object such as `{"gte": 9}`;
+  `{"is_set": false}` becomes `is_not_set` and `{"is_not_set": false}` becomes `is_set`);
 - `floor` and `ceiling` are ints (scores are integers, so a fractional bound would be a lie);
 - `is_set` / `is_not_set` carry `value=None`.
 
@@ -68,6 +70,19 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class PropertyTest:
+    """An operator on one event property in a `where` (`{"score": {"gte": 9}}`).
+
+    `op` and `value` are those of an attribute predicate (same normal form as `Condition`) and
+    mean the same: the property's value is tested exactly as a lead field would be. A property
+    that is absent, JSON null, blank, or holds an object or a list reads as missing.
+    """
+
+    op: str
+    value: Any = None
+
+
+@dataclass(frozen=True)
 class AttributeRule:
     """Contributes `points` when the predicate `field op value` holds for the lead."""
 
@@ -79,6 +94,7 @@ class AttributeRule:
     points: float
     persona: str | None = None
     name: str | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,8 +102,9 @@ class EventRule:
     """Contributes `points * sum(0.5 ** (age_days / half_life_days))` over matching events.
 
     Matching events have this `event_type`, every `where` property equal to the given value
-    (JSON equality) and `0 <= age_days <= window_days`; each term is 1 without a half-life. With
-    a `cap` the contribution is clipped to `[-|cap|, |cap|]`.
+    (JSON equality) or meeting its `PropertyTest`, and `0 <= age_days <= window_days`; each
+    term is 1 without a half-life. With a `cap` the contribution is clipped to
+    `[-|cap|, |cap|]`.
     """
 
     kind: ClassVar[str] = "event"
@@ -100,6 +117,7 @@ class EventRule:
     cap: float | None = None
     persona: str | None = None
     name: str | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +130,7 @@ class InactivityRule:
     points: float
     persona: str | None = None
     name: str | None = None
+    group: str | None = None
 
 
 Rule = AttributeRule | EventRule | InactivityRule
@@ -137,6 +156,41 @@ class Persona:
 
 
 @dataclass(frozen=True)
+class GroupBand:
+    """A band of one group's score (`{name, min_score}`), chosen by the band rule of §4."""
+
+    name: str
+    min_score: float
+
+
+@dataclass(frozen=True)
+class Group:
+    """A rule group (e.g. fit, engagement): its rules' contributions summed and clamped to
+    `[floor, cap]` (either bound optional); the clamped sum, rounded half away from zero, is
+    the lead's group score, and its band the group band."""
+
+    name: str
+    cap: float | None = None
+    floor: float | None = None
+    bands: tuple[GroupBand, ...] = ()
+
+
+ACCOUNT_METHODS: tuple[str, ...] = ("max", "top_k_mean", "sum")
+
+
+@dataclass(frozen=True)
+class AccountRollup:
+    """How contact scores roll up into an account score: the maximum, the mean of the top `k`
+    (fewer when the account has fewer contacts) or the sum, rounded half away from zero and
+    limited to at most `cap` when a cap is given; `bands` as group bands."""
+
+    method: str
+    k: int = 3
+    cap: float | None = None
+    bands: tuple[GroupBand, ...] = ()
+
+
+@dataclass(frozen=True)
 class RuleSetSpec:
     """A whole rule set, as validated by `parse_ruleset`."""
 
@@ -147,6 +201,9 @@ class RuleSetSpec:
     bands: tuple[Band, ...] = ()
     rules: tuple[Rule, ...] = ()
     model_weight: float = 0.0
+    groups: tuple[Group, ...] = ()
+    grid: tuple[str, str] | None = None
+    account: AccountRollup | None = None
 
 
 @dataclass(frozen=True)
@@ -265,14 +322,23 @@ def parse_ruleset(document: object) -> RuleSetSpec:
     `half_life_days` / inactivity `days`, `floor >= ceiling`, duplicate persona names, duplicate
     band names or `min_score`s within one persona scope, more than one qualifying band in a
     scope, references to undefined personas, `model_weight` outside [0, 1] and `where` values
-    that are not scalars.
+    that are neither scalars nor one operator object with a valid value.
     """
     c = _Collector()
     doc = c.object(
         document,
         "$",
         required=("name", "rules"),
-        optional=("floor", "ceiling", "personas", "bands", "model_weight"),
+        optional=(
+            "floor",
+            "ceiling",
+            "personas",
+            "bands",
+            "model_weight",
+            "groups",
+            "grid",
+            "account",
+        ),
     )
     if doc is None:
         raise RuleSetInvalid(c.issues)
@@ -320,7 +386,32 @@ def parse_ruleset(document: object) -> RuleSetSpec:
 
     bands = _parse_list(c, doc, "bands", lambda c_, v, p: _parse_band(c_, v, p, persona_ref))
     _check_band_scopes(c, bands)
-    rules = _parse_list(c, doc, "rules", lambda c_, v, p: _parse_rule(c_, v, p, persona_ref))
+    groups = _parse_list(c, doc, "groups", _parse_group)
+    raw_groups = doc.get("groups")
+    group_names: dict[str, int] = {}
+    for i, raw in enumerate(raw_groups if isinstance(raw_groups, list) else []):
+        raw_name = raw.get("name") if isinstance(raw, Mapping) else None
+        if not isinstance(raw_name, str):
+            continue
+        if raw_name in group_names:
+            c.add(
+                f"$.groups[{i}].name", f"duplicates the name of $.groups[{group_names[raw_name]}]"
+            )
+        else:
+            group_names[raw_name] = i
+    groups_ok = "groups" not in doc or isinstance(raw_groups, list)
+
+    def group_ref(obj: Mapping[str, Any], path: str) -> str | None:
+        ref = c.optional_text(obj, "group", path)
+        if ref is not None and groups_ok and ref not in group_names:
+            c.add(f"{path}.group", f"names no defined group ({ref!r})")
+        return ref
+
+    rules = _parse_list(
+        c, doc, "rules", lambda c_, v, p: _parse_rule(c_, v, p, persona_ref, group_ref)
+    )
+    grid = _parse_grid(c, doc, group_names, dict(groups), groups_ok)
+    account = _parse_account(c, doc["account"], "$.account") if "account" in doc else None
 
     if c.issues:
         raise RuleSetInvalid(c.issues)
@@ -333,7 +424,113 @@ def parse_ruleset(document: object) -> RuleSetSpec:
         bands=tuple(b for _, b in bands),
         rules=tuple(r for _, r in rules),
         model_weight=model_weight,
+        groups=tuple(g for _, g in groups),
+        grid=grid,
+        account=account,
     )
+
+
+def _parse_group_bands(c: _Collector, obj: Mapping[str, Any], path: str) -> tuple[GroupBand, ...]:
+    """`bands: [{name, min_score}]` of a group or the account roll-up; names and min_scores
+    unique (two bands at one min_score would make the band rule ambiguous)."""
+    if "bands" not in obj:
+        return ()
+    raw = obj["bands"]
+    if not isinstance(raw, list):
+        c.add(f"{path}.bands", "must be a list")
+        return ()
+    bands: list[GroupBand] = []
+    names: dict[str, int] = {}
+    mins: dict[float, int] = {}
+    for i, item in enumerate(raw):
+        bpath = f"{path}.bands[{i}]"
+        band = c.object(item, bpath, required=("name", "min_score"), optional=())
+        if band is None:
+            continue
+        name = c.text(band, "name", bpath)
+        min_score = c.number(band, "min_score", bpath)
+        if name is None or min_score is None:
+            continue
+        if name in names:
+            c.add(f"{bpath}.name", f"duplicates the name of {path}.bands[{names[name]}]")
+            continue
+        if min_score in mins:
+            c.add(
+                f"{bpath}.min_score", f"duplicates the min_score of {path}.bands[{mins[min_score]}]"
+            )
+            continue
+        names[name], mins[min_score] = i, i
+        bands.append(GroupBand(name, min_score))
+    return tuple(bands)
+
+
+def _parse_group(c: _Collector, value: object, path: str) -> Group | None:
+    errors_before = len(c.issues)
+    obj = c.object(value, path, required=("name",), optional=("cap", "floor", "bands"))
+    if obj is None:
+        return None
+    name = c.text(obj, "name", path)
+    cap = c.number(obj, "cap", path) if obj.get("cap") is not None else None
+    floor = c.number(obj, "floor", path) if obj.get("floor") is not None else None
+    if cap is not None and floor is not None and floor > cap:
+        c.add(f"{path}.floor", f"must not exceed cap ({cap})")
+    bands = _parse_group_bands(c, obj, path)
+    if len(c.issues) > errors_before or name is None:
+        return None
+    return Group(name=name, cap=cap, floor=floor, bands=bands)
+
+
+def _parse_grid(
+    c: _Collector,
+    doc: Mapping[str, Any],
+    group_names: Mapping[str, int],
+    groups: Mapping[int, Group],
+    groups_ok: bool,
+) -> tuple[str, str] | None:
+    """`grid: [GROUP, GROUP]`: two distinct groups that have bands (the grade is their band
+    names concatenated)."""
+    if doc.get("grid") is None:
+        return None
+    grid = doc["grid"]
+    if (
+        not isinstance(grid, list)
+        or len(grid) != 2
+        or not all(isinstance(g, str) and g for g in grid)
+    ):
+        c.add("$.grid", "must be a list of two group names")
+        return None
+    if grid[0] == grid[1]:
+        c.add("$.grid", "must name two different groups")
+        return None
+    for k, name in enumerate(grid):
+        if name not in group_names:
+            if groups_ok:
+                c.add(f"$.grid[{k}]", f"names no defined group ({name!r})")
+        else:
+            group = groups.get(group_names[name])
+            if group is not None and not group.bands:
+                c.add(f"$.grid[{k}]", f"group {name!r} has no bands to grade by")
+    return (grid[0], grid[1])
+
+
+def _parse_account(c: _Collector, value: object, path: str) -> AccountRollup | None:
+    errors_before = len(c.issues)
+    obj = c.object(value, path, required=("method",), optional=("k", "cap", "bands"))
+    if obj is None:
+        return None
+    method = obj.get("method")
+    if "method" in obj and method not in ACCOUNT_METHODS:
+        c.add(f"{path}.method", f"must be one of {', '.join(ACCOUNT_METHODS)}")
+    k = obj.get("k", 3)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        c.add(f"{path}.k", "must be a whole number of at least 1")
+    elif "k" in obj and method != "top_k_mean":
+        c.add(f"{path}.k", "only top_k_mean takes k")
+    cap = c.positive(obj, "cap", path) if obj.get("cap") is not None else None
+    bands = _parse_group_bands(c, obj, path)
+    if len(c.issues) > errors_before:
+        return None
+    return AccountRollup(method=method, k=k, cap=cap, bands=bands)
 
 
 def _parse_bound(c: _Collector, doc: Mapping[str, Any], key: str, default: int) -> int | None:
@@ -449,14 +646,17 @@ def _check_band_scopes(c: _Collector, bands: list[tuple[int, Band]]) -> None:
 
 
 _RULE_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # kind: (required keys, optional keys); "kind", "points", "persona", "name" are common.
+    # kind: (required keys, optional keys); "kind", "points", "persona", "name", "group" are
+    # common.
     "attribute": (("field", "op"), ("value",)),
     "event": (("event_type", "window_days"), ("where", "half_life_days", "cap")),
     "inactivity": (("days",), ()),
 }
 
 
-def _parse_rule(c: _Collector, value: object, path: str, persona_ref) -> Rule | None:
+def _parse_rule(
+    c: _Collector, value: object, path: str, persona_ref, group_ref=lambda obj, path: None
+) -> Rule | None:
     if not isinstance(value, Mapping):
         c.add(path, "must be an object")
         return None
@@ -470,19 +670,23 @@ def _parse_rule(c: _Collector, value: object, path: str, persona_ref) -> Rule | 
     required, optional = _RULE_KEYS[kind]
     errors_before = len(c.issues)
     obj = c.object(
-        value, path, required=("kind", "points", *required), optional=("persona", "name", *optional)
+        value,
+        path,
+        required=("kind", "points", *required),
+        optional=("persona", "name", "group", *optional),
     )
     assert obj is not None
     points = c.number(obj, "points", path)
     persona = persona_ref(obj, path)
     name = c.optional_text(obj, "name", path)
+    group = group_ref(obj, path)
 
     rule: Rule | None = None
     if kind == "attribute":
         predicate = _parse_predicate(c, obj, path)
         if predicate is not None and points is not None:
             field, op, pvalue = predicate
-            rule = AttributeRule(field, op, pvalue, points, persona=persona, name=name)
+            rule = AttributeRule(field, op, pvalue, points, persona=persona, name=name, group=group)
     elif kind == "event":
         event_type = c.text(obj, "event_type", path)
         window = c.positive(obj, "window_days", path)
@@ -501,11 +705,12 @@ def _parse_rule(c: _Collector, value: object, path: str, persona_ref) -> Rule | 
                 cap=cap,
                 persona=persona,
                 name=name,
+                group=group,
             )
     else:
         days = c.positive(obj, "days", path)
         if days is not None and points is not None:
-            rule = InactivityRule(days=days, points=points, persona=persona, name=name)
+            rule = InactivityRule(days=days, points=points, persona=persona, name=name, group=group)
     if len(c.issues) > errors_before:
         return None
     return rule
@@ -523,12 +728,47 @@ def _parse_where(c: _Collector, value: object, path: str) -> tuple[tuple[str, An
         if not isinstance(key, str) or not key:
             c.add(path, f"has an invalid property name {key!r}")
             ok = False
+        elif isinstance(item, Mapping):
+            test = _parse_property_test(c, item, _key_path(path, key))
+            if test is None:
+                ok = False
+            else:
+                pairs.append((key, test))
         elif item is not None and not _is_scalar_value(item):
-            c.add(_key_path(path, key), "must be a string, number, boolean or null")
+            c.add(
+                _key_path(path, key),
+                "must be a string, number, boolean, null or one operator object",
+            )
             ok = False
         else:
             pairs.append((key, item))
-    return tuple(sorted(pairs)) if ok else None
+    return tuple(sorted(pairs, key=lambda pair: pair[0])) if ok else None
+
+
+def _parse_property_test(c: _Collector, item: Mapping[str, Any], path: str) -> PropertyTest | None:
+    """`{"op": value}` with exactly one attribute operator; is_set / is_not_set take a bool."""
+    if len(item) != 1 or next(iter(item)) not in OPERATORS:
+        c.add(
+            path,
+            "must be a string, number, boolean, null or one operator object"
+            f" ({{op: value}} with op one of {', '.join(OPERATORS)})",
+        )
+        return None
+    ((op, value),) = item.items()
+    vpath = _key_path(path, op)
+    if op in VALUELESS_OPERATORS:
+        if not isinstance(value, bool):
+            c.add(vpath, f"{op} takes true or false")
+            return None
+        # {"is_set": false} is is_not_set: one normal form per meaning.
+        if not value:
+            op = "is_not_set" if op == "is_set" else "is_set"
+        return PropertyTest(op, None)
+    errors_before = len(c.issues)
+    value = _check_operator_value(c, op, value, vpath)
+    if len(c.issues) > errors_before:
+        return None
+    return PropertyTest(op, value)
 
 
 def _parse_predicate(
@@ -555,7 +795,26 @@ def _parse_predicate(
         value = None
     elif op is not None and "value" not in obj:
         c.add(vpath, f"is required for {op}")
-    elif op in SCALAR_OPERATORS:
+    elif op is not None:
+        value = _check_operator_value(c, op, value, vpath)
+    if (
+        field == EMAIL_DOMAIN_TYPE_FIELD
+        and op in {"eq", "neq", "in", "not_in"}
+        and len(c.issues) == errors_before
+    ):
+        for item in value if op in LIST_OPERATORS else (value,):
+            if not isinstance(item, str) or item.strip().casefold() not in EMAIL_DOMAIN_TYPES:
+                c.add(vpath, "email_domain_type is 'business' or 'free'")
+                break
+    if len(c.issues) > errors_before or field is None or op is None:
+        return None
+    return field, op, value
+
+
+def _check_operator_value(c: _Collector, op: str, value: Any, vpath: str) -> Any:
+    """Check the value of a valued operator (attribute predicates and `where` tests alike);
+    returns it in normal form (lists as tuples)."""
+    if op in SCALAR_OPERATORS:
         _check_match_scalar(c, value, vpath)
     elif op in LIST_OPERATORS:
         if not isinstance(value, list | tuple):
@@ -580,18 +839,7 @@ def _parse_predicate(
             c.add(vpath, "between takes [low, high] with low <= high")
         else:
             value = (value[0], value[1])
-    if (
-        field == EMAIL_DOMAIN_TYPE_FIELD
-        and op in {"eq", "neq", "in", "not_in"}
-        and len(c.issues) == errors_before
-    ):
-        for item in value if op in LIST_OPERATORS else (value,):
-            if not isinstance(item, str) or item.strip().casefold() not in EMAIL_DOMAIN_TYPES:
-                c.add(vpath, "email_domain_type is 'business' or 'free'")
-                break
-    if len(c.issues) > errors_before or field is None or op is None:
-        return None
-    return field, op, value
+    return value
 
 
 def _check_match_scalar(c: _Collector, value: object, path: str) -> None:
@@ -628,7 +876,32 @@ def ruleset_to_document(spec: RuleSetSpec) -> dict[str, Any]:
         ],
         "bands": [_band_document(b) for b in spec.bands],
         "rules": [_rule_document(r) for r in spec.rules],
-    }
+    } | _extension_document(spec)
+
+
+def _extension_document(spec: RuleSetSpec) -> dict[str, Any]:
+    """`groups`, `grid` and `account`, written only when used: a rule set without them
+    exports exactly as before they existed."""
+    doc: dict[str, Any] = {}
+    if spec.groups:
+        doc["groups"] = [
+            {"name": g.name}
+            | ({"cap": g.cap} if g.cap is not None else {})
+            | ({"floor": g.floor} if g.floor is not None else {})
+            | {"bands": [{"name": b.name, "min_score": b.min_score} for b in g.bands]}
+            for g in spec.groups
+        ]
+    if spec.grid is not None:
+        doc["grid"] = list(spec.grid)
+    if spec.account is not None:
+        a = spec.account
+        doc["account"] = (
+            {"method": a.method}
+            | ({"k": a.k} if a.method == "top_k_mean" else {})
+            | ({"cap": a.cap} if a.cap is not None else {})
+            | {"bands": [{"name": b.name, "min_score": b.min_score} for b in a.bands]}
+        )
+    return doc
 
 
 def _plain(value: Any) -> Any:
@@ -640,6 +913,13 @@ def _predicate_document(field: str, op: str, value: Any) -> dict[str, Any]:
     if op not in VALUELESS_OPERATORS:
         doc["value"] = _plain(value)
     return doc
+
+
+def where_value_document(value: Any) -> Any:
+    """A `where` value as JSON: the scalar, or `{op: value}` for a `PropertyTest`."""
+    if isinstance(value, PropertyTest):
+        return {value.op: True if value.op in VALUELESS_OPERATORS else _plain(value.value)}
+    return value
 
 
 def _band_document(band: Band) -> dict[str, Any]:
@@ -657,11 +937,13 @@ def _rule_document(rule: Rule) -> dict[str, Any]:
         doc["name"] = rule.name
     if rule.persona is not None:
         doc["persona"] = rule.persona
+    if rule.group is not None:
+        doc["group"] = rule.group
     if isinstance(rule, AttributeRule):
         doc.update(_predicate_document(rule.field, rule.op, rule.value))
     elif isinstance(rule, EventRule):
         doc["event_type"] = rule.event_type
-        where = dict(rule.where)
+        where = {key: where_value_document(value) for key, value in rule.where}
         if where:
             doc["where"] = where
         doc["window_days"] = rule.window_days

@@ -81,7 +81,23 @@ def breakdown_line(entry: dict[str, Any]) -> str:
         return f"inactive: {_signed(points)} pts"
     if kind == "model":
         return f"blend effect {_signed(points)} pts"
+    if kind == "group":
+        clamp = f", clamped by {_signed(points)} pts" if points else ""
+        return f"group score {entry.get('score')}{clamp}"
+    if kind == "grade":
+        return "fit \N{MULTIPLICATION SIGN} engagement grade"
     return f"matched: {_signed(points)} pts"
+
+
+def grade_axes(lead: Lead) -> list[dict[str, Any]]:
+    """The lead's group scores with their bands, for the page's two axes, in the rule set's
+    group order (the breakdown's group entries keep it; the JSON columns need not)."""
+    breakdown = lead.breakdown if isinstance(lead.breakdown, list) else []
+    return [
+        {"group": e.get("group"), "score": e.get("score"), "band": e.get("band") or ""}
+        for e in breakdown
+        if isinstance(e, dict) and e.get("kind") == "group"
+    ]
 
 
 def breakdown_rows(breakdown: Any) -> tuple[list[dict[str, Any]], float]:

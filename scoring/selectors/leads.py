@@ -31,8 +31,10 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import BooleanField, Exists, F, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Exists, F, IntegerField, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from leadscoring.db import is_postgres
@@ -73,6 +75,8 @@ LIST_FIELDS = (
     "title",
     "score",
     "band",
+    "grade",
+    "group_scores",
     "persona",
     "lifecycle_stage",
     "source",
@@ -91,6 +95,7 @@ EXPORT_COLUMNS = (
     ("title", "title"),
     ("score", "score"),
     ("band", "band"),
+    ("grade", "grade"),
     ("persona", "persona"),
     ("lifecycle_stage", "lifecycle_stage"),
     ("source", "source"),
@@ -100,6 +105,8 @@ EXPORT_COLUMNS = (
 )
 # Parameters that say how to read the list rather than which leads are in it.
 PAGING_PARAMS = ("ordering", "page_size", "cursor", "after")
+# The annotation a list sorted by a group's score is paged by (see lead_list).
+SORT_KEY = "sort_key"
 _FULL_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
@@ -198,15 +205,39 @@ class _LeadListForm(forms.Form):
         ("created_after", "created_before"),
         ("flagged_from", "flagged_to"),
         ("score_min", "score_max"),
+        ("group_score_min", "group_score_max"),
     )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        for name in ("group_score_min", "group_score_max"):
+            if data.get(name) is not None and not data.get("group"):
+                self.add_error(name, "Name the group too (group=fit).")
         for start, end in self.RANGES:
             low, high = data.get(start), data.get(end)
             if low is not None and high is not None and low > high:
                 self.add_error(end, "The end is before the start.")
         return data
+
+
+def group_score(group: str) -> Cast:
+    """The lead's score in `group` (NULL when it has none): a JSON key of `group_scores`,
+    the same expression on PostgreSQL and SQLite."""
+    return Cast(KeyTextTransform(group, "group_scores"), IntegerField())
+
+
+def ordering_key(ordering: str | None) -> tuple[str | None, bool]:
+    """`ordering` -> (group name or None for the score, descending)."""
+    text = ordering or "-score"
+    descending = text.startswith("-")
+    key = text.lstrip("-")
+    return (key[len("group:") :] if key.startswith("group:") else None), descending
+
+
+def _ordering(value: str) -> None:
+    key = value.lstrip("-") if value.count("-") <= 1 else ""
+    if key != "score" and not (key.startswith("group:") and key[len("group:") :].strip()):
+        raise forms.ValidationError("Use -score, score, -group:NAME or group:NAME.")
 
 
 def _text(**kwargs: Any) -> django_filters.CharFilter:
@@ -231,8 +262,11 @@ class LeadListFilter(django_filters.FilterSet):
     - `feedback` (good/bad), `reason`, `feedback_band`, `flagged_from`, `flagged_to`: leads
       with at least one feedback matching all of the given ones (the review's links).
     - `rule`: leads whose breakdown has an entry with that label.
-    - `ordering` (`-score` default, or `score`), `page_size` (1..500), `cursor` or `after`
-      (the keyset cursor from the previous page) say how to read the list.
+    - `grade`: the grade (fit x engagement, e.g. `A1`), any case; `group` with
+      `group_score_min` / `group_score_max`: that group's score in the inclusive range.
+    - `ordering` (`-score` default, `score`, or `-group:NAME` / `group:NAME` for a group's
+      score, leads without it last), `page_size` (1..500), `cursor` or `after` (the keyset
+      cursor from the previous page) say how to read the list.
     """
 
     q = _text(method="filter_search", label="search email, name, company")
@@ -269,10 +303,12 @@ class LeadListFilter(django_filters.FilterSet):
     flagged_from = django_filters.DateFilter(method="_later", validators=[_in_filter_range])
     flagged_to = django_filters.DateFilter(method="_later", validators=[_in_filter_range])
     rule = _text(method="filter_rule")
+    grade = _text(field_name="grade", lookup_expr="iexact")
+    group = django_filters.CharFilter(max_length=100, method="_later")
+    group_score_min = django_filters.NumberFilter(method="_later")
+    group_score_max = django_filters.NumberFilter(method="_later")
     # How to read the list: validated here with the filters, applied by lead_list_page.
-    ordering = django_filters.ChoiceFilter(
-        choices=[("-score", "-score"), ("score", "score")], method="_later"
-    )
+    ordering = django_filters.CharFilter(max_length=110, method="_later", validators=[_ordering])
     page_size = django_filters.NumberFilter(method="_later", min_value=1)
     cursor = _CursorFilter(method="_later")
     after = _CursorFilter(method="_later")
@@ -346,6 +382,13 @@ class LeadListFilter(django_filters.FilterSet):
     def filter_queryset(self, queryset: QuerySet) -> QuerySet:
         queryset = super().filter_queryset(queryset)
         data = self.form.cleaned_data
+        if data.get("group"):
+            score = group_score(data["group"])
+            queryset = queryset.alias(group_score=score).filter(group_score__isnull=False)
+            if data.get("group_score_min") is not None:
+                queryset = queryset.filter(group_score__gte=data["group_score_min"])
+            if data.get("group_score_max") is not None:
+                queryset = queryset.filter(group_score__lte=data["group_score_max"])
         names = ("feedback", "reason", "feedback_band", "flagged_from", "flagged_to")
         if not any(data.get(name) for name in names):
             return queryset
@@ -413,7 +456,7 @@ def lead_list_query(
     query = LeadListQuery(
         params=given,
         filterset=filterset,
-        descending=data.get("ordering") != "score",
+        descending=ordering_key(data.get("ordering"))[1],
         after=data.get("cursor") or data.get("after"),
         size=min(size, MAX_PAGE_SIZE),
     )
@@ -426,7 +469,12 @@ def lead_list(visible: QuerySet[Lead], query: LeadListQuery) -> QuerySet[Lead]:
     (the API answers those with 400 before it gets here)."""
     if not query.filterset.is_valid():
         raise ValueError(f"invalid lead list query: {dict(query.filterset.errors)}")
-    return query.filterset.filter_queryset(visible)
+    leads = query.filterset.filter_queryset(visible)
+    group, _ = ordering_key(query.filterset.form.cleaned_data.get("ordering"))
+    if group is not None:
+        # lead_list_page sorts (and pages) by SORT_KEY instead of the score when it is there.
+        leads = leads.annotate(**{SORT_KEY: group_score(group)})
+    return leads
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,21 +509,25 @@ def lead_list_page(
     unless told otherwise) then id the same way, unscored leads after every scored one (by id
     the same way), starting after `after`. Two bounded index scans at most (scored, then
     unscored when the scored leads run out); never a COUNT."""
-    if "id" not in fields or "score" not in fields:
-        fields = ("id", "score", *fields)
+    # A list sorted by a group's score (lead_list annotates SORT_KEY) pages by that key the
+    # same way: leads without it come last, like unscored ones.
+    key = SORT_KEY if SORT_KEY in queryset.query.annotations else "score"
+    for needed in ("score", "id", key):
+        if needed not in fields:
+            fields = (needed, *fields)
     rows: list[dict[str, Any]] = []
     before, order = ("lt", "-") if descending else ("gt", "")
     if after is None or after.score is not None:
-        scored = queryset.filter(score__isnull=False)
+        scored = queryset.filter(**{f"{key}__isnull": False})
         if after is not None:
             # score <= s (>= s ascending) bounds the index scan; the OR settles ties on id.
-            scored = scored.filter(**{f"score__{before}e": after.score}).filter(
-                Q(**{f"score__{before}": after.score}) | Q(**{f"id__{before}": after.id})
+            scored = scored.filter(**{f"{key}__{before}e": after.score}).filter(
+                Q(**{f"{key}__{before}": after.score}) | Q(**{f"id__{before}": after.id})
             )
-        ordered = scored.order_by(f"{order}score", f"{order}id")
+        ordered = scored.order_by(f"{order}{key}", f"{order}id")
         rows = list(_rows(ordered, fields)[: size + 1])
     if len(rows) <= size:
-        unscored = queryset.filter(score__isnull=True)
+        unscored = queryset.filter(**{f"{key}__isnull": True})
         if after is not None and after.score is None:
             unscored = unscored.filter(**{f"id__{before}": after.id})
         ordered = unscored.order_by(f"{order}id")
@@ -485,7 +537,7 @@ def lead_list_page(
     next_cursor = None
     if has_more:
         last = rows[-1]
-        next_cursor = LeadCursor(score=last["score"], id=last["id"]).encode()
+        next_cursor = LeadCursor(score=last[key], id=last["id"]).encode()
     return LeadListPage(
         rows=rows, next_cursor=next_cursor, has_more=has_more, is_first=after is None
     )
@@ -527,6 +579,8 @@ SCORE_EXPORT_COLUMNS = (
     "band",
     "rule_set_version",
     "breakdown",
+    "group_scores",
+    "grade",
     "arm",
 )
 
@@ -534,11 +588,22 @@ SCORE_EXPORT_COLUMNS = (
 def score_export_rows(queryset: QuerySet[Lead] | None = None) -> Iterator[list[Any]]:
     """`manage.py export_scores`: the header SCORE_EXPORT_COLUMNS, then one row per lead of
     `queryset` (every lead by default) in list order: email, external_id (the lead's first
-    identity, by source then id), persona, score, band, rule-set version, breakdown JSON, and
+    identity, by source then id), persona, score, band, rule-set version, breakdown JSON,
+    group scores (a JSON object, `{}` without groups), grade (empty without a grid) and
     the lead's arm in the running experiment (empty outside one).
     Write them with `scoring.csv_safety.csv_lines`."""
     yield list(SCORE_EXPORT_COLUMNS)
-    fields = ("id", "score", "email", "persona", "band", "rule_set_version", "breakdown")
+    fields = (
+        "id",
+        "score",
+        "email",
+        "persona",
+        "band",
+        "rule_set_version",
+        "breakdown",
+        "group_scores",
+        "grade",
+    )
     for rows in lead_list_pages(
         Lead.objects.all() if queryset is None else queryset, fields=fields
     ):
@@ -559,6 +624,8 @@ def score_export_rows(queryset: QuerySet[Lead] | None = None) -> Iterator[list[A
                 row["band"],
                 row["rule_set_version"],
                 json.dumps(row["breakdown"], separators=(",", ":")),
+                json.dumps(row["group_scores"] or {}, separators=(",", ":")),
+                row["grade"],
                 arms.get(row["id"], ""),
             ]
 

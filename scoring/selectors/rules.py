@@ -283,3 +283,38 @@ def latest_rescore(rule_set: RuleSet) -> RescoreRun | None:
 
 def live_rule_set() -> RuleSet | None:
     return RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
+
+
+def groups_document_text(rule_set: RuleSet) -> str:
+    """The rule set's groups, grid and account roll-up as the editor's JSON text ("" when it
+    has none)."""
+    extension = {
+        key: value
+        for key, value in (
+            ("groups", rule_set.groups),
+            ("grid", rule_set.grid),
+            ("account", rule_set.account),
+        )
+        if value
+    }
+    return json.dumps(extension, indent=2) if extension else ""
+
+
+def groups_summary(rule_set: RuleSet) -> list[str]:
+    """One line per group for the read-only view: "fit: cap 50, floor 0; bands A ≥ 40, ..."."""
+    lines = []
+    for group in rule_set.groups or []:
+        if not isinstance(group, dict):
+            continue
+        bounds = [f"{k} {group[k]}" for k in ("cap", "floor") if group.get(k) is not None]
+        bands = ", ".join(
+            f"{b.get('name')} \N{GREATER-THAN OR EQUAL TO} {b.get('min_score')}"
+            for b in group.get("bands") or []
+            if isinstance(b, dict)
+        )
+        limits = ", ".join(bounds) or "no cap"
+        lines.append(f"{group.get('name')}: {limits}; bands {bands or 'none'}")
+    if rule_set.grid:
+        times = " \N{MULTIPLICATION SIGN} "
+        lines.append(f"grade = {times.join(rule_set.grid)}")
+    return lines

@@ -20,6 +20,7 @@ from scoring.engine import (
     RuleSetInvalid,
     ValidationIssue,
     parse_ruleset,
+    where_value_document,
 )
 from scoring.models import Band, Persona, Rule, RuleSet
 from scoring.services.rulesets import RuleSetNotEditable, ruleset_copy, ruleset_document
@@ -104,6 +105,23 @@ def draft_settings_save(
     rule_set.name, rule_set.floor, rule_set.ceiling = name, floor, ceiling
     rule_set.model_weight = model_weight
     rule_set.save()
+    return rule_set
+
+
+@transaction.atomic
+def draft_groups_save(rule_set: RuleSet, extension: dict[str, Any]) -> RuleSet:
+    """Replace a draft's `groups`, `grid` and `account` (absent keys clear them). Raises
+    `DraftEditInvalid` with the engine's issues (e.g. a rule naming a group that no longer
+    exists) and changes nothing then."""
+    _editable(rule_set)
+    before = ruleset_document(rule_set)
+    after = {k: v for k, v in before.items() if k not in ("groups", "grid", "account")}
+    after.update({k: v for k, v in extension.items() if v not in (None, [])})
+    _check(before, after, None)
+    rule_set.groups = extension.get("groups") or []
+    rule_set.grid = extension.get("grid")
+    rule_set.account = extension.get("account")
+    rule_set.save(update_fields=["groups", "grid", "account"])
     return rule_set
 
 
@@ -213,6 +231,7 @@ def _apply_rule(row: Rule, rule: Any) -> None:
     row.points = rule.points
     row.persona = rule.persona or ""
     row.name = rule.name or ""
+    row.group = rule.group or ""
     row.field, row.op, row.value = "", "", None
     row.event_type, row.where = "", {}
     row.window_days = row.half_life_days = row.cap = row.days = None
@@ -220,7 +239,8 @@ def _apply_rule(row: Rule, rule: Any) -> None:
         row.field, row.op = rule.field, rule.op
         row.value = list(rule.value) if isinstance(rule.value, tuple) else rule.value
     elif isinstance(rule, EventRule):
-        row.event_type, row.where = rule.event_type, dict(rule.where)
+        row.event_type = rule.event_type
+        row.where = {key: where_value_document(value) for key, value in rule.where}
         row.window_days, row.half_life_days, row.cap = (
             rule.window_days,
             rule.half_life_days,

@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -247,6 +248,7 @@ def preview_compute(
     recent_after = (as_of - dt.timedelta(weeks=weeks)).timestamp()
     mature_before = (as_of - dt.timedelta(days=maturity_days)).timestamp()
 
+    grades = GradeMoves()
     selections = _plan(chunk_size or settings.RESCORE_CHUNK_SIZE)
     # Reading a chunk builds some 300,000 short-lived Python values; with the collector on,
     # each burst set off full collections (a quarter of the Python time, measured).
@@ -284,6 +286,7 @@ def preview_compute(
                         negative,
                     )
                 totals.leads += n
+                grades.add(results)
                 if live is not None:
                     before, after = results["live"], results["draft"]
                     totals.matrix += _pair_counts(codes["live"], codes["draft"], nb)
@@ -300,7 +303,55 @@ def preview_compute(
                     totals.matrix += _pair_counts(codes["draft"], codes["draft"], nb)
             if on_progress is not None:
                 on_progress(done / len(selections))
-    return _result(totals, sides, band_names, low, width, n_bins, as_of, weeks, maturity_days)
+    result = _result(totals, sides, band_names, low, width, n_bins, as_of, weeks, maturity_days)
+    return result | grades.result()
+
+
+class GradeMoves:
+    """Grades (fit x engagement) per side, and how many leads move from each live grade to
+    each draft grade; counted per chunk over the distinct pairs, never per lead in Python."""
+
+    def __init__(self) -> None:
+        self.by_side: dict[str, Counter[str]] = {}
+        self.moves: Counter[tuple[str, str]] = Counter()
+
+    @staticmethod
+    def _grades(result: ScoreResult) -> np.ndarray:
+        if result.grades is None:
+            return np.full(result.n, "", dtype=object)
+        return np.where(result.grades == None, "", result.grades)  # noqa: E711 (elementwise)
+
+    def add(self, results: dict[str, ScoreResult]) -> None:
+        grades = {side: self._grades(result) for side, result in results.items()}
+        for side, values in grades.items():
+            names, counts = np.unique(values.astype(str), return_counts=True)
+            self.by_side.setdefault(side, Counter()).update(
+                dict(zip(names.tolist(), counts.tolist(), strict=True))
+            )
+        if "live" in grades:
+            pairs = grades["live"].astype(str) + "\x1f" + grades["draft"].astype(str)
+            names, counts = np.unique(pairs, return_counts=True)
+            for pair, count in zip(names.tolist(), counts.tolist(), strict=True):
+                before, after = pair.split("\x1f")
+                self.moves[before, after] += count
+
+    def result(self) -> dict[str, Any]:
+        """`leads_by_grade` {side: {grade: leads}} ("" = no grade), `grade_changed` and
+        `grade_moves` [{from, to, leads}] (changed pairs, most leads first); empty when
+        neither side has a grid."""
+        if not any(g for counter in self.by_side.values() for g in counter):
+            return {"leads_by_grade": {}, "grade_changed": 0, "grade_moves": []}
+        moved = [
+            {"from": before, "to": after, "leads": leads}
+            for (before, after), leads in self.moves.items()
+            if before != after
+        ]
+        moved.sort(key=lambda m: (-m["leads"], m["from"], m["to"]))
+        return {
+            "leads_by_grade": {side: dict(sorted(c.items())) for side, c in self.by_side.items()},
+            "grade_changed": sum(m["leads"] for m in moved),
+            "grade_moves": moved,
+        }
 
 
 def _accumulate(

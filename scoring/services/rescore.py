@@ -66,6 +66,8 @@ from scoring.rule_inputs import (
     read_next_events,
 )
 from scoring.selectors.rules import live_rule_set
+from scoring.services.accounts import accounts_after_rescore, accounts_refresh
+from scoring.services.grades import write_group_results
 from scoring.services.rulesets import ruleset_document
 
 logger = logging.getLogger(__name__)
@@ -202,6 +204,8 @@ def rescore_arm(
         as_of,
         due,
     )
+    write_group_results(leads.ids, result)
+    accounts_after_rescore(compiled.spec.account, leads.ids)
     _write_history(rule_set, selection, leads.ids, scores, new_band, as_of)
     _write_transitions(rule_set, leads, scores, old_band, new_band, fired_up, fired_down, as_of)
     return ScoringOutcome(scored=leads.n, changed=int(changed.sum()))
@@ -660,6 +664,7 @@ def rescore_chunk(chunk_id: int) -> ScoringOutcome:
         logger.info("rescore.run.finished run=%s", run.pk)
         # A rescore of the past may have added history before some conversions.
         conversion_bands_refresh()
+        accounts_refresh(compiled_rule_set(run.rule_set).spec.account)
         _enqueue_crm_push(run.pk)
     return outcome
 

@@ -23,6 +23,7 @@ from scoring.engine import (
     RuleSetSpec,
     parse_ruleset,
     ruleset_to_document,
+    where_value_document,
 )
 from scoring.models import Band, Persona, RescoreRun, Rule, RuleSet
 
@@ -49,6 +50,12 @@ def ruleset_document(rule_set: RuleSet) -> dict[str, Any]:
     }
     if rule_set.model_weight:
         document["model_weight"] = rule_set.model_weight
+    if rule_set.groups:
+        document["groups"] = rule_set.groups
+    if rule_set.grid is not None:
+        document["grid"] = rule_set.grid
+    if rule_set.account is not None:
+        document["account"] = rule_set.account
     return document
 
 
@@ -72,11 +79,15 @@ def ruleset_import(
     Raises `RuleSetInvalid` (with the JSON path and reason of every error) before anything is
     written."""
     spec = parse_ruleset(document)
+    extension = ruleset_to_document(spec)
     rule_set = RuleSet.objects.create(
         name=spec.name,
         floor=spec.floor,
         ceiling=spec.ceiling,
         model_weight=spec.model_weight,
+        groups=extension.get("groups", []),
+        grid=extension.get("grid"),
+        account=extension.get("account"),
         created_by=user if _is_user(user) else None,
         based_on=based_on,
     )
@@ -177,6 +188,7 @@ def _rule_row(rule_set: RuleSet, position: int, rule: Any) -> Rule:
         "points": rule.points,
         "persona": rule.persona or "",
         "name": rule.name or "",
+        "group": rule.group or "",
     }
     if isinstance(rule, AttributeRule):
         return Rule(kind="attribute", field=rule.field, op=rule.op, value=rule.value, **common)
@@ -184,7 +196,7 @@ def _rule_row(rule_set: RuleSet, position: int, rule: Any) -> Rule:
         return Rule(
             kind="event",
             event_type=rule.event_type,
-            where=dict(rule.where),
+            where={key: where_value_document(value) for key, value in rule.where},
             window_days=rule.window_days,
             half_life_days=rule.half_life_days,
             cap=rule.cap,
@@ -215,6 +227,8 @@ def _rule_document(rule: Rule) -> dict[str, Any]:
     document["points"] = _plain_number(rule.points)
     if rule.persona:
         document["persona"] = rule.persona
+    if rule.group:
+        document["group"] = rule.group
     if rule.name:
         document["name"] = rule.name
     return document

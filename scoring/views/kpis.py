@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import time
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
@@ -20,6 +21,7 @@ from scoring.api.kpis import AS_OF_HEADER, request_filters
 from scoring.charts import kpis as charts
 from scoring.csv_safety import csv_lines
 from scoring.kpis.filters import KpiFilterError, KpiFilters, leads_queue_url
+from scoring.kpis.grades import conversion_by_account_band, conversion_by_grade
 from scoring.kpis.report import DEFINITIONS, SMALL_N, TABLES, KpiReport, table_rows
 from scoring.kpis.selectors import filter_choices
 from scoring.views.access import require
@@ -86,6 +88,13 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
         "fig-entries": charts.band_entries_area(entries, [b["band"] for b in bands]),
         "fig-feedback": charts.feedback_share(feedback, link_for),
     }
+    grade_grid = conversion_by_grade(filters)
+    if grade_grid is not None:
+        queue = leads_queue_url(filters)
+        joiner = "&" if "?" in queue else "?"
+        figures["fig-grades"] = charts.conversion_by_grade(
+            grade_grid, lambda grade: f"{queue}{joiner}grade={quote(grade or '')}"
+        )
     log.info(
         "kpis.dashboard.rendered leads=%s ms=%.0f",
         sum(b["leads"] for b in bands),
@@ -133,6 +142,33 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
         ],
         "entries_weeks": len({row["week"] for row in entries}),
         "all_leads_url": link_for(None),
+        "grade_grid": grade_grid,
+        "account_band_rows": [
+            {
+                **row,
+                "rate_text": _fmt_rate(row["conversion_rate"]),
+                "ci_text": (
+                    f"{row['ci_low']:.1%} to {row['ci_high']:.1%}"
+                    if row["ci_low"] is not None
+                    else "-"
+                ),
+                "small": row["leads"] < SMALL_N,
+            }
+            for row in conversion_by_account_band(filters)
+        ],
+        "grade_rows": [
+            {
+                **cell,
+                "rate_text": _fmt_rate(cell["conversion_rate"]),
+                "ci_text": (
+                    f"{cell['ci_low']:.1%} to {cell['ci_high']:.1%}"
+                    if cell["ci_low"] is not None
+                    else "-"
+                ),
+                "small": cell["leads"] < SMALL_N,
+            }
+            for cell in (grade_grid.cells if grade_grid else [])
+        ],
     }
     response = render(request, "kpis/dashboard.html", context, status=400 if errors else 200)
     response[AS_OF_HEADER] = report.as_of().isoformat()

@@ -16,6 +16,7 @@ from scoring.roles import can
 from scoring.selectors.experiments import lead_experiments
 from scoring.selectors.lead_page import (
     breakdown_rows,
+    grade_axes,
     identities_by_source,
     lead_events_page,
     lead_merges,
@@ -38,7 +39,17 @@ from scoring.views.feedback import feedback_panel_context, is_htmx
 
 # The filters the page has a picker for; any other filter in the query (the feedback review's
 # links, the API's names) rides along as a hidden field so that refining the filter keeps it.
-_PICKERS = ("q", "band", "persona", "stage", "source", "owner", "created_from", "created_to")
+_PICKERS = (
+    "q",
+    "band",
+    "grade",
+    "persona",
+    "stage",
+    "source",
+    "owner",
+    "created_from",
+    "created_to",
+)
 
 
 @require("view_leads")
@@ -145,6 +156,7 @@ def lead_detail(request: HttpRequest, lead_id: int) -> HttpResponse:
         "lead": lead,
         "breakdown": breakdown,
         "breakdown_total": total,
+        "axes": grade_axes(lead),
         "rounding_note": _rounding_note(lead, total, bool(breakdown)),
         "events": events,
         "history_figure": score_history_figure(score_history_points(lead)),

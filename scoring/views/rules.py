@@ -18,11 +18,20 @@ from django.views.decorators.http import require_GET, require_POST
 
 from scoring.charts.preview import band_matrix_rows, preview_figures
 from scoring.engine import RuleSetInvalid
-from scoring.forms import BandForm, ImportForm, PersonaForm, RuleForm, RuleSetSettingsForm
+from scoring.forms import (
+    BandForm,
+    GroupsForm,
+    ImportForm,
+    PersonaForm,
+    RuleForm,
+    RuleSetSettingsForm,
+)
 from scoring.models import PreviewRun, RescoreRun, RuleSet
 from scoring.roles import can
 from scoring.selectors.rules import (
     audit_trail,
+    groups_document_text,
+    groups_summary,
     issues_by_item,
     latest_rescore,
     live_rule_set,
@@ -37,6 +46,7 @@ from scoring.services.drafts import (
     DraftEditInvalid,
     draft_create,
     draft_discard,
+    draft_groups_save,
     draft_item_delete,
     draft_item_save,
     draft_rule_move,
@@ -89,6 +99,8 @@ def _form_for(section: str, rule_set: RuleSet, *, data=None, initial=None) -> An
     kwargs: dict[str, Any] = {"data": data, "initial": initial}
     if section in ("rules", "bands"):
         kwargs["personas"] = list(rule_set.personas.values_list("name", flat=True))
+    if section == "rules":
+        kwargs["groups"] = [g.get("name") for g in rule_set.groups or [] if isinstance(g, dict)]
     return SECTION_FORMS[section](**kwargs)
 
 
@@ -160,6 +172,8 @@ def _editor_context(request: HttpRequest, rule_set: RuleSet) -> dict[str, Any]:
                 "model_weight": rule_set.model_weight,
             }
         ),
+        "groups_form": GroupsForm(initial={"document": groups_document_text(rule_set)}),
+        "groups_summary": groups_summary(rule_set),
     }
     return context
 
@@ -284,6 +298,30 @@ def rule_set_settings(request: HttpRequest, rule_set_id: int) -> HttpResponse:
     context = _editor_context(request, rule_set)
     context.update(_section_context(request, rule_set, "rules"))
     context["settings_form"] = form
+    return render(request, "rules/ruleset.html", context, status=400)
+
+
+@require("edit_rules")
+@require_POST
+def rule_set_groups(request: HttpRequest, rule_set_id: int) -> HttpResponse:
+    """Save a draft's groups, grid and account roll-up from the JSON editor."""
+    rule_set = _rule_set(rule_set_id)
+    form = GroupsForm(request.POST)
+    if form.is_valid():
+        try:
+            draft_groups_save(rule_set, form.cleaned_data["document"])
+        except RuleSetNotEditable as exc:
+            messages.error(request, str(exc))
+            return redirect("rules-detail", rule_set.pk)
+        except DraftEditInvalid as exc:
+            for issue in exc.issues:
+                form.add_error("document", f"{issue.path}: {issue.message}")
+        if not form.errors:
+            messages.success(request, "Groups saved.")
+            return redirect("rules-detail", rule_set.pk)
+    context = _editor_context(request, rule_set)
+    context.update(_section_context(request, rule_set, "rules"))
+    context["groups_form"] = form
     return render(request, "rules/ruleset.html", context, status=400)
 
 

@@ -236,3 +236,25 @@ def test_the_starter_rule_set_is_valid_and_uses_what_the_generator_produces(data
     assert {title for title in titles if "engineer" in title.lower()}
     assert set(generator.EXECUTIVE_TITLES) == set(spec.personas[1].match[0].value)
     assert len(PERSONAS) == 5
+
+
+def test_the_graded_demo_rule_set_uses_operators_on_survey_answers_and_feature_usage(data):
+    from scoring.demo.seed import graded_ruleset_document
+    from scoring.engine import PropertyTest
+
+    spec = parse_ruleset(graded_ruleset_document())
+    assert spec.grid == ("fit", "engagement") and spec.account is not None
+    operators = {
+        (rule.event_type, key, value.op)
+        for rule in spec.rules
+        if isinstance(rule, EventRule)
+        for key, value in rule.where
+        if isinstance(value, PropertyTest)
+    }
+    assert {("survey_answer", "score", "gte"), ("survey_answer", "score", "lte"),
+            ("feature_used", "feature", "in")} <= operators  # fmt: skip
+    event_rules = [rule for rule in spec.rules if isinstance(rule, EventRule)]
+    assert {rule.event_type for rule in event_rules} <= set(generator.EVENT_TYPE_NAMES)
+    # The generator's survey answers and feature usage carry the properties the rules test.
+    assert '{"question": "nps", "score": 9}' in generator.EVENT_PROPERTIES["survey_answer"]
+    assert '{"feature": "exports"}' in generator.EVENT_PROPERTIES["feature_used"]

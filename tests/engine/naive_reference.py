@@ -36,6 +36,10 @@ class LeadResult:
     counts: list[int] = field(default_factory=list)
     decayed: list[float] = field(default_factory=list)
     days_since_activity: float = math.nan
+    group_totals: dict[str, float] = field(default_factory=dict)
+    group_scores: dict[str, int] = field(default_factory=dict)
+    group_bands: dict[str, str | None] = field(default_factory=dict)
+    grade: str | None = None
 
 
 def is_missing(value: Any) -> bool:
@@ -124,6 +128,20 @@ def json_equal(a: Any, b: Any) -> bool:
     return a == b
 
 
+def where_holds(props: dict[str, Any], key: str, wanted: Any) -> bool:
+    """A value asks for JSON equality; an operator object `{op: value}` is the attribute
+    predicate on the property (an object or list value reads as missing)."""
+    if not isinstance(wanted, dict):
+        return key in props and json_equal(props[key], wanted)
+    ((op, value),) = wanted.items()
+    if op in ("is_set", "is_not_set") and value is False:
+        op = "is_not_set" if op == "is_set" else "is_set"
+    found = props.get(key)
+    if isinstance(found, dict | list):
+        found = None
+    return holds(found, op, value)
+
+
 def round_half_away(x: float) -> int:
     # The engine's documented choice: halves (and anything within 1e-9 below one) go away
     # from zero.
@@ -171,7 +189,7 @@ def score_lead(
                     continue
                 props = e.properties or {}
                 where = rule.get("where") or {}
-                if not all(k in props and json_equal(props[k], v) for k, v in where.items()):
+                if not all(where_holds(props, k, v) for k, v in where.items()):
                     continue
                 count += 1
                 half_life = rule.get("half_life_days")
@@ -192,9 +210,33 @@ def score_lead(
         contributions.append(value)
         capped.append(was_capped)
 
+    # Groups: grouped rules sum into their group, clamped to [floor, cap]; the total is the
+    # ungrouped contributions (in rule order) plus the clamped groups (in group order).
+    groups = doc.get("groups") or []
+    sums = {g["name"]: 0.0 for g in groups}
     total = 0.0
-    for value in contributions:
+    for rule, value in zip(doc["rules"], contributions, strict=True):
+        if rule.get("group") is None:
+            total += value
+        else:
+            sums[rule["group"]] += value
+    group_totals, group_scores, group_bands = {}, {}, {}
+    for g in groups:
+        value = sums[g["name"]]
+        if g.get("floor") is not None and value < g["floor"]:
+            value = float(g["floor"])
+        if g.get("cap") is not None and value > g["cap"]:
+            value = float(g["cap"])
         total += value
+        group_totals[g["name"]] = value
+        group_scores[g["name"]] = round_half_away(value)
+        reached = [b for b in g.get("bands", []) if b["min_score"] <= group_scores[g["name"]]]
+        best = max(reached, key=lambda b: b["min_score"]) if reached else None
+        group_bands[g["name"]] = best["name"] if best else None
+    grade = None
+    grid = doc.get("grid")
+    if grid and group_bands[grid[0]] is not None and group_bands[grid[1]] is not None:
+        grade = group_bands[grid[0]] + group_bands[grid[1]]
     w = doc.get("model_weight", 0)
     if w > 0 and probability is not None and not math.isnan(probability):
         total = (1 - w) * total + w * 100 * probability
@@ -216,6 +258,10 @@ def score_lead(
         counts=counts,
         decayed=decayed_sums,
         days_since_activity=days_since,
+        group_totals=group_totals,
+        group_scores=group_scores,
+        group_bands=group_bands,
+        grade=grade,
     )
 
 

@@ -66,7 +66,7 @@ OPS = [
 ]
 POINTS = [-20, -10, -2.5, -0.5, 0, 0.1, 0.2, 0.25, 0.3, 0.5, 1, 2.5, 5, 15]
 PERSONA_NAMES = ["Developer", "Marketer", "Exec"]
-EVENT_TYPES = ["page_view", "pricing_page_visit", "api_call"]
+EVENT_TYPES = ["page_view", "pricing_page_visit", "api_call", "survey_response"]
 AGES = [-1, -0.001, 0, 0.5, 3.5, 7, 14, 29.999, 30, 30.001, 100]
 PROPERTIES: list[dict[str, Any] | None] = [
     None,
@@ -80,8 +80,41 @@ PROPERTIES: list[dict[str, Any] | None] = [
     {"plan": "pro", "tier": 2},
     {"plan": "pro", "tier": 2.0},
     {"tier": "2"},
+    # Survey answers and usage counts: numbers, numeric strings, blanks, lists, bools.
+    {"question": "nps", "score": 9},
+    {"question": "NPS ", "score": "10"},
+    {"question": "nps", "score": 6.5},
+    {"question": "csat", "score": " 8 "},
+    {"question": "nps", "score": "abc"},
+    {"question": "nps", "score": ""},
+    {"question": "nps", "score": None},
+    {"question": "nps", "score": [9]},
+    {"question": {"id": "nps"}, "score": True},
+    {"feature": "Reports", "count": 12},
+    {"feature": "reports export", "count": 3.0},
 ]
-WHERES = [{"plan": "pro"}, {"plan": 1}, {"plan": True}, {"plan": None}, {"plan": "pro", "tier": 2}]
+WHERES = [
+    {"plan": "pro"},
+    {"plan": 1},
+    {"plan": True},
+    {"plan": None},
+    {"plan": "pro", "tier": 2},
+    # Operators: every attribute operator, on the same colliding values.
+    {"question": "nps", "score": {"gte": 9}},
+    {"score": {"lte": 6.5}},
+    {"score": {"between": [7, 9]}},
+    {"plan": {"in": ["PRO", 1]}},
+    {"plan": {"not_in": ["pro", True]}},
+    {"question": {"eq": "nps"}, "score": {"neq": 9}},
+    {"feature": {"contains": "REPORT"}, "count": {"gte": 3}},
+    {"feature": {"not_contains": "export"}},
+    {"score": {"is_set": True}},
+    {"score": {"is_set": False}},
+    {"score": {"is_not_set": True}},
+    {"question": {"is_not_set": False}},
+    {"tier": {"eq": 2}},
+    {"tier": {"in": ["2", 3]}},
+]
 
 
 @st.composite
@@ -145,6 +178,31 @@ def band_lists(draw: st.DrawFn, persona: str | None) -> list[dict[str, Any]]:
     return bands
 
 
+GROUP_NAMES = ["fit", "engagement", "intent"]
+
+
+@st.composite
+def group_lists(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Groups with caps and floors that bite on the POINTS pool (halves, negatives), bands
+    whose edges sit on reachable group scores, and sometimes none at all."""
+    names = draw(st.lists(st.sampled_from(GROUP_NAMES), unique=True, max_size=3))
+    groups = []
+    for name in names:
+        group: dict[str, Any] = {"name": name}
+        cap = draw(st.sampled_from([None, 0.5, 2.5, 5, 10]))
+        floor = draw(st.sampled_from([None, -10, -2.5, 0]))
+        if cap is not None:
+            group["cap"] = cap
+        if floor is not None:
+            group["floor"] = floor
+        mins = draw(st.lists(st.sampled_from([-10, -3, 0, 1, 3, 5, 10]), unique=True, max_size=4))
+        group["bands"] = [
+            {"name": f"{name[0].upper()}{i}", "min_score": m} for i, m in enumerate(mins)
+        ]
+        groups.append(group)
+    return groups
+
+
 @st.composite
 def documents(
     draw: st.DrawFn,
@@ -170,6 +228,12 @@ def documents(
         kind = draw(st.sampled_from(kinds))
         pts = event_points if kind == "event" else None
         rule_list.append(draw(rules(names, kinds=(kind,), points=pts)))
+    groups = draw(group_lists())
+    if groups:
+        names_of_groups = [g["name"] for g in groups]
+        for rule in rule_list:
+            if draw(st.booleans()):
+                rule["group"] = draw(st.sampled_from(names_of_groups))
     floor, ceiling = draw(st.sampled_from([(0, 100), (-50, 50), (-3, 3), (0, 10)]))
     doc: dict[str, Any] = {
         "name": "random",
@@ -179,6 +243,11 @@ def documents(
         "bands": bands,
         "rules": rule_list,
     }
+    if groups:
+        doc["groups"] = groups
+        banded = [g["name"] for g in groups if g["bands"]]
+        if len(banded) >= 2 and draw(st.booleans()):
+            doc["grid"] = draw(st.permutations(banded))[:2]
     if with_model and draw(st.booleans()):
         doc["model_weight"] = draw(st.sampled_from([0, 0.25, 0.5, 1]))
     return doc

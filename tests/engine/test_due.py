@@ -27,7 +27,9 @@ def _due(doc: dict, sc: Scenario, as_of: float = AS_OF) -> np.ndarray:
 def _reference(doc: dict, sc: Scenario, i: int, at: float) -> tuple:
     events = [e for e in sc.events if e.lead == i]
     got = ref.score_lead(doc, sc.leads[i], events, sc.created_at[i], at, sc.probabilities[i])
-    return got.score, got.band, got.persona
+    # Group scores, group bands and the grade are stored too: they must not move either.
+    groups = tuple(sorted(got.group_scores.items())), tuple(sorted(got.group_bands.items()))
+    return got.score, got.band, got.persona, groups, got.grade
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

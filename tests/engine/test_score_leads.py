@@ -59,9 +59,20 @@ def assert_matches_reference(doc: dict[str, Any], sc: Scenario) -> None:
         assert result.scores[i] == want.score, context
         assert result.bands[i] == want.band, context
         assert result.qualifies[i] == want.qualifies, context
+        assert result.group_scores_of(i) == want.group_scores, context
+        if result.group_totals is not None:
+            np.testing.assert_allclose(
+                result.group_totals[i], list(want.group_totals.values()), rtol=1e-12, atol=1e-12
+            )
+            assert dict(zip(result.group_names, result.group_bands[i], strict=True)) == (
+                want.group_bands
+            ), context
+            assert result.grades[i] == want.grade, context
+        else:
+            assert want.group_scores == {} and want.grade is None, context
     # The breakdown lists exactly the rules the reference says contributed.
     for i, entries in enumerate(breakdowns(result)):
-        rule_entries = [e for e in entries if e["kind"] != "model"]
+        rule_entries = [e for e in entries if e["rule"] is not None]
         contributed = [r for r, c in enumerate(expected[i].contributions) if c != 0]
         assert [e["rule"] for e in rule_entries] == contributed
         assert entries == breakdown(result, i)

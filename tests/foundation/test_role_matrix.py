@@ -42,9 +42,11 @@ PAGES = {
     "/profile/alerts/": {"ops", "sales1", "manager", "admin"},
     "/routing/": {"ops", "manager", "admin"},
     "/routing/workload/": {"ops", "manager", "admin"},
+    "/companies/": {"ops", "sales1", "manager", "admin"},
 }
 API = {
     "/api/v1/leads/": {"ops", "sales1", "manager", "admin"},
+    "/api/v1/accounts/": {"ops", "sales1", "manager", "admin"},
     "/api/v1/kpis/bands/": {"ops", "manager", "admin"},
     "/api/v1/kpis/funnel/": {"ops", "manager", "admin"},
     "/api/v1/webhooks/": {"ops", "admin"},

@@ -251,3 +251,66 @@ def test_the_preview_task_runs_on_a_real_worker(celery_worker, django_user_model
     assert run.result["leads"] == 8
     assert run.baseline_id == live.pk
     assert compiled_rule_set(draft).spec.name == "Draft"
+
+
+GRADED_DOCUMENT = {
+    **DRAFT_DOCUMENT,
+    "name": "Graded draft",
+    "groups": [
+        {"name": "fit", "cap": 20, "bands": [{"name": "A", "min_score": 10},
+                                             {"name": "B", "min_score": 0}]},
+        {"name": "engagement", "bands": [{"name": "1", "min_score": 30},
+                                         {"name": "2", "min_score": 5},
+                                         {"name": "3", "min_score": 0}]},
+    ],
+    "grid": ["fit", "engagement"],
+    "rules": [
+        {**rule, "group": "engagement" if rule["kind"] == "event" else "fit"}
+        if rule["kind"] != "inactivity" else rule
+        for rule in DRAFT_DOCUMENT["rules"]
+    ],
+}  # fmt: skip
+
+
+def test_the_preview_counts_grade_moves_lead_by_lead(db):
+    live = compile_ruleset(parse_ruleset(LIVE_DOCUMENT))
+    draft = compile_ruleset(parse_ruleset(GRADED_DOCUMENT))
+    now = timezone.now()
+    leads = build_leads(now, n=30, seed=5)
+    result = preview_compute(draft, live, as_of=now, chunk_size=8)
+
+    expected_moves: dict[tuple[str, str], int] = {}
+    expected_grades: dict[str, int] = {}
+    for lead in leads:
+        grade = _grade_of(draft, lead, now)
+        expected_grades[grade] = expected_grades.get(grade, 0) + 1
+        expected_moves[("", grade)] = expected_moves.get(("", grade), 0) + 1
+    assert result["leads_by_grade"]["draft"] == dict(sorted(expected_grades.items()))
+    assert result["leads_by_grade"]["live"] == {"": len(leads)}
+    assert {(m["from"], m["to"]): m["leads"] for m in result["grade_moves"]} == {
+        pair: n for pair, n in expected_moves.items() if pair[0] != pair[1]
+    }
+    assert result["grade_changed"] == sum(n for g, n in expected_grades.items() if g)
+    assert len(expected_grades) > 1  # the case is not trivial
+
+
+def _grade_of(compiled, lead: Lead, as_of: dt.datetime) -> str:
+    columns = {}
+    for name in compiled.fields:
+        if name.startswith("attributes."):
+            value = lead.attributes.get(name.split(".", 1)[1])
+        else:
+            value = getattr(lead, name)
+        columns[name] = np.array([value], dtype=object)
+    events = list(lead.events.all())
+    behaviour = aggregate_events(
+        compiled,
+        np.zeros(len(events), dtype=np.intp),
+        np.array([e.event_type for e in events], dtype=object),
+        np.array([e.occurred_at.timestamp() for e in events], dtype=np.float64),
+        [e.properties for e in events],
+        np.array([lead.created_at.timestamp()]),
+        as_of.timestamp(),
+        1,
+    )
+    return score_leads(compiled, columns, behaviour).grades[0] or ""

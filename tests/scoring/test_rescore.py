@@ -110,22 +110,80 @@ PROPERTIES = [
 ]
 
 
-@pytest.mark.parametrize("with_where_rules", [False, True])
-def test_sql_aggregates_equal_the_engines_numpy_reference(live, with_where_rules):
-    if with_where_rules:
+# Operator conditions: PostgreSQL evaluates them in SQL, the engine in Python; the values sit on
+# the edges (numeric strings, padding, case, casefolding, blanks, lists, bools, huge exponents).
+OPERATOR_RULES = [
+    {
+        "kind": "event",
+        "event_type": "page_view",
+        "points": 1,
+        "window_days": 60,
+        "where": {key: test},
+    }
+    for key, test in [
+        ("score", {"gte": 9}),
+        ("score", {"lte": 6.5}),
+        ("score", {"between": [7, 8]}),
+        ("score", {"eq": 9}),
+        ("score", {"neq": "9"}),
+        ("score", {"in": [9, "ten", True]}),
+        ("score", {"not_in": [9]}),
+        ("score", {"is_set": True}),
+        ("score", {"is_not_set": True}),
+        ("path", {"contains": "PRICING"}),
+        ("path", {"not_contains": "docs"}),
+        ("path", {"eq": "/pricing"}),
+        ("word", {"eq": "strasse"}),
+        ("word", {"in": ["GROSS", "x"]}),
+    ]
+]
+OPERATOR_PROPERTIES = [
+    {},
+    {"score": 9},
+    {"score": 9.0},
+    {"score": "9"},
+    {"score": " 10 "},
+    {"score": "6.5"},
+    {"score": 7.5},
+    {"score": "1e999"},
+    {"score": "-inf"},
+    {"score": "NaN"},
+    {"score": "ten"},
+    {"score": "TEN "},
+    {"score": ""},
+    {"score": "   "},
+    {"score": None},
+    {"score": True},
+    {"score": [9]},
+    {"score": {"value": 9}},
+    {"path": "/Pricing"},
+    {"path": " /pricing "},
+    {"path": "/docs/pricing"},
+    {"word": "Straße"},
+    {"word": "groß"},
+]
+
+
+@pytest.mark.parametrize("where_rules", ["none", "equality", "operators"])
+def test_sql_aggregates_equal_the_engines_numpy_reference(live, where_rules):
+    properties = PROPERTIES
+    if where_rules == "equality":
         # Property conditions (several per rule, shared between rules, bools that must not
         # equal 1, numbers that equal across int and float) on top of the plain rules.
         live = ruleset_import({**DOCUMENT, "rules": DOCUMENT["rules"] + WHERE_RULES})
+    elif where_rules == "operators":
+        live = ruleset_import({**DOCUMENT, "rules": DOCUMENT["rules"] + OPERATOR_RULES})
+        properties = OPERATOR_PROPERTIES
     rng = np.random.default_rng(7)
     leads = LeadFactory.create_batch(12, created_at=NOW - dt.timedelta(days=200))
     types = ["demo_request", "pricing_page_visit", "page_view", "email_click"]
     for lead in leads:
-        for _ in range(int(rng.integers(0, 12))):
+        for _ in range(int(rng.integers(0, 12 if where_rules != "operators" else 40))):
             EventFactory(
                 lead=lead,
                 event_type=types[int(rng.integers(0, len(types)))],
                 occurred_at=NOW - dt.timedelta(days=float(rng.uniform(-5, 80))),
-                properties=PROPERTIES[int(rng.integers(0, len(PROPERTIES)))],
+                properties=properties[int(rng.integers(0, len(properties)))],
             )
     compiled = compiled_rule_set(live)
     selection = LeadSelection(first_id=leads[0].pk, last_id=leads[-1].pk)

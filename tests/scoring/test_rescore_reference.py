@@ -126,6 +126,13 @@ def test_rescore_and_export_give_the_scores_design_defines(db, tmp_path, doc, sc
         assert int(row["score"]) == expected.score, (doc, lead, lead_events)
         assert row["band"] == (expected.band or "")
         breakdown = json.loads(row["breakdown"])
-        contributed = {entry["rule"] for entry in breakdown}
+        contributed = {entry["rule"] for entry in breakdown if entry["rule"] is not None}
         assert contributed == {r for r, value in enumerate(expected.contributions) if value != 0}
+        # Groups and grade: the export's columns, the lead's filterable columns.
+        assert json.loads(row["group_scores"]) == expected.group_scores, (doc, lead)
+        assert row["grade"] == (expected.grade or ""), (doc, lead)
+        stored = Lead.objects.get(identities__external_id=f"ext-{i}")
+        assert stored.group_scores == expected.group_scores
+        assert stored.group_bands == {g: b or "" for g, b in expected.group_bands.items()}
+        assert stored.grade == (expected.grade or "")
     assert not PendingRescore.objects.exists()

@@ -104,6 +104,13 @@ class Lead(models.Model):
             models.Index(fields=["-score", "-id"], name="lead_score_idx"),
             models.Index(fields=["owner", "-score", "-id"], name="lead_owner_score_idx"),
             models.Index(fields=["band", "-score", "-id"], name="lead_band_score_idx"),
+            # The work queue's leading part (selectors.leads.new_mql_q): a small partial
+            # index, so finding a rep's few new MQLs does not walk all their leads.
+            models.Index(
+                fields=["-score", "-id"],
+                condition=models.Q(qualified=True, lifecycle_stage__in=["lead", "mql"]),
+                name="lead_new_mql_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -93,24 +93,35 @@ def conversion_by_band(rows: Sequence[dict[str, Any]], link_for: LinkFor) -> Fig
 
 
 def funnel(rows: Sequence[dict[str, Any]], link_for: LinkFor) -> Figure:
+    """The funnel as horizontal bars, first stage on top (the shipped plotly bundle is the
+    cartesian one, which has no funnel trace)."""
     text = [
-        f"{r['leads']}"
-        + (f" ({_pct(r['rate_from_previous'])} of previous)" if r["previous_stage_leads"] else "")
+        f"{r['leads']:,}"
+        + (
+            f" ({_pct(r['rate_from_previous'])} of previous, n={r['previous_stage_leads']:,})"
+            if r["previous_stage_leads"]
+            else ""
+        )
         for r in rows
     ]
     return {
         "data": [
             {
-                "type": "funnel",
+                "type": "bar",
+                "orientation": "h",
                 "y": [r["stage"] for r in rows],
                 "x": [r["leads"] for r in rows],
                 "text": text,
-                "textinfo": "text",
+                "textposition": "auto",
                 "customdata": [link_for(None) for _ in rows],
-                "hovertemplate": "%{y}: %{x}<extra></extra>",
+                "hovertemplate": "%{y}: %{x:,}<extra></extra>",
             }
         ],
-        "layout": _layout("Funnel: lead → customer"),
+        "layout": _layout(
+            "Funnel: lead → customer",
+            yaxis={"autorange": "reversed"},
+            xaxis={"title": {"text": "Leads"}, "rangemode": "tozero"},
+        ),
     }
 
 

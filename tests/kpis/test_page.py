@@ -37,7 +37,7 @@ def test_the_page_has_no_inline_scripts_and_serves_plotly_locally(client_as):
     html = client_as("manager").get("/kpis/").content.decode()
     for tag in re.findall(r"<script[^>]*>", html):
         assert 'src="' in tag or 'type="application/json"' in tag, tag
-    assert 'src="/static/vendor/plotly/plotly.min.js"' in html
+    assert 'src="/static/vendor/plotly-cartesian/plotly-cartesian.min.js"' in html
     assert 'src="/static/js/kpis.js"' in html
 
 
@@ -53,6 +53,6 @@ def test_the_page_says_small_numbers_and_defines_every_kpi(client_as, db):
 
 def test_plotly_and_the_dashboard_script_are_served(client_as):
     client = client_as("manager")
-    for path in ("/static/vendor/plotly/plotly.min.js", "/static/js/kpis.js"):
+    for path in ("/static/vendor/plotly-cartesian/plotly-cartesian.min.js", "/static/js/kpis.js"):
         response = client.get(path)
         assert response.status_code == 200, path

@@ -273,6 +273,6 @@ def test_a_preview_page_polls_until_done_and_then_shows_results(
     done = ops.get(f"/rules/previews/{preview_id}/").content.decode()
     assert 'hx-trigger="every 1s"' not in done
     assert 'id="fig-distribution"' in done and "Band changes" in done
-    assert "vendor/plotly/plotly.min.js" in done
+    assert "vendor/plotly-cartesian/plotly-cartesian.min.js" in done
     # Managers may look at it, too.
     assert client_as("manager").get(f"/rules/previews/{preview_id}/").status_code == 200

@@ -21,6 +21,7 @@ from scoring.engine import RuleSetInvalid
 from scoring.forms import BandForm, ImportForm, PersonaForm, RuleForm, RuleSetSettingsForm
 from scoring.models import PreviewRun, RescoreRun, RuleSet
 from scoring.roles import can
+from scoring.selectors.publish_impact import discard_impact, publish_impact, rollback_impact
 from scoring.selectors.rules import (
     audit_trail,
     issues_by_item,
@@ -138,6 +139,14 @@ def _section_context(
     }
 
 
+def _confirm_texts(rule_set: RuleSet) -> dict[str, str]:
+    if rule_set.status == RuleSet.Status.DRAFT:
+        return {"publish": publish_impact(rule_set), "discard": discard_impact(rule_set)}
+    if rule_set.status == RuleSet.Status.ARCHIVED:
+        return {"rollback": rollback_impact(rule_set, live_rule_set())}
+    return {}
+
+
 def _editor_context(request: HttpRequest, rule_set: RuleSet) -> dict[str, Any]:
     issues = rule_set_issues(rule_set)
     run = latest_rescore(rule_set)
@@ -149,6 +158,8 @@ def _editor_context(request: HttpRequest, rule_set: RuleSet) -> dict[str, Any]:
         "pickers": picker_options(),
         "live": live_rule_set(),
         "previews": list(rule_set.previews.order_by("-id")[:5]),
+        # The confirmation dialogs' texts (static/js/rules.js asks before the form posts).
+        "confirm": _confirm_texts(rule_set),
         "run": run,
         "percent": round(run.progress * 100) if run else 0,
         "settings_form": RuleSetSettingsForm(
@@ -174,6 +185,14 @@ def rules_index(request: HttpRequest) -> HttpResponse:
     return render(request, "rules/index.html", _index_context(request))
 
 
+def _with_rollback_texts(rule_sets: list[RuleSet], live: RuleSet | None) -> list[RuleSet]:
+    """Each archived version with the text its rollback button confirms."""
+    for rule_set in rule_sets:
+        if rule_set.status == RuleSet.Status.ARCHIVED:
+            rule_set.rollback_confirm = rollback_impact(rule_set, live)
+    return rule_sets
+
+
 def _index_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     active = (
         RescoreRun.objects.filter(status__in=[RescoreRun.Status.QUEUED, RescoreRun.Status.RUNNING])
@@ -182,15 +201,16 @@ def _index_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
         .first()
     )
     run = active or RescoreRun.objects.select_related("rule_set").order_by("-id").first()
+    live = live_rule_set()
     return {
-        "live": live_rule_set(),
+        "live": live,
         "percent": round(run.progress * 100) if run else 0,
         "drafts": list(
             RuleSet.objects.filter(status=RuleSet.Status.DRAFT)
             .select_related("created_by", "based_on")
             .order_by("-id")
         ),
-        "versions": versions(),
+        "versions": _with_rollback_texts(versions(), live),
         "run": run,
         "can_edit": can(request.user, "edit_rules"),
         "import_form": extra.pop("import_form", None) or ImportForm(),
@@ -544,6 +564,8 @@ def _preview_context(request: HttpRequest, preview: PreviewRun) -> dict[str, Any
         "percent": round(preview.progress * 100),
         "can_edit": can(request.user, "edit_rules"),
     }
+    if preview.status == PreviewRun.Status.DONE and preview.rule_set.status == "draft":
+        context["confirm"] = {"publish": publish_impact(preview.rule_set)}
     result = preview.result
     if preview.status == PreviewRun.Status.DONE and result:
         matrix_rows, matrix_columns = band_matrix_rows(result)

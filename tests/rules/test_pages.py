@@ -276,3 +276,15 @@ def test_a_preview_page_polls_until_done_and_then_shows_results(
     assert "vendor/plotly-cartesian/plotly-cartesian.min.js" in done
     # Managers may look at it, too.
     assert client_as("manager").get(f"/rules/previews/{preview_id}/").status_code == 200
+
+
+def test_the_rule_editor_names_operators_in_words():
+    from scoring.engine import OPERATORS
+    from scoring.forms import RuleForm
+
+    labels = dict(RuleForm.base_fields["op"].choices)
+    # Every engine operator has words, and none is shown as its code.
+    assert set(OPERATORS) <= set(labels)
+    assert labels["gte"] == "at least" and labels["in"] == "is one of"
+    assert labels["is_not_set"] == "is not set"
+    assert all(labels[op] != op for op in OPERATORS if "_" in op or op in ("gte", "lte", "eq"))

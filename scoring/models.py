@@ -223,6 +223,8 @@ class RuleSet(models.Model):
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     version = models.IntegerField(null=True, blank=True, unique=True)
+    # Why this version was published (required by the publish form; a rollback writes its own).
+    change_note = models.TextField(blank=True, default="")
     floor = models.FloatField(default=0)
     ceiling = models.FloatField(default=100)
     model_weight = models.FloatField(default=0)

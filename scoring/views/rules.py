@@ -604,8 +604,14 @@ def rule_set_publish(request: HttpRequest, rule_set_id: int) -> HttpResponse:
     follow the bulk rescore that starts."""
     rule_set = _rule_set(rule_set_id)
     rollback = rule_set.status != RuleSet.Status.DRAFT
+    name = request.POST.get("name", "")
+    note = request.POST.get("note", "").strip()
+    if not rollback and not note:
+        # Every version says why it exists; the history would otherwise be a list of names.
+        messages.error(request, "Not published: write a change note saying what changed and why.")
+        return redirect("rules-detail", rule_set.pk)
     try:
-        published = ruleset_publish(rule_set, user=request.user)
+        published = ruleset_publish(rule_set, user=request.user, name=name, note=note)
     except RuleSetInvalid as exc:
         messages.error(request, f"Not published: {exc}")
         return redirect("rules-detail", rule_set.pk)

@@ -211,7 +211,7 @@ def test_publishing_creates_a_version_and_a_rescore_run_whose_progress_the_page_
     LeadFactory.create_batch(3)
     ops = client_as("ops")
     with django_capture_on_commit_callbacks(execute=True):
-        response = ops.post(f"/rules/{draft.pk}/publish/")
+        response = ops.post(f"/rules/{draft.pk}/publish/", {"note": "Tighter MQL"})
     draft.refresh_from_db()
     assert draft.status == "published" and draft.version == 2
     assert draft.published_by.username == "ops"
@@ -229,7 +229,7 @@ def test_rollback_republishes_a_copy_of_an_earlier_version(
 ):
     ops = client_as("ops")
     with django_capture_on_commit_callbacks(execute=True):
-        ops.post(f"/rules/{draft.pk}/publish/")
+        ops.post(f"/rules/{draft.pk}/publish/", {"note": "Tighter MQL"})
     live.refresh_from_db()
     assert live.status == "archived"
     with django_capture_on_commit_callbacks(execute=True):
@@ -288,3 +288,23 @@ def test_the_rule_editor_names_operators_in_words():
     assert labels["gte"] == "at least" and labels["in"] == "is one of"
     assert labels["is_not_set"] == "is not set"
     assert all(labels[op] != op for op in OPERATORS if "_" in op or op in ("gte", "lte", "eq"))
+
+
+def test_publishing_needs_a_change_note_and_takes_a_version_name(client_as, draft, live):
+    ops = client_as("ops")
+    refused = ops.post(f"/rules/{draft.pk}/publish/", {"note": "  "}, follow=True)
+    draft.refresh_from_db()
+    assert draft.status == "draft"
+    assert "write a change note" in refused.content.decode()
+    ops.post(f"/rules/{draft.pk}/publish/", {"name": "Q4 rules", "note": "Demo requests x2"})
+    draft.refresh_from_db()
+    assert (draft.status, draft.name, draft.change_note) == (
+        "published",
+        "Q4 rules",
+        "Demo requests x2",
+    )
+    index = ops.get("/rules/").content.decode()
+    assert "Demo requests x2" in index and "Q4 rules" in index
+    ops.post(f"/rules/{live.pk}/rollback/")
+    rolled = RuleSet.objects.get(status="published")
+    assert rolled.change_note == f"Rollback to v{live.version}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+from django.db.models import Exists, OuterRef
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -193,10 +194,14 @@ def lead_detail(request: HttpRequest, lead_id: int) -> HttpResponse:
 
 def _next_lead_context(request: HttpRequest, lead: Lead) -> dict[str, Any]:
     """The "next lead" link: the lead after this one in the queue the rep came from (its
-    filters ride along in the lead page's query string; none means the default queue)."""
+    filters ride along in the lead page's query string; none means the default queue) that
+    the user has not flagged yet."""
     query, _ = lead_list_query(request.GET, lenient=True, work_queue=True)
     queue = lead_list(visible_leads(request.user), query)
-    following = lead_after(queue, lead, first=query.first)
+    # Leads this user has already flagged are done: "next" skips them (flagging the lead
+    # shown moves it out of the new MQLs, and it would otherwise come round again).
+    mine = Feedback.objects.filter(lead=OuterRef("pk"), author=request.user)
+    following = lead_after(queue.exclude(Exists(mine)), lead, first=query.first)
     suffix = urlencode(query.filter_params)
     return {
         "next_lead": following,

@@ -151,9 +151,10 @@ def test_keyset_pages_walk_both_parts_once(day):
     assert seen == [day[k].pk for k in ("new_high", "new_low", "open", "flagged", "old_mql")]
 
 
-def test_next_lead_walks_the_queue_top_down(client_as, day):
+def test_next_lead_walks_the_queue_top_down_past_the_leads_already_flagged(client_as, day):
     client = client_as("sales1")
-    order = ["new_high", "new_low", "open", "flagged", "old_mql"]
+    # "flagged" has sales1's verdict: done, so skipped.
+    order = ["new_high", "new_low", "open", "old_mql"]
     for here, there in itertools.pairwise(order):
         response = client.get(f"/leads/{day[here].pk}/")
         assert response.context["next_lead"]["id"] == day[there].pk
@@ -172,13 +173,16 @@ def test_next_lead_keeps_the_queues_filters(client_as, day):
 def test_a_flagged_new_mql_still_has_a_next_lead(client_as, day, role_users):
     # The page shown before the flag already links to the next new MQL (the rep flags in
     # place); reloaded after it, the lead has left the leading part and "next" continues from
-    # where it now is, by score among the rest.
+    # where it now is, by score among the rest, past what the rep has flagged.
     client = client_as("sales1")
     before = client.get(f"/leads/{day['new_high'].pk}/")
     assert before.context["next_lead"]["id"] == day["new_low"].pk
     FeedbackFactory(lead=day["new_high"], author=role_users["sales1"], verdict="good")
     after = client.get(f"/leads/{day['new_high'].pk}/")
     assert after.context["next_lead"]["id"] == day["old_mql"].pk
+    # Another rep's flag does not count as this rep's work.
+    FeedbackFactory(lead=day["old_mql"], author=role_users["manager"], verdict="bad")
+    assert client.get(f"/leads/{day['open'].pk}/").context["next_lead"]["id"] == day["old_mql"].pk
 
 
 def test_the_queue_links_carry_its_filters_to_the_lead_page(client_as, day):

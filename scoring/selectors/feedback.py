@@ -50,7 +50,9 @@ class FeedbackReview:
 def _leads_link(**params: Any) -> str:
     from urllib.parse import urlencode
 
-    clean = {
+    # Every stage: a lead flagged bad is often disqualified since, which the queue's default
+    # (open leads) would hide.
+    clean = {"stage": "all"} | {
         k: (v.isoformat() if isinstance(v, dt.date) else v)
         for k, v in params.items()
         if v not in (None, "")

@@ -188,3 +188,13 @@ def test_a_flagged_new_mql_still_has_a_next_lead(client_as, day, role_users):
 def test_the_queue_links_carry_its_filters_to_the_lead_page(client_as, day):
     response = client_as("sales1").get("/leads/?stage=won")
     assert f'href="/leads/{day["customer"].pk}/?stage=won"'.encode() in response.content
+
+
+def test_the_reps_home_shows_the_head_of_the_work_queue_and_the_counts(client_as, day):
+    response = client_as("sales1").get("/")
+    rows = response.context["summary"]["top_leads"]
+    assert [row["id"] for row in rows] == [
+        day[k].pk for k in ("new_high", "new_low", "open", "flagged", "old_mql")
+    ]
+    assert response.context["summary"]["counts"].new_mqls == 2
+    assert b'href="/leads/?new_mql=true"><strong>2</strong>' in response.content

@@ -654,12 +654,14 @@ def lead_after(
     queryset: QuerySet[Lead], lead: Lead, *, first: Q | None = None
 ) -> dict[str, Any] | None:
     """The lead that follows `lead` in `queryset`'s list order (the lead page's "next lead"),
-    as a row of LIST_FIELDS, or None when `lead` is the last. `lead` need not be in the list
-    (it may have been flagged or closed since): the next one is then where it would have
-    been."""
+    as a row of id, score, email, first and last name, or None when `lead` is the last.
+    `lead` need not be in the list (it may have been flagged or closed since): the next one
+    is then where it would have been."""
     in_first = first is not None and queryset.filter(first, pk=lead.pk).exists()
     after = LeadCursor(score=lead.score, id=lead.pk, first=in_first)
-    page = lead_list_page(queryset, after, 1, first=first)
+    # The few fields the link shows: no join to the model's probabilities.
+    fields = ("id", "score", "email", "first_name", "last_name")
+    page = lead_list_page(queryset, after, 1, first=first, fields=fields)
     return page.rows[0] if page.rows else None
 
 

@@ -52,10 +52,11 @@ def unscored_note(bands: list[dict[str, Any]], version: int | None) -> str:
     if row is None or not row["leads"]:
         return ""
     leads, converted = row["leads"], row["converted"]
+    their = "their" if leads != 1 else "its"
     what = (
-        f"not scored by rule set v{version} before their outcome"
+        f"not scored by rule set v{version} before {their} outcome"
         if version is not None
-        else "not scored before their outcome"
+        else f"not scored before {their} outcome"
     )
     return (
         f"{formatting.count(leads)} lead{'s' if leads != 1 else ''} "

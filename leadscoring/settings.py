@@ -38,6 +38,8 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
+# The currency of lead revenue, as shown on the pages (an ISO 4217 code).
+CURRENCY = env_str("CURRENCY", "USD")
 USE_TZ = True
 LANGUAGE_CODE = "en-us"
 USE_I18N = False

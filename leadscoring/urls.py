@@ -31,3 +31,7 @@ urlpatterns = [
     path("", include("scoring.urls")),
     path("", include("integrations.urls")),
 ]
+
+# 500 with the app's navigation (403 and 404 get it from Django's handlers, which render with
+# the request).
+handler500 = "scoring.views.errors.server_error"

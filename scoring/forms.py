@@ -18,6 +18,20 @@ from scoring.models import Band, Persona, Rule
 
 VALUELESS = ("is_set", "is_not_set")
 LIST_OPERATORS = ("in", "not_in")
+# The rule editor says what an operator does; the rule-set document keeps the engine's codes.
+OPERATOR_WORDS = {
+    "eq": "is",
+    "neq": "is not",
+    "in": "is one of",
+    "not_in": "is not one of",
+    "contains": "contains",
+    "not_contains": "does not contain",
+    "gte": "at least",
+    "lte": "at most",
+    "between": "between",
+    "is_set": "is set",
+    "is_not_set": "is not set",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +180,9 @@ class RuleForm(DocumentItemForm):
     group = forms.ChoiceField(required=False, choices=[("", "No group")])
     points = forms.FloatField(required=False)
     field = forms.CharField(required=False, max_length=120)
-    op = forms.ChoiceField(required=False, choices=[("", "—"), *((o, o) for o in OPERATORS)])
+    op = forms.ChoiceField(
+        required=False, choices=[("", "—"), *((o, OPERATOR_WORDS.get(o, o)) for o in OPERATORS)]
+    )
     value = forms.CharField(required=False, max_length=2000)
     event_type = forms.CharField(required=False, max_length=80)
     where = forms.CharField(required=False, max_length=2000)

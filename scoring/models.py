@@ -115,6 +115,13 @@ class Lead(models.Model):
             models.Index(fields=["owner", "-score", "-id"], name="lead_owner_score_idx"),
             models.Index(fields=["band", "-score", "-id"], name="lead_band_score_idx"),
             models.Index(fields=["grade", "-score", "-id"], name="lead_grade_score_idx"),
+            # The work queue's leading part (selectors.leads.new_mql_q): a small partial
+            # index, so finding a rep's few new MQLs does not walk all their leads.
+            models.Index(
+                fields=["-score", "-id"],
+                condition=models.Q(qualified=True, lifecycle_stage__in=["lead", "mql"]),
+                name="lead_new_mql_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -229,6 +236,8 @@ class RuleSet(models.Model):
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     version = models.IntegerField(null=True, blank=True, unique=True)
+    # Why this version was published (required by the publish form; a rollback writes its own).
+    change_note = models.TextField(blank=True, default="")
     floor = models.FloatField(default=0)
     ceiling = models.FloatField(default=100)
     model_weight = models.FloatField(default=0)

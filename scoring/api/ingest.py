@@ -179,6 +179,8 @@ def _error(index: int, item: Any, reasons: list[str]) -> dict[str, Any]:
 
 _PARAMETER_TYPES: dict[str, Any] = {
     "open": OpenApiTypes.BOOL,
+    "new_mql": OpenApiTypes.BOOL,
+    "awaiting_feedback": OpenApiTypes.BOOL,
     "score_min": OpenApiTypes.NUMBER,
     "score_max": OpenApiTypes.NUMBER,
     "page_size": OpenApiTypes.INT,
@@ -190,11 +192,10 @@ _PARAMETER_TYPES: dict[str, Any] = {
     "created_before": OpenApiTypes.DATETIME,
 }
 _PARAMETER_ENUMS: dict[str, list[str]] = {
-    "stage": LifecycleStage.values,
     "lifecycle_stage": LifecycleStage.values,
     "feedback": Feedback.Verdict.values,
     "reason": Feedback.Reason.values,
-    "ordering": ["-score", "score"],
+    "ordering": ["-score", "score", "queue"],
 }
 
 
@@ -237,6 +238,7 @@ class LeadListView(_IngestWritesThrottled, APIView):
             query.after,
             query.size,
             descending=query.descending,
+            first=query.first,
         )
         next_url = None
         if page.has_more:

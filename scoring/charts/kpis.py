@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from scoring import formatting
 from scoring.kpis.report import SMALL_N, UNSCORED_LABEL
 
 Figure = dict[str, Any]
@@ -31,7 +32,43 @@ def _layout(title: str, **extra: Any) -> dict[str, Any]:
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
+    return formatting.percent(value)
+
+
+def _hatch(ns: Sequence[int]) -> dict[str, Any]:
+    """Bars resting on fewer than SMALL_N cases are drawn hatched."""
+    return {"shape": ["/" if n < SMALL_N else "" for n in ns]}
+
+
+def _n(n: int) -> str:
+    return f"n={n:,}{'*' if n < SMALL_N else ''}"
+
+
+def is_empty(figure: Figure) -> bool:
+    """Whether a figure has nothing to draw: no trace with a point, reference lines (traces
+    with hoverinfo "skip", e.g. the diagonal of a calibration plot) not counted."""
+    for trace in figure.get("data", []):
+        if trace.get("hoverinfo") == "skip":
+            continue
+        # The values drawn: y (x for horizontal bars, the medians for a box). Categories on
+        # the other axis do not count: bands with no leads have names but no rates.
+        if trace.get("type") == "box":
+            values = trace.get("median") or []
+        elif trace.get("orientation") == "h":
+            values = trace.get("x") or []
+        else:
+            values = trace.get("y") or []
+        if any(v is not None for v in values):
+            return False
+    return True
+
+
+def mark_empty(figures: dict[str, Figure]) -> dict[str, Figure]:
+    """Each figure with `"empty": true` when it has nothing to draw: kpis.js then says "No data
+    yet" instead of drawing empty axes."""
+    for figure in figures.values():
+        figure["empty"] = is_empty(figure)
+    return figures
 
 
 def band_colours(bands: Sequence[str]) -> dict[str, str]:
@@ -63,10 +100,7 @@ def conversion_by_band(rows: Sequence[dict[str, Any]], link_for: LinkFor) -> Fig
         (r["conversion_rate"] - r["ci_low"]) if r["conversion_rate"] is not None else None
         for r in rows
     ]
-    text = [
-        f"{_pct(r['conversion_rate'])}<br>n={r['leads']}{'*' if r['leads'] < SMALL_N else ''}"
-        for r in rows
-    ]
+    text = [f"{_pct(r['conversion_rate'])}<br>{_n(r['leads'])}" for r in rows]
     return {
         "data": [
             {
@@ -78,7 +112,7 @@ def conversion_by_band(rows: Sequence[dict[str, Any]], link_for: LinkFor) -> Fig
                 "textposition": "outside",
                 "marker": {
                     "color": [colours[b] for b in bands],
-                    "pattern": {"shape": ["/" if r["leads"] < SMALL_N else "" for r in rows]},
+                    "pattern": _hatch([r["leads"] for r in rows]),
                 },
                 "customdata": [_band_link(link_for, b) for b in bands],
                 "hovertemplate": "%{x}: %{y:.1%}<extra></extra>",
@@ -86,31 +120,42 @@ def conversion_by_band(rows: Sequence[dict[str, Any]], link_for: LinkFor) -> Fig
         ],
         "layout": _layout(
             "Conversion rate by band before conversion",
-            yaxis={"title": {"text": "Converted"}, "tickformat": ".0%", "rangemode": "tozero"},
-            xaxis={"title": {"text": "Band (* fewer than 30 leads)"}},
+            yaxis={"title": {"text": "Converted"}, "tickformat": ".1%", "rangemode": "tozero"},
+            xaxis={"title": {"text": f"Band (* fewer than {SMALL_N} leads)"}},
         ),
     }
 
 
 def funnel(rows: Sequence[dict[str, Any]], link_for: LinkFor) -> Figure:
+    """The funnel as horizontal bars, first stage on top (the shipped plotly bundle is the
+    cartesian one, which has no funnel trace)."""
     text = [
-        f"{r['leads']}"
-        + (f" ({_pct(r['rate_from_previous'])} of previous)" if r["previous_stage_leads"] else "")
+        f"{r['leads']:,}"
+        + (
+            f" ({_pct(r['rate_from_previous'])} of previous, n={r['previous_stage_leads']:,})"
+            if r["previous_stage_leads"]
+            else ""
+        )
         for r in rows
     ]
     return {
         "data": [
             {
-                "type": "funnel",
+                "type": "bar",
+                "orientation": "h",
                 "y": [r["stage"] for r in rows],
                 "x": [r["leads"] for r in rows],
                 "text": text,
-                "textinfo": "text",
+                "textposition": "auto",
                 "customdata": [link_for(None) for _ in rows],
-                "hovertemplate": "%{y}: %{x}<extra></extra>",
+                "hovertemplate": "%{y}: %{x:,}<extra></extra>",
             }
         ],
-        "layout": _layout("Funnel: lead → customer"),
+        "layout": _layout(
+            "Funnel: lead → customer",
+            yaxis={"autorange": "reversed"},
+            xaxis={"title": {"text": "Leads"}, "rangemode": "tozero"},
+        ),
     }
 
 
@@ -192,7 +237,7 @@ def qualification_curve(result: dict[str, Any]) -> Figure:
             "Qualification accuracy by score threshold",
             showlegend=True,
             xaxis={"title": {"text": "Score threshold (dotted: current)"}},
-            yaxis={"title": {"text": "Precision / recall"}, "tickformat": ".0%", "range": [0, 1]},
+            yaxis={"title": {"text": "Precision / recall"}, "tickformat": ".1%", "range": [0, 1]},
             yaxis2={
                 "title": {"text": "MQLs per week"},
                 "overlaying": "y",
@@ -216,7 +261,8 @@ def lift_and_gains(result: dict[str, Any]) -> Figure:
                 "name": "Lift",
                 "x": [d["decile"] for d in deciles],
                 "y": [d["lift"] for d in deciles],
-                "text": [f"n={d['leads']}" for d in deciles],
+                "text": [_n(d["leads"]) for d in deciles],
+                "marker": {"pattern": _hatch([d["leads"] for d in deciles])},
                 "hovertemplate": "decile %{x}: lift %{y:.2f} (%{text})<extra></extra>",
             },
             {
@@ -226,7 +272,7 @@ def lift_and_gains(result: dict[str, Any]) -> Figure:
                 "x": [d["decile"] for d in deciles],
                 "y": [d["cumulative_gain"] for d in deciles],
                 "yaxis": "y2",
-                "hovertemplate": "top %{x} deciles: %{y:.0%} of conversions<extra></extra>",
+                "hovertemplate": "top %{x} deciles: %{y:.1%} of conversions<extra></extra>",
             },
             {
                 "type": "scatter",
@@ -248,7 +294,7 @@ def lift_and_gains(result: dict[str, Any]) -> Figure:
                 "title": {"text": "Cumulative gain"},
                 "overlaying": "y",
                 "side": "right",
-                "tickformat": ".0%",
+                "tickformat": ".1%",
                 "range": [0, 1.05],
             },
         ),
@@ -286,8 +332,8 @@ def calibration(result: dict[str, Any]) -> Figure:
         ],
         "layout": _layout(
             f"Calibration: predicted ({source}) vs observed",
-            xaxis={"title": {"text": "Predicted"}, "tickformat": ".0%", "range": [0, 1]},
-            yaxis={"title": {"text": "Observed"}, "tickformat": ".0%", "range": [0, 1]},
+            xaxis={"title": {"text": "Predicted"}, "tickformat": ".1%", "range": [0, 1]},
+            yaxis={"title": {"text": "Observed"}, "tickformat": ".1%", "range": [0, 1]},
         ),
     }
 
@@ -300,16 +346,23 @@ def revenue_by_band(rows: Sequence[dict[str, Any]], link_for: LinkFor) -> Figure
             {
                 "type": "bar",
                 "x": bands,
-                "y": [r["revenue"] for r in rows],
-                "text": [f"n={r['converted']}" for r in rows],
+                # No customers, no revenue to draw (not a bar of 0).
+                "y": [r["revenue"] if r["converted"] else None for r in rows],
+                "text": [_n(r["converted"]) for r in rows],
+                "hovertext": [formatting.money(r["revenue"]) for r in rows],
                 "textposition": "outside",
                 "marker": {"color": [colours[b] for b in bands]},
                 "customdata": [_band_link(link_for, b) for b in bands],
-                "hovertemplate": "%{x}: %{y:,.0f} (%{text} customers)<extra></extra>",
+                "hovertemplate": "%{x}: %{hovertext} (%{text} customers)<extra></extra>",
             }
         ],
         "layout": _layout(
-            "Revenue by band before conversion", yaxis={"title": {"text": "Revenue"}}
+            "Revenue by band before conversion",
+            yaxis={
+                "title": {"text": f"Revenue ({formatting.currency_label()})"},
+                "tickformat": ",.0f",
+                "rangemode": "tozero",
+            },
         ),
     }
 
@@ -331,14 +384,20 @@ def band_entries_area(rows: Sequence[dict[str, Any]], band_order: Sequence[str])
                 "x": weeks,
                 "y": [counts.get((w, band), 0) for w in weeks],
                 "line": {"color": colours[band]},
-                "hovertemplate": f"{band}, week of %{{x}}: %{{y}} leads<extra></extra>",
+                "hovertemplate": f"{band}, week of %{{x}}: %{{y:,}} leads<extra></extra>",
             }
             for band in bands
         ],
         "layout": _layout(
             "Leads entering each band per week",
             showlegend=True,
-            xaxis={"title": {"text": "Week"}},
+            # Weeks are calendar days: no time of day on the axis or in the hover.
+            xaxis={
+                "title": {"text": "Week"},
+                "type": "date",
+                "tickformat": "%Y-%m-%d",
+                "hoverformat": "%Y-%m-%d",
+            },
             yaxis={"title": {"text": "Leads entering"}, "rangemode": "tozero"},
         ),
     }
@@ -358,16 +417,20 @@ def feedback_share(rows: Sequence[dict[str, Any]], link_for: LinkFor) -> Figure:
                     "array": [r["ci_high"] - r["bad_share"] for r in rows],
                     "arrayminus": [r["bad_share"] - r["ci_low"] for r in rows],
                 },
-                "text": [f"n={r['reviewed']}" for r in rows],
+                "text": [_n(r["reviewed"]) for r in rows],
                 "textposition": "outside",
-                "marker": {"color": [colours[b] for b in bands]},
+                "marker": {
+                    "color": [colours[b] for b in bands],
+                    "pattern": _hatch([r["reviewed"] for r in rows]),
+                },
                 "customdata": [_band_link(link_for, b) for b in bands],
                 "hovertemplate": "%{x}: %{y:.1%} flagged bad (%{text})<extra></extra>",
             }
         ],
         "layout": _layout(
             "Share flagged bad by sales, by band at the verdict",
-            yaxis={"title": {"text": "Flagged bad"}, "tickformat": ".0%", "rangemode": "tozero"},
+            xaxis={"title": {"text": f"Band (* fewer than {SMALL_N} verdicts)"}},
+            yaxis={"title": {"text": "Flagged bad"}, "tickformat": ".1%", "rangemode": "tozero"},
         ),
     }
 

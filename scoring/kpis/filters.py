@@ -146,8 +146,10 @@ LEADS_QUEUE_PATH = "/leads/"
 def leads_queue_url(filters: KpiFilters, band: str | None = None) -> str:
     """The lead queue showing the leads behind a number: same creation period, persona and
     source (the queue's parameter names), and the band when given. The queue filters on a
-    lead's band *today*, so for converted leads its list can differ from the KPI's count."""
-    params: dict[str, str] = {}
+    lead's band *today*, so for converted leads its list can differ from the KPI's count.
+    Every stage (`stage=all`): the KPIs count customers and closed leads, which the queue's
+    default (open leads) would hide."""
+    params: dict[str, str] = {"stage": "all"}
     if band:
         params["band"] = band
     if filters.start:

@@ -14,14 +14,16 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from scoring.formatting import MIN_N
 from scoring.kpis import cube, selectors, stats
 from scoring.kpis.filters import KpiFilters
 from scoring.kpis.selectors import UNSCORED, BandScheme, OutcomeCell
 from scoring.ml.metrics import roc_auc_from_counts
 
 UNSCORED_LABEL = "Unscored"
-# Bands with fewer leads than this are marked on the page: their rates are noise.
-SMALL_N = 30
+# Bands with fewer leads than this are marked on the page: their rates are noise. The one
+# minimum n of every page (scoring.formatting).
+SMALL_N = MIN_N
 
 # One line each, shown in the page's help and the README.
 DEFINITIONS: dict[str, str] = {

@@ -103,6 +103,10 @@ def suggest_from_training(
             covered |= set(mapped)
             row = {
                 "rule": rule_label(rule),
+                # Two rules may test the same thing (for two personas, say): the page tells
+                # their rows apart by name, persona and position.
+                "name": rule.name or "",
+                "persona": rule.persona or "",
                 "index": r,
                 "live_points": rule.points,
                 "suggested_points": None,

@@ -15,6 +15,7 @@ from django.db.models.functions import TruncWeek
 
 from leadscoring.db import is_postgres
 from scoring.charts import feedback as charts
+from scoring.formatting import MIN_N
 from scoring.models import (
     Feedback,
     Lead,
@@ -49,7 +50,9 @@ class FeedbackReview:
 def _leads_link(**params: Any) -> str:
     from urllib.parse import urlencode
 
-    clean = {
+    # Every stage: a lead flagged bad is often disqualified since, which the queue's default
+    # (open leads) would hide.
+    clean = {"stage": "all"} | {
         k: (v.isoformat() if isinstance(v, dt.date) else v)
         for k, v in params.items()
         if v not in (None, "")
@@ -103,6 +106,8 @@ def feedback_review(since: dt.date | None = None, rule_limit: int = 15) -> Feedb
             "label": reason_labels.get(row["reason"], row["reason"] or "(none)"),
             "count": row["n"],
             "share": row["n"] / total_bad if total_bad else 0.0,
+            # The share's n: every bad flag of the period.
+            "n": total_bad,
             "link": _leads_link(feedback="bad", reason=row["reason"], flagged_from=since),
         }
         for row in bad.values("reason").annotate(n=Count("id")).order_by("-n", "reason")
@@ -277,5 +282,14 @@ def _rule_lift(
                 "link": _leads_link(feedback="bad", rule=label, flagged_from=since),
             }
         )
-    rows.sort(key=lambda r: (-(r["lift"] or math.inf), -r["bad_leads"], r["label"]))
+    # Lifts on fewer than MIN_N bad leads are hidden on the page (noise: a lift of 14.76 from
+    # one flag), so they go last rather than leading the list.
+    rows.sort(
+        key=lambda r: (
+            r["bad_leads"] < MIN_N,
+            -(r["lift"] or math.inf),
+            -r["bad_leads"],
+            r["label"],
+        )
+    )
     return rows[:limit], all_total, sampled

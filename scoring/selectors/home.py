@@ -8,7 +8,13 @@ from django.db.models import Count, Q
 
 from scoring.models import Lead, RescoreRun, RuleSet
 from scoring.roles import MANAGER, MARKETING_OPS, SALES, can
-from scoring.selectors.leads import lead_list_page, visible_leads
+from scoring.selectors.leads import (
+    lead_list,
+    lead_list_page,
+    lead_list_query,
+    queue_counts,
+    visible_leads,
+)
 from scoring.selectors.rules import live_rule_set
 
 
@@ -17,12 +23,17 @@ def home_summary(user: Any, role: str | None) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     leads = visible_leads(user)
     if role == SALES:
+        # The head of the rep's work queue (open leads, the untouched new MQLs first), as on
+        # /leads/, and the same counts.
+        query, _ = lead_list_query({}, work_queue=True)
         summary["top_leads"] = lead_list_page(
-            leads.exclude(score__isnull=True),
+            lead_list(leads, query).exclude(score__isnull=True),
             size=10,
             fields=("id", "email", "first_name", "last_name", "company", "score", "band"),
+            first=query.first,
         ).rows
         summary["lead_count"] = leads.count()
+        summary["counts"] = queue_counts(leads)
     if role in (MARKETING_OPS, MANAGER) or can(user, "view_rules"):
         live = live_rule_set()
         summary["live_rule_set"] = live

@@ -9,10 +9,16 @@
   `lead_list_page` reads one keyset page; `lead_list_csv_rows` streams every page as CSV rows.
 
 The list is sorted by score (highest first by default, unscored leads last either way) and then
-by id, and pages with a keyset cursor instead of OFFSET/COUNT, so every page costs the same at
+by id; the work queue's order (`ordering=queue`, the page's and the export's default) puts the
+untouched newly qualified leads (`new_mql`) first, each part by score. The page and the export
+list open leads only unless a stage or `open` is asked for; the API lists every stage unless
+asked (`?open=true`), as its clients always had.
+
+The list pages with a keyset cursor instead of OFFSET/COUNT, so every page costs the same at
 1,000,000 leads: the scored part walks the `lead_score_idx` (-score, -id) index, or
-`lead_owner_score_idx` / `lead_band_score_idx` when the rows are one rep's or one band's. No
-page counts the whole result; it says whether there is more.
+`lead_owner_score_idx` / `lead_band_score_idx` when the rows are one rep's or one band's (the
+new MQLs walk the small partial `lead_new_mql_idx`). No page counts the whole result; it says
+whether there is more.
 """
 
 from __future__ import annotations
@@ -31,7 +37,16 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import BooleanField, Exists, F, IntegerField, OuterRef, Q, QuerySet
+from django.db.models import (
+    BooleanField,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+)
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
@@ -64,6 +79,19 @@ MAX_TEXT = 200
 SEARCH_CANDIDATES = 5000
 # Not open: a deal won or lost, or a lead disqualified (DESIGN.md §9: `?open=true`).
 CLOSED_STAGES = (LifecycleStage.CUSTOMER, LifecycleStage.LOST, LifecycleStage.DISQUALIFIED)
+OPEN_STAGES = tuple(code for code, _ in LifecycleStage.choices if code not in CLOSED_STAGES)
+# The stage picker's presets; "all" is every stage.
+STAGE_PRESETS = {
+    "open": OPEN_STAGES,
+    "won": (LifecycleStage.CUSTOMER,),
+    "all": tuple(code for code, _ in LifecycleStage.choices),
+}
+# A lead that qualified this recently and nobody has touched yet (no feedback, still a lead or
+# an MQL) heads the work queue.
+NEW_MQL_DAYS = 7
+NEW_MQL_STAGES = (LifecycleStage.LEAD, LifecycleStage.MQL)
+# Parameters that pick stages; without any of them the page and the export list open leads.
+STAGE_PARAMS = ("stage", "lifecycle_stage", "open")
 
 # One row of the list, as the page, the API and the queue export read it.
 LIST_FIELDS = (
@@ -117,22 +145,24 @@ _FULL_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 @dataclass(frozen=True)
 class LeadCursor:
     """Where the next page starts: after (score, id) among scored leads, or after id among
-    unscored ones (score None). Opaque to clients; the same text for the page and the API."""
+    unscored ones (score None); `first` when that lead is in the work queue's leading part
+    (the new MQLs). Opaque to clients; the same text for the page and the API."""
 
     score: int | None
     id: int
+    first: bool = False
 
     def encode(self) -> str:
-        return f"{'n' if self.score is None else self.score}_{self.id}"
+        return f"{'f' if self.first else ''}{'n' if self.score is None else self.score}_{self.id}"
 
     @classmethod
     def decode(cls, text: str) -> LeadCursor:
         """Raises ValueError on anything that is not a cursor this module wrote."""
-        match = re.fullmatch(r"(n|-?\d{1,10})_(\d{1,19})", text or "")
+        match = re.fullmatch(r"(f?)(n|-?\d{1,10})_(\d{1,19})", text or "")
         if not match:
             raise ValueError(f"not a lead list cursor: {text!r}")
-        score = None if match[1] == "n" else int(match[1])
-        return cls(score=score, id=int(match[2]))
+        score = None if match[2] == "n" else int(match[2])
+        return cls(score=score, id=int(match[3]), first=bool(match[1]))
 
 
 class _CursorField(forms.CharField):
@@ -196,6 +226,57 @@ def _has_rule_label(label: str) -> Q | RawSQL:
     return expression
 
 
+def new_mql_q(now: dt.datetime | None = None) -> Q:
+    """Untouched newly qualified leads: qualified now, first qualified in the last NEW_MQL_DAYS,
+    still a lead or an MQL (sales has not moved it on), and nobody has given feedback on it.
+    The first three conditions are `lead_new_mql_idx`'s, so the planner can walk that index."""
+    since = (now or timezone.now()) - dt.timedelta(days=NEW_MQL_DAYS)
+    flagged = Feedback.objects.filter(lead=OuterRef("pk"))
+    return Q(qualified=True, lifecycle_stage__in=NEW_MQL_STAGES, mql_at__gte=since) & ~Exists(
+        flagged
+    )
+
+
+def awaiting_feedback_q() -> Q:
+    """Open leads that have qualified (an MQL time) and that nobody has flagged yet."""
+    flagged = Feedback.objects.filter(lead=OuterRef("pk"))
+    return Q(mql_at__isnull=False, lifecycle_stage__in=OPEN_STAGES) & ~Exists(flagged)
+
+
+class _StageField(forms.CharField):
+    """Stage codes separated by commas (the page's multi-select sends the parameter once per
+    stage; `lead_list_query` joins them), or one preset: open, won, all. A preset among the
+    values wins over the single stages (the page's preset buttons send one beside the
+    multi-select's stages)."""
+
+    def to_python(self, value: Any) -> tuple[str, ...] | None:
+        text = super().to_python(value)
+        if not text:
+            return None
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        codes = dict(LifecycleStage.choices)
+        unknown = [name for name in names if name not in codes and name not in STAGE_PRESETS]
+        if unknown:
+            raise forms.ValidationError(
+                f"Unknown stage {unknown[0]!r}: use open, won, all or a stage "
+                f"({', '.join(codes)}).",
+                code="invalid_choice",
+            )
+        presets = [name for name in names if name in STAGE_PRESETS]
+        if presets:
+            return STAGE_PRESETS[presets[-1]]
+        return tuple(dict.fromkeys(names))
+
+
+class _StageFilter(django_filters.Filter):
+    field_class = _StageField
+
+    def filter(self, qs: QuerySet, value: tuple[str, ...] | None) -> QuerySet:
+        if not value or set(value) == set(STAGE_PRESETS["all"]):
+            return qs
+        return qs.filter(lifecycle_stage__in=value)
+
+
 class _LeadListForm(forms.Form):
     """Checks across parameters: a range whose end is before its start is an error on the
     end (the page then ignores the end and keeps the start)."""
@@ -235,9 +316,11 @@ def ordering_key(ordering: str | None) -> tuple[str | None, bool]:
 
 
 def _ordering(value: str) -> None:
+    if value == "queue":
+        return
     key = value.lstrip("-") if value.count("-") <= 1 else ""
     if key != "score" and not (key.startswith("group:") and key[len("group:") :].strip()):
-        raise forms.ValidationError("Use -score, score, -group:NAME or group:NAME.")
+        raise forms.ValidationError("Use -score, score, queue, -group:NAME or group:NAME.")
 
 
 def _text(**kwargs: Any) -> django_filters.CharFilter:
@@ -252,10 +335,14 @@ class LeadListFilter(django_filters.FilterSet):
       case); a word that is a whole email address matches that address exactly.
     - `band`: the band, exactly when some lead has that exact band (then the band's score
       range from the live rule set lets the score index start at the band), else any case.
-    - `persona`, `source`: any case. `stage` or `lifecycle_stage`: a lifecycle stage code.
+    - `persona`, `source`: any case. `stage`: lifecycle stage codes (comma-separated or the
+      parameter repeated) or a preset: `open`, `won` (customers), `all`. `lifecycle_stage`:
+      one stage code.
     - `owner`: "none" (unassigned), a user id (digits, as the page's picker sends) or a
       username (as the API took).
-    - `open=true`: not customer or disqualified (`open=false`: those only).
+    - `open=true`: not customer, lost or disqualified (`open=false`: those only).
+    - `new_mql=true`: untouched newly qualified leads (`new_mql_q`); `awaiting_feedback=true`:
+      qualified open leads nobody has flagged yet (`awaiting_feedback_q`).
     - `score_min`, `score_max`: inclusive score range (unscored leads never match).
     - `created_from`, `created_to`: calendar days in the site's time zone, both included;
       `created_after` (inclusive), `created_before` (exclusive): ISO 8601 instants.
@@ -264,23 +351,24 @@ class LeadListFilter(django_filters.FilterSet):
     - `rule`: leads whose breakdown has an entry with that label.
     - `grade`: the grade (fit x engagement, e.g. `A1`), any case; `group` with
       `group_score_min` / `group_score_max`: that group's score in the inclusive range.
-    - `ordering` (`-score` default, `score`, or `-group:NAME` / `group:NAME` for a group's
-      score, leads without it last), `page_size` (1..500), `cursor` or `after` (the keyset
-      cursor from the previous page) say how to read the list.
+    - `ordering` (`-score` default, `score`, `queue`: the new MQLs first, then by score, or
+      `-group:NAME` / `group:NAME` for a group's score, leads without it last),
+      `page_size` (1..500), `cursor` or `after` (the keyset cursor from the previous page)
+      say how to read the list.
     """
 
     q = _text(method="filter_search", label="search email, name, company")
     band = _text(method="filter_band")
     persona = _text(field_name="persona", lookup_expr="iexact")
     source = _text(field_name="source", lookup_expr="iexact")
-    stage = django_filters.ChoiceFilter(
-        field_name="lifecycle_stage", choices=LifecycleStage.choices
-    )
+    stage = _StageFilter(label="stages (comma-separated) or open, won, all")
     lifecycle_stage = django_filters.ChoiceFilter(
         field_name="lifecycle_stage", choices=LifecycleStage.choices
     )
     owner = _text(method="filter_owner", label="user id, username, or none")
     open = django_filters.BooleanFilter(method="filter_open")
+    new_mql = django_filters.BooleanFilter(method="filter_new_mql")
+    awaiting_feedback = django_filters.BooleanFilter(method="filter_awaiting_feedback")
     score_min = django_filters.NumberFilter(field_name="score", lookup_expr="gte")
     score_max = django_filters.NumberFilter(field_name="score", lookup_expr="lte")
     created_from = django_filters.DateFilter(
@@ -370,6 +458,19 @@ class LeadListFilter(django_filters.FilterSet):
         closed = Q(lifecycle_stage__in=CLOSED_STAGES)
         return queryset.exclude(closed) if value else queryset.filter(closed)
 
+    def filter_new_mql(self, queryset: QuerySet, name: str, value: bool | None) -> QuerySet:
+        if value is None:
+            return queryset
+        return queryset.filter(new_mql_q()) if value else queryset.exclude(new_mql_q())
+
+    def filter_awaiting_feedback(
+        self, queryset: QuerySet, name: str, value: bool | None
+    ) -> QuerySet:
+        if value is None:
+            return queryset
+        wanted = awaiting_feedback_q()
+        return queryset.filter(wanted) if value else queryset.exclude(wanted)
+
     def filter_created_from(self, queryset: QuerySet, name: str, value: dt.date) -> QuerySet:
         return queryset.filter(created_at__gte=day_start(value))
 
@@ -422,6 +523,16 @@ class LeadListQuery:
     descending: bool = True
     after: LeadCursor | None = None
     size: int = PAGE_SIZE
+    # The work queue's order: the new MQLs first (`new_mql_q`), then the rest, each by score.
+    queue: bool = False
+    # Whether the work queue's default (open leads only) applies: no stage was asked for.
+    default_open: bool = False
+
+    @property
+    def first(self) -> Q | None:
+        """The leads that head the list (for `lead_list_page`'s `first`), None for a plain
+        score order."""
+        return new_mql_q() if self.queue else None
 
     @property
     def filter_params(self) -> dict[str, str]:
@@ -433,32 +544,57 @@ class LeadListQuery:
         return bool(self.filter_params)
 
 
+def _param(params: Mapping[str, Any], name: str) -> str:
+    """One parameter's text; a repeated `stage` (the page's multi-select) is joined with
+    commas, any other repeated parameter is its last value."""
+    if name == "stage" and hasattr(params, "getlist"):
+        values = [str(v).strip() for v in params.getlist(name) if str(v).strip()]
+        return ",".join(values)
+    raw = params.get(name)
+    return "" if raw is None else str(raw).strip()
+
+
 def lead_list_query(
-    params: Mapping[str, Any], *, lenient: bool = False
+    params: Mapping[str, Any], *, lenient: bool = False, work_queue: bool = False
 ) -> tuple[LeadListQuery, dict[str, str]]:
     """The request's parameters validated into a LeadListQuery, and the problems found, by
     parameter. With `lenient` (the page) a parameter with a problem is left out and the rest
-    still apply; otherwise (the API) the caller answers 400 when there are problems."""
+    still apply; otherwise (the API) the caller answers 400 when there are problems.
+
+    `work_queue` (the page and its export) lists open leads when no stage parameter is given
+    (`stage=all` lists every stage) and orders by `queue` unless another order is asked for.
+    The default is applied to the filter set, not added to `params`, so links stay short and
+    a cleared filter returns to it."""
     given = {}
     for name in LeadListFilter.base_filters:
-        raw = params.get(name)
-        if raw is not None and str(raw).strip() != "":
-            given[name] = str(raw).strip()
-    filterset = LeadListFilter(given, queryset=Lead.objects.none())
+        raw = _param(params, name)
+        if raw:
+            given[name] = raw
+
+    def bind(given: dict[str, str]) -> LeadListFilter:
+        defaults = {}
+        if work_queue and not any(name in given for name in STAGE_PARAMS):
+            defaults["stage"] = "open"
+        return LeadListFilter({**defaults, **given}, queryset=Lead.objects.none())
+
+    filterset = bind(given)
     errors = {name: " ".join(messages) for name, messages in filterset.errors.items()}
     if errors and lenient:
         given = {k: v for k, v in given.items() if k not in errors}
-        filterset = LeadListFilter(given, queryset=Lead.objects.none())
+        filterset = bind(given)
         if not filterset.is_valid():  # cannot happen: every field validates on its own
-            given, filterset = {}, LeadListFilter({}, queryset=Lead.objects.none())
+            given, filterset = {}, bind({})
     data = filterset.form.cleaned_data if filterset.is_valid() else {}
     size = int(data["page_size"]) if data.get("page_size") else PAGE_SIZE
+    ordering = data.get("ordering") or ("queue" if work_queue else "-score")
     query = LeadListQuery(
         params=given,
         filterset=filterset,
-        descending=ordering_key(data.get("ordering"))[1],
+        descending=ordering_key(ordering)[1],
         after=data.get("cursor") or data.get("after"),
         size=min(size, MAX_PAGE_SIZE),
+        queue=ordering == "queue",
+        default_open=work_queue and not any(name in given for name in STAGE_PARAMS),
     )
     return query, errors
 
@@ -497,24 +633,17 @@ def _rows(queryset: QuerySet[Lead], fields: tuple[str, ...]) -> QuerySet:
     return queryset.values(*named, **extra)
 
 
-def lead_list_page(
+def _walk(
     queryset: QuerySet[Lead],
-    after: LeadCursor | None = None,
-    size: int = PAGE_SIZE,
-    *,
-    descending: bool = True,
-    fields: tuple[str, ...] = LIST_FIELDS,
-) -> LeadListPage:
-    """One page of `queryset` as dicts of `fields`: `size` rows sorted by score (descending
-    unless told otherwise) then id the same way, unscored leads after every scored one (by id
-    the same way), starting after `after`. Two bounded index scans at most (scored, then
-    unscored when the scored leads run out); never a COUNT."""
-    # A list sorted by a group's score (lead_list annotates SORT_KEY) pages by that key the
-    # same way: leads without it come last, like unscored ones.
-    key = SORT_KEY if SORT_KEY in queryset.query.annotations else "score"
-    for needed in ("score", "id", key):
-        if needed not in fields:
-            fields = (needed, *fields)
+    after: LeadCursor | None,
+    limit: int,
+    descending: bool,
+    fields: tuple[str, ...],
+    key: str = "score",
+) -> list[dict[str, Any]]:
+    """Up to `limit` rows of `queryset` after `after` in `key` order (the score, or a
+    group's score): two bounded index scans at most (scored, then unscored when the
+    scored leads run out)."""
     rows: list[dict[str, Any]] = []
     before, order = ("lt", "-") if descending else ("gt", "")
     if after is None or after.score is not None:
@@ -525,22 +654,81 @@ def lead_list_page(
                 Q(**{f"{key}__{before}": after.score}) | Q(**{f"id__{before}": after.id})
             )
         ordered = scored.order_by(f"{order}{key}", f"{order}id")
-        rows = list(_rows(ordered, fields)[: size + 1])
-    if len(rows) <= size:
+        rows = list(_rows(ordered, fields)[:limit])
+    if len(rows) < limit:
         unscored = queryset.filter(**{f"{key}__isnull": True})
         if after is not None and after.score is None:
             unscored = unscored.filter(**{f"id__{before}": after.id})
         ordered = unscored.order_by(f"{order}id")
-        rows += list(_rows(ordered, fields)[: size + 1 - len(rows)])
+        rows += list(_rows(ordered, fields)[: limit - len(rows)])
+    return rows
+
+
+def lead_list_page(
+    queryset: QuerySet[Lead],
+    after: LeadCursor | None = None,
+    size: int = PAGE_SIZE,
+    *,
+    descending: bool = True,
+    fields: tuple[str, ...] = LIST_FIELDS,
+    first: Q | None = None,
+) -> LeadListPage:
+    """One page of `queryset` as dicts of `fields`: `size` rows sorted by score (descending
+    unless told otherwise) then id the same way, unscored leads after every scored one (by id
+    the same way), starting after `after`. Never a COUNT.
+
+    With `first` (the work queue: `LeadListQuery.first`), the leads matching it come first,
+    then the others, each part in that order; every row then carries `first` (True for the
+    leading part), and the cursor says which part it points into."""
+    # A list sorted by a group's score (lead_list annotates SORT_KEY) pages by that key the
+    # same way: leads without it come last, like unscored ones.
+    key = SORT_KEY if SORT_KEY in queryset.query.annotations else "score"
+    for needed in ("score", "id", key):
+        if needed not in fields:
+            fields = (needed, *fields)
+    if first is None:
+        rows = _walk(queryset, after, size + 1, descending, fields, key)
+        marks = [after is not None and after.first] * len(rows)
+    else:
+        rows = []
+        if after is None or after.first:
+            rows = _walk(queryset.filter(first), after, size + 1, descending, fields, key)
+        marks = [True] * len(rows)
+        if len(rows) <= size:
+            rest_after = None if after is None or after.first else after
+            rest = _walk(
+                queryset.exclude(first), rest_after, size + 1 - len(rows), descending, fields, key
+            )
+            rows += rest
+            marks += [False] * len(rest)
+        for row, mark in zip(rows, marks, strict=True):
+            row["first"] = mark
     has_more = len(rows) > size
     rows = rows[:size]
     next_cursor = None
     if has_more:
         last = rows[-1]
-        next_cursor = LeadCursor(score=last[key], id=last["id"]).encode()
+        next_cursor = LeadCursor(
+            score=last[key], id=last["id"], first=marks[size - 1] and first is not None
+        ).encode()
     return LeadListPage(
         rows=rows, next_cursor=next_cursor, has_more=has_more, is_first=after is None
     )
+
+
+def lead_after(
+    queryset: QuerySet[Lead], lead: Lead, *, first: Q | None = None
+) -> dict[str, Any] | None:
+    """The lead that follows `lead` in `queryset`'s list order (the lead page's "next lead"),
+    as a row of id, score, email, first and last name, or None when `lead` is the last.
+    `lead` need not be in the list (it may have been flagged or closed since): the next one
+    is then where it would have been."""
+    in_first = first is not None and queryset.filter(first, pk=lead.pk).exists()
+    after = LeadCursor(score=lead.score, id=lead.pk, first=in_first)
+    # The few fields the link shows: no join to the model's probabilities.
+    fields = ("id", "score", "email", "first_name", "last_name")
+    page = lead_list_page(queryset, after, 1, first=first, fields=fields)
+    return page.rows[0] if page.rows else None
 
 
 def lead_list_pages(
@@ -549,12 +737,15 @@ def lead_list_pages(
     descending: bool = True,
     size: int = EXPORT_PAGE_SIZE,
     fields: tuple[str, ...] = LIST_FIELDS,
+    first: Q | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Every page of `queryset` in list order, `size` rows at a time (the exports: short
     keyset queries instead of one cursor held open for the whole file)."""
     after = None
     while True:
-        page = lead_list_page(queryset, after, size, descending=descending, fields=fields)
+        page = lead_list_page(
+            queryset, after, size, descending=descending, fields=fields, first=first
+        )
         if page.rows:
             yield page.rows
         if not page.has_more:
@@ -562,11 +753,13 @@ def lead_list_pages(
         after = LeadCursor.decode(page.next_cursor or "")
 
 
-def lead_list_csv_rows(queryset: QuerySet[Lead], *, descending: bool = True) -> Iterator[list]:
+def lead_list_csv_rows(
+    queryset: QuerySet[Lead], *, descending: bool = True, first: Q | None = None
+) -> Iterator[list]:
     """The queue export: the header, then one row per lead of `queryset` in list order (write
     them with `scoring.csv_safety.csv_lines`, which escapes every cell)."""
     yield [header for header, _ in EXPORT_COLUMNS]
-    for rows in lead_list_pages(queryset, descending=descending):
+    for rows in lead_list_pages(queryset, descending=descending, first=first):
         for row in rows:
             yield [row[name] for _, name in EXPORT_COLUMNS]
 
@@ -628,6 +821,25 @@ def score_export_rows(queryset: QuerySet[Lead] | None = None) -> Iterator[list[A
                 row["grade"],
                 arms.get(row["id"], ""),
             ]
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """A rep's to-do counts above the queue."""
+
+    new_mqls: int
+    awaiting_feedback: int
+
+
+def queue_counts(visible: QuerySet[Lead]) -> QueueCounts:
+    """How many of `visible` (one rep's leads) are untouched new MQLs and how many qualified
+    open leads still wait for feedback (the new MQLs included). Two counts over the rep's
+    leads; the page asks only for a rep, never for a million leads at once."""
+    counts = visible.aggregate(
+        new_mqls=Count("id", filter=new_mql_q()),
+        awaiting_feedback=Count("id", filter=awaiting_feedback_q()),
+    )
+    return QueueCounts(**counts)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -104,19 +104,32 @@ def ruleset_copy(rule_set: RuleSet, *, user: Any = None) -> RuleSet:
     return ruleset_import(document, user=user, based_on=rule_set)
 
 
-def ruleset_publish(rule_set: RuleSet, *, user: Any = None, rescore: bool = True) -> RuleSet:
-    """Make `rule_set` the live champion with the next version number.
+def ruleset_publish(
+    rule_set: RuleSet,
+    *,
+    user: Any = None,
+    rescore: bool = True,
+    name: str = "",
+    note: str = "",
+) -> RuleSet:
+    """Make `rule_set` the live champion with the next version number, under `name` (when
+    given) with `note` as its change note.
 
     Publishing a draft publishes it in place; publishing an archived version (rollback)
-    publishes a fresh copy of it, because published versions are immutable. The previous
-    champion is archived, and its bulk run, if one is still going, is superseded. Unless
-    `rescore` is False, the bulk rescore run is created in the same transaction (so a crash or
-    a broker outage cannot lose it) and its chunks are sent after the commit.
+    publishes a fresh copy of it, because published versions are immutable (its note, unless
+    given, says which version it rolls back to). The previous champion is archived, and its
+    bulk run, if one is still going, is superseded. Unless `rescore` is False, the bulk rescore
+    run is created in the same transaction (so a crash or a broker outage cannot lose it) and
+    its chunks are sent after the commit.
 
     Idempotent: publishing a draft that a concurrent call has just published returns that
     version (one version, one run). Raises `RuleSetInvalid` when the draft does not validate."""
     if rule_set.status != RuleSet.Status.DRAFT:
+        note = note or f"Rollback to v{rule_set.version}"
         rule_set = ruleset_copy(rule_set, user=user)
+    if name.strip():
+        rule_set.name = name.strip()[:200]
+    rule_set.change_note = note.strip()
     ruleset_to_spec(rule_set)  # refuses an invalid draft before anything changes
     from scoring.services.rescore import rescore_all, runs_supersede
 

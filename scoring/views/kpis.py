@@ -6,7 +6,6 @@ draws the figures from the JSON the template embeds with `json_script`."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from typing import Any
@@ -15,14 +14,23 @@ from urllib.parse import quote
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from scoring import formatting
 from scoring.api.kpis import AS_OF_HEADER, request_filters
 from scoring.charts import kpis as charts
 from scoring.csv_safety import csv_lines
 from scoring.kpis.filters import KpiFilterError, KpiFilters, leads_queue_url
 from scoring.kpis.grades import conversion_by_account_band, conversion_by_grade
-from scoring.kpis.report import DEFINITIONS, SMALL_N, TABLES, KpiReport, table_rows
+from scoring.kpis.report import (
+    DEFINITIONS,
+    SMALL_N,
+    TABLES,
+    UNSCORED_LABEL,
+    KpiReport,
+    table_rows,
+)
 from scoring.kpis.selectors import filter_choices
 from scoring.views.access import require
 
@@ -30,7 +38,33 @@ log = logging.getLogger(__name__)
 
 
 def _fmt_rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
+    return formatting.percent(value)
+
+
+def _scored(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of real bands: "Unscored" is not a band, and a bar for it (100 % of 5 leads,
+    say) misleads; the page counts those leads in a note instead."""
+    return [row for row in rows if row["band"] != UNSCORED_LABEL]
+
+
+def unscored_note(bands: list[dict[str, Any]], version: int | None) -> str:
+    """The sentence that accounts for the leads left out of the band charts ("" when none
+    are): leads with no score before their outcome (under `version`, when filtered by one)."""
+    row = next((r for r in bands if r["band"] == UNSCORED_LABEL), None)
+    if row is None or not row["leads"]:
+        return ""
+    leads, converted = row["leads"], row["converted"]
+    their = "their" if leads != 1 else "its"
+    what = (
+        f"not scored by rule set v{version} before {their} outcome"
+        if version is not None
+        else f"not scored before {their} outcome"
+    )
+    return (
+        f"{formatting.count(leads)} lead{'s' if leads != 1 else ''} "
+        f"({formatting.count(converted)} converted) {'were' if leads != 1 else 'was'} {what}: "
+        "counted in the totals, left out of the band charts and tables."
+    )
 
 
 def _refresh_minutes() -> int:
@@ -42,12 +76,14 @@ def freshness_text(report: KpiReport) -> dict[str, Any]:
     """The line the page shows next to the filters: whether the figures are current or as of
     the KPI cube's last refresh (call after the report's figures were read)."""
     stale = report.stale_as_of()
-    as_of = report.as_of().astimezone(dt.UTC)
+    # Shown in the site's time zone (TIME_ZONE), named, like every time on the pages.
+    as_of = timezone.localtime(report.as_of())
+    zone = as_of.tzname() or ""
     if stale is None:
-        text = f"Figures are current (computed at {as_of:%H:%M} UTC)."
+        text = f"Figures are current (computed at {as_of:%H:%M} {zone})."
     else:
         text = (
-            f"Figures as of {as_of:%H:%M} UTC, refreshed every {_refresh_minutes()} minutes;"
+            f"Figures as of {as_of:%H:%M} {zone}, refreshed every {_refresh_minutes()} minutes;"
             " changes since then are not yet included."
         )
     return {"text": text, "stale": stale is not None, "iso": as_of.isoformat()}
@@ -68,15 +104,16 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
     def link_for(band: str | None) -> str:
         return leads_queue_url(filters, band)
 
-    bands = report.bands()
+    all_bands = report.bands()
+    bands = _scored(all_bands)
     funnel = report.funnel()
-    cycle = report.cycle()
+    cycle = _scored(report.cycle())
     qualification = report.qualification()
     lift = report.lift()
     calibration = report.calibration()
-    revenue = report.revenue()
-    entries = report.band_entries()
-    feedback = report.feedback()
+    revenue = _scored(report.revenue())
+    entries = _scored(report.band_entries())
+    feedback = _scored(report.feedback())
     figures = {
         "fig-bands": charts.conversion_by_band(bands, link_for),
         "fig-funnel": charts.funnel(funnel, link_for),
@@ -95,9 +132,10 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
         figures["fig-grades"] = charts.conversion_by_grade(
             grade_grid, lambda grade: f"{queue}{joiner}grade={quote(grade or '')}"
         )
+    charts.mark_empty(figures)
     log.info(
         "kpis.dashboard.rendered leads=%s ms=%.0f",
-        sum(b["leads"] for b in bands),
+        sum(b["leads"] for b in all_bands),
         (time.perf_counter() - started) * 1000,
     )
     querystring = filters.querystring()
@@ -108,6 +146,7 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
         "choices": filter_choices(),
         "definitions": DEFINITIONS,
         "small_n": SMALL_N,
+        "unscored_note": unscored_note(all_bands, filters.rule_set_version),
         "figures": figures,
         "figure_ids": list(figures),
         "exports": {name: _export_url(name, querystring) for name in TABLES},
@@ -116,12 +155,12 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
                 **row,
                 "rate_text": _fmt_rate(row["conversion_rate"]),
                 "ci_text": (
-                    f"{row['ci_low']:.1%} to {row['ci_high']:.1%}"
+                    f"{_fmt_rate(row['ci_low'])} to {_fmt_rate(row['ci_high'])}"
                     if row["ci_low"] is not None
-                    else "-"
+                    else formatting.DASH
                 ),
                 "small": row["leads"] < SMALL_N,
-                "url": link_for(None if row["band"] == "Unscored" else row["band"]),
+                "url": link_for(row["band"]),
             }
             for row in bands
         ],

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
+from django.db.models import Exists, OuterRef
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -26,11 +28,14 @@ from scoring.selectors.lead_page import (
     verdicts_by_lead,
 )
 from scoring.selectors.leads import (
+    STAGE_PRESETS,
+    lead_after,
     lead_list,
     lead_list_choices,
     lead_list_csv_rows,
     lead_list_page,
     lead_list_query,
+    queue_counts,
     visible_leads,
 )
 from scoring.selectors.routing import lead_assignments
@@ -52,18 +57,35 @@ _PICKERS = (
 )
 
 
+def _selected_stages(query) -> set[str]:
+    """The stages the multi-select shows selected: the asked-for ones, or the default's."""
+    value = query.filterset.form.cleaned_data.get("stage") if query.filterset.is_valid() else None
+    return set(value or ())
+
+
+def _preset(selected: set[str]) -> str:
+    """Which preset the selection equals ("" when none does)."""
+    for name, stages in STAGE_PRESETS.items():
+        if selected == set(stages):
+            return name
+    return ""
+
+
 @require("view_leads")
 @require_GET
 def lead_queue(request: HttpRequest) -> HttpResponse:
     """The leads the user may see, filtered and sorted by score, one keyset page at a time.
     Parameters with a problem are reported and ignored; the rest still apply."""
-    query, errors = lead_list_query(request.GET, lenient=True)
+    query, errors = lead_list_query(request.GET, lenient=True, work_queue=True)
+    visible = visible_leads(request.user)
     page = lead_list_page(
-        lead_list(visible_leads(request.user), query),
+        lead_list(visible, query),
         query.after,
         query.size,
         descending=query.descending,
+        first=query.first,
     )
+    sees_all = can(request.user, "view_all_leads")
     can_feedback = can(request.user, "give_feedback")
     mine = verdicts_by_lead(request.user, [r["id"] for r in page.rows]) if can_feedback else {}
     for row in page.rows:
@@ -72,18 +94,31 @@ def lead_queue(request: HttpRequest) -> HttpResponse:
     params = {k: v for k, v in query.params.items() if k not in ("cursor", "after")}
     filters = query.filter_params
     query_string = urlencode(params)
+    filter_string = urlencode(filters)
+    selected_stages = _selected_stages(query)
     hidden = [
         (name, value)
         for name, value in params.items()
         if name not in _PICKERS and name not in ("cursor", "after")
     ]
+    without_stage = urlencode({k: v for k, v in filters.items() if k not in ("stage", "open")})
     context = {
         "filters": filters,
         "filters_active": query.active,
+        "selected_stages": selected_stages,
+        "stage_preset": _preset(selected_stages),
+        "stage_preset_urls": {
+            name: "?" + "&".join(p for p in (without_stage, f"stage={name}") if p)
+            for name in STAGE_PRESETS
+        },
+        "default_open": query.default_open,
+        # A rep's to-do counts; never for a whole company's leads (two counts at 1M leads).
+        "counts": None if sees_all else queue_counts(visible),
+        "lead_suffix": f"?{filter_string}" if filter_string else "",
         "filter_errors": errors,
         "page": page,
         "choices": lead_list_choices(),
-        "sees_all": can(request.user, "view_all_leads"),
+        "sees_all": sees_all,
         "can_give_feedback": can_feedback,
         "reasons": Feedback.Reason.choices,
         "reason_labels": dict(Feedback.Reason.choices),
@@ -128,12 +163,13 @@ def _feedback_filter_text(params: dict[str, str]) -> str:
 def lead_export(request: HttpRequest) -> HttpResponse:
     """Every lead of the current filter as CSV, in the page's order, streamed a keyset page at
     a time; cells are escaped against formula injection. Parameters with a problem are left
-    out, as on the page; the cursor and page size are ignored (the export is the whole list)."""
-    query, _ = lead_list_query(request.GET, lenient=True)
+    out, as on the page; the cursor and page size are ignored (the export is the whole list).
+    The page's default applies too: open leads only unless a stage is asked for."""
+    query, _ = lead_list_query(request.GET, lenient=True, work_queue=True)
     leads = lead_list(visible_leads(request.user), query)
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
     response = StreamingHttpResponse(
-        csv_lines(lead_list_csv_rows(leads, descending=query.descending)),
+        csv_lines(lead_list_csv_rows(leads, descending=query.descending, first=query.first)),
         content_type="text/csv",
     )
     response["Content-Disposition"] = f'attachment; filename="leads-{stamp}.csv"'
@@ -166,9 +202,27 @@ def lead_detail(request: HttpRequest, lead_id: int) -> HttpResponse:
         "merges": lead_merges(lead),
         "assignments": lead_assignments(lead),
         "experiments": lead_experiments(lead.pk),
+        **_next_lead_context(request, lead),
         **feedback_panel_context(request, lead),
     }
     return render(request, "leads/detail.html", context)
+
+
+def _next_lead_context(request: HttpRequest, lead: Lead) -> dict[str, Any]:
+    """The "next lead" link: the lead after this one in the queue the rep came from (its
+    filters ride along in the lead page's query string; none means the default queue) that
+    the user has not flagged yet."""
+    query, _ = lead_list_query(request.GET, lenient=True, work_queue=True)
+    queue = lead_list(visible_leads(request.user), query)
+    # Leads this user has already flagged are done: "next" skips them (flagging the lead
+    # shown moves it out of the new MQLs, and it would otherwise come round again).
+    mine = Feedback.objects.filter(lead=OuterRef("pk"), author=request.user)
+    following = lead_after(queue.exclude(Exists(mine)), lead, first=query.first)
+    suffix = urlencode(query.filter_params)
+    return {
+        "next_lead": following,
+        "queue_suffix": f"?{suffix}" if suffix else "",
+    }
 
 
 def _rounding_note(lead: Lead, total: float, has_entries: bool) -> str:

@@ -182,6 +182,26 @@ def _model_row(row: MLModel) -> dict[str, Any]:
     }
 
 
+def suggested_rule_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The suggestion's rows, each with a `label` no other row has: the rule's description,
+    and when two rows read the same, its name or persona and its position in the rule set."""
+    seen: dict[str, int] = {}
+    for r in rows:
+        seen[r["rule"]] = seen.get(r["rule"], 0) + 1
+    labelled = []
+    for r in rows:
+        label = r["rule"]
+        if seen[label] > 1:
+            extras = [f"rule {r['index'] + 1}"]
+            if r.get("name"):
+                extras.insert(0, f"“{r['name']}”")
+            if r.get("persona"):
+                extras.append(f"persona {r['persona']}")
+            label = f"{label} ({', '.join(extras)})"
+        labelled.append({**r, "label": label})
+    return labelled
+
+
 def _suggestion_rows(row: MLModel | None) -> dict[str, Any] | None:
     if row is None:
         return None
@@ -189,9 +209,16 @@ def _suggestion_rows(row: MLModel | None) -> dict[str, Any] | None:
     if not suggestion:
         return None
     live = live_rule_set()
+    model_auc = ((row.metrics or {}).get("overall") or {}).get("roc_auc")
+    rules_auc = ((row.metrics or {}).get("rules") or {}).get("roc_auc")
     return {
         "model_id": row.pk,
-        "rules": suggestion["rules"],
+        "model_roc_auc": model_auc,
+        "rules_roc_auc": rules_auc,
+        # The weights of a model that ranks leads worse than the live rules would make scoring
+        # worse: the page says so and keeps them folded away.
+        "weaker": model_auc is not None and rules_auc is not None and model_auc < rules_auc,
+        "rules": suggested_rule_rows(suggestion["rules"]),
         "new_rules": suggestion["new_rules"],
         "test_roc_auc": suggestion.get("test_roc_auc"),
         "model_test_roc_auc": suggestion.get("model_test_roc_auc"),

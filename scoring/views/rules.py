@@ -28,6 +28,7 @@ from scoring.forms import (
 )
 from scoring.models import PreviewRun, RescoreRun, RuleSet
 from scoring.roles import can
+from scoring.selectors.publish_impact import discard_impact, publish_impact, rollback_impact
 from scoring.selectors.rules import (
     audit_trail,
     groups_document_text,
@@ -151,6 +152,14 @@ def _section_context(
     }
 
 
+def _confirm_texts(rule_set: RuleSet) -> dict[str, str]:
+    if rule_set.status == RuleSet.Status.DRAFT:
+        return {"publish": publish_impact(rule_set), "discard": discard_impact(rule_set)}
+    if rule_set.status == RuleSet.Status.ARCHIVED:
+        return {"rollback": rollback_impact(rule_set, live_rule_set())}
+    return {}
+
+
 def _editor_context(request: HttpRequest, rule_set: RuleSet) -> dict[str, Any]:
     issues = rule_set_issues(rule_set)
     run = latest_rescore(rule_set)
@@ -162,6 +171,8 @@ def _editor_context(request: HttpRequest, rule_set: RuleSet) -> dict[str, Any]:
         "pickers": picker_options(),
         "live": live_rule_set(),
         "previews": list(rule_set.previews.order_by("-id")[:5]),
+        # The confirmation dialogs' texts (static/js/rules.js asks before the form posts).
+        "confirm": _confirm_texts(rule_set),
         "run": run,
         "percent": round(run.progress * 100) if run else 0,
         "settings_form": RuleSetSettingsForm(
@@ -189,6 +200,14 @@ def rules_index(request: HttpRequest) -> HttpResponse:
     return render(request, "rules/index.html", _index_context(request))
 
 
+def _with_rollback_texts(rule_sets: list[RuleSet], live: RuleSet | None) -> list[RuleSet]:
+    """Each archived version with the text its rollback button confirms."""
+    for rule_set in rule_sets:
+        if rule_set.status == RuleSet.Status.ARCHIVED:
+            rule_set.rollback_confirm = rollback_impact(rule_set, live)
+    return rule_sets
+
+
 def _index_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     active = (
         RescoreRun.objects.filter(status__in=[RescoreRun.Status.QUEUED, RescoreRun.Status.RUNNING])
@@ -197,15 +216,16 @@ def _index_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
         .first()
     )
     run = active or RescoreRun.objects.select_related("rule_set").order_by("-id").first()
+    live = live_rule_set()
     return {
-        "live": live_rule_set(),
+        "live": live,
         "percent": round(run.progress * 100) if run else 0,
         "drafts": list(
             RuleSet.objects.filter(status=RuleSet.Status.DRAFT)
             .select_related("created_by", "based_on")
             .order_by("-id")
         ),
-        "versions": versions(),
+        "versions": _with_rollback_texts(versions(), live),
         "run": run,
         "can_edit": can(request.user, "edit_rules"),
         "import_form": extra.pop("import_form", None) or ImportForm(),
@@ -583,6 +603,8 @@ def _preview_context(request: HttpRequest, preview: PreviewRun) -> dict[str, Any
         "percent": round(preview.progress * 100),
         "can_edit": can(request.user, "edit_rules"),
     }
+    if preview.status == PreviewRun.Status.DONE and preview.rule_set.status == "draft":
+        context["confirm"] = {"publish": publish_impact(preview.rule_set)}
     result = preview.result
     if preview.status == PreviewRun.Status.DONE and result:
         matrix_rows, matrix_columns = band_matrix_rows(result)
@@ -621,8 +643,14 @@ def rule_set_publish(request: HttpRequest, rule_set_id: int) -> HttpResponse:
     follow the bulk rescore that starts."""
     rule_set = _rule_set(rule_set_id)
     rollback = rule_set.status != RuleSet.Status.DRAFT
+    name = request.POST.get("name", "")
+    note = request.POST.get("note", "").strip()
+    if not rollback and not note:
+        # Every version says why it exists; the history would otherwise be a list of names.
+        messages.error(request, "Not published: write a change note saying what changed and why.")
+        return redirect("rules-detail", rule_set.pk)
     try:
-        published = ruleset_publish(rule_set, user=request.user)
+        published = ruleset_publish(rule_set, user=request.user, name=name, note=note)
     except RuleSetInvalid as exc:
         messages.error(request, f"Not published: {exc}")
         return redirect("rules-detail", rule_set.pk)

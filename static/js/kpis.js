@@ -15,7 +15,14 @@
     var source = document.getElementById(element.dataset.figure);
     if (!source) { return; }
     var figure = JSON.parse(source.textContent);
-    if (!hasPoints(figure)) { element.setAttribute("data-empty", ""); }
+    if (figure.empty || !hasPoints(figure)) {
+      // Nothing to draw: say so instead of drawing empty axes.
+      element.setAttribute("data-empty", "");
+      element.classList.add("no-data");
+      element.textContent = "No data yet";
+      element.setAttribute("data-rendered", "");
+      return;
+    }
     window.Plotly.newPlot(element, figure.data, figure.layout, {
       responsive: true,
       displaylogo: false,

@@ -61,6 +61,13 @@ def test_the_benchmark_runs_end_to_end_at_a_tiny_scale(tmp_path):
     assert by_name["scoring 3,000 leads with the active model"]["value"] > 0
     assert by_name["impact preview of a draft"]["value"] > 0
     assert by_name["CSV import of 100,000 leads"]["value"] > 0
+    # Page loads in headless Chromium, with the server's share and the bytes beside them.
+    for page in ("lead queue", "lead page", "KPI dashboard"):
+        row = by_name[f"{page} load in headless Chromium p95 (load event, no cache)"]
+        assert row["value"] >= row["server_p95_ms"] > 0
+        assert row["kilobytes_per_load"] > 0
+    kpi = by_name["KPI dashboard load in headless Chromium p95 (load event, no cache)"]
+    assert kpi["kilobytes_per_load"] > 1000  # the plotly bundle, fetched again every load
     measured = [item for item in report["results"] if item["value"] is None]
     assert measured == [], measured
     assert "| path | value | target |" in (tmp_path / "results.md").read_text()

@@ -101,3 +101,54 @@ def test_an_admin_creates_an_api_token_sees_it_once_uses_it_and_revokes_it(
         assert gone.status in (401, 403)
     finally:
         client.close()
+
+
+def test_an_admin_saves_integration_settings_and_sees_errors_in_the_error_style(
+    page, login, live_server, screenshot, settings, monkeypatch
+):
+    from cryptography.fernet import Fernet
+
+    from integrations.config import ENV_VARIABLES
+
+    for name in ENV_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    login(page, "admin")
+    page.get_by_role("link", name="Integrations", exact=True).click()
+    page.wait_for_url("**/integrations/")
+    mixpanel = page.get_by_test_id("connection-mixpanel")
+    # Not configured: its Sync now is disabled and looks it.
+    sync = mixpanel.get_by_role("button", name="Sync now")
+    assert sync.is_disabled()
+    assert float(sync.evaluate("b => getComputedStyle(b).opacity")) < 0.6
+
+    # A failed test: one error, beside the button, in the error colour.
+    with page.expect_navigation():
+        mixpanel.get_by_role("button", name="Test connection").click()
+    mixpanel = page.get_by_test_id("connection-mixpanel")
+    error = mixpanel.locator("span.error")
+    assert "MIXPANEL_PROJECT_ID" in error.inner_text()
+    assert page.locator(".messages").count() == 0
+    assert error.evaluate("e => getComputedStyle(e).color") == "rgb(180, 35, 24)"
+
+    mixpanel.get_by_text("Settings", exact=True).click()
+    mixpanel.get_by_label("Project id").fill("424242")
+    mixpanel.get_by_label("Service account username").fill("bench.sa")
+    mixpanel.locator("#mixpanel-secret").fill("s3cret-value")
+    with page.expect_navigation():
+        mixpanel.get_by_role("button", name="Save settings").click()
+    saved = page.locator(".messages li.success")
+    assert "mixpanel settings saved" in saved.inner_text()
+    assert "s3cret-value" not in page.content()
+    screenshot(page, "3-integration-saved")
+
+    # Without a key the save is refused in the error style, never a success colour.
+    settings.FIELD_ENCRYPTION_KEYS = []
+    mixpanel = page.get_by_test_id("connection-mixpanel")
+    mixpanel.get_by_text("Settings", exact=True).click()
+    mixpanel.locator("#mixpanel-secret").fill("another")
+    with page.expect_navigation():
+        mixpanel.get_by_role("button", name="Save settings").click()
+    refused = page.locator(".messages li.error")
+    assert "Settings not saved" in refused.inner_text()
+    assert refused.get_attribute("role") == "alert"

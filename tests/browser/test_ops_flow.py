@@ -77,11 +77,22 @@ def test_marketing_ops_edits_previews_and_publishes_a_draft(
     assert "leads scored" in page.locator("#preview-result").inner_text()
     screenshot(page, "5-preview")
 
+    page.get_by_label("Change note (required)").fill("Demo requests weigh 45")
+    dialogs: list[str] = []
+
+    def accept(dialog):
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", accept)
     page.get_by_role("button", name=re.compile("Publish .* and rescore")).click()
     page.wait_for_url(re.compile(r".*/rules/runs/\d+/$"))
     page.get_by_text("Rescore finished").wait_for(timeout=30_000)
+    # The confirmation stated the preview's impact before anything changed.
+    assert "change band" in dialogs[0] and "newly qualify" in dialogs[0]
     draft.refresh_from_db()
     assert draft.status == "published" and draft.version == 2
+    assert draft.change_note == "Demo requests weigh 45"
     run = RescoreRun.objects.filter(rule_set=draft).get()
     assert run.status == "done" and run.leads_scored == 12
     screenshot(page, "6-rescored")
@@ -90,3 +101,13 @@ def test_marketing_ops_edits_previews_and_publishes_a_draft(
     audit = page.locator("table.audit").inner_text()
     assert "ops" in audit and "30.0 → 45.0" in audit
     screenshot(page, "7-history")
+
+    # Roll back to v1: the dialog says which MQL times stay; v3 is a copy of v1.
+    page.goto(live_server.url + "/rules/")
+    page.get_by_role("button", name="Roll back to v1").click()
+    page.wait_for_url(re.compile(r".*/rules/runs/\d+/$"))
+    page.get_by_text("Rescore finished").wait_for(timeout=30_000)
+    assert "Roll back to v1" in dialogs[-1] and "MQL time" in dialogs[-1]
+    current = RuleSet.objects.get(status="published")
+    assert current.version == 3 and current.change_note == "Rollback to v1"
+    screenshot(page, "8-rolled-back")

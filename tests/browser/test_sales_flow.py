@@ -112,3 +112,65 @@ def test_a_rep_marks_a_lead_good_from_the_queue(page, login, screenshot, leads):
     row.locator(".badge.verdict-good").wait_for()
     screenshot(page, "queue-good")
     assert Feedback.objects.get().verdict == "good"
+
+
+def test_a_rep_works_the_queue_top_down_with_next_lead(page, login, screenshot, role_users):
+    sales1 = role_users["sales1"]
+    yesterday = timezone.now() - dt.timedelta(days=1)
+    ScoredLeadFactory(owner=sales1, score=100, band="Hot", lifecycle_stage="customer")
+    ScoredLeadFactory(owner=sales1, score=99, band="Hot", lifecycle_stage="disqualified")
+    new = ScoredLeadFactory(
+        owner=sales1,
+        score=55,
+        band="MQL",
+        lifecycle_stage="mql",
+        qualified=True,
+        mql_at=yesterday,
+        first_name="Nora",
+        last_name="New",
+    )
+    top = ScoredLeadFactory(owner=sales1, score=90, band="Hot", first_name="Tia", last_name="Top")
+    low = ScoredLeadFactory(owner=sales1, score=20, band="Cold", first_name="Lou", last_name="Low")
+
+    login(page, "sales1")
+    page.goto("/leads/")
+    rows = page.locator("table.queue tbody tr")
+    # Open leads only, the untouched new MQL first, then by score.
+    assert [rows.nth(i).get_attribute("data-lead-id") for i in range(rows.count())] == [
+        str(new.pk),
+        str(top.pk),
+        str(low.pk),
+    ]
+    assert page.get_by_test_id("count-new-mqls").inner_text() == "1"
+    assert rows.first.get_by_text("New MQL").is_visible()
+
+    # Opening "Bad…" lays the form over the table: no row moves.
+    before = rows.nth(1).bounding_box()
+    rows.first.get_by_text("Bad…").click()
+    rows.first.locator(".popover select").wait_for()
+    after = rows.nth(1).bounding_box()
+    assert (before["x"], before["y"], before["width"]) == (after["x"], after["y"], after["width"])
+    screenshot(page, "5-queue-popover")
+    rows.first.get_by_text("Bad…").click()
+
+    rows.first.get_by_role("link", name="Nora New").click()
+    page.wait_for_url(f"**/leads/{new.pk}/")
+    page.get_by_role("button", name="Good lead").click()
+    page.get_by_text("Your feedback is saved.").wait_for()
+    page.get_by_test_id("next-lead").click()
+    page.wait_for_url(f"**/leads/{top.pk}/")
+    page.select_option("#fb-reason", "no_budget")
+    page.get_by_role("button", name="Bad lead").click()
+    page.get_by_text("Your feedback is saved.").wait_for()
+    page.get_by_test_id("next-lead").click()
+    page.wait_for_url(f"**/leads/{low.pk}/")
+    assert page.get_by_test_id("next-lead").inner_text() == "Last lead in the queue."
+    screenshot(page, "6-last-lead")
+    verdicts = dict(Feedback.objects.values_list("lead_id", "verdict"))
+    assert verdicts == {new.pk: "good", top.pk: "bad"}
+
+    # All stages on request: the closed leads come back.
+    page.goto("/leads/")
+    page.locator("[data-preset=all]").click()
+    page.wait_for_url("**/leads/?stage=all")
+    assert page.locator("table.queue tbody tr").count() == 5

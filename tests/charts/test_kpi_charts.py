@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import plotly.graph_objects as go
 import pytest
+from django.conf import settings
 
+from scoring.charts import feedback as feedback_charts
 from scoring.charts import kpis as charts
+from scoring.charts import lead as lead_charts
+from scoring.charts import models as model_charts
+from scoring.charts import preview as preview_charts
 
 
 def link_for(band):
@@ -182,3 +190,18 @@ def test_lift_chart_title_says_the_auc_and_its_n():
             "text"
         ]
     )
+
+
+def test_every_chart_uses_only_trace_types_of_the_shipped_plotly_bundle():
+    # static/vendor/plotly-cartesian is the cartesian partial bundle: a chart with another
+    # trace type (a funnel, say) would draw nothing in the browser.
+    bundle = (
+        settings.BASE_DIR / "static/vendor/plotly-cartesian/plotly-cartesian.min.js"
+    ).read_text()
+    shipped = set(re.findall(r'moduleType:"trace",name:"([a-z0-9]+)"', bundle))
+    assert {"bar", "box", "scatter"} <= shipped
+    for module in (charts, lead_charts, preview_charts, model_charts, feedback_charts):
+        used = set(re.findall(r'"type": "([a-z0-9]+)"', inspect.getsource(module)))
+        # Error bars ("data"), axes ("date") and shapes ("line") have types too.
+        traces = used - {"data", "date", "line", "linear", "category", "log"}
+        assert traces <= shipped, (module.__name__, traces - shipped)

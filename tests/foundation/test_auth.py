@@ -37,7 +37,7 @@ def test_a_wrong_password_is_refused(role_users):
     ("username", "expected"),
     [
         ("ops", b"Scoring rules"),
-        ("sales1", b"My top leads"),
+        ("sales1", b"My top open leads"),
         ("manager", b"Headline numbers"),
         ("admin", b"Connections and syncs"),
     ],

@@ -119,3 +119,15 @@ def test_test_connection_reports_a_missing_setting(client_as):
 
     assert "MIXPANEL_PROJECT_ID" in response.content.decode()
     assert Connection.objects.get(vendor="mixpanel").last_test_ok is False
+
+
+def test_a_failed_connection_test_is_shown_once_in_the_error_style(client_as):
+    response = client_as("ops").post("/integrations/mixpanel/test", follow=True)
+    html = response.content.decode()
+    section = html[html.index('data-testid="connection-mixpanel"') :]
+    section = section[: section.index("</section>")]
+    # Once: beside the button, not again in a flash message above the page.
+    assert html.count("MIXPANEL_PROJECT_ID") == section.count("MIXPANEL_PROJECT_ID")
+    assert 'class="messages"' not in html
+    error = section[section.index('<span class="error">') :]
+    assert "MIXPANEL_PROJECT_ID" in error[: error.index("</span>")]

@@ -65,7 +65,8 @@ def test_the_page_shows_metrics_calibration_and_suggestions_and_ops_can_act(
     report = train_models()
     logistic = next(r for r in report.rows if r.algorithm == LOGISTIC)
     body = client_as("manager").get("/models/").content.decode()
-    assert 'id="fig-calibration"' in body and "vendor/plotly/plotly.min.js" in body
+    assert 'id="fig-calibration"' in body
+    assert "vendor/plotly-cartesian/plotly-cartesian.min.js" in body
     assert 'data-testid="suggested-weights"' in body and "Apply as new draft" not in body
     ops = client_as("ops")
     assert "Apply as new draft" in ops.get("/models/").content.decode()

@@ -80,6 +80,10 @@ def test_each_row_links_to_the_leads_behind_it(client_as, flagged):
     client = client_as("ops")
     review = feedback_review(since=None)
     student_ids = {lead.pk for lead in flagged["students"]}
+    # Flagged bad, then disqualified: still behind the numbers (the links list every stage).
+    from scoring.models import Lead
+
+    Lead.objects.filter(pk=flagged["students"][0].pk).update(lifecycle_stage="disqualified")
 
     def ids(link):
         response = client.get(link)
@@ -117,3 +121,22 @@ def test_an_empty_review_renders(client_as):
     response = client_as("ops").get("/feedback/")
     assert response.status_code == 200
     assert b"No feedback in this period." in response.content
+
+
+def test_shares_are_percentages_with_their_n_and_a_lift_on_few_flags_is_hidden(client_as, flagged):
+    html = client_as("manager").get("/feedback/?period=all").content.decode()
+    rule_lift = html[html.index('data-testid="rule-lift"') :]
+    # Three bad leads: far below 30, so no lift number, just its n.
+    assert "\u2013 (n=2, too few)" in rule_lift
+    assert "3.33" not in rule_lift
+    band_share = html[html.index('data-testid="band-share"') : html.index('id="rule-lift"')]
+    assert "100.0% <span" in band_share and "n=2" in band_share
+    assert "1.0</td>" not in band_share
+
+
+def test_lifts_on_enough_bad_leads_come_before_the_noisy_ones():
+    from scoring.formatting import ratio
+
+    assert ratio(1.4213, 57) == "1.42 (n=57)"
+    assert ratio(14.76, 1) == "\u2013 (n=1, too few)"
+    assert ratio(None, 40) == "\u2013 (n=40)"

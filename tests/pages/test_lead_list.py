@@ -63,10 +63,24 @@ def listed(role_users) -> dict[str, Lead]:
         )
     FeedbackFactory(lead=leads["b"], author=role_users["sales2"], reason="competitor")
     FeedbackFactory(lead=leads["d"], author=role_users["sales1"], verdict="good", reason="")
+    # Qualified yesterday: "f" and "h" are untouched new MQLs and head the work queue; "b" has
+    # feedback and "d" is an SQL already, so they keep their place by score.
+    yesterday = timezone.now() - dt.timedelta(days=1)
+    for key in "bdfh":
+        Lead.objects.filter(pk=leads[key].pk).update(qualified=True, mql_at=yesterday)
+        leads[key].refresh_from_db()
     return leads
 
 
-def _sorted(leads: list[Lead], descending: bool = True) -> list[Lead]:
+NEW_MQLS = {"f@epsilon.test", "h@acme.test"}
+CLOSED = ("customer", "lost", "disqualified")
+
+
+def _sorted(leads: list[Lead], descending: bool = True, queue: bool = False) -> list[Lead]:
+    if queue:
+        first = [lead for lead in leads if lead.email in NEW_MQLS]
+        rest = [lead for lead in leads if lead.email not in NEW_MQLS]
+        return _sorted(first, descending) + _sorted(rest, descending)
     scored = [lead for lead in leads if lead.score is not None]
     unscored = [lead for lead in leads if lead.score is None]
     sign = -1 if descending else 1
@@ -86,7 +100,13 @@ CASES: list[tuple[str, Predicate]] = [
     ("lifecycle_stage=mql", lambda x: x.lifecycle_stage == "mql"),
     ("owner=none", lambda x: x.owner_id is None),
     ("owner=sales2", lambda x: x.owner is not None and x.owner.username == "sales2"),
-    ("open=true", lambda x: x.lifecycle_stage not in ("customer", "lost", "disqualified")),
+    ("open=true", lambda x: x.lifecycle_stage not in CLOSED),
+    ("stage=all", lambda x: True),
+    ("stage=won", lambda x: x.lifecycle_stage == "customer"),
+    ("stage=lead,sql", lambda x: x.lifecycle_stage in ("lead", "sql")),
+    ("stage=lead&stage=opportunity", lambda x: x.lifecycle_stage in ("lead", "opportunity")),
+    ("new_mql=true", lambda x: x.email in NEW_MQLS),
+    ("awaiting_feedback=true", lambda x: x.email in NEW_MQLS),
     ("score_min=25&score_max=80", lambda x: x.score is not None and 25 <= x.score <= 80),
     ("created_from=2024-03-05&created_to=2024-03-13", lambda x: 5 <= x.created_at.day <= 13),
     (
@@ -147,26 +167,42 @@ def test_the_page_the_api_and_the_export_list_the_same_leads_for_the_same_query(
     user = role_users[username]
     visible = [x for x in listed.values() if username == "manager" or x.owner_id == user.pk]
     descending = "ordering=score" not in query
-    expected = [x.pk for x in _sorted([x for x in visible if predicate(x)], descending)]
+    # The page and the export are the work queue: open leads unless a stage is asked for,
+    # the new MQLs first unless an order is. The API asks for both explicitly.
+    api_query = query
+    if not any(name in query for name in ("stage=", "open=")):
+        visible = [x for x in visible if x.lifecycle_stage not in CLOSED]
+        api_query += "&open=true"
+    queue = "ordering=" not in query
+    if queue:
+        api_query += "&ordering=queue"
+    kept = [x for x in visible if predicate(x)]
+    expected = [x.pk for x in _sorted(kept, descending, queue)]
     client = client_as(username)
     assert _page_ids(client, query) == expected
-    assert _api_ids(user, query) == expected
+    assert _api_ids(user, api_query.lstrip("&")) == expected
     assert _export_ids(client, query) == expected
 
 
 def test_the_cases_are_not_trivial(listed):
     # Each filter keeps some leads and drops others, so agreeing on it means something.
     everyone = list(listed.values())
+    open_leads = [x for x in everyone if x.lifecycle_stage not in CLOSED]
     for query, predicate in CASES[1:]:
         kept = [x for x in everyone if predicate(x)]
+        if query == "stage=all":
+            # It keeps everything, and so lists more than the page's default (open leads).
+            assert len(kept) > len(open_leads) > 0
+            continue
         assert 0 < len(kept) < len(everyone), query
 
 
 def test_the_api_refuses_what_the_page_reports_and_ignores(client_as, role_users, listed):
-    query = "created_from=yesterday&stage=won&band=Hot&after=garbage"
+    query = "created_from=yesterday&stage=sold&band=Hot&after=garbage&stage=all"
     page = client_as("manager").get("/leads/?" + query)
     assert set(page.context["filter_errors"]) == {"created_from", "stage", "after"}
-    assert [row["band"] for row in page.context["page"].rows] == ["Hot", "Hot", "Hot"]
+    # The broken stage is left out, so the default (open leads) applies: not "c", a customer.
+    assert [row["email"] for row in page.context["page"].rows] == ["a@acme.test", "b@beta.test"]
     client = APIClient()
     client.force_authenticate(role_users["manager"])
     response = client.get("/api/v1/leads/?" + query)

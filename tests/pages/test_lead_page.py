@@ -93,7 +93,7 @@ def test_the_score_history_is_a_plotly_figure_passed_as_json(client_as, lead):
     assert figure["data"][0]["text"] == ["Cold", "Warm", "Warm"]
     html = response.content.decode()
     assert '<script id="history-figure" type="application/json">' in html
-    assert "vendor/plotly/plotly.min.js" in html
+    assert "vendor/plotly-cartesian/plotly-cartesian.min.js" in html
     assert "js/lead.js" in html
     # No inline scripts: every <script> either loads a file or carries JSON data.
     for chunk in html.split("<script")[1:]:
@@ -104,7 +104,7 @@ def test_a_lead_without_history_draws_no_chart(client_as, role_users):
     lead = ScoredLeadFactory(owner=role_users["sales1"], score=None, scored_at=None)
     response = client_as("sales1").get(f"/leads/{lead.pk}/")
     assert response.context["history_figure"] is None
-    assert b"plotly.min.js" not in response.content
+    assert b"plotly-cartesian.min.js" not in response.content
 
 
 def test_the_event_timeline_is_newest_first_and_paginated(client_as, lead):

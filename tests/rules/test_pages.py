@@ -211,7 +211,7 @@ def test_publishing_creates_a_version_and_a_rescore_run_whose_progress_the_page_
     LeadFactory.create_batch(3)
     ops = client_as("ops")
     with django_capture_on_commit_callbacks(execute=True):
-        response = ops.post(f"/rules/{draft.pk}/publish/")
+        response = ops.post(f"/rules/{draft.pk}/publish/", {"note": "Tighter MQL"})
     draft.refresh_from_db()
     assert draft.status == "published" and draft.version == 2
     assert draft.published_by.username == "ops"
@@ -244,7 +244,7 @@ def test_rollback_republishes_a_copy_of_an_earlier_version(
 ):
     ops = client_as("ops")
     with django_capture_on_commit_callbacks(execute=True):
-        ops.post(f"/rules/{draft.pk}/publish/")
+        ops.post(f"/rules/{draft.pk}/publish/", {"note": "Tighter MQL"})
     live.refresh_from_db()
     assert live.status == "archived"
     with django_capture_on_commit_callbacks(execute=True):
@@ -288,7 +288,7 @@ def test_a_preview_page_polls_until_done_and_then_shows_results(
     done = ops.get(f"/rules/previews/{preview_id}/").content.decode()
     assert 'hx-trigger="every 1s"' not in done
     assert 'id="fig-distribution"' in done and "Band changes" in done
-    assert "vendor/plotly/plotly.min.js" in done
+    assert "vendor/plotly-cartesian/plotly-cartesian.min.js" in done
     # Managers may look at it, too.
     assert client_as("manager").get(f"/rules/previews/{preview_id}/").status_code == 200
 
@@ -313,3 +313,35 @@ def test_a_failed_run_can_be_rescored_again_from_its_page(
     again = RescoreRun.objects.exclude(pk=run.pk).get()
     assert response["Location"] == f"/rules/runs/{again.pk}/"
     assert sent_tasks.named(CHUNK_TASK) == [[chunk.pk] for chunk in again.chunks.order_by("pk")]
+
+
+def test_the_rule_editor_names_operators_in_words():
+    from scoring.engine import OPERATORS
+    from scoring.forms import RuleForm
+
+    labels = dict(RuleForm.base_fields["op"].choices)
+    # Every engine operator has words, and none is shown as its code.
+    assert set(OPERATORS) <= set(labels)
+    assert labels["gte"] == "at least" and labels["in"] == "is one of"
+    assert labels["is_not_set"] == "is not set"
+    assert all(labels[op] != op for op in OPERATORS if "_" in op or op in ("gte", "lte", "eq"))
+
+
+def test_publishing_needs_a_change_note_and_takes_a_version_name(client_as, draft, live):
+    ops = client_as("ops")
+    refused = ops.post(f"/rules/{draft.pk}/publish/", {"note": "  "}, follow=True)
+    draft.refresh_from_db()
+    assert draft.status == "draft"
+    assert "write a change note" in refused.content.decode()
+    ops.post(f"/rules/{draft.pk}/publish/", {"name": "Q4 rules", "note": "Demo requests x2"})
+    draft.refresh_from_db()
+    assert (draft.status, draft.name, draft.change_note) == (
+        "published",
+        "Q4 rules",
+        "Demo requests x2",
+    )
+    index = ops.get("/rules/").content.decode()
+    assert "Demo requests x2" in index and "Q4 rules" in index
+    ops.post(f"/rules/{live.pk}/rollback/")
+    rolled = RuleSet.objects.get(status="published")
+    assert rolled.change_note == f"Rollback to v{live.version}"

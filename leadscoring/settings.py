@@ -236,6 +236,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Several models have a `status`; name the experiments' choice set so it is stable.
+    "ENUM_NAME_OVERRIDES": {"ExperimentStatusEnum": "scoring.models.Experiment.Status"},
 }
 
 # Celery. The embedded default uses kombu's filesystem transport, so a real worker runs with

@@ -50,8 +50,9 @@ def _token(env: dict[str, str]) -> str:
     return out.strip().splitlines()[-1].strip()
 
 
-def measure(env: dict[str, str], database_url: str, *, batches: int, samples: int) -> dict:
-    env = {**env, "INGEST_THROTTLE_RATE": "1000000/min", "ALLOWED_HOSTS": "127.0.0.1"}
+def start_web(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """gunicorn (two workers) on a free loopback port, and its base URL; the caller waits for
+    `/healthz` and terminates it."""
     port = _free_port()
     web = subprocess.Popen(
         [
@@ -67,9 +68,14 @@ def measure(env: dict[str, str], database_url: str, *, batches: int, samples: in
         cwd=ROOT,
         env=env,
     )
+    return web, f"http://127.0.0.1:{port}"
+
+
+def measure(env: dict[str, str], database_url: str, *, batches: int, samples: int) -> dict:
+    env = {**env, "INGEST_THROTTLE_RATE": "1000000/min", "ALLOWED_HOSTS": "127.0.0.1"}
+    web, base = start_web(env)
     worker = None
     try:
-        base = f"http://127.0.0.1:{port}"
         _wait_for(f"{base}/healthz")
         token = _token(env)
         headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}

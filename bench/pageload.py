@@ -6,14 +6,10 @@ cache off, beside the server's share (request start to response end of the HTML)
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
-from bench.live import _free_port, _wait_for
+from bench.live import _wait_for, start_web
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
 # The bench's users (bench/__main__.py `prepare`).
@@ -51,23 +47,8 @@ def measure(env: dict[str, str], *, loads: int) -> dict[str, dict]:
 
     if not CHROMIUM.exists():
         raise RuntimeError(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    port = _free_port()
     env = {**env, "ALLOWED_HOSTS": "127.0.0.1"}
-    web = subprocess.Popen(
-        [
-            str(BIN / "gunicorn"),
-            "leadscoring.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
+    web, base = start_web(env)
     results: dict[str, dict] = {}
     try:
         _wait_for(f"{base}/healthz")

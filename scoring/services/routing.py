@@ -43,27 +43,16 @@ from scoring.models import (
     LeadTransition,
     RoutingConfig,
 )
+from scoring.rule_inputs import LEAD_FIELDS
 from scoring.selectors.leads import CLOSED_STAGES
 from scoring.services.rescore import RELAY_TASK
 
 logger = logging.getLogger(__name__)
 
 _ROUTING_LOCK = zlib.crc32(b"scoring.routing")
-_LEAD_FIELDS = (
-    "email",
-    "first_name",
-    "last_name",
-    "title",
-    "company",
-    "employees",
-    "industry",
-    "country",
-    "source",
-    "lifecycle_stage",
-    "persona",
-    "band",
-    "score",
-)
+# What a routing condition may name: the columns attribute rules read, plus the scoring
+# outcome ("band", "persona", "score").
+_LEAD_FIELDS = (*LEAD_FIELDS, "persona", "band", "score")
 
 
 class RoutingInvalid(ValueError):

@@ -15,12 +15,11 @@ lead's stored score is its arm's (start, population all) or the champion's (stop
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from scoring import strict_json
+from scoring.management.documents import read_json_document
 from scoring.models import Experiment
 from scoring.selectors.experiments import experiment_report
 from scoring.services.experiments import (
@@ -86,13 +85,7 @@ class Command(BaseCommand):
     def _start(self, options: dict[str, Any]) -> None:
         document = None
         if options["challenger_file"]:
-            path = options["challenger_file"]
-            try:
-                document = strict_json.loads(Path(path).read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError) as exc:
-                raise CommandError(f"Cannot read {path}: {exc}") from None
-            except strict_json.StrictJSONError as exc:
-                raise CommandError(f"{path} is not JSON the product accepts: {exc}") from None
+            document = read_json_document(options["challenger_file"])
         request = ExperimentRequest(
             name=options["name"],
             kind=options["kind"],

@@ -5,10 +5,10 @@ nothing is written."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from scoring.management.documents import read_json_document
 from scoring.models import RoutingConfig
 from scoring.services.routing import RoutingInvalid, routing_import
 
@@ -30,14 +30,7 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(config.document, indent=2))
             return
         file = options["file"]
-        try:
-            text = self.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CommandError(f"Cannot read {file}: {exc}") from None
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"{file} is not JSON: {exc}") from None
+        document = read_json_document(file)
         try:
             config = routing_import(document, source="import")
         except RoutingInvalid as exc:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
 from scoring.engine import RuleSetInvalid
+from scoring.management.documents import read_json_document
 from scoring.models import RuleSet
 from scoring.selectors.rules import live_rule_set
 from scoring.services.rulesets import ruleset_export, ruleset_import
@@ -31,14 +31,7 @@ class Command(BaseCommand):
             self._export(options.get("version"))
 
     def _import(self, file: str, publish: bool) -> None:
-        try:
-            text = self.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CommandError(f"Cannot read {file}: {exc}") from None
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"{file} is not JSON: {exc}") from None
+        document = read_json_document(file)
         try:
             rule_set = ruleset_import(document, publish=publish)
         except RuleSetInvalid as exc:

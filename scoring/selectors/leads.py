@@ -310,6 +310,8 @@ def group_score(group: str) -> Cast:
 def ordering_key(ordering: str | None) -> tuple[str | None, bool]:
     """`ordering` -> (group name or None for the score, descending)."""
     text = ordering or "-score"
+    if text == "queue":  # the work queue: by score, highest first, after its new MQLs
+        return None, True
     descending = text.startswith("-")
     key = text.lstrip("-")
     return (key[len("group:") :] if key.startswith("group:") else None), descending

@@ -281,7 +281,7 @@ def test_with_the_broker_stopped_publish_sync_webhook_and_ingest_are_done_once_i
 
     own_broker.stop()
 
-    published = ops.post(f"/rules/{draft.pk}/publish/", follow=True)
+    published = ops.post(f"/rules/{draft.pk}/publish/", {"note": "Broker down"}, follow=True)
     assert published.status_code == 200
     assert "Rescore queued; will start when the worker is reachable" in published.text
     synced = admin.post("/integrations/hubspot/sync", follow=True)

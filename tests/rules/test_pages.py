@@ -229,7 +229,9 @@ def test_publishing_with_the_broker_down_goes_live_and_says_the_rescore_waits(
 ):
     # transactional_db: no surrounding transaction, so the tasks are sent during the request.
     LeadFactory.create_batch(3)
-    response = client_as("ops").post(f"/rules/{draft.pk}/publish/", follow=True)
+    response = client_as("ops").post(
+        f"/rules/{draft.pk}/publish/", {"note": "Broker down"}, follow=True
+    )
 
     assert response.status_code == 200
     assert "Rescore queued; will start when the worker is reachable" in response.content.decode()

@@ -57,6 +57,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    """Every test hashes passwords cheaply: role_users and seed_demo hash five to seven, and
+    the production hasher (PBKDF2, a million rounds) made that seconds per test. What is
+    tested is who may log in, not the hasher's cost."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def role_users(db) -> dict:
     """The demo company's users, one per role (plus a second sales rep)."""

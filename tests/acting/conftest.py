@@ -79,7 +79,6 @@ def _acting_env(settings) -> None:
     settings.WEBHOOK_ALLOW_PRIVATE = True  # the receivers are on loopback
     settings.OUTBOX_RETRY_BASE_SECONDS = 0.2
     settings.OUTBOX_RETRY_MAX_SECONDS = 0.5
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @dataclass

@@ -28,6 +28,9 @@ def test_the_benchmark_runs_end_to_end_at_a_tiny_scale(tmp_path):
             "4",
             "--repeat",
             "1",
+            # Few latency samples and page loads: the smoke test checks that they run.
+            "--samples",
+            "10",
             "--database",
             "leadscoring_bench_smoke",
             "--admin-url",

@@ -61,7 +61,6 @@ def _browser_test_settings(_allow_orm_beside_playwright, settings, transactional
 
     from scoring.roles import ROLES
 
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     for role in ROLES:
         Group.objects.get_or_create(name=role)
 

@@ -11,12 +11,6 @@ from tests.factories import api_token
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # role_users hashes five passwords per test; the real hasher makes that seconds.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def _fresh_throttle_cache():
     cache.clear()
     yield

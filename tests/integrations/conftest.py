@@ -49,8 +49,6 @@ def _integration_env(monkeypatch: pytest.MonkeyPatch, settings) -> None:
     monkeypatch.setenv("SYNC_RETRY_ATTEMPTS", "3")
     monkeypatch.setenv("SYNC_RETRY_MAX_DELAY", "30")
     settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
-    # The role users' passwords are never checked here (force_login): hash them cheaply.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

@@ -43,11 +43,6 @@ def leads(db) -> list[Lead]:
     return leads
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 # --- the bulk write: an id range replaced --------------------------------------------------
 
 

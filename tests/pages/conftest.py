@@ -3,12 +3,6 @@ import pytest
 from tests.pages.factories import ScoredLeadFactory
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """role_users hashes five passwords; the production hasher makes that seconds per test."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def rep_leads(role_users):
     """Three leads of sales1 (scores 90, 60, 30) and one of sales2 (score 80)."""

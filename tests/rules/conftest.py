@@ -43,12 +43,6 @@ LIVE_DOCUMENT = {
 }
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """role_users hashes five passwords; the production hasher makes that seconds per test."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def live(db):
     """The published champion (no rescore: the tests that need one start it themselves)."""

@@ -1,8 +1,0 @@
-"""The KPI tests create the role users in nearly every test: hash their passwords cheaply."""
-
-import pytest
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

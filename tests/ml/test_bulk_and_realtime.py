@@ -83,10 +83,13 @@ def test_the_real_time_rescore_refreshes_the_active_models_probability(trained):
     LeadProbability.objects.filter(lead=lead).delete()
     for _ in range(5):
         EventFactory(lead=lead, event_type="pricing_page_visit", occurred_at=timezone.now())
-    rescore_leads([lead.pk])
+    # One moment for both sides: features with a time boundary (a window, a capped age) may
+    # differ between two reads a few milliseconds apart.
+    now = timezone.now()
+    rescore_leads([lead.pk], as_of=now)
     lead.refresh_from_db()
     loaded = ml_scoring.load(row)
-    frame = F.read_frame(loaded.spec, timezone.now(), lead.pk, lead.pk)
+    frame = F.read_frame(loaded.spec, now, lead.pk, lead.pk)
     assert lead.model_probability == pytest.approx(float(loaded.predict(frame)[0]), abs=1e-6)
 
 

@@ -41,6 +41,21 @@ def _fmt_rate(value: float | None) -> str:
     return formatting.percent(value)
 
 
+def _rate_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """A conversion row's table cells (bands, grades, account bands alike): its rate, its
+    Wilson interval, and whether its n is below SMALL_N (hatched)."""
+    interval = (
+        f"{_fmt_rate(row['ci_low'])} to {_fmt_rate(row['ci_high'])}"
+        if row["ci_low"] is not None
+        else formatting.DASH
+    )
+    return {
+        "rate_text": _fmt_rate(row["conversion_rate"]),
+        "ci_text": interval,
+        "small": row["leads"] < SMALL_N,
+    }
+
+
 def _scored(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows of real bands: "Unscored" is not a band, and a bar for it (100 % of 5 leads,
     say) misleads; the page counts those leads in a note instead."""
@@ -150,20 +165,7 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
         "figures": figures,
         "figure_ids": list(figures),
         "exports": {name: _export_url(name, querystring) for name in TABLES},
-        "band_rows": [
-            {
-                **row,
-                "rate_text": _fmt_rate(row["conversion_rate"]),
-                "ci_text": (
-                    f"{_fmt_rate(row['ci_low'])} to {_fmt_rate(row['ci_high'])}"
-                    if row["ci_low"] is not None
-                    else formatting.DASH
-                ),
-                "small": row["leads"] < SMALL_N,
-                "url": link_for(row["band"]),
-            }
-            for row in bands
-        ],
+        "band_rows": [{**row, **_rate_cells(row), "url": link_for(row["band"])} for row in bands],
         "funnel_rows": [
             {**row, "rate_text": _fmt_rate(row["rate_from_previous"])} for row in funnel
         ],
@@ -183,30 +185,10 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
         "all_leads_url": link_for(None),
         "grade_grid": grade_grid,
         "account_band_rows": [
-            {
-                **row,
-                "rate_text": _fmt_rate(row["conversion_rate"]),
-                "ci_text": (
-                    f"{row['ci_low']:.1%} to {row['ci_high']:.1%}"
-                    if row["ci_low"] is not None
-                    else "-"
-                ),
-                "small": row["leads"] < SMALL_N,
-            }
-            for row in conversion_by_account_band(filters)
+            {**row, **_rate_cells(row)} for row in conversion_by_account_band(filters)
         ],
         "grade_rows": [
-            {
-                **cell,
-                "rate_text": _fmt_rate(cell["conversion_rate"]),
-                "ci_text": (
-                    f"{cell['ci_low']:.1%} to {cell['ci_high']:.1%}"
-                    if cell["ci_low"] is not None
-                    else "-"
-                ),
-                "small": cell["leads"] < SMALL_N,
-            }
-            for cell in (grade_grid.cells if grade_grid else [])
+            {**cell, **_rate_cells(cell)} for cell in (grade_grid.cells if grade_grid else [])
         ],
     }
     response = render(request, "kpis/dashboard.html", context, status=400 if errors else 200)

@@ -5,7 +5,8 @@ get. Code that needs a different statement per database asks :func:`is_postgres`
 module reads ``connection.vendor``) and takes the shared pieces from here:
 
 - SQL fragments that differ only in spelling: :func:`epoch_seconds_sql`,
-  :func:`days_between_sql`;
+  :func:`days_between_sql`, :func:`json_scalar_sql`;
+- :func:`update_rows`: a set-based UPDATE of many rows from columns of values;
 - raw-SQL parameters: :func:`db_datetime` (SQLite compares datetimes as naive UTC text);
 - PostgreSQL session knobs that are no-ops elsewhere: :func:`set_local`,
   :func:`advisory_xact_lock`;
@@ -84,6 +85,72 @@ def db_datetime(moment: dt.datetime) -> Any:
     datetime: unchanged on PostgreSQL, naive UTC text on SQLite (how Django stores it there,
     so the comparison is a text comparison that orders like time)."""
     return connection.ops.adapt_datetimefield_value(moment)
+
+
+def json_scalar_sql(column: str, key: str) -> str:
+    """SQL for the value at ``key`` of the JSON document ``column`` as text when it is a
+    string or a number, else NULL (missing, null, a boolean, an object or an array).
+    ``column`` and ``key`` are SQL and names from the code, never user input."""
+    quoted = "'" + key.replace("'", "''") + "'"
+    if is_postgres():
+        return (
+            f"CASE WHEN jsonb_typeof({column} -> {quoted}) IN ('string', 'number')"
+            f" THEN {column} ->> {quoted} END"
+        )
+    path = "'$.\"" + key.replace("'", "''").replace('"', '""') + "\"'"
+    return (
+        f"CASE WHEN json_type({column}, {path}) IN ('text', 'integer', 'real')"
+        f" THEN CAST(json_extract({column}, {path}) AS TEXT) END"
+    )
+
+
+# --- Set-based writes --------------------------------------------------------------------------
+
+
+def update_rows(
+    table: str,
+    key: str,
+    columns: dict[str, Sequence[Any]],
+    *,
+    types: dict[str, str],
+    also: dict[str, Any] | None = None,
+    only_changed: bool = False,
+) -> None:
+    """``UPDATE table`` of the rows whose ``key`` is in ``columns[key]``, setting every other
+    column of ``columns`` to the row's value (and each of ``also`` to one value for all rows).
+    With ``only_changed``, rows whose values are already those are left alone (no new row
+    version, no index writes). ``types`` gives each column's SQL type (for PostgreSQL's
+    arrays). PostgreSQL: one statement over ``unnest`` of one array per column; SQLite: one
+    executemany. Names are from the code, never user input."""
+    names = list(columns)
+    values = [c for c in names if c != key]
+    also = also or {}
+    distinct = "IS DISTINCT FROM" if is_postgres() else "IS NOT"
+    changed = (
+        " AND (" + " OR ".join(f"{table}.{c} {distinct} v.{c}" for c in values) + ")"
+        if only_changed
+        else ""
+    )
+    assignments = [f"{c} = v.{c}" for c in values] + [f"{c} = %s" for c in also]
+    if is_postgres():
+        arrays = ", ".join(f"%s::{types[c]}[]" for c in names)
+        sql = (
+            f"UPDATE {table} SET {', '.join(assignments)} FROM unnest({arrays})"
+            f" AS v({', '.join(names)}) WHERE {table}.{key} = v.{key}{changed}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*also.values(), *(list(columns[c]) for c in names)])
+        return
+    row = ", ".join(f"%s AS {c}" for c in names)
+    sql = (
+        f"UPDATE {table} SET {', '.join(assignments)} FROM (SELECT {row}) AS v"
+        f" WHERE {table}.{key} = v.{key}{changed}"
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            sql,
+            [(*also.values(), *row_values) for row_values in zip(*columns.values(), strict=True)],
+        )
 
 
 # --- PostgreSQL session settings --------------------------------------------------------------

@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import connection
 from django.utils import timezone
 from threadpoolctl import threadpool_limits
 
@@ -40,6 +38,7 @@ from scoring.ml.compiled import CompiledForest, compiled_forest
 from scoring.ml.probabilities import Replacement, clear_probabilities, write_probabilities
 from scoring.ml.training import BOOSTING
 from scoring.models import MLModel
+from scoring.threads import in_threads
 
 logger = logging.getLogger(__name__)
 
@@ -217,48 +216,14 @@ def _score_in_threads(
     progress: Callable[[float], None] | None,
     write: Callable[[np.ndarray, np.ndarray], None],
 ) -> int:
-    """Score the id ranges in `WORKERS` threads, each with its own connection (closed when the
-    thread ends) and its own reader, handing each chunk's probabilities to `write`. Progress
-    is reported from the calling thread; the first error stops the others after their current
-    chunk and is raised here."""
-    todo: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
-    for item in ranges:
-        todo.put(item)
-    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    stop = threading.Event()
+    """Score the id ranges in `WORKERS` threads (`scoring.threads.in_threads`), each with its
+    own reader, handing each chunk's probabilities to `write`."""
+    readers = threading.local()
 
-    def work() -> None:
-        reader = F.MatrixReader(loaded.spec, reuse_buffer=True)  # a chunk at a time
-        try:
-            while not stop.is_set():
-                try:
-                    first_id, last_id = todo.get_nowait()
-                except queue.Empty:
-                    return
-                results.put(_score_range(loaded, reader, as_of, first_id, last_id, write))
-        except BaseException as error:  # handed to the calling thread, which raises it
-            stop.set()
-            results.put(error)
-        finally:
-            connection.close()  # this thread's own connection
+    def score(id_range: tuple[int, int]) -> int:
+        if not hasattr(readers, "reader"):
+            readers.reader = F.MatrixReader(loaded.spec, reuse_buffer=True)  # a chunk at a time
+        first_id, last_id = id_range
+        return _score_range(loaded, readers.reader, as_of, first_id, last_id, write)
 
-    threads = [
-        threading.Thread(target=work, name=f"ml-score-{i}", daemon=True)
-        for i in range(min(WORKERS, len(ranges)))
-    ]
-    for thread in threads:
-        thread.start()
-    total = 0
-    try:
-        for k in range(len(ranges)):
-            result = results.get()
-            if isinstance(result, BaseException):
-                raise result
-            total += result
-            if progress:
-                progress((k + 1) / len(ranges))
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    return total
+    return sum(in_threads(ranges, score, workers=WORKERS, name="ml-score", progress=progress))

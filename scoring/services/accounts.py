@@ -4,22 +4,25 @@ contacts' scores by the live rule set's `account` (DESIGN.md §4 extension).
 A lead's account is its CRM account when the CRM named one (Salesforce `ConvertedAccountId` /
 an opportunity's `AccountId`, kept as the attribute `salesforce_converted_account_id`; a
 HubSpot company association, kept as `hubspot_company_id`), else its business email domain;
-free-mail addresses never form an account. Both steps run in every rescore for the leads it
-scored, set-based (one read, bulk writes), and a finished bulk run rolls every account up once
-more, so accounts whose contacts were spread over chunks scored in parallel end up exact."""
+free-mail addresses never form an account. Every rescore points the leads it scored at their
+accounts, set-based (one read, one write of the leads that moved). The roll-up follows in the
+same transaction for a real-time or due rescore (the touched accounts only); a bulk run rolls
+every account up once, when its last chunk is done."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from django.db import connection
 from django.utils import timezone
 
+from leadscoring.db import json_scalar_sql, update_rows
 from scoring.engine import AccountRollup, business_domain, roll_up_accounts
-from scoring.models import Account, Lead
-from scoring.services.grades import dense_ids
+from scoring.models import Account
+from scoring.rule_inputs import LeadSelection
 
 logger = logging.getLogger(__name__)
 
@@ -30,40 +33,39 @@ CRM_ACCOUNT_ATTRIBUTES = (
 )
 
 
-def account_key(email: str | None, attributes: object) -> tuple[str, str, str] | None:
-    """(key, source, external id or domain) of the account a lead belongs to, or None."""
-    if isinstance(attributes, dict):
-        for source, attribute in CRM_ACCOUNT_ATTRIBUTES:
-            value = attributes.get(attribute)
-            if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
-                external = str(value).strip()
-                return f"{source}:{external}", source, external
+def account_key(email: str | None, crm_ids: Sequence[object]) -> tuple[str, str, str] | None:
+    """(key, source, external id or domain) of the account a lead belongs to, or None.
+    `crm_ids` are the lead's values of CRM_ACCOUNT_ATTRIBUTES, in their order."""
+    for (source, _), value in zip(CRM_ACCOUNT_ATTRIBUTES, crm_ids, strict=True):
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+            external = str(value).strip()
+            return f"{source}:{external}", source, external
     domain = business_domain(email)
     if domain is None:
         return None
     return f"domain:{domain}", "domain", domain
 
 
-def assign_accounts(lead_ids: np.ndarray) -> set[int]:
-    """Point each of these leads at its account (creating accounts as needed); returns the
-    accounts whose contacts may have changed (old and new), for the roll-up."""
-    ids = {int(i) for i in np.asarray(lead_ids).tolist()}
-    if not ids:
-        return set()
-    ordered = np.array(sorted(ids), dtype=np.int64)
-    leads = (
-        Lead.objects.filter(id__gte=int(ordered[0]), id__lte=int(ordered[-1]))
-        if dense_ids(ordered)
-        else Lead.objects.filter(id__in=ordered.tolist())
-    )
-    rows = leads.values_list("id", "email", "company", "attributes", "account_id")
+def assign_accounts(selection: LeadSelection) -> set[int]:
+    """Point each selected lead at its account (creating accounts as needed); returns the
+    accounts whose contacts may have changed (old and new), for the roll-up. One read of the
+    few columns the key needs (each CRM id extracted by the database, not whole attribute
+    documents), and one set-based write of the leads whose account changed (after the first
+    run, normally none)."""
+    where, params = selection.where("id")
+    crm_columns = [json_scalar_sql("attributes", key) for _, key in CRM_ACCOUNT_ATTRIBUTES]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, email, company, account_id, {', '.join(crm_columns)}"
+            f" FROM scoring_lead WHERE {where}",
+            params,
+        )
+        rows = cursor.fetchall()
     wanted: dict[int, tuple[str, str, str] | None] = {}
     current: dict[int, int | None] = {}
     company: dict[str, str] = {}
-    for lead_id, email, company_name, attributes, account_id in rows.iterator(chunk_size=5000):
-        if lead_id not in ids:
-            continue
-        key = account_key(email, attributes)
+    for lead_id, email, company_name, account_id, *crm_ids in rows:
+        key = account_key(email, crm_ids)
         wanted[lead_id] = key
         current[lead_id] = account_id
         if key is not None and company_name and key[0] not in company:
@@ -89,33 +91,40 @@ def assign_accounts(lead_ids: np.ndarray) -> set[int]:
         known.update(
             Account.objects.filter(key__in=[k[0] for k in missing]).values_list("key", "id")
         )
-    changes = []
+    changed_leads: list[int] = []
+    new_accounts: list[int | None] = []
     touched: set[int] = set()
     for lead_id, key in wanted.items():
         target = None if key is None else known[key[0]]
         if target != current[lead_id]:
-            changes.append((target, lead_id))
+            changed_leads.append(lead_id)
+            new_accounts.append(target)
             touched.update(a for a in (target, current[lead_id]) if a is not None)
         elif target is not None:
             touched.add(target)
-    if changes:
-        with connection.cursor() as cursor:
-            cursor.executemany("UPDATE scoring_lead SET account_id = %s WHERE id = %s", changes)
+    if changed_leads:
+        update_rows(
+            "scoring_lead",
+            "id",
+            {"id": changed_leads, "account_id": new_accounts},
+            types={"id": "bigint", "account_id": "bigint"},
+        )
     return touched
 
 
 def roll_up(rollup: AccountRollup | None, account_ids: Iterable[int] | None = None) -> int:
     """Recompute the contact counts, score and band of these accounts (all when None) from
-    their contacts as stored now; returns how many accounts were written. Without a roll-up
+    their contacts as stored now, writing those that changed; returns how many were rolled
+    up. Without a roll-up
     in the rule set, accounts keep counts but no score."""
     only = None if account_ids is None else sorted(set(account_ids))
     if only is not None and not only:
         return 0
     sql = "SELECT account_id, score FROM scoring_lead WHERE account_id IS NOT NULL"
-    params: list[int] = []
+    params: list[Any] = []
     if only is not None:
-        sql += f" AND account_id IN ({', '.join(['%s'] * len(only))})"
-        params = only
+        where, params = LeadSelection(ids=tuple(only)).where("account_id")
+        sql += f" AND {where}"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
@@ -131,40 +140,48 @@ def roll_up(rollup: AccountRollup | None, account_ids: Iterable[int] | None = No
         values, bands = result.scores, result.bands
     else:
         values, bands = np.full(m, np.nan), np.full(m, None, dtype=object)
-    now = timezone.now()
-    updates = [
-        (
-            None if np.isnan(v) else int(v),
-            b or "",
-            int(c),
-            int(s),
-            now,
-            int(a),
-        )
-        for a, v, b, c, s in zip(
-            ids.tolist(), values.tolist(), bands.tolist(), contacts, scored, strict=True
-        )
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            "UPDATE scoring_account SET score = %s, band = %s, contact_count = %s,"
-            " scored_contacts = %s, scored_at = %s WHERE id = %s",
-            updates,
-        )
-        if only is None:
+    # Only accounts whose roll-up changed are written (after the first run, normally few).
+    update_rows(
+        "scoring_account",
+        "id",
+        {
+            "id": ids.tolist(),
+            "score": [None if np.isnan(v) else int(v) for v in values.tolist()],
+            "band": [b or "" for b in bands.tolist()],
+            "contact_count": contacts.tolist(),
+            "scored_contacts": scored.tolist(),
+        },
+        types={
+            "id": "bigint",
+            "score": "int",
+            "band": "text",
+            "contact_count": "int",
+            "scored_contacts": "int",
+        },
+        also={"scored_at": timezone.now()},
+        only_changed=True,
+    )
+    if only is None:
+        with connection.cursor() as cursor:
             # Accounts that lost every contact.
             cursor.execute(
                 "UPDATE scoring_account SET score = NULL, band = '', contact_count = 0,"
                 " scored_contacts = 0 WHERE contact_count > 0 AND NOT EXISTS (SELECT 1 FROM"
                 " scoring_lead l WHERE l.account_id = scoring_account.id)"
             )
-    return len(updates)
+    return int(m)
 
 
-def accounts_after_rescore(rollup: AccountRollup | None, lead_ids: np.ndarray) -> None:
-    """In a rescore's transaction: the scored leads' accounts, then those accounts' roll-up."""
-    touched = assign_accounts(lead_ids)
-    roll_up(rollup, touched)
+def accounts_after_rescore(
+    rollup: AccountRollup | None, selection: LeadSelection, *, roll_up_now: bool = True
+) -> None:
+    """In a rescore's transaction: the selected leads' accounts, then (with `roll_up_now`)
+    those accounts' roll-up. A bulk run's chunks leave the roll-up to `accounts_refresh` at
+    the run's end: accounts span chunks, so each chunk would roll most of them up again, and
+    chunks running side by side would queue on the same account rows."""
+    touched = assign_accounts(selection)
+    if roll_up_now:
+        roll_up(rollup, touched)
 
 
 def accounts_refresh(rollup: AccountRollup | None) -> int:

@@ -25,7 +25,7 @@ from django.db.models import F, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from leadscoring.db import db_datetime, is_postgres
+from leadscoring.db import copy_in, db_datetime, is_postgres, parallel_connections_allowed
 from scoring.engine import (
     BehaviourAggregates,
     CompiledRuleSet,
@@ -67,8 +67,9 @@ from scoring.rule_inputs import (
 )
 from scoring.selectors.rules import live_rule_set
 from scoring.services.accounts import accounts_after_rescore, accounts_refresh
-from scoring.services.grades import write_group_results
+from scoring.services.grades import group_columns
 from scoring.services.rulesets import ruleset_document
+from scoring.threads import in_threads
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ CHUNK_TASK = "scoring.tasks.rescore_chunk_task"
 PENDING_TASK = "scoring.tasks.rescore_pending_task"
 CRM_PUSH_TASK = "integrations.tasks.push_scores_after_rescore_task"
 RELAY_TASK = "integrations.tasks.outbox_relay_task"
+# Chunks side by side in an inline run (`manage.py rescore`, the benchmark): as for model
+# scoring, three keep both cores of a 2-core machine busy, each chunk in its own transaction.
+INLINE_THREADS = 3
 
 
 # Lead ids (ascending) and the time -> a probability per lead (NaN: none).
@@ -151,19 +155,27 @@ def _score_with_behaviour(
 # collector on, they set off repeated full collections (as in the preview, measured).
 @gc_paused()
 def rescore_selection(
-    rule_set: RuleSet, selection: LeadSelection, as_of: dt.datetime
+    rule_set: RuleSet,
+    selection: LeadSelection,
+    as_of: dt.datetime,
+    *,
+    roll_up_accounts: bool = True,
 ) -> ScoringOutcome:
     """Score the selected leads with `rule_set` as of `as_of` and write everything back.
     Must run inside a transaction (the caller's), so the write is all or nothing.
     While an experiment runs, its leads are scored by both arms and store their own arm's
-    score (`scoring.services.experiments.experiment_rescore`)."""
+    score (`scoring.services.experiments.experiment_rescore`). Then the leads' accounts, and
+    with `roll_up_accounts` their roll-up (a bulk run rolls every account up at its end)."""
     # Imported here: the experiments service scores its arms through this module.
     from scoring.services.experiments import experiment_rescore
 
     outcome = experiment_rescore(rule_set, selection, as_of)
-    if outcome is not None:
-        return outcome
-    return rescore_arm(rule_set, selection, as_of)
+    if outcome is None:
+        outcome = rescore_arm(rule_set, selection, as_of)
+    accounts_after_rescore(
+        compiled_rule_set(rule_set).spec.account, selection, roll_up_now=roll_up_accounts
+    )
+    return outcome
 
 
 def rescore_arm(
@@ -198,14 +210,13 @@ def rescore_arm(
         new_band,
         new_persona,
         entries,
+        group_columns(result),
         qualified,
         set_mql,
         rule_set.version,
         as_of,
         due,
     )
-    write_group_results(leads.ids, result)
-    accounts_after_rescore(compiled.spec.account, leads.ids)
     _write_history(rule_set, selection, leads.ids, scores, new_band, as_of)
     _write_transitions(rule_set, leads, scores, old_band, new_band, fired_up, fired_down, as_of)
     return ScoringOutcome(scored=leads.n, changed=int(changed.sum()))
@@ -243,28 +254,38 @@ def _write_scores(
     bands: np.ndarray,
     personas: np.ndarray,
     entries: list[str],
+    groups: tuple[list[str], list[str], list[str]],
     qualified: np.ndarray,
     set_mql: np.ndarray,
     version: int | None,
     as_of: dt.datetime,
     due: list[str | None],
 ) -> None:
-    """The scores, and each lead's due time (`LeadDue`, an upsert from the same buffer)."""
+    """The scores, group scores, group bands and grades (`group_columns`) in one UPDATE, and
+    each lead's due time (`LeadDue`, an upsert from the same buffer). One row version per
+    lead: a lead whose indexed columns (score, band, grade, stage) stay as they were is
+    updated in place (a HOT update, no index entries; the lead table keeps room on each page
+    for it, see migration 0026)."""
     scored_at = timezone.now()
+    group_scores, group_bands, grades = groups
     stage_sql = (
         "lifecycle_stage = CASE WHEN t.set_mql AND l.lifecycle_stage = 'lead' "
         "THEN 'mql' ELSE l.lifecycle_stage END"
     )
     if is_postgres():
         rows = "".join(
-            f"{i}\t{s}\t{_copy_text(b)}\t{_copy_text(p)}\t{_copy_text(e)}\t{'t' if q else 'f'}"
-            f"\t{'t' if m else 'f'}\t{d or NULL_COPY}\n"
-            for i, s, b, p, e, q, m, d in zip(
+            f"{i}\t{s}\t{_copy_text(b)}\t{_copy_text(p)}\t{_copy_text(e)}\t{_copy_text(gs)}"
+            f"\t{_copy_text(gb)}\t{_copy_text(g)}\t{'t' if q else 'f'}\t{'t' if m else 'f'}"
+            f"\t{d or NULL_COPY}\n"
+            for i, s, b, p, e, gs, gb, g, q, m, d in zip(
                 ids.tolist(),
                 scores.tolist(),
                 bands,
                 personas,
                 entries,
+                group_scores,
+                group_bands,
+                grades,
                 qualified,
                 set_mql,
                 due,
@@ -274,22 +295,38 @@ def _write_scores(
         with connection.cursor() as cursor:
             cursor.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS rescore_buffer (id bigint, score int, band text,"
-                " persona text, breakdown jsonb, qualified bool, set_mql bool, due timestamptz)"
-                " ON COMMIT DROP"
+                " persona text, breakdown jsonb, group_scores jsonb, group_bands jsonb,"
+                " grade text, qualified bool, set_mql bool, due timestamptz) ON COMMIT DROP"
             )
             cursor.execute("TRUNCATE rescore_buffer")
-            with cursor.cursor.copy(
-                "COPY rescore_buffer (id, score, band, persona, breakdown, qualified, set_mql,"
-                " due) FROM STDIN"
+            with copy_in(
+                cursor,
+                "rescore_buffer",
+                [
+                    "id",
+                    "score",
+                    "band",
+                    "persona",
+                    "breakdown",
+                    "group_scores",
+                    "group_bands",
+                    "grade",
+                    "qualified",
+                    "set_mql",
+                    "due",
+                ],
             ) as copy:
                 copy.write(rows)
             # A fresh temp table has no statistics; without them the planner may pick a nested
-            # loop over the leads table for the UPDATE below.
-            cursor.execute("ANALYZE rescore_buffer")
+            # loop over the leads table for the UPDATE below. The join needs only the ids'
+            # (sampling the breakdowns too cost more than the UPDATE).
+            cursor.execute("ANALYZE rescore_buffer (id)")
             cursor.execute(
                 "UPDATE scoring_lead AS l SET score = t.score, band = t.band, persona = t.persona,"
-                " breakdown = t.breakdown, qualified = t.qualified, rule_set_version = %s,"
-                " scored_at = %s, mql_at = CASE WHEN t.set_mql THEN %s ELSE l.mql_at END, "
+                " breakdown = t.breakdown, group_scores = t.group_scores,"
+                " group_bands = t.group_bands, grade = t.grade, qualified = t.qualified,"
+                " rule_set_version = %s, scored_at = %s,"
+                " mql_at = CASE WHEN t.set_mql THEN %s ELSE l.mql_at END, "
                 + stage_sql
                 # The explicit id range keeps the planner from walking the primary key from
                 # the first lead for every chunk.
@@ -302,18 +339,22 @@ def _write_scores(
     with connection.cursor() as cursor:
         cursor.executemany(
             "UPDATE scoring_lead SET score = %s, band = %s, persona = %s, breakdown = %s,"
+            " group_scores = %s, group_bands = %s, grade = %s,"
             " qualified = %s, rule_set_version = %s, scored_at = %s,"
             " mql_at = CASE WHEN %s THEN %s ELSE mql_at END,"
             " lifecycle_stage = CASE WHEN %s AND lifecycle_stage = 'lead' THEN 'mql'"
             " ELSE lifecycle_stage END WHERE id = %s",
             [
-                (s, b, p, e, bool(q), version, scored_at, bool(m), as_of, bool(m), i)
-                for i, s, b, p, e, q, m in zip(
+                (s, b, p, e, gs, gb, g, bool(q), version, scored_at, bool(m), as_of, bool(m), i)
+                for i, s, b, p, e, gs, gb, g, q, m in zip(
                     ids.tolist(),
                     scores.tolist(),
                     bands,
                     personas,
                     entries,
+                    group_scores,
+                    group_bands,
+                    grades,
                     qualified,
                     set_mql,
                     strict=True,
@@ -328,11 +369,14 @@ def _write_scores(
 
 NULL_COPY = "\\N"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-# The due time of each scored lead; a lead's row is replaced whatever it held. `rows` is a
-# SELECT or VALUES of (lead_id, due_at). The WHERE true lets SQLite parse a SELECT's upsert.
+# The due time of each scored lead; a lead's row is replaced when it changed (most due times
+# are moments a decay or window crosses a line, the same from one rescore to the next: an
+# unchanged row is not rewritten). `rows` is a SELECT or VALUES of (lead_id, due_at). The
+# WHERE true lets SQLite parse a SELECT's upsert; both databases know IS DISTINCT FROM.
 UPSERT_DUE_SQL = (
     "INSERT INTO scoring_leaddue (lead_id, due_at) SELECT * FROM ({rows}) AS due_rows"
     " WHERE true ON CONFLICT (lead_id) DO UPDATE SET due_at = excluded.due_at"
+    " WHERE scoring_leaddue.due_at IS DISTINCT FROM excluded.due_at"
 )
 
 
@@ -552,8 +596,7 @@ def rescore_all(
             # Join the run under way instead of writing the same scores twice.
             pending = list(active.chunks.exclude(status=RescoreChunk.Status.DONE))
             if inline:
-                for chunk in pending:
-                    rescore_chunk(chunk.pk)
+                _rescore_chunks_here([chunk.pk for chunk in pending])
                 active.refresh_from_db()
             return active
         chunks = _plan_chunks(run)
@@ -566,10 +609,20 @@ def rescore_all(
         if not inline and chunks:
             _enqueue_chunks(run, [chunk.pk for chunk in chunks])
     if inline:
-        for chunk in chunks:
-            rescore_chunk(chunk.pk)
+        _rescore_chunks_here([chunk.pk for chunk in chunks])
         run.refresh_from_db()
     return run
+
+
+def _rescore_chunks_here(chunk_ids: Sequence[int]) -> None:
+    """Run these chunks in this process (an inline run): side by side in `INLINE_THREADS`
+    threads where they may have connections of their own, else one after another. Each chunk
+    is its own transaction either way, as it is on a worker."""
+    if parallel_connections_allowed() and len(chunk_ids) > 1:
+        in_threads(chunk_ids, rescore_chunk, workers=INLINE_THREADS, name="rescore")
+        return
+    for chunk_id in chunk_ids:
+        rescore_chunk(chunk_id)
 
 
 def _plan_chunks(run: RescoreRun) -> list[RescoreChunk]:
@@ -605,6 +658,10 @@ def _enqueue_chunks(run: RescoreRun, chunk_ids: Sequence[int]) -> None:
 def rescore_chunk(chunk_id: int) -> ScoringOutcome:
     """Score one chunk and record it, in one transaction. Safe to run twice: the chunk row is
     locked, and a chunk already done is skipped."""
+    # The run goes to running in its own statement, committed at once: inside the chunk's
+    # transaction the first chunk would hold the run's row until its commit, and every chunk
+    # running beside it would wait for that.
+    job_claim(RescoreRun.objects.filter(chunks__pk=chunk_id))
     with transaction.atomic():
         # The rule set's lock before the chunk's, in the order a publish takes them (rule
         # set, then the runs and chunks it supersedes), so the two cannot deadlock.
@@ -628,11 +685,13 @@ def rescore_chunk(chunk_id: int) -> ScoringOutcome:
             runs_supersede(RescoreRun.objects.filter(pk=run.pk))
             logger.info("rescore.chunk.superseded run=%s chunk=%s", run.pk, chunk_id)
             return ScoringOutcome(0, 0)
-        job_claim(RescoreRun.objects.filter(pk=run.pk))
         # The active model's probability first, so the rule set's blend uses a fresh one.
         refresh_probabilities(chunk.first_lead_id, chunk.last_lead_id, as_of=run.as_of)
         outcome = rescore_selection(
-            run.rule_set, LeadSelection(chunk.first_lead_id, chunk.last_lead_id), run.as_of
+            run.rule_set,
+            LeadSelection(chunk.first_lead_id, chunk.last_lead_id),
+            run.as_of,
+            roll_up_accounts=False,  # every account once, when the run's last chunk is done
         )
         # The chunk row is locked, so it goes from queued (or failed, when a joining rescore
         # runs it again) straight to done: nobody could see it running.

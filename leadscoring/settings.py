@@ -284,6 +284,8 @@ SCORE_HISTORY_DELTA = env_int("SCORE_HISTORY_DELTA", 10, minimum=1)
 QUALIFY_HYSTERESIS_POINTS = env_int("QUALIFY_HYSTERESIS_POINTS", 5, minimum=0)
 # Acting on scores (docs/acting.md): routing SLA, the outbox relay's retries, webhooks.
 ROUTING_SLA_HOURS = env_float("ROUTING_SLA_HOURS", 24.0)
+# A rep's queue counts a lead "SLA due" this many hours before its SLA deadline (and after).
+ROUTING_SLA_DUE_SOON_HOURS = env_float("ROUTING_SLA_DUE_SOON_HOURS", 4.0)
 # CRMs (salesforce, hubspot) whose record owner follows each assignment; empty = none.
 ROUTING_CRM_OWNER_WRITEBACK = env_list("ROUTING_CRM_OWNER_WRITEBACK", [])
 OUTBOX_RETRY_BASE_SECONDS = env_float("OUTBOX_RETRY_BASE_SECONDS", 30.0)

@@ -200,8 +200,12 @@ def _in_filter_range(value: dt.date | dt.datetime) -> None:
 
 
 def day_start(day: dt.date) -> dt.datetime:
-    """The first instant of a calendar day in the site's time zone."""
-    return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
+    """The first instant of a calendar day in the site's time zone (TIME_ZONE), whoever asks:
+    the page, the API and the exports give the same leads for the same days, and the KPI
+    page's links (site days) open the list they counted."""
+    return timezone.make_aware(
+        dt.datetime.combine(day, dt.time.min), timezone.get_default_timezone()
+    )
 
 
 def _search(words: Q) -> Q:

@@ -46,7 +46,10 @@ def rep_workload(*, now: dt.datetime | None = None, only: Any = None) -> list[Re
     else:
         named = Q(username__in=state.spec.usernames) if state is not None else Q(pk__in=[])
         users = users.filter(named | Q(pk__in=LeadAssignment.objects.values("user_id").distinct()))
-    day_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    # Capacity counts the site's day (TIME_ZONE), not the viewer's (the routing's day).
+    day_start = timezone.localtime(now, timezone.get_default_timezone()).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
     names = list(users.values_list("username", flat=True))
     counts = dict(
         LeadAssignment.objects.filter(user__in=users, assigned_at__gte=day_start)

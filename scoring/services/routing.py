@@ -226,7 +226,10 @@ class _Picker:
         self.spec = spec
         users = get_user_model().objects.filter(username__in=spec.usernames, is_active=True)
         self.users = {u.get_username(): u for u in users}
-        day_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+        # Capacity counts the site's day (TIME_ZONE), whichever user's request asks.
+        day_start = timezone.localtime(now, timezone.get_default_timezone()).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
         self.today = Counter(
             dict(
                 LeadAssignment.objects.filter(assigned_at__gte=day_start, user__in=users)

@@ -35,7 +35,20 @@ if not SECRET_KEY:
         )
     SECRET_KEY = "insecure-development-key-only-used-with-DEBUG-on"  # noqa: S105
 
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+# This machine's own names are always allowed unless ALLOWED_HOSTS says otherwise: a request
+# for them comes from here (a health probe, `make run` with DEBUG off).
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", LOOPBACK_HOSTS)
+# LOCAL_HTTP=true: served over plain HTTP on this machine only (`make run` sets it), so the
+# HTTPS-only defaults below (redirect, Secure cookies, HSTS) are off even with DEBUG off, and
+# only the loopback names are served: the site cannot be reached this way under a real name.
+LOCAL_HTTP = env_bool("LOCAL_HTTP", False)
+if LOCAL_HTTP and set(ALLOWED_HOSTS) - set(LOOPBACK_HOSTS):
+    raise ImproperlyConfigured(
+        "LOCAL_HTTP=true serves 127.0.0.1 and localhost only, but ALLOWED_HOSTS names "
+        f"{', '.join(sorted(set(ALLOWED_HOSTS) - set(LOOPBACK_HOSTS)))}: serve real host names "
+        "over HTTPS (unset LOCAL_HTTP)."
+    )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 # The currency of lead revenue, as shown on the pages (an ISO 4217 code).
@@ -74,6 +87,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "leadscoring.middleware.LoginRequiredMiddleware",
+    "leadscoring.middleware.UserTimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
@@ -173,14 +187,16 @@ WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = VAR_DIR / "media"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 20 * 1024 * 1024, minimum=1024)
 
-# Security: production defaults whenever DEBUG is off; each can be relaxed by its variable.
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# Security: production defaults whenever DEBUG is off and the site is not LOCAL_HTTP; each can
+# be relaxed by its variable.
+_HTTPS_ONLY = not DEBUG and not LOCAL_HTTP
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", _HTTPS_ONLY)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
-SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
-CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000, minimum=0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = not DEBUG
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", _HTTPS_ONLY)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", _HTTPS_ONLY)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if _HTTPS_ONLY else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _HTTPS_ONLY
+SECURE_HSTS_PRELOAD = _HTTPS_ONLY
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
@@ -284,6 +300,8 @@ SCORE_HISTORY_DELTA = env_int("SCORE_HISTORY_DELTA", 10, minimum=1)
 QUALIFY_HYSTERESIS_POINTS = env_int("QUALIFY_HYSTERESIS_POINTS", 5, minimum=0)
 # Acting on scores (docs/acting.md): routing SLA, the outbox relay's retries, webhooks.
 ROUTING_SLA_HOURS = env_float("ROUTING_SLA_HOURS", 24.0)
+# A rep's queue counts a lead "SLA due" this many hours before its SLA deadline (and after).
+ROUTING_SLA_DUE_SOON_HOURS = env_float("ROUTING_SLA_DUE_SOON_HOURS", 4.0)
 # CRMs (salesforce, hubspot) whose record owner follows each assignment; empty = none.
 ROUTING_CRM_OWNER_WRITEBACK = env_list("ROUTING_CRM_OWNER_WRITEBACK", [])
 OUTBOX_RETRY_BASE_SECONDS = env_float("OUTBOX_RETRY_BASE_SECONDS", 30.0)

@@ -4,8 +4,10 @@ username, the last admin) are the services' (`scoring.services.users`, `.api_tok
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 
 from scoring.roles import ROLES
+from scoring.selectors.users import time_zone_names
 from scoring.services.api_tokens import MAX_EXPIRY_DAYS
 
 ROLE_CHOICES = [(role, role.replace("_", " ").capitalize()) for role in ROLES]
@@ -18,6 +20,20 @@ class ApiTokenCreateForm(forms.Form):
         max_value=MAX_EXPIRY_DAYS,
         label="Expires after (days)",
         help_text="Leave empty for a token that does not expire.",
+    )
+
+
+def _time_zone_choices() -> list[tuple[str, str]]:
+    return [("", f"The site's ({settings.TIME_ZONE})")] + [(n, n) for n in time_zone_names()]
+
+
+class TimeZoneForm(forms.Form):
+    time_zone = forms.ChoiceField(
+        choices=_time_zone_choices,
+        required=False,
+        label="Time zone",
+        help_text="Times and dates on the pages are shown in it (the KPI page keeps the "
+        "site's days).",
     )
 
 

@@ -548,6 +548,18 @@ class MLModel(Job):
         return f"{self.algorithm} #{self.pk}"
 
 
+class UserPreference(models.Model):
+    """A user's own settings for the pages, set on the profile page: the time zone their
+    times and days are shown in ("" = the site's TIME_ZONE, so a change of the site's zone
+    reaches them). How alerts reach a rep is `integrations.AlertPreference`, in the app that
+    sends them (scoring does not import integrations)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preference"
+    )
+    time_zone = models.CharField(max_length=64, blank=True, default="")
+
+
 class UserAudit(models.Model):
     """One change an admin made to a user on the users page (invite, role, deactivate,
     reactivate). Users are Django's own model, so their changes are recorded here rather than

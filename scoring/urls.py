@@ -97,6 +97,7 @@ urlpatterns: list = [
     # A user's own API tokens; admins manage users and roles (scoring/views/profile.py, users.py)
     path("profile/", profile_views.profile_page, name="profile"),
     path("profile/tokens/", profile_views.api_token_create, name="profile-token-create"),
+    path("profile/time-zone/", profile_views.time_zone_save, name="profile-time-zone"),
     path(
         "profile/tokens/<str:token_key>/revoke/",
         profile_views.api_token_revoke,

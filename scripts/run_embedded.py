@@ -3,7 +3,9 @@
 Migrates, loads the demo data when the database is empty, then runs the web server (gunicorn),
 a Celery worker and Celery beat in the foreground. By default the database is a SQLite file and
 the broker is kombu's filesystem transport; set DATABASE_URL / CELERY_BROKER_URL to use
-PostgreSQL and Redis instead. Ctrl-C stops all three."""
+PostgreSQL and Redis instead. `DEBUG=false make run` runs it as in production (the app's error
+pages instead of Django's debug pages) while still on plain HTTP on 127.0.0.1 (`LOCAL_HTTP`).
+Ctrl-C stops all three."""
 
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ def main() -> int:
         print("Wrote .env with this machine's generated SECRET_KEY and encryption key.")
     env = dict(os.environ)
     env.setdefault("DEBUG", "true")  # the embedded default is a local demo, not a deployment
+    # Served over plain HTTP on 127.0.0.1 (below): with DEBUG=false too, no HTTPS redirect or
+    # Secure-only cookies, which would make the local login impossible (docs/configuration.md).
+    env.setdefault("LOCAL_HTTP", "true")
     env.setdefault("DJANGO_SETTINGS_MODULE", "leadscoring.settings")
     port = env.get("PORT", "8000")
     manage = [sys.executable, str(ROOT / "manage.py")]

@@ -181,6 +181,7 @@ _PARAMETER_TYPES: dict[str, Any] = {
     "open": OpenApiTypes.BOOL,
     "new_mql": OpenApiTypes.BOOL,
     "awaiting_feedback": OpenApiTypes.BOOL,
+    "sla_due": OpenApiTypes.BOOL,
     "score_min": OpenApiTypes.NUMBER,
     "score_max": OpenApiTypes.NUMBER,
     "page_size": OpenApiTypes.INT,

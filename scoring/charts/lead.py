@@ -6,10 +6,14 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from django.utils import timezone
+
 
 def score_history_figure(rows: Sequence[tuple[dt.datetime, int, str]]) -> dict[str, Any] | None:
     """A step line through the (as_of, score, band) points of
-    `scoring.selectors.lead_page.score_history_points`; None when there is nothing to draw."""
+    `scoring.selectors.lead_page.score_history_points`; None when there is nothing to draw.
+    The times are written in the current time zone (the user's): plotly ignores an offset
+    in a date string and shows its wall-clock time."""
     if not rows:
         return None
     return {
@@ -19,7 +23,7 @@ def score_history_figure(rows: Sequence[tuple[dt.datetime, int, str]]) -> dict[s
                 "mode": "lines+markers",
                 "line": {"shape": "hv"},
                 "name": "score",
-                "x": [as_of.isoformat() for as_of, _, _ in rows],
+                "x": [timezone.localtime(as_of).isoformat() for as_of, _, _ in rows],
                 "y": [score for _, score, _ in rows],
                 "text": [band for _, _, band in rows],
                 "hovertemplate": "%{x}<br>score %{y} (%{text})<extra></extra>",

@@ -34,6 +34,7 @@ from typing import Any
 
 import django_filters
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection
@@ -55,9 +56,11 @@ from django.utils import timezone
 from leadscoring.db import is_postgres
 from scoring.kpis.filters import FILTER_DATE_MAX, FILTER_DATE_MIN
 from scoring.models import (
+    STAGE_TIME_FIELDS,
     Feedback,
     Identity,
     Lead,
+    LeadAssignment,
     LifecycleStage,
     RescoreRun,
     RuleSet,
@@ -197,8 +200,12 @@ def _in_filter_range(value: dt.date | dt.datetime) -> None:
 
 
 def day_start(day: dt.date) -> dt.datetime:
-    """The first instant of a calendar day in the site's time zone."""
-    return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
+    """The first instant of a calendar day in the site's time zone (TIME_ZONE), whoever asks:
+    the page, the API and the exports give the same leads for the same days, and the KPI
+    page's links (site days) open the list they counted."""
+    return timezone.make_aware(
+        dt.datetime.combine(day, dt.time.min), timezone.get_default_timezone()
+    )
 
 
 def _search(words: Q) -> Q:
@@ -241,6 +248,45 @@ def awaiting_feedback_q() -> Q:
     """Open leads that have qualified (an MQL time) and that nobody has flagged yet."""
     flagged = Feedback.objects.filter(lead=OuterRef("pk"))
     return Q(mql_at__isnull=False, lifecycle_stage__in=OPEN_STAGES) & ~Exists(flagged)
+
+
+def sla_deadline_passed_by(moment: dt.datetime) -> dt.datetime:
+    """The latest `assigned_at` whose SLA deadline (assigned_at + ROUTING_SLA_HOURS) has
+    passed by `moment`: an assignment made at or before it is due by then. The one place the
+    deadline is computed (the sweep, the workload page and the queue's "SLA due")."""
+    return moment - dt.timedelta(hours=settings.ROUTING_SLA_HOURS)
+
+
+def sla_running_assignments() -> QuerySet[LeadAssignment]:
+    """Assignments whose SLA clock still runs: open (not ended), not accepted, not breached
+    yet, the rep has not acted since the assignment (no feedback of theirs written or edited,
+    no stage after MQL reached), and the lead is still qualified and open. `sla_sweep`
+    breaches those past their deadline; anything else here will be breached unless the rep
+    acts."""
+    stage_acted = Q()
+    for stage, column in STAGE_TIME_FIELDS.items():
+        if stage != "mql":
+            stage_acted |= Q(**{f"lead__{column}__gte": F("assigned_at")})
+    feedback = Feedback.objects.filter(
+        lead=OuterRef("lead"), author=OuterRef("user"), updated_at__gte=OuterRef("assigned_at")
+    )
+    return (
+        LeadAssignment.objects.filter(ended_at=None, accepted_at=None, sla_breached_at=None)
+        .exclude(Exists(feedback))
+        .exclude(stage_acted)
+        .filter(lead__qualified=True)
+        .exclude(lead__lifecycle_stage__in=CLOSED_STAGES)
+    )
+
+
+def sla_due_q(now: dt.datetime | None = None) -> Q:
+    """Leads whose open assignment is "SLA due": its clock still runs
+    (`sla_running_assignments`) and its deadline is at most ROUTING_SLA_DUE_SOON_HOURS away,
+    or already passed (the sweep, every 5 minutes, has not breached and reassigned it yet).
+    A set of lead ids from the open assignments (few), not a test on every lead."""
+    soon = (now or timezone.now()) + dt.timedelta(hours=settings.ROUTING_SLA_DUE_SOON_HOURS)
+    due = sla_running_assignments().filter(assigned_at__lte=sla_deadline_passed_by(soon))
+    return Q(pk__in=due.values("lead_id"))
 
 
 class _StageField(forms.CharField):
@@ -344,7 +390,8 @@ class LeadListFilter(django_filters.FilterSet):
       username (as the API took).
     - `open=true`: not customer, lost or disqualified (`open=false`: those only).
     - `new_mql=true`: untouched newly qualified leads (`new_mql_q`); `awaiting_feedback=true`:
-      qualified open leads nobody has flagged yet (`awaiting_feedback_q`).
+      qualified open leads nobody has flagged yet (`awaiting_feedback_q`); `sla_due=true`:
+      leads whose routing SLA deadline is near or past and the rep has not acted (`sla_due_q`).
     - `score_min`, `score_max`: inclusive score range (unscored leads never match).
     - `created_from`, `created_to`: calendar days in the site's time zone, both included;
       `created_after` (inclusive), `created_before` (exclusive): ISO 8601 instants.
@@ -371,6 +418,7 @@ class LeadListFilter(django_filters.FilterSet):
     open = django_filters.BooleanFilter(method="filter_open")
     new_mql = django_filters.BooleanFilter(method="filter_new_mql")
     awaiting_feedback = django_filters.BooleanFilter(method="filter_awaiting_feedback")
+    sla_due = django_filters.BooleanFilter(method="filter_sla_due")
     score_min = django_filters.NumberFilter(field_name="score", lookup_expr="gte")
     score_max = django_filters.NumberFilter(field_name="score", lookup_expr="lte")
     created_from = django_filters.DateFilter(
@@ -471,6 +519,12 @@ class LeadListFilter(django_filters.FilterSet):
         if value is None:
             return queryset
         wanted = awaiting_feedback_q()
+        return queryset.filter(wanted) if value else queryset.exclude(wanted)
+
+    def filter_sla_due(self, queryset: QuerySet, name: str, value: bool | None) -> QuerySet:
+        if value is None:
+            return queryset
+        wanted = sla_due_q()
         return queryset.filter(wanted) if value else queryset.exclude(wanted)
 
     def filter_created_from(self, queryset: QuerySet, name: str, value: dt.date) -> QuerySet:
@@ -831,15 +885,18 @@ class QueueCounts:
 
     new_mqls: int
     awaiting_feedback: int
+    sla_due: int
 
 
-def queue_counts(visible: QuerySet[Lead]) -> QueueCounts:
-    """How many of `visible` (one rep's leads) are untouched new MQLs and how many qualified
-    open leads still wait for feedback (the new MQLs included). Two counts over the rep's
-    leads; the page asks only for a rep, never for a million leads at once."""
+def queue_counts(visible: QuerySet[Lead], *, now: dt.datetime | None = None) -> QueueCounts:
+    """How many of `visible` (one rep's leads) are untouched new MQLs, how many qualified
+    open leads still wait for feedback (the new MQLs included), and how many are SLA due
+    (`sla_due_q`). One pass over the rep's leads; the page asks only for a rep, never for a
+    million leads at once."""
     counts = visible.aggregate(
-        new_mqls=Count("id", filter=new_mql_q()),
+        new_mqls=Count("id", filter=new_mql_q(now)),
         awaiting_feedback=Count("id", filter=awaiting_feedback_q()),
+        sla_due=Count("id", filter=sla_due_q(now)),
     )
     return QueueCounts(**counts)
 

@@ -7,12 +7,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from scoring.models import Lead, LeadAssignment, RoutingConfig
+from scoring.selectors.leads import sla_deadline_passed_by, sla_running_assignments
 from scoring.services.routing import open_loads, routing_current
 
 
@@ -46,8 +46,10 @@ def rep_workload(*, now: dt.datetime | None = None, only: Any = None) -> list[Re
     else:
         named = Q(username__in=state.spec.usernames) if state is not None else Q(pk__in=[])
         users = users.filter(named | Q(pk__in=LeadAssignment.objects.values("user_id").distinct()))
-    day_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
-    deadline = now - dt.timedelta(hours=settings.ROUTING_SLA_HOURS)
+    # Capacity counts the site's day (TIME_ZONE), not the viewer's (the routing's day).
+    day_start = timezone.localtime(now, timezone.get_default_timezone()).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
     names = list(users.values_list("username", flat=True))
     counts = dict(
         LeadAssignment.objects.filter(user__in=users, assigned_at__gte=day_start)
@@ -62,13 +64,8 @@ def rep_workload(*, now: dt.datetime | None = None, only: Any = None) -> list[Re
         .annotate(n=Count("pk"))
     )
     overdue = dict(
-        LeadAssignment.objects.filter(
-            user__in=users,
-            ended_at=None,
-            accepted_at=None,
-            sla_breached_at=None,
-            assigned_at__lte=deadline,
-        )
+        sla_running_assignments()
+        .filter(user__in=users, assigned_at__lte=sla_deadline_passed_by(now))
         .values_list("user__username")
         .annotate(n=Count("pk"))
     )

@@ -1,15 +1,18 @@
-"""Reads for the users page: every user with their roles, and the recent audit trail."""
+"""Reads for the users page (every user with their roles, and the recent audit trail) and a
+user's own preferences (the time zone the pages show times in)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import zoneinfo
 from typing import TypedDict
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import AbstractBaseUser, Group
 from django.db.models import Prefetch
 
-from scoring.models import UserAudit
+from scoring.models import UserAudit, UserPreference
 from scoring.roles import ADMIN, ROLES
 
 AUDIT_LIMIT = 50
@@ -68,3 +71,19 @@ def user_audit_trail(limit: int = AUDIT_LIMIT) -> list[AuditRow]:
         }
         for entry in entries
     ]
+
+
+@functools.cache
+def time_zone_names() -> tuple[str, ...]:
+    """Every IANA time zone this system knows (`zoneinfo.available_timezones()`), sorted: the
+    profile page's choices. Read once per process (it walks the tz database)."""
+    return tuple(sorted(zoneinfo.available_timezones()))
+
+
+def user_time_zone(user: AbstractBaseUser) -> str:
+    """The time zone `user` chose on the profile page, or "" for the site's TIME_ZONE (also
+    when they never chose, or when the stored zone is no longer known to this system)."""
+    name = (
+        UserPreference.objects.filter(user_id=user.pk).values_list("time_zone", flat=True).first()
+    )
+    return name if name and name in time_zone_names() else ""

@@ -28,7 +28,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 
 from leadscoring.db import advisory_xact_lock
@@ -36,15 +36,17 @@ from scoring.engine import RuleSetInvalid, ValidationIssue
 from scoring.engine.routing import RoutingRule, RoutingSpec, match_rules, parse_routing
 from scoring.jobs import UNREACHABLE_KEEP, dispatch
 from scoring.models import (
-    STAGE_TIME_FIELDS,
-    Feedback,
     Lead,
     LeadAssignment,
     LeadTransition,
     RoutingConfig,
 )
 from scoring.rule_inputs import LEAD_FIELDS
-from scoring.selectors.leads import CLOSED_STAGES
+from scoring.selectors.leads import (
+    CLOSED_STAGES,
+    sla_deadline_passed_by,
+    sla_running_assignments,
+)
 from scoring.services.rescore import RELAY_TASK
 
 logger = logging.getLogger(__name__)
@@ -224,7 +226,10 @@ class _Picker:
         self.spec = spec
         users = get_user_model().objects.filter(username__in=spec.usernames, is_active=True)
         self.users = {u.get_username(): u for u in users}
-        day_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+        # Capacity counts the site's day (TIME_ZONE), whichever user's request asks.
+        day_start = timezone.localtime(now, timezone.get_default_timezone()).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
         self.today = Counter(
             dict(
                 LeadAssignment.objects.filter(assigned_at__gte=day_start, user__in=users)
@@ -313,27 +318,15 @@ def sla_sweep(*, now: dt.datetime | None = None) -> int:
     """Breach, then reassign or escalate, every open assignment past ROUTING_SLA_HOURS whose
     rep has not acted; returns how many breached."""
     now = now or timezone.now()
-    deadline = now - dt.timedelta(hours=settings.ROUTING_SLA_HOURS)
     with transaction.atomic():
         advisory_xact_lock(_ROUTING_LOCK)
         state = routing_current()
-        # The rep acted: accepted (filtered below), gave feedback, or moved the lead on.
-        stage_acted = Q()
-        for stage, field in STAGE_TIME_FIELDS.items():
-            if stage != "mql":
-                stage_acted |= Q(**{f"lead__{field}__gte": F("assigned_at")})
-        feedback = Feedback.objects.filter(
-            lead=OuterRef("lead"), author=OuterRef("user"), updated_at__gte=OuterRef("assigned_at")
-        )
+        # Breached once only: one left with its rep (nobody else to take it) stays put
+        # (sla_running_assignments leaves breached ones out).
         breached = list(
-            LeadAssignment.objects.select_related("lead", "user")
-            # Breached once only: one left with its rep (nobody else to take it) stays put.
-            .filter(ended_at=None, accepted_at=None, sla_breached_at=None)
-            .filter(assigned_at__lte=deadline)
-            .exclude(Exists(feedback))
-            .exclude(stage_acted)
-            .filter(lead__qualified=True)
-            .exclude(lead__lifecycle_stage__in=CLOSED_STAGES)
+            sla_running_assignments()
+            .select_related("lead", "user")
+            .filter(assigned_at__lte=sla_deadline_passed_by(now))
             .order_by("pk")
         )
         if not breached:

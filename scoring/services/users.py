@@ -23,8 +23,9 @@ from django.urls import reverse
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
-from scoring.models import UserAudit
+from scoring.models import UserAudit, UserPreference
 from scoring.roles import ADMIN, ROLES
+from scoring.selectors.users import time_zone_names
 
 logger = logging.getLogger(__name__)
 
@@ -153,3 +154,13 @@ def user_set_active(actor: AbstractBaseUser, user: AbstractBaseUser, active: boo
         user.save(update_fields=["is_active"])
         action = UserAudit.Action.REACTIVATE if active else UserAudit.Action.DEACTIVATE
         _audit(actor, user, action)
+
+
+def user_time_zone_set(user: AbstractBaseUser, name: str) -> None:
+    """Store the time zone `user` sees the pages in: an IANA name (`Asia/Tokyo`), or "" for
+    the site's TIME_ZONE. Raises UserChangeRefused for a name this system does not know."""
+    name = name.strip()
+    if name and name not in time_zone_names():
+        raise UserChangeRefused(f"Unknown time zone {name!r}.")
+    UserPreference.objects.update_or_create(user=user, defaults={"time_zone": name})
+    logger.info("users.time_zone.set user=%s zone=%s", user.pk, name or "site")

@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from leadscoring.middleware import site_time_zone
 from scoring.models import Feedback, Lead
 from scoring.roles import can
 from scoring.selectors.feedback import feedback_review
@@ -109,6 +110,9 @@ def _review_since(period: str) -> tuple[str, dt.date | None]:
     return period, timezone.localdate() - dt.timedelta(days=int(period))
 
 
+# Its weeks and periods are the site's days, like the lead list's `flagged_from`/`flagged_to`
+# its rows link to: a click opens the leads the row counted.
+@site_time_zone
 @require("view_feedback_review")
 @require_GET
 def feedback_review_page(request: HttpRequest) -> HttpResponse:

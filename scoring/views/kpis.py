@@ -17,6 +17,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from leadscoring.middleware import site_time_zone
 from scoring import formatting
 from scoring.api.kpis import AS_OF_HEADER, request_filters
 from scoring.charts import kpis as charts
@@ -91,7 +92,7 @@ def freshness_text(report: KpiReport) -> dict[str, Any]:
     """The line the page shows next to the filters: whether the figures are current or as of
     the KPI cube's last refresh (call after the report's figures were read)."""
     stale = report.stale_as_of()
-    # Shown in the site's time zone (TIME_ZONE), named, like every time on the pages.
+    # Shown in the site's time zone (TIME_ZONE), named: the page runs in it (site_time_zone).
     as_of = timezone.localtime(report.as_of())
     zone = as_of.tzname() or ""
     if stale is None:
@@ -104,6 +105,7 @@ def freshness_text(report: KpiReport) -> dict[str, Any]:
     return {"text": text, "stale": stale is not None, "iso": as_of.isoformat()}
 
 
+@site_time_zone
 @require("view_kpis")
 @require_GET
 def kpi_dashboard(request: HttpRequest) -> HttpResponse:
@@ -157,6 +159,7 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
     context = {
         "filters": filters,
         "freshness": freshness_text(report),
+        "site_time_zone": settings.TIME_ZONE,
         "errors": errors,
         "choices": filter_choices(),
         "definitions": DEFINITIONS,
@@ -201,6 +204,7 @@ def _export_url(name: str, querystring: str) -> str:
     return f"{url}?{querystring}" if querystring else url
 
 
+@site_time_zone
 @require("view_kpis")
 @require_GET
 def kpi_export(request: HttpRequest, table: str) -> HttpResponse:

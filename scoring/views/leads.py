@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.db.models import Exists, OuterRef
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -114,6 +115,7 @@ def lead_queue(request: HttpRequest) -> HttpResponse:
         "default_open": query.default_open,
         # A rep's to-do counts; never for a whole company's leads (two counts at 1M leads).
         "counts": None if sees_all else queue_counts(visible),
+        "sla_due_soon_hours": f"{settings.ROUTING_SLA_DUE_SOON_HOURS:g}",
         "lead_suffix": f"?{filter_string}" if filter_string else "",
         "filter_errors": errors,
         "page": page,

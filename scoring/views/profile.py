@@ -1,5 +1,5 @@
-"""The profile page: a user's own API tokens (create, shown once; revoke). Thin: parse the
-form, call the token service, render."""
+"""The profile page: a user's time zone and own API tokens (create, shown once; revoke).
+Thin: parse the form, call the users or token service, render."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from scoring.forms_accounts import ApiTokenCreateForm
+from scoring.forms_accounts import ApiTokenCreateForm, TimeZoneForm
 from scoring.selectors.api_tokens import api_tokens_of
+from scoring.selectors.users import user_time_zone
 from scoring.services.api_tokens import TokenInvalid, token_create, token_revoke
+from scoring.services.users import UserChangeRefused, user_time_zone_set
 from scoring.views.access import require
 
 
@@ -21,10 +23,12 @@ def _profile(
     new_token: str = "",
     new_prefix: str = "",
     status: int = 200,
+    zone_form: TimeZoneForm | None = None,
 ) -> HttpResponse:
     context = {
         "tokens": api_tokens_of(request.user),
         "form": form or ApiTokenCreateForm(),
+        "zone_form": zone_form or TimeZoneForm(initial={"time_zone": user_time_zone(request.user)}),
         "new_token": new_token,
         "new_prefix": new_prefix,
     }
@@ -62,4 +66,20 @@ def api_token_revoke(request: HttpRequest, token_key: str) -> HttpResponse:
         messages.success(request, f"Token {token_key}… revoked: it no longer works.")
     else:
         messages.error(request, "No such token of yours.")
+    return redirect("profile")
+
+
+@require("use_api")
+@require_POST
+def time_zone_save(request: HttpRequest) -> HttpResponse:
+    form = TimeZoneForm(request.POST)
+    if not form.is_valid():
+        return _profile(request, zone_form=form, status=400)
+    try:
+        user_time_zone_set(request.user, form.cleaned_data["time_zone"])
+    except UserChangeRefused as exc:
+        form.add_error("time_zone", str(exc))
+        return _profile(request, zone_form=form, status=400)
+    name = form.cleaned_data["time_zone"] or "the site's"
+    messages.success(request, f"Time zone saved: pages now show times in {name}.")
     return redirect("profile")

@@ -1,5 +1,5 @@
 """The work queue a rep works from: open leads by default, the untouched new MQLs first, stage
-presets, the rep's counts, and "next lead" on the lead page."""
+presets, the rep's counts (SLA due included), and "next lead" on the lead page."""
 
 import datetime as dt
 import itertools
@@ -7,8 +7,15 @@ import itertools
 import pytest
 from django.utils import timezone
 
-from scoring.models import Lead
-from scoring.selectors.leads import LeadCursor, lead_list_page, new_mql_q, queue_counts
+from scoring.models import Lead, LeadAssignment
+from scoring.selectors.leads import (
+    LeadCursor,
+    lead_list_page,
+    new_mql_q,
+    queue_counts,
+    sla_due_q,
+)
+from scoring.services.routing import sla_sweep
 from tests.pages.factories import FeedbackFactory, ScoredLeadFactory
 
 
@@ -198,3 +205,95 @@ def test_the_reps_home_shows_the_head_of_the_work_queue_and_the_counts(client_as
     ]
     assert response.context["summary"]["counts"].new_mqls == 2
     assert b'href="/leads/?new_mql=true"><strong>2</strong>' in response.content
+
+
+# ---------------------------------------------------------------------------------------------
+# SLA due: the rep's open assignments whose deadline is near or past
+
+
+@pytest.fixture
+def assignments(role_users, settings):
+    """sales1's assigned qualified leads, one per case, with real assignment rows (SLA 24 h,
+    "due" 4 h before the deadline), and one of sales2's past its deadline."""
+    settings.ROUTING_SLA_HOURS = 24
+    settings.ROUTING_SLA_DUE_SOON_HOURS = 4
+    now = timezone.now()
+    rep, other = role_users["sales1"], role_users["sales2"]
+
+    def assigned(user, hours_ago, score, **fields):
+        lead = ScoredLeadFactory(
+            owner=user,
+            score=score,
+            lifecycle_stage="mql",
+            qualified=True,
+            mql_at=now - dt.timedelta(days=2),
+        )
+        LeadAssignment.objects.create(
+            lead=lead,
+            user=user,
+            rule="r",
+            method="round_robin",
+            assigned_at=now - dt.timedelta(hours=hours_ago),
+            **fields,
+        )
+        return lead
+
+    leads = {
+        "due_soon": assigned(rep, 21, 90),  # deadline in 3 h
+        "overdue": assigned(rep, 30, 80),  # deadline passed, the sweep has not run yet
+        "fresh": assigned(rep, 1, 70),  # deadline in 23 h
+        "accepted": assigned(rep, 30, 60, accepted_at=now - dt.timedelta(hours=29)),
+        "breached": assigned(rep, 30, 50, sla_breached_at=now - dt.timedelta(hours=5)),
+        "ended": assigned(rep, 30, 40, ended_at=now - dt.timedelta(hours=5)),
+        "acted": assigned(rep, 30, 30),
+        "moved_on": assigned(rep, 30, 20),
+        "others": assigned(other, 30, 85),
+    }
+    FeedbackFactory(lead=leads["acted"], author=rep, verdict="good", reason="")
+    Lead.objects.filter(pk=leads["moved_on"].pk).update(
+        lifecycle_stage="sql", sql_at=now - dt.timedelta(hours=2)
+    )
+    return leads
+
+
+def test_the_rep_counts_sla_due_leads_and_the_count_links_to_them(client_as, assignments):
+    client = client_as("sales1")
+    response = client.get("/leads/")
+    assert response.context["counts"].sla_due == 2
+    assert b'data-testid="count-sla-due">2<' in response.content
+    assert b'href="?sla_due=true"' in response.content
+    due = client.get("/leads/?sla_due=true")
+    assert ids(due) == [assignments["due_soon"].pk, assignments["overdue"].pk]
+
+
+def test_the_due_window_follows_the_setting(assignments, role_users, settings):
+    settings.ROUTING_SLA_DUE_SOON_HOURS = 0
+    mine = Lead.objects.filter(owner=role_users["sales1"])
+    assert queue_counts(mine).sla_due == 1  # only the overdue one
+    settings.ROUTING_SLA_DUE_SOON_HOURS = 24
+    assert queue_counts(mine).sla_due == 3  # the fresh one too
+
+
+def test_sla_due_is_the_same_in_the_api_and_the_export(client_as, role_users, assignments):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(role_users["manager"])
+    rows = api.get("/api/v1/leads/?sla_due=true").json()["results"]
+    expected = [assignments[k].pk for k in ("due_soon", "others", "overdue")]
+    assert [row["id"] for row in rows] == expected
+    rest = {row["id"] for row in api.get("/api/v1/leads/?sla_due=false").json()["results"]}
+    assert not rest & set(expected) and assignments["fresh"].pk in rest
+    response = client_as("manager").get("/leads/export.csv?sla_due=true")
+    lines = b"".join(response.streaming_content).decode().splitlines()[1:]
+    assert [int(line.split(",")[0]) for line in lines] == expected
+
+
+def test_the_sweep_breaches_the_overdue_part_of_sla_due(assignments, role_users):
+    # No routing: nobody to reassign to, so the breach is recorded and the rep keeps the lead.
+    assert sla_sweep() == 2  # sales1's overdue lead and sales2's
+    mine = Lead.objects.filter(owner=role_users["sales1"])
+    assert queue_counts(mine).sla_due == 1
+    assert list(mine.filter(sla_due_q()).values_list("pk", flat=True)) == [
+        assignments["due_soon"].pk
+    ]

@@ -303,10 +303,10 @@ def grades_best_first(rule_set: RuleSet | None) -> list[str]:
     return [row + column for row in rows for column in columns]
 
 
-def groups_document_text(rule_set: RuleSet) -> str:
-    """The rule set's groups, grid and account roll-up as the editor's JSON text ("" when it
-    has none)."""
-    extension = {
+def groups_document(rule_set: RuleSet) -> dict[str, Any]:
+    """The rule set's groups, grid and account roll-up as `{"groups", "grid", "account"}`,
+    keys without a value left out."""
+    return {
         key: value
         for key, value in (
             ("groups", rule_set.groups),
@@ -315,6 +315,12 @@ def groups_document_text(rule_set: RuleSet) -> str:
         )
         if value
     }
+
+
+def groups_document_text(rule_set: RuleSet) -> str:
+    """The rule set's groups, grid and account roll-up as the editor's JSON text ("" when it
+    has none)."""
+    extension = groups_document(rule_set)
     return json.dumps(extension, indent=2) if extension else ""
 
 

@@ -9,11 +9,18 @@ DESIGN.md §4 document with `to_item()`, leaving out what is empty so the engine
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from django import forms
 
-from scoring.engine import OPERATORS, RULE_KINDS, ValidationIssue, issue_location
+from scoring.engine import (
+    ACCOUNT_METHODS,
+    OPERATORS,
+    RULE_KINDS,
+    ValidationIssue,
+    issue_location,
+)
 from scoring.models import Band, Persona, Rule
 
 VALUELESS = ("is_set", "is_not_set")
@@ -357,6 +364,240 @@ class GroupsForm(forms.Form):
         if unknown:
             raise forms.ValidationError(f"unknown keys: {', '.join(sorted(unknown))}")
         return parsed
+
+
+# Field names of the field-by-field groups editor: g<i>-name, g<i>-b<j>-min_score, ...
+_GROUP_KEY = re.compile(r"^g(\d{1,3})-(name|cap|floor)$")
+_GROUP_BAND_KEY = re.compile(r"^g(\d{1,3})-b(\d{1,3})-(name|min_score)$")
+_ACCOUNT_BAND_KEY = re.compile(r"^account-b(\d{1,3})-(name|min_score)$")
+# Engine paths of the groups document -> which input they are about.
+_GROUP_PATH = re.compile(r"^\$\.groups\[(\d+)\](?:\.bands\[(\d+)\])?(?:\.(\w+))?")
+_ACCOUNT_PATH = re.compile(r"^\$\.account(?:\.bands\[(\d+)\])?(?:\.(\w+))?")
+_GRID_PATH = re.compile(r"^\$\.grid(?:\[(\d)\])?")
+MAX_EDITOR_ROWS = 50
+
+
+class GroupsFieldsForm(forms.Form):
+    """The groups, grid and account roll-up field by field: a row per group (name, cap,
+    floor) with its bands (name, min score), the grid as two group names, and the roll-up
+    (method, k, cap, bands). Rows are numbered in their field names (`g0-name`,
+    `g0-b1-min_score`, `account-b0-name`); the page's script adds and removes rows, so the
+    numbers may have gaps, and a row left entirely empty is dropped.
+
+    The form types the inputs only; `document()` is the `{"groups", "grid", "account"}`
+    object that `draft_groups_save` validates with the engine, whose issues `add_issues`
+    puts back beside the inputs they are about. Unbound, it shows `document` (the draft's)."""
+
+    grid_row = forms.ChoiceField(required=False, label="Grid rows (first letter of the grade)")
+    grid_column = forms.ChoiceField(required=False, label="Grid columns (second)")
+    account_method = forms.ChoiceField(
+        required=False,
+        label="Account roll-up",
+        choices=[("", "None"), *((m, m) for m in ACCOUNT_METHODS)],
+    )
+    account_k = forms.IntegerField(required=False, min_value=1, label="k")
+    account_cap = forms.FloatField(required=False, label="Cap")
+
+    def __init__(
+        self, data: Any = None, *, document: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        initial = {} if data is not None else self.flatten(document or {})
+        super().__init__(data, initial=initial, **kwargs)
+        source = data if data is not None else initial
+        keys = [str(k) for k in source]
+        self.group_ids = sorted({int(m[1]) for k in keys if (m := _GROUP_KEY.match(k))})
+        self.band_ids: dict[int, list[int]] = {}
+        for key in keys:
+            if match := _GROUP_BAND_KEY.match(key):
+                self.band_ids.setdefault(int(match[1]), []).append(int(match[2]))
+        self.group_ids = sorted(set(self.group_ids) | set(self.band_ids))[:MAX_EDITOR_ROWS]
+        self.band_ids = {g: sorted(set(b))[:MAX_EDITOR_ROWS] for g, b in self.band_ids.items()}
+        self.account_band_ids = sorted(
+            {int(m[1]) for k in keys if (m := _ACCOUNT_BAND_KEY.match(k))}
+        )[:MAX_EDITOR_ROWS]
+        for g in self.group_ids:
+            self.fields[f"g{g}-name"] = forms.CharField(
+                required=False,
+                max_length=100,
+                # The script offers the names typed here in the grid's selects.
+                widget=forms.TextInput(attrs={"data-group-name": ""}),
+            )
+            self.fields[f"g{g}-cap"] = forms.FloatField(required=False)
+            self.fields[f"g{g}-floor"] = forms.FloatField(required=False)
+            for b in self.band_ids.get(g, []):
+                self._band_fields(f"g{g}-b{b}")
+        for b in self.account_band_ids:
+            self._band_fields(f"account-b{b}")
+        names = [str(source.get(f"g{g}-name") or "").strip() for g in self.group_ids]
+        choices = [("", "—"), *((n, n) for n in dict.fromkeys(names) if n)]
+        self.fields["grid_row"].choices = choices
+        self.fields["grid_column"].choices = choices
+        # Kept by clean(): document position -> field-name prefix, to place engine issues.
+        self._group_prefixes: list[tuple[str, list[str]]] = []
+        self._account_prefixes: list[str] = []
+
+    def _band_fields(self, prefix: str) -> None:
+        self.fields[f"{prefix}-name"] = forms.CharField(required=False, max_length=100)
+        self.fields[f"{prefix}-min_score"] = forms.FloatField(required=False)
+
+    @staticmethod
+    def flatten(document: dict[str, Any]) -> dict[str, Any]:
+        """The editor's field values for a `{"groups", "grid", "account"}` document."""
+        values: dict[str, Any] = {}
+        for g, group in enumerate(document.get("groups") or []):
+            values[f"g{g}-name"] = group.get("name", "")
+            values[f"g{g}-cap"] = _number(group.get("cap"))
+            values[f"g{g}-floor"] = _number(group.get("floor"))
+            for b, band in enumerate(group.get("bands") or []):
+                values[f"g{g}-b{b}-name"] = band.get("name", "")
+                values[f"g{g}-b{b}-min_score"] = _number(band.get("min_score"))
+        grid = document.get("grid") or []
+        if len(grid) == 2:
+            values["grid_row"], values["grid_column"] = grid
+        account = document.get("account") or {}
+        if account:
+            values["account_method"] = account.get("method", "")
+            values["account_k"] = account.get("k")
+            values["account_cap"] = _number(account.get("cap"))
+            for b, band in enumerate(account.get("bands") or []):
+                values[f"account-b{b}-name"] = band.get("name", "")
+                values[f"account-b{b}-min_score"] = _number(band.get("min_score"))
+        return values
+
+    def _bands(self, data: dict[str, Any], prefixes: list[str]) -> tuple[list, list[str]]:
+        bands, kept = [], []
+        for prefix in prefixes:
+            name = (data.get(f"{prefix}-name") or "").strip()
+            min_score = data.get(f"{prefix}-min_score")
+            if not name and min_score is None:
+                continue  # an empty row: dropped
+            band: dict[str, Any] = {}
+            if name:
+                band["name"] = name
+            if min_score is not None:
+                band["min_score"] = _number(min_score)
+            bands.append(band)
+            kept.append(prefix)
+        return bands, kept
+
+    def document(self) -> dict[str, Any]:
+        """The `{"groups", "grid", "account"}` object the valid form stands for (keys with
+        nothing in them left out, so the engine says "is required" where it is)."""
+        data = self.cleaned_data
+        groups = []
+        self._group_prefixes = []
+        for g in self.group_ids:
+            prefix = f"g{g}"
+            bands, kept = self._bands(data, [f"{prefix}-b{b}" for b in self.band_ids.get(g, [])])
+            name = (data.get(f"{prefix}-name") or "").strip()
+            cap, floor = data.get(f"{prefix}-cap"), data.get(f"{prefix}-floor")
+            if not name and cap is None and floor is None and not bands:
+                continue
+            group: dict[str, Any] = {"name": name} if name else {}
+            if cap is not None:
+                group["cap"] = _number(cap)
+            if floor is not None:
+                group["floor"] = _number(floor)
+            if bands:
+                group["bands"] = bands
+            groups.append(group)
+            self._group_prefixes.append((prefix, kept))
+        document: dict[str, Any] = {}
+        if groups:
+            document["groups"] = groups
+        row, column = data.get("grid_row") or "", data.get("grid_column") or ""
+        if row or column:
+            document["grid"] = [row, column]
+        method = data.get("account_method") or ""
+        bands, self._account_prefixes = self._bands(
+            data, [f"account-b{b}" for b in self.account_band_ids]
+        )
+        if method or bands or data.get("account_k") is not None:
+            account: dict[str, Any] = {"method": method} if method else {}
+            if data.get("account_k") is not None:
+                account["k"] = data["account_k"]
+            if data.get("account_cap") is not None:
+                account["cap"] = _number(data["account_cap"])
+            if bands:
+                account["bands"] = bands
+            document["account"] = account
+        return document
+
+    def add_issues(self, issues: list[ValidationIssue]) -> None:
+        """Put the engine's issues about `document()` beside the inputs they are about; an
+        issue about something else (a rule naming a removed group) goes above the form."""
+        for issue in issues:
+            field = self._field_for(issue.path)
+            if field in self.fields:
+                self.add_error(field, issue.message)
+            else:
+                self.add_error(None, f"{issue.path}: {issue.message}")
+
+    def _field_for(self, path: str) -> str | None:
+        if match := _GROUP_PATH.match(path):
+            index = int(match[1])
+            if index >= len(self._group_prefixes):
+                return None
+            prefix, bands = self._group_prefixes[index]
+            if match[2] is not None:
+                band = int(match[2])
+                if band < len(bands):
+                    return f"{bands[band]}-{match[3] or 'name'}"
+                return f"{prefix}-name"
+            return (
+                f"{prefix}-{match[3]}"
+                if match[3] in ("name", "cap", "floor")
+                else (f"{prefix}-name")
+            )
+        if match := _ACCOUNT_PATH.match(path):
+            if match[1] is not None:
+                band = int(match[1])
+                if band < len(self._account_prefixes):
+                    return f"{self._account_prefixes[band]}-{match[2] or 'name'}"
+                return "account_method"
+            return (
+                f"account_{match[2]}" if match[2] in ("method", "k", "cap") else ("account_method")
+            )
+        if match := _GRID_PATH.match(path):
+            return "grid_column" if match[1] == "1" else "grid_row"
+        return None
+
+    def group_rows(self) -> list[dict[str, Any]]:
+        """Each group's bound fields and its bands', for the template (no logic there)."""
+        return [
+            {
+                "id": g,
+                "name": self[f"g{g}-name"],
+                "cap": self[f"g{g}-cap"],
+                "floor": self[f"g{g}-floor"],
+                "bands": [
+                    {"id": b, "name": self[f"g{g}-b{b}-name"],
+                     "min_score": self[f"g{g}-b{b}-min_score"]}
+                    for b in self.band_ids.get(g, [])
+                ],
+                "next_band": max(self.band_ids.get(g) or [-1]) + 1,
+            }
+            for g in self.group_ids
+        ]  # fmt: skip
+
+    @property
+    def next_group(self) -> int:
+        """The number the script gives the next group row it adds."""
+        return max(self.group_ids or [-1]) + 1
+
+    @property
+    def next_account_band(self) -> int:
+        return max(self.account_band_ids or [-1]) + 1
+
+    def account_band_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": b,
+                "name": self[f"account-b{b}-name"],
+                "min_score": self[f"account-b{b}-min_score"],
+            }
+            for b in self.account_band_ids
+        ]
 
 
 class ImportForm(forms.Form):

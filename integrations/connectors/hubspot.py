@@ -17,6 +17,14 @@ which name the deal's leads. The first batch carries the portal's owners
 (``/crm/v3/owners/``, paged) as :class:`~.base.OwnerRecord` s, so ``hubspot_owner_id`` can be
 matched to a user by email.
 
+Each page of contacts brings its company associations
+(``/crm/v4/associations/contacts/companies/batch/read``; the search API cannot return
+associations). The contact's primary company (HubSpot-defined association type 1, "Contact with
+Primary Company") is its ``related_ids["company_id"]``, kept on the lead as the attribute
+``hubspot_company_id``, which makes the account ``hubspot:<id>`` at the next rescore; a contact
+with companies but no primary one takes the lowest company id, so the choice is stable from run
+to run. ``HubSpotConfig.fetch_companies`` turns the read off.
+
 Mapping: all HubSpot property values are strings or null. ``lifecyclestage`` maps to our
 stages (subscriber/lead -> lead, marketingqualifiedlead -> mql, salesqualifiedlead -> sql,
 opportunity, customer/evangelist -> customer; ``hs_lead_status = UNQUALIFIED`` on a contact
@@ -146,6 +154,8 @@ _API_EXCEPTIONS = (
 )
 # The v4 batch association read takes at most 1,000 ids per call.
 _ASSOCIATION_BATCH = 1000
+# HubSpot-defined association type of a contact's primary company (labels change; ids do not).
+_PRIMARY_COMPANY_TYPE_ID = 1
 _OWNERS_PAGE_SIZE = 100
 
 _LIFECYCLE_STAGES: Mapping[str, str] = {
@@ -201,6 +211,7 @@ class HubSpotConfig:
     ssl_ca_cert: str | None = None
     fetch_deals: bool = True
     fetch_owners: bool = True
+    fetch_companies: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.page_size <= _SEARCH_MAX_PAGE_SIZE:
@@ -338,7 +349,7 @@ class HubSpotConnector(Connector):
         )
         for leads, failed, contacts, done in pages:
             yield Batch(
-                leads=leads,
+                leads=self._with_companies(leads),
                 failed=failed,
                 owners=owners,
                 cursor_after=contacts.dump(deals),
@@ -504,36 +515,64 @@ class HubSpotConnector(Connector):
 
     def _with_contacts(self, outcomes: list[OutcomeRecord]) -> list[OutcomeRecord]:
         """The deals with the ids of their associated contacts (v4 batch association read)."""
-        contacts: dict[str, list[str]] = {}
-        ids = [outcome.external_id for outcome in outcomes]
-        for chunk in chunked(ids, _ASSOCIATION_BATCH):
-            body = {"inputs": [{"id": deal_id} for deal_id in chunk]}
+        contacts = {
+            deal_id: [contact_id for contact_id, _ in targets]
+            for deal_id, targets in self._associations(
+                "deals", "contacts", [outcome.external_id for outcome in outcomes]
+            ).items()
+        }
+        return [
+            replace(outcome, lead_external_ids=tuple(contacts.get(outcome.external_id, ())))
+            for outcome in outcomes
+        ]
+
+    def _with_companies(self, leads: list[LeadRecord]) -> list[LeadRecord]:
+        """The contacts with their primary company's id as ``related_ids["company_id"]``
+        (v4 batch association read); a contact without a company is returned as it is."""
+        if not leads or not self._config.fetch_companies:
+            return leads
+        companies = self._associations("contacts", "companies", [r.external_id for r in leads])
+        result = []
+        for record in leads:
+            company_id = _primary_company(companies.get(record.external_id, []))
+            if company_id is not None:
+                record = replace(
+                    record, related_ids={**record.related_ids, "company_id": company_id}
+                )
+            result.append(record)
+        return result
+
+    def _associations(
+        self, from_type: str, to_type: str, ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, frozenset[int]]]]:
+        """``from id -> [(to id, its HubSpot-defined association type ids)]`` from the v4 batch
+        association read, in 1,000-id calls; ids without associations are absent."""
+        found: dict[str, list[tuple[str, frozenset[int]]]] = {}
+        for chunk in chunked(list(ids), _ASSOCIATION_BATCH):
+            body = {"inputs": [{"id": object_id} for object_id in chunk]}
             data = self._call(
                 lambda api, body=body: api.get_page(
-                    from_object_type="deals",
-                    to_object_type="contacts",
+                    from_object_type=from_type,
+                    to_object_type=to_type,
                     batch_input_public_fetch_associations_batch_request=body,
                     _preload_content=False,
                     _request_timeout=self._config.timeout,
                 ),
                 "associations.v4.batch_api",
-                "associations",
+                f"associations.{from_type}.{to_type}",
             )
             for result in data.get("results") or []:
                 source = result.get("from") if isinstance(result, dict) else None
-                deal_id = clean_str(source.get("id")) if isinstance(source, dict) else None
-                if deal_id is None:
+                from_id = clean_str(source.get("id")) if isinstance(source, dict) else None
+                if from_id is None:
                     continue
                 for target in result.get("to") or []:
-                    contact_id = (
-                        clean_str(target.get("toObjectId")) if isinstance(target, dict) else None
-                    )
-                    if contact_id:
-                        contacts.setdefault(deal_id, []).append(contact_id)
-        return [
-            replace(outcome, lead_external_ids=tuple(contacts.get(outcome.external_id, ())))
-            for outcome in outcomes
-        ]
+                    if not isinstance(target, dict):
+                        continue
+                    to_id = clean_str(target.get("toObjectId"))
+                    if to_id:
+                        found.setdefault(from_id, []).append((to_id, _defined_types(target)))
+        return found
 
     def push_scores(self, updates: Sequence[ScoreUpdate]) -> PushResult:
         """Write ``score_property``/``band_property`` through the batch update endpoint.
@@ -970,6 +1009,28 @@ def _batch_outcome(
             reason = "; ".join(unattributed) or "not in HubSpot's batch response"
             failed.append(FailedRecord(SOURCE, update.external_id, reason))
     return pushed, failed
+
+
+def _defined_types(target: Mapping[str, Any]) -> frozenset[int]:
+    """The HubSpot-defined association type ids of one v4 association target."""
+    types: set[int] = set()
+    for item in target.get("associationTypes") or []:
+        if isinstance(item, dict) and item.get("category") == "HUBSPOT_DEFINED":
+            type_id = _parse_int(item.get("typeId"))
+            if type_id is not None:
+                types.add(type_id)
+    return frozenset(types)
+
+
+def _primary_company(companies: Sequence[tuple[str, frozenset[int]]]) -> str | None:
+    """The primary company among a contact's associated companies, else the lowest id (the
+    batch read's order is not documented, and a stable pick keeps the account stable)."""
+    if not companies:
+        return None
+    for company_id, types in companies:
+        if _PRIMARY_COMPANY_TYPE_ID in types:
+            return company_id
+    return min((company_id for company_id, _ in companies), key=lambda c: (len(c), c))
 
 
 def _search_result(item: Any, modified_property: str) -> tuple[str, dict[str, Any], datetime]:

@@ -32,6 +32,7 @@ from .scorer import (
     score_leads,
 )
 from .spec import (
+    ACCOUNT_METHODS,
     OPERATORS,
     RULE_KINDS,
     AccountRollup,
@@ -53,6 +54,7 @@ from .spec import (
 )
 
 __all__ = [
+    "ACCOUNT_METHODS",
     "FREE_EMAIL_DOMAINS",
     "OPERATORS",
     "ROUNDING_EPSILON",

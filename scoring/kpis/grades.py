@@ -16,6 +16,7 @@ from scoring.kpis.filters import KpiFilters
 from scoring.kpis.selectors import cohort
 from scoring.kpis.stats import rate, wilson_interval
 from scoring.models import RuleSet
+from scoring.selectors.rules import bands_best_first
 
 
 @dataclass(frozen=True)
@@ -30,20 +31,14 @@ class GradeGrid:
     cells: list[dict[str, Any]]
 
 
-def _bands_best_first(groups: list[dict[str, Any]], name: str) -> list[str]:
-    group = next((g for g in groups if g.get("name") == name), {})
-    bands = sorted(group.get("bands") or [], key=lambda b: b["min_score"], reverse=True)
-    return [b["name"] for b in bands]
-
-
 def conversion_by_grade(filters: KpiFilters) -> GradeGrid | None:
     """The grid of the live rule set over the KPI cohort; None when it has no grid."""
     live = RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
     if live is None or not live.grid:
         return None
     row_group, column_group = live.grid
-    rows = _bands_best_first(live.groups, row_group)
-    columns = _bands_best_first(live.groups, column_group)
+    rows = bands_best_first(live.groups, row_group)
+    columns = bands_best_first(live.groups, column_group)
     counted = {
         grade: (leads, converted)
         for grade, leads, converted in cohort(filters)

@@ -39,18 +39,23 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import (
+    BigIntegerField,
     BooleanField,
+    Case,
     Count,
     Exists,
+    ExpressionWrapper,
     F,
     IntegerField,
     OuterRef,
     Q,
     QuerySet,
+    Value,
+    When,
 )
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Greatest, Least
 from django.utils import timezone
 
 from leadscoring.db import is_postgres
@@ -68,6 +73,7 @@ from scoring.models import (
 )
 from scoring.roles import SALES, can
 from scoring.selectors.experiments import running_arms
+from scoring.selectors.rules import grades_best_first, live_rule_set
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -353,10 +359,15 @@ def group_score(group: str) -> Cast:
     return Cast(KeyTextTransform(group, "group_scores"), IntegerField())
 
 
+GRADE_ORDERINGS = ("grade", "-grade")
+
+
 def ordering_key(ordering: str | None) -> tuple[str | None, bool]:
     """`ordering` -> (group name or None for the score, descending)."""
     text = ordering or "-score"
     if text == "queue":  # the work queue: by score, highest first, after its new MQLs
+        return None, True
+    if text in GRADE_ORDERINGS:  # grade_sort_key folds the direction in; the walk descends
         return None, True
     descending = text.startswith("-")
     key = text.lstrip("-")
@@ -364,11 +375,43 @@ def ordering_key(ordering: str | None) -> tuple[str | None, bool]:
 
 
 def _ordering(value: str) -> None:
-    if value == "queue":
+    if value == "queue" or value in GRADE_ORDERINGS:
         return
     key = value.lstrip("-") if value.count("-") <= 1 else ""
     if key != "score" and not (key.startswith("group:") and key[len("group:") :].strip()):
-        raise forms.ValidationError("Use -score, score, queue, -group:NAME or group:NAME.")
+        raise forms.ValidationError(
+            "Use -score, score, queue, grade, -grade, -group:NAME or group:NAME."
+        )
+
+
+def grade_sort_key(rule_set: RuleSet | None, *, worst_first: bool = False) -> Any:
+    """One integer per lead that, sorted descending, lists the leads by grade (best first, or
+    worst first), then by score (highest first either way); NULL for leads without a grade
+    of `rule_set`'s grid (or for every lead without a grid), which the walk puts last.
+
+    Best is the grid's band order (`grades_best_first`), not the alphabet. The key is
+    `score - rank * stride` (`score + rank * stride` worst first) with `stride` wider than the
+    rule set's score range, so one keyset cursor (key, id) pages it like a group's score.
+    A score outside the range (left by an older rule set) is clamped into it for the key."""
+    grades = grades_best_first(rule_set)
+    if rule_set is None or not grades:
+        return Value(None, output_field=BigIntegerField())
+    floor, ceiling = int(rule_set.floor), int(rule_set.ceiling)
+    stride = ceiling - floor + 1
+    sign = 1 if worst_first else -1
+    # Each grade once, at its best rank (two band names could concatenate alike).
+    ranks: dict[str, int] = {}
+    for rank, grade in enumerate(grades):
+        ranks.setdefault(grade, rank)
+    offset = Case(
+        *(When(grade=grade, then=Value(sign * rank * stride)) for grade, rank in ranks.items()),
+        default=Value(None),
+        output_field=BigIntegerField(),
+    )
+    clamped = Greatest(Least(F("score"), Value(ceiling)), Value(floor))
+    return ExpressionWrapper(
+        Cast(clamped, BigIntegerField()) + offset, output_field=BigIntegerField()
+    )
 
 
 def _text(**kwargs: Any) -> django_filters.CharFilter:
@@ -400,8 +443,10 @@ class LeadListFilter(django_filters.FilterSet):
     - `rule`: leads whose breakdown has an entry with that label.
     - `grade`: the grade (fit x engagement, e.g. `A1`), any case; `group` with
       `group_score_min` / `group_score_max`: that group's score in the inclusive range.
-    - `ordering` (`-score` default, `score`, `queue`: the new MQLs first, then by score, or
-      `-group:NAME` / `group:NAME` for a group's score, leads without it last),
+    - `ordering` (`-score` default, `score`, `queue`: the new MQLs first, then by score,
+      `-group:NAME` / `group:NAME` for a group's score, leads without it last, or `grade` /
+      `-grade`: the live grid's grades best / worst first by band order, each grade by score
+      highest first, then id; leads without a grade of the live grid last),
       `page_size` (1..500), `cursor` or `after` (the keyset cursor from the previous page)
       say how to read the list.
     """
@@ -662,10 +707,14 @@ def lead_list(visible: QuerySet[Lead], query: LeadListQuery) -> QuerySet[Lead]:
     if not query.filterset.is_valid():
         raise ValueError(f"invalid lead list query: {dict(query.filterset.errors)}")
     leads = query.filterset.filter_queryset(visible)
-    group, _ = ordering_key(query.filterset.form.cleaned_data.get("ordering"))
+    ordering = query.filterset.form.cleaned_data.get("ordering")
+    group, _ = ordering_key(ordering)
     if group is not None:
         # lead_list_page sorts (and pages) by SORT_KEY instead of the score when it is there.
         leads = leads.annotate(**{SORT_KEY: group_score(group)})
+    elif ordering in GRADE_ORDERINGS:
+        key = grade_sort_key(live_rule_set(), worst_first=ordering == "-grade")
+        leads = leads.annotate(**{SORT_KEY: key})
     return leads
 
 
@@ -968,6 +1017,23 @@ def lead_list_choices() -> dict[str, list]:
         "verdicts": Feedback.Verdict.choices,
         "reasons": Feedback.Reason.choices,
     }
+
+
+def lead_sort_choices(rule_set: RuleSet | None) -> list[tuple[str, str]]:
+    """The page's sort picker: (ordering, label), the work queue first; the grade orders and
+    each group's score when `rule_set` (the live one) has a grid or groups."""
+    choices = [
+        ("queue", "Work queue (new MQLs, then score)"),
+        ("-score", "Score, highest first"),
+        ("score", "Score, lowest first"),
+    ]
+    if grades_best_first(rule_set):
+        choices += [("grade", "Grade, best first"), ("-grade", "Grade, worst first")]
+    for group in (rule_set.groups or []) if rule_set is not None else []:
+        name = group.get("name")
+        if name:
+            choices.append((f"-group:{name}", f"{name.capitalize()} score, highest first"))
+    return choices
 
 
 def visible_leads(user: Any):

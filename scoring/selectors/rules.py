@@ -285,10 +285,28 @@ def live_rule_set() -> RuleSet | None:
     return RuleSet.objects.filter(status=RuleSet.Status.PUBLISHED).first()
 
 
-def groups_document_text(rule_set: RuleSet) -> str:
-    """The rule set's groups, grid and account roll-up as the editor's JSON text ("" when it
-    has none)."""
-    extension = {
+def bands_best_first(groups: list[dict[str, Any]], name: str) -> list[str]:
+    """The band names of the group `name` in `groups` (a rule set's `groups` document), the
+    highest `min_score` first; [] when there is no such group."""
+    group = next((g for g in groups or [] if g.get("name") == name), {})
+    bands = sorted(group.get("bands") or [], key=lambda b: b["min_score"], reverse=True)
+    return [b["name"] for b in bands]
+
+
+def grades_best_first(rule_set: RuleSet | None) -> list[str]:
+    """Every grade of the rule set's grid, best first: by the first grid group's band, then
+    the second's, each in band order (highest `min_score` first), so `A1, A2, B1, B2` for
+    bands A > B and 1 > 2; [] without a grid. Band order, never the alphabet, says "best"."""
+    if rule_set is None or not rule_set.grid:
+        return []
+    rows, columns = (bands_best_first(rule_set.groups, name) for name in rule_set.grid)
+    return [row + column for row in rows for column in columns]
+
+
+def groups_document(rule_set: RuleSet) -> dict[str, Any]:
+    """The rule set's groups, grid and account roll-up as `{"groups", "grid", "account"}`,
+    keys without a value left out."""
+    return {
         key: value
         for key, value in (
             ("groups", rule_set.groups),
@@ -297,6 +315,12 @@ def groups_document_text(rule_set: RuleSet) -> str:
         )
         if value
     }
+
+
+def groups_document_text(rule_set: RuleSet) -> str:
+    """The rule set's groups, grid and account roll-up as the editor's JSON text ("" when it
+    has none)."""
+    extension = groups_document(rule_set)
     return json.dumps(extension, indent=2) if extension else ""
 
 

@@ -36,10 +36,12 @@ from scoring.selectors.leads import (
     lead_list_csv_rows,
     lead_list_page,
     lead_list_query,
+    lead_sort_choices,
     queue_counts,
     visible_leads,
 )
 from scoring.selectors.routing import lead_assignments
+from scoring.selectors.rules import live_rule_set
 from scoring.views.access import require
 from scoring.views.feedback import feedback_panel_context, is_htmx
 
@@ -55,6 +57,7 @@ _PICKERS = (
     "owner",
     "created_from",
     "created_to",
+    "ordering",
 )
 
 
@@ -102,6 +105,10 @@ def lead_queue(request: HttpRequest) -> HttpResponse:
         for name, value in params.items()
         if name not in _PICKERS and name not in ("cursor", "after")
     ]
+    ordering = params.get("ordering", "queue")
+    sort_choices = lead_sort_choices(live_rule_set())
+    if ordering not in dict(sort_choices):  # an API-style order given in the URL stays shown
+        sort_choices.append((ordering, ordering))
     without_stage = urlencode({k: v for k, v in filters.items() if k not in ("stage", "open")})
     context = {
         "filters": filters,
@@ -120,6 +127,9 @@ def lead_queue(request: HttpRequest) -> HttpResponse:
         "filter_errors": errors,
         "page": page,
         "choices": lead_list_choices(),
+        "sort_choices": sort_choices,
+        "ordering": ordering,
+        "sort_label": dict(sort_choices)[ordering],
         "sees_all": sees_all,
         "can_give_feedback": can_feedback,
         "reasons": Feedback.Reason.choices,

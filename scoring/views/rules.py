@@ -20,6 +20,7 @@ from scoring.charts.preview import band_matrix_rows, preview_figures
 from scoring.engine import RuleSetInvalid
 from scoring.forms import (
     BandForm,
+    GroupsFieldsForm,
     GroupsForm,
     ImportForm,
     PersonaForm,
@@ -31,6 +32,7 @@ from scoring.roles import can
 from scoring.selectors.publish_impact import discard_impact, publish_impact, rollback_impact
 from scoring.selectors.rules import (
     audit_trail,
+    groups_document,
     groups_document_text,
     groups_summary,
     issues_by_item,
@@ -184,6 +186,7 @@ def _editor_context(request: HttpRequest, rule_set: RuleSet) -> dict[str, Any]:
             }
         ),
         "groups_form": GroupsForm(initial={"document": groups_document_text(rule_set)}),
+        "groups_fields": GroupsFieldsForm(document=groups_document(rule_set)),
         "groups_summary": groups_summary(rule_set),
     }
     return context
@@ -324,24 +327,34 @@ def rule_set_settings(request: HttpRequest, rule_set_id: int) -> HttpResponse:
 @require("edit_rules")
 @require_POST
 def rule_set_groups(request: HttpRequest, rule_set_id: int) -> HttpResponse:
-    """Save a draft's groups, grid and account roll-up from the JSON editor."""
+    """Save a draft's groups, grid and account roll-up from the field-by-field editor
+    (`editor=fields`) or the JSON one (the advanced alternative)."""
     rule_set = _rule_set(rule_set_id)
-    form = GroupsForm(request.POST)
+    fields = request.POST.get("editor") == "fields"
+    form: GroupsFieldsForm | GroupsForm = (
+        GroupsFieldsForm(request.POST) if fields else GroupsForm(request.POST)
+    )
     if form.is_valid():
+        document = (
+            form.document() if isinstance(form, GroupsFieldsForm) else form.cleaned_data["document"]
+        )
         try:
-            draft_groups_save(rule_set, form.cleaned_data["document"])
+            draft_groups_save(rule_set, document)
         except RuleSetNotEditable as exc:
             messages.error(request, str(exc))
             return redirect("rules-detail", rule_set.pk)
         except DraftEditInvalid as exc:
-            for issue in exc.issues:
-                form.add_error("document", f"{issue.path}: {issue.message}")
+            if isinstance(form, GroupsFieldsForm):
+                form.add_issues(exc.issues)
+            else:
+                for issue in exc.issues:
+                    form.add_error("document", f"{issue.path}: {issue.message}")
         if not form.errors:
             messages.success(request, "Groups saved.")
             return redirect("rules-detail", rule_set.pk)
     context = _editor_context(request, rule_set)
     context.update(_section_context(request, rule_set, "rules"))
-    context["groups_form"] = form
+    context["groups_fields" if fields else "groups_form"] = form
     return render(request, "rules/ruleset.html", context, status=400)
 
 

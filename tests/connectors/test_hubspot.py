@@ -30,6 +30,7 @@ DEALS_SEARCH = "/crm/v3/objects/deals/search"
 OWNERS = "/crm/v3/owners/"
 PIPELINES = "/crm/v3/pipelines/deals"
 ASSOCIATIONS = "/crm/v4/associations/deals/contacts/batch/read"
+CONTACT_COMPANIES = "/crm/v4/associations/contacts/companies/batch/read"
 BATCH_UPDATE = "/crm/v3/objects/contacts/batch/update"
 CONTACTS = "/crm/v3/objects/contacts"
 TOKEN = "/oauth/v1/token"
@@ -41,9 +42,11 @@ def make_connector(server: HTTPServer, sleeps, **overrides: Any) -> HubSpotConne
         "base_url": server.url_for("/").rstrip("/"),
         "page_size": 2,
         "timeout": 5,
-        # The contact tests read contacts only; the outcome tests switch deals and owners on.
+        # The contact tests read contacts only; the outcome and company tests switch deals,
+        # owners and company associations on.
         "fetch_deals": False,
         "fetch_owners": False,
+        "fetch_companies": False,
     }
     options.update(overrides)
     return HubSpotConnector(
@@ -149,10 +152,17 @@ def payload_deals() -> list[dict[str, Any]]:
     return load_json("hubspot/deals_search_response.json")["results"]
 
 
+def payload_contact_companies() -> dict[str, list[dict[str, Any]]]:
+    """Contact id -> its v4 association targets (151: primary 5001; 152: no primary)."""
+    results = load_json("hubspot/associations_contacts_companies.json")["results"]
+    return {r["from"]["id"]: r["to"] for r in results}
+
+
 class FakeHubSpotCrm:
-    """Owners (paged), deal pipelines, deal search and deal -> contact associations, as the
-    CRM v3/v4 APIs answer them. ``deals`` is searched like contacts are; ``associations``
-    maps a deal id to its contact ids (the shared payload's by default)."""
+    """Owners (paged), deal pipelines, deal search, deal -> contact and contact -> company
+    associations, as the CRM v3/v4 APIs answer them. ``deals`` is searched like contacts are;
+    ``associations`` maps a deal id to its contact ids (the shared payload's by default);
+    ``companies`` maps a contact id to its v4 association targets (none by default)."""
 
     def __init__(
         self,
@@ -174,6 +184,8 @@ class FakeHubSpotCrm:
             associations = {r["from"]["id"]: [t["toObjectId"] for t in r["to"]] for r in shared}
         self.associations = associations
         self.association_requests: list[list[str]] = []
+        self.companies: dict[str, list[dict[str, Any]]] = {}
+        self.company_requests: list[list[str]] = []
         self.owner_requests: list[dict[str, str]] = []
         self.serve_owners = owners
         server.expect_request(OWNERS, method="GET").respond_with_handler(self._owners)
@@ -181,6 +193,9 @@ class FakeHubSpotCrm:
             load_json("hubspot/pipelines_deals.json")
         )
         server.expect_request(ASSOCIATIONS, method="POST").respond_with_handler(self._associations)
+        server.expect_request(CONTACT_COMPANIES, method="POST").respond_with_handler(
+            self._contact_companies
+        )
 
     def _owners(self, request: Request) -> Response:
         self.owner_requests.append(dict(request.args))
@@ -207,6 +222,23 @@ class FakeHubSpotCrm:
             }
             for deal_id in ids
             if deal_id in self.associations
+        ]
+        body = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": "2024-04-05T08:00:00.101Z",
+            "completedAt": "2024-04-05T08:00:00.152Z",
+        }
+        return Response(json.dumps(body), content_type="application/json")
+
+    def _contact_companies(self, request: Request) -> Response:
+        ids = [item["id"] for item in request.get_json()["inputs"]]
+        self.company_requests.append(ids)
+        # As HubSpot does, contacts without a company are left out of the results.
+        results = [
+            {"from": {"id": contact_id}, "to": self.companies[contact_id]}
+            for contact_id in ids
+            if self.companies.get(contact_id)
         ]
         body = {
             "status": "COMPLETE",
@@ -470,6 +502,7 @@ def test_a_401_refreshes_the_oauth_token_once_then_succeeds(http_server, sleeps)
             refresh_token="refresh-me",
             fetch_deals=False,
             fetch_owners=False,
+            fetch_companies=False,
         ),
         sleep=sleeps,
         on_token_refresh=refreshed.append,
@@ -739,3 +772,37 @@ def test_a_deal_in_a_stage_no_pipeline_lists_fails_alone(http_server, sleeps):
         ("9001", "dealstage: not a stage of any deal pipeline")
     ]
     assert {o.external_id for b in batches for o in b.outcomes} == {"9002", "9003"}
+
+
+def test_each_contact_page_brings_its_primary_company_else_the_lowest_company_id(
+    http_server, sleeps
+):
+    FakeSearch(http_server, payload_contacts(), result_limit=10_000)
+    crm = FakeHubSpotCrm(http_server)
+    crm.companies = payload_contact_companies()
+    connector = make_connector(http_server, sleeps, fetch_companies=True)
+
+    batches = list(connector.fetch(None))
+
+    companies = {
+        lead.external_id: lead.related_ids.get("company_id")
+        for batch in batches
+        for lead in batch.leads
+    }
+    # 151: the HubSpot-defined primary (type 1), though listed second; 152: no primary (a
+    # user-defined label's type 1 is not it), so the lowest id; 153: no company at all.
+    assert companies == {"151": "5001", "152": "5002", "153": None}
+    # One batch association read per search page, naming that page's contacts.
+    assert crm.company_requests == [["153", "151"], ["152"]]
+
+
+def test_company_associations_are_not_read_when_switched_off(http_server, sleeps):
+    FakeSearch(http_server, payload_contacts(), result_limit=10_000)
+    crm = FakeHubSpotCrm(http_server)
+    crm.companies = payload_contact_companies()
+    connector = make_connector(http_server, sleeps)
+
+    batches = list(connector.fetch(None))
+
+    assert all("company_id" not in lead.related_ids for b in batches for lead in b.leads)
+    assert crm.company_requests == []

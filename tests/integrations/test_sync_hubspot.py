@@ -9,12 +9,15 @@ from django.utils import timezone
 from werkzeug import Response
 
 from integrations.models import Connection
-from scoring.models import Identity, Lead
+from scoring.models import Account, Identity, Lead
+from scoring.services.rescore import rescore_all
+from scoring.services.rulesets import ruleset_import
 from tests.connectors.test_hubspot import (
     BATCH_UPDATE,
     SEARCH,
     FakeSearch,
     error_response,
+    payload_contact_companies,
     payload_contacts,
 )
 from tests.connectors.test_salesforce import (
@@ -45,6 +48,48 @@ def test_sync_brings_in_the_contacts_served_and_a_second_run_changes_nothing(
     assert second["cursor_before"] == first["cursor_after"]
     assert (second["created"], second["updated"]) == (0, 0)
     assert list(Lead.objects.order_by("id").values_list("id", "updated_at")) == before
+
+
+def test_a_contacts_hubspot_company_becomes_its_account_and_without_one_its_email_domain(
+    hubspot_env, hubspot_crm, run_command
+):
+    FakeSearch(hubspot_env, payload_contacts(), result_limit=10_000)
+    # 151 has a primary company (5001), 152 two companies and no primary, 153 none.
+    hubspot_crm.companies = payload_contact_companies()
+    ruleset_import(
+        {
+            "name": "Accounts",
+            "bands": [{"name": "Cold", "min_score": 0}],
+            "account": {"method": "max", "bands": [{"name": "Any", "min_score": 0}]},
+            "rules": [{"kind": "attribute", "field": "employees", "op": "gte", "value": 1,
+                       "points": 10}],
+        },
+        publish=True,
+    )  # fmt: skip
+
+    summary, status = run_command("sync", "hubspot")
+    rescore_all()
+
+    assert status == 0 and summary["created"] == 3
+    by_contact = {
+        lead.identities.get().external_id: lead
+        for lead in Lead.objects.select_related("account").prefetch_related("identities")
+    }
+    assert by_contact["151"].attributes["hubspot_company_id"] == "5001"
+    assert (by_contact["151"].account.key, by_contact["151"].account.source) == (
+        "hubspot:5001",
+        "hubspot",
+    )
+    assert by_contact["151"].account.external_id == "5001"
+    assert by_contact["151"].account.name == "Brightline Logistics"  # the contact's company
+    assert by_contact["152"].account.key == "hubspot:5002"
+    # No company association: the business email domain forms the account.
+    assert "hubspot_company_id" not in by_contact["153"].attributes
+    assert (by_contact["153"].account.key, by_contact["153"].account.source) == (
+        "domain:example.net",
+        "domain",
+    )
+    assert Account.objects.get(key="hubspot:5001").contact_count == 1
 
 
 def test_the_same_person_in_salesforce_and_hubspot_is_one_lead_with_two_identities(

@@ -224,3 +224,80 @@ def test_the_kpi_page_shows_conversion_by_grade_with_n_and_wilson_intervals(grad
     go.Figure(figure)  # plotly's schema accepts it
     assert "n=1" in figure["data"][0]["text"][0][1]  # row A, column 2
     assert figure["data"][0]["customdata"][0][1].endswith("grade=A2")
+
+
+# Band names against the alphabet: fit D > C > B > A, engagement 3 > 2 > 1, so sorting by
+# grade text would give exactly the reverse of the band order.
+REVERSED = {
+    **DOCUMENT,
+    "name": "Reversed band names",
+    "groups": [
+        {**DOCUMENT["groups"][0], "bands": [
+            {"name": "D", "min_score": 40}, {"name": "C", "min_score": 25},
+            {"name": "B", "min_score": 10}, {"name": "A", "min_score": 0}]},
+        {**DOCUMENT["groups"][1], "bands": [
+            {"name": "3", "min_score": 40}, {"name": "2", "min_score": 15},
+            {"name": "1", "min_score": 0}]},
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture
+def reversed_grades(graded, tmp_path):
+    """vp D2 (87), user C3 (90), small A1 (0); vp2 and vp3 D2 at 72 each (a score tie), and
+    a lead scored after the rescore (no score, no grade)."""
+    leads = dict(graded)
+    for key in ("vp2", "vp3"):
+        leads[key] = LeadFactory(employees=500, title="VP Sales", country="US", created_at=NOW)
+        EventFactory(lead=leads[key], event_type="survey_response",
+                     properties={"question": "nps", "score": 10},
+                     occurred_at=NOW - dt.timedelta(days=3))  # fmt: skip
+    path = tmp_path / "reversed.json"
+    path.write_text(json.dumps(REVERSED))
+    call_command("ruleset", "import", str(path), "--publish", stdout=io.StringIO())
+    call_command("rescore", "--all", "--as-of", NOW.isoformat(), stdout=io.StringIO())
+    leads["unscored"] = LeadFactory(employees=500, created_at=NOW)
+    return {key: Lead.objects.get(pk=lead.pk) for key, lead in leads.items()}
+
+
+@pytest.mark.parametrize(
+    ("ordering", "expected"),
+    [
+        # Band order, not the alphabet; one grade by score, highest first, a tie by id (the
+        # list's direction: newest first); leads without a grade last.
+        ("grade", ["vp", "vp3", "vp2", "user", "small", "unscored"]),
+        ("-grade", ["small", "user", "vp", "vp3", "vp2", "unscored"]),
+    ],
+)
+def test_the_list_sorts_by_grade_in_band_order_then_score_and_pages_through_ties(
+    reversed_grades, role_users, client_as, ordering, expected
+):
+    leads = reversed_grades
+    assert [leads[k].grade for k in ("vp", "vp2", "vp3", "user", "small", "unscored")] == [
+        "D2", "D2", "D2", "C3", "A1", ""]  # fmt: skip
+    assert (leads["vp"].score, leads["vp2"].score, leads["vp3"].score) == (87, 72, 72)
+    want = [leads[key].pk for key in expected]
+    query = f"ordering={ordering}&stage=all"
+    # page_size=1 on the API: every step crosses the keyset cursor, ties included.
+    assert _api(role_users["manager"], query) == want
+    page = client_as("manager").get("/leads/?" + query)
+    assert [row["id"] for row in page.context["page"].rows] == want
+    export = client_as("manager").get("/leads/export.csv?" + query)
+    body = b"".join(export.streaming_content).decode()
+    assert [int(row["id"]) for row in csv.DictReader(io.StringIO(body))] == want
+
+
+def test_the_page_offers_the_grade_sort_only_when_the_live_rule_set_has_a_grid(
+    graded, client_as, tmp_path
+):
+    client = client_as("manager")
+    page = client.get("/leads/?ordering=grade")
+    assert ("grade", "Grade, best first") in page.context["sort_choices"]
+    assert '<option value="grade" selected>' in page.content.decode()
+    plain = {key: value for key, value in DOCUMENT.items() if key not in ("groups", "grid")}
+    plain["rules"] = [{k: v for k, v in r.items() if k != "group"} for r in DOCUMENT["rules"]]
+    path = tmp_path / "plain.json"
+    path.write_text(json.dumps({**plain, "name": "plain"}))
+    call_command("ruleset", "import", str(path), "--publish", stdout=io.StringIO())
+    values = [value for value, _ in client.get("/leads/").context["sort_choices"]]
+    assert values == ["queue", "-score", "score"]

@@ -5,7 +5,7 @@ get. Code that needs a different statement per database asks :func:`is_postgres`
 module reads ``connection.vendor``) and takes the shared pieces from here:
 
 - SQL fragments that differ only in spelling: :func:`epoch_seconds_sql`,
-  :func:`days_between_sql`, :func:`json_scalar_sql`;
+  :func:`days_between_sql`, :func:`json_scalar_sql`, :func:`in_list_sql`;
 - :func:`update_rows`: a set-based UPDATE of many rows from columns of values;
 - raw-SQL parameters: :func:`db_datetime` (SQLite compares datetimes as naive UTC text);
 - PostgreSQL session knobs that are no-ops elsewhere: :func:`set_local`,
@@ -85,6 +85,18 @@ def db_datetime(moment: dt.datetime) -> Any:
     datetime: unchanged on PostgreSQL, naive UTC text on SQLite (how Django stores it there,
     so the comparison is a text comparison that orders like time)."""
     return connection.ops.adapt_datetimefield_value(moment)
+
+
+def in_list_sql(column: str, values: Sequence[Any], sql_type: str) -> tuple[str, list[Any]]:
+    """(SQL, params) for ``column`` being one of ``values`` (of the SQL type ``sql_type``,
+    e.g. ``bigint`` or ``text``). PostgreSQL: one array parameter (a list of thousands of
+    placeholders costs more to convert, in psycopg's query parsing, than the query takes to
+    run); SQLite: ``IN`` with a placeholder per value. No values matches nothing."""
+    if not values:
+        return "1 = 0", []
+    if is_postgres():
+        return f"{column} = ANY(%s::{sql_type}[])", [list(values)]
+    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
 
 
 def json_scalar_sql(column: str, key: str) -> str:

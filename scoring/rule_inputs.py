@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from django.db import connection
 
-from leadscoring.db import db_datetime, epoch_seconds_sql, is_postgres
+from leadscoring.db import db_datetime, epoch_seconds_sql, in_list_sql, is_postgres
 from scoring.engine import (
     BehaviourAggregates,
     CodedEvents,
@@ -62,14 +62,7 @@ class LeadSelection:
 
     def where(self, column: str) -> tuple[str, list[Any]]:
         if self.ids is not None:
-            if not self.ids:
-                return "1 = 0", []
-            if is_postgres():
-                # One array parameter: a list of 20,000 placeholders cost more to convert
-                # (psycopg's query parsing) than the query took to run.
-                return f"{column} = ANY(%s::bigint[])", [list(self.ids)]
-            placeholders = ", ".join(["%s"] * len(self.ids))
-            return f"{column} IN ({placeholders})", list(self.ids)
+            return in_list_sql(column, self.ids, "bigint")
         return f"{column} BETWEEN %s AND %s", [self.first_id, self.last_id]
 
 

@@ -286,7 +286,23 @@ def _pageload(args: argparse.Namespace, env: dict[str, str], results: list[dict]
     # Headless Chromium against gunicorn: the load event with the cache off, server beside.
     from bench.pageload import measure
 
-    pages = measure(env, loads=max(5, args.samples // 2))
+    # The jobs before this one wrote to the leads: as beat would have, the KPI cube is
+    # refreshed first, so the KPI page reads it (a page computing from a million leads is the
+    # fallback for a stale cube, not the page users get).
+    run_job("cube_refresh", env)
+    try:
+        pages = measure(env, loads=max(5, args.samples // 2))
+    except Exception as error:  # a page that does not load is a result, not a lost run
+        results.append(
+            {
+                "name": "page loads in headless Chromium",
+                "value": None,
+                "unit": "ms",
+                "target": "< 1000",
+                "error": str(error).splitlines()[0][:200],
+            }
+        )
+        return
     for name, timing in pages.items():
         results.append(
             {

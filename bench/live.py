@@ -50,9 +50,9 @@ def _token(env: dict[str, str]) -> str:
     return out.strip().splitlines()[-1].strip()
 
 
-def start_web(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """gunicorn (two workers) on a free loopback port, and its base URL; the caller waits for
-    `/healthz` and terminates it."""
+def start_web(env: dict[str, str], *, threads: int = 1) -> tuple[subprocess.Popen, str]:
+    """gunicorn (two workers, each with `threads` threads) on a free loopback port, and its base
+    URL; the caller waits for `/healthz` and terminates it."""
     port = _free_port()
     web = subprocess.Popen(
         [
@@ -62,6 +62,8 @@ def start_web(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
             f"127.0.0.1:{port}",
             "--workers",
             "2",
+            "--threads",
+            str(threads),
             "--log-level",
             "warning",
         ],

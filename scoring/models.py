@@ -122,6 +122,12 @@ class Lead(models.Model):
                 condition=models.Q(qualified=True, lifecycle_stage__in=["lead", "mql"]),
                 name="lead_new_mql_idx",
             ),
+            # A rep's qualified leads with what the queue's counts test (`queue_counts`).
+            models.Index(
+                fields=["owner", "lifecycle_stage", "mql_at", "qualified"],
+                condition=models.Q(mql_at__isnull=False),
+                name="lead_owner_mql_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -940,14 +940,15 @@ class QueueCounts:
 def queue_counts(visible: QuerySet[Lead], *, now: dt.datetime | None = None) -> QueueCounts:
     """How many of `visible` (one rep's leads) are untouched new MQLs, how many qualified
     open leads still wait for feedback (the new MQLs included), and how many are SLA due
-    (`sla_due_q`). One pass over the rep's leads; the page asks only for a rep, never for a
-    million leads at once."""
-    counts = visible.aggregate(
+    (`sla_due_q`). The page asks only for a rep, never for a million leads at once."""
+    # Both feedback counts are of leads that have qualified: `lead_owner_mql_idx` holds a
+    # rep's qualified leads with the columns the counts test (a pass over all of a rep's leads
+    # took 1.2 s at 1M leads). The SLA due leads are a few ids from the open assignments.
+    counts = visible.filter(mql_at__isnull=False).aggregate(
         new_mqls=Count("id", filter=new_mql_q(now)),
         awaiting_feedback=Count("id", filter=awaiting_feedback_q()),
-        sla_due=Count("id", filter=sla_due_q(now)),
     )
-    return QueueCounts(**counts)
+    return QueueCounts(**counts, sla_due=visible.filter(sla_due_q(now)).count())
 
 
 # ---------------------------------------------------------------------------------------------

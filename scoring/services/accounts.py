@@ -192,16 +192,12 @@ def roll_up(rollup: AccountRollup | None, account_ids: Iterable[int] | None = No
     return int(m)
 
 
-def accounts_after_rescore(
-    rollup: AccountRollup | None, selection: LeadSelection, *, roll_up_now: bool = True
-) -> None:
-    """In a rescore's transaction: the selected leads' accounts, then (with `roll_up_now`)
-    those accounts' roll-up. A bulk run's chunks leave the roll-up to `accounts_refresh` at
-    the run's end: accounts span chunks, so each chunk would roll most of them up again, and
-    chunks running side by side would queue on the same account rows."""
-    touched = assign_accounts(selection)
-    if roll_up_now:
-        roll_up(rollup, touched)
+def accounts_after_rescore(rollup: AccountRollup | None, selection: LeadSelection) -> None:
+    """In a real-time or time-based rescore's transaction: the selected leads' accounts, then
+    those accounts' roll-up. A bulk run's chunks only assign (`assign_accounts`) and leave the
+    roll-up to `accounts_refresh` at the run's end: accounts span chunks, so each chunk would
+    roll most of them up again, and chunks side by side would queue on the same rows."""
+    roll_up(rollup, assign_accounts(selection))
 
 
 def accounts_refresh(rollup: AccountRollup | None) -> int:

@@ -66,7 +66,12 @@ from scoring.rule_inputs import (
     read_next_events,
 )
 from scoring.selectors.rules import live_rule_set
-from scoring.services.accounts import accounts_after_rescore, accounts_refresh
+from scoring.services.accounts import (
+    accounts_after_rescore,
+    accounts_refresh,
+    assign_accounts,
+    roll_up,
+)
 from scoring.services.grades import group_columns
 from scoring.services.rulesets import ruleset_document
 from scoring.threads import in_threads
@@ -159,22 +164,22 @@ def rescore_selection(
     selection: LeadSelection,
     as_of: dt.datetime,
     *,
-    roll_up_accounts: bool = True,
+    accounts: bool = True,
 ) -> ScoringOutcome:
     """Score the selected leads with `rule_set` as of `as_of` and write everything back.
     Must run inside a transaction (the caller's), so the write is all or nothing.
     While an experiment runs, its leads are scored by both arms and store their own arm's
-    score (`scoring.services.experiments.experiment_rescore`). Then the leads' accounts, and
-    with `roll_up_accounts` their roll-up (a bulk run rolls every account up at its end)."""
+    score (`scoring.services.experiments.experiment_rescore`). With `accounts`, the leads'
+    accounts and their roll-up too (a bulk chunk assigns them in a transaction of its own, and
+    its run rolls every account up at its end)."""
     # Imported here: the experiments service scores its arms through this module.
     from scoring.services.experiments import experiment_rescore
 
     outcome = experiment_rescore(rule_set, selection, as_of)
     if outcome is None:
         outcome = rescore_arm(rule_set, selection, as_of)
-    accounts_after_rescore(
-        compiled_rule_set(rule_set).spec.account, selection, roll_up_now=roll_up_accounts
-    )
+    if accounts:
+        accounts_after_rescore(compiled_rule_set(rule_set).spec.account, selection)
     return outcome
 
 
@@ -677,6 +682,17 @@ def rescore_chunk(chunk_id: int) -> ScoringOutcome:
     # transaction the first chunk would hold the run's row until its commit, and every chunk
     # running beside it would wait for that.
     job_claim(RescoreRun.objects.filter(chunks__pk=chunk_id))
+    first_id, last_id, status = RescoreChunk.objects.values_list(
+        "first_lead_id", "last_lead_id", "status"
+    ).get(pk=chunk_id)
+    if status in ACTIVE or status == RescoreChunk.Status.FAILED:
+        # The leads' accounts in a short transaction of their own: chunks side by side create
+        # the same accounts (a domain's contacts are in every chunk), and inside the chunk's
+        # transaction each would wait for the other's whole chunk to commit. Which account a
+        # lead belongs to does not depend on the rule set, so a chunk fenced off below has
+        # written nothing it should not have.
+        with transaction.atomic():
+            assign_accounts(LeadSelection(first_id, last_id))
     with transaction.atomic():
         # The rule set's lock before the chunk's, in the order a publish takes them (rule
         # set, then the runs and chunks it supersedes), so the two cannot deadlock.
@@ -706,7 +722,7 @@ def rescore_chunk(chunk_id: int) -> ScoringOutcome:
             run.rule_set,
             LeadSelection(chunk.first_lead_id, chunk.last_lead_id),
             run.as_of,
-            roll_up_accounts=False,  # every account once, when the run's last chunk is done
+            accounts=False,  # assigned above; every account rolled up when the run is done
         )
         # The chunk row is locked, so it goes from queued (or failed, when a joining rescore
         # runs it again) straight to done: nobody could see it running.
@@ -904,6 +920,7 @@ def rescore_due(as_of: dt.datetime | None = None) -> DueOutcome:
     due_ids = sorted(LeadDue.objects.filter(due_at__lte=as_of).values_list("lead_id", flat=True))
     size = settings.RESCORE_CHUNK_SIZE
     rescored = changed = chunks = 0
+    touched: set[int] = set()
     for start in range(0, len(due_ids), size):
         selection = LeadSelection(ids=tuple(due_ids[start : start + size]))
         with transaction.atomic():
@@ -912,10 +929,15 @@ def rescore_due(as_of: dt.datetime | None = None) -> DueOutcome:
                 break
             # The active model's probability first, as in a bulk chunk, so the blend is fresh.
             refresh_lead_probabilities(selection.ids, as_of=as_of)
-            outcome = rescore_selection(rule_set, selection, as_of)
+            outcome = rescore_selection(rule_set, selection, as_of, accounts=False)
+            touched |= assign_accounts(selection)
         rescored += outcome.scored
         changed += outcome.changed
         chunks += 1
+    # The touched accounts rolled up once, after the chunks: a domain's contacts are due in
+    # every chunk, so a roll-up per chunk read most of the accounts' contacts each time.
+    with transaction.atomic():
+        roll_up(compiled_rule_set(rule_set).spec.account, touched)
     logger.info("rescore.due.done as_of=%s rescored=%s changed=%s", as_of, rescored, changed)
     return DueOutcome(rescored, changed, chunks, rule_set.version, as_of)
 

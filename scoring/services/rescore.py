@@ -267,7 +267,7 @@ def _write_scores(
     due: list[str | None],
 ) -> None:
     """The scores, group scores, group bands and grades (`group_columns`) in one UPDATE, and
-    each lead's due time (`LeadDue`, an upsert from the same buffer). One row version per
+    each lead's due time (`LeadDue`, from the same buffer). One row version per
     lead: a lead whose indexed columns (score, band, grade, stage) stay as they were is
     updated in place (a HOT update, no index entries; the lead table keeps room on each page
     for it, see migration 0014)."""
@@ -909,7 +909,8 @@ def rescore_due(as_of: dt.datetime | None = None) -> DueOutcome:
     `as_of`), in chunks of RESCORE_CHUNK_SIZE, each its own transaction, with the same writes
     as any rescore (scores, due times, history, MQL transitions, as of `as_of`). Afterwards every
     lead scores as `rescore_all` would as of the same time, and a second run finds nothing due.
-    The due leads come from the index on `due_at`, not from reading leads or events.
+    The due leads come from the index on `due_at`, not from reading leads or events. The
+    accounts the chunks touched are rolled up once, at the end.
     Raises NoLiveRuleSet when there is nothing to score with."""
     rule_set = live_rule_set()
     if rule_set is None:

@@ -223,13 +223,7 @@ class FakeHubSpotCrm:
             for deal_id in ids
             if deal_id in self.associations
         ]
-        body = {
-            "status": "COMPLETE",
-            "results": results,
-            "startedAt": "2024-04-05T08:00:00.101Z",
-            "completedAt": "2024-04-05T08:00:00.152Z",
-        }
-        return Response(json.dumps(body), content_type="application/json")
+        return batch_read_response(results)
 
     def _contact_companies(self, request: Request) -> Response:
         ids = [item["id"] for item in request.get_json()["inputs"]]
@@ -240,13 +234,18 @@ class FakeHubSpotCrm:
             for contact_id in ids
             if self.companies.get(contact_id)
         ]
-        body = {
-            "status": "COMPLETE",
-            "results": results,
-            "startedAt": "2024-04-05T08:00:00.101Z",
-            "completedAt": "2024-04-05T08:00:00.152Z",
-        }
-        return Response(json.dumps(body), content_type="application/json")
+        return batch_read_response(results)
+
+
+def batch_read_response(results: list[dict]) -> Response:
+    """A v4 batch association read's answer, as HubSpot wraps its results."""
+    body = {
+        "status": "COMPLETE",
+        "results": results,
+        "startedAt": "2024-04-05T08:00:00.101Z",
+        "completedAt": "2024-04-05T08:00:00.152Z",
+    }
+    return Response(json.dumps(body), content_type="application/json")
 
 
 def error_response(payload: str, headers: dict[str, str] | None = None) -> Response:

@@ -35,6 +35,7 @@ urlpatterns: list = [
     path("routing/v<int:version>.json", routing_views.routing_version, name="routing-version"),
     path("feedback/", feedback_views.feedback_review_page, name="feedback-review"),
     path("kpis/", kpi_views.kpi_dashboard, name="kpis"),
+    path("kpis/calibration/", kpi_views.kpi_calibration, name="kpi-calibration"),
     path("kpis/export/<slug:table>.csv", kpi_views.kpi_export, name="kpi-export"),
     # Rules, personas, bands, preview, publishing (scoring/views/rules.py)
     path("companies/", company_views.company_list, name="companies"),

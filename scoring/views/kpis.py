@@ -2,7 +2,9 @@
 
 The page parses the filters, asks `KpiReport` for every KPI once, turns each into a plotly
 figure dict (`scoring.charts.kpis`) and hands the template prepared rows; `static/js/kpis.js`
-draws the figures from the JSON the template embeds with `json_script`."""
+draws the figures from the JSON the template embeds with `json_script`. The calibration is the
+one KPI the cube cannot answer (deciles of the model's probability over every known-outcome
+lead: seconds at 1M leads), so the page loads it after itself, from `/kpis/calibration/`."""
 
 from __future__ import annotations
 
@@ -127,7 +129,6 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
     cycle = _scored(report.cycle())
     qualification = report.qualification()
     lift = report.lift()
-    calibration = report.calibration()
     revenue = _scored(report.revenue())
     entries = _scored(report.band_entries())
     feedback = _scored(report.feedback())
@@ -137,7 +138,6 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
         "fig-cycle": charts.cycle_box(cycle, link_for),
         "fig-qualification": charts.qualification_curve(qualification),
         "fig-lift": charts.lift_and_gains(lift),
-        "fig-calibration": charts.calibration(calibration),
         "fig-revenue": charts.revenue_by_band(revenue, link_for),
         "fig-entries": charts.band_entries_area(entries, [b["band"] for b in bands]),
         "fig-feedback": charts.feedback_share(feedback, link_for),
@@ -179,7 +179,7 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
             "recall_text": _fmt_rate(qualification["recall"]),
         },
         "lift": lift,
-        "calibration": calibration,
+        "calibration_url": _with_query("/kpis/calibration/", querystring),
         "feedback_rows": [
             {**row, "share_text": _fmt_rate(row["bad_share"]), "small": row["reviewed"] < SMALL_N}
             for row in feedback
@@ -199,9 +199,27 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _export_url(name: str, querystring: str) -> str:
-    url = f"/kpis/export/{name}.csv"
+@site_time_zone
+@require("view_kpis")
+@require_GET
+def kpi_calibration(request: HttpRequest) -> HttpResponse:
+    """The dashboard's calibration card body, for the same filters as the page."""
+    try:
+        filters = request_filters(request)
+    except KpiFilterError:
+        filters = KpiFilters()  # the page itself reports the filter errors
+    calibration = KpiReport(filters).calibration()
+    figures = charts.mark_empty({"fig-calibration": charts.calibration(calibration)})
+    context = {"calibration": calibration, "figures": figures}
+    return render(request, "kpis/dashboard.html#calibration", context)
+
+
+def _with_query(url: str, querystring: str) -> str:
     return f"{url}?{querystring}" if querystring else url
+
+
+def _export_url(name: str, querystring: str) -> str:
+    return _with_query(f"/kpis/export/{name}.csv", querystring)
 
 
 @site_time_zone

@@ -1,17 +1,7 @@
-// Rule pages: show only the inputs of the chosen rule kind, and draw the plotly figures that
-// the page embeds with json_script (also after htmx swaps in the preview's results).
+// Rule pages: confirm publish, rollback and discard, and show only the inputs of the chosen
+// rule kind (charts.js draws the preview's figures).
 (function () {
   "use strict";
-  function draw(root) {
-    if (!window.Plotly) { return; }
-    root.querySelectorAll("[data-figure]").forEach(function (el) {
-      var source = document.getElementById(el.dataset.figure);
-      if (!source || el.dataset.drawn) { return; }
-      var figure = JSON.parse(source.textContent);
-      window.Plotly.newPlot(el, figure.data, figure.layout, { responsive: true, displaylogo: false });
-      el.dataset.drawn = "1";
-    });
-  }
   // Publish, rollback and discard ask first, saying what they will do (the form's
   // data-confirm, written by the server); a plain listener, so it works on forms htmx swapped
   // in and needs no inline script.
@@ -26,6 +16,4 @@
       target.form.dataset.kind = target.value;
     }
   });
-  document.addEventListener("htmx:afterSettle", function (event) { draw(event.target); });
-  window.addEventListener("load", function () { draw(document); });
 })();

@@ -73,7 +73,7 @@ def test_marketing_ops_edits_previews_and_publishes_a_draft(
     page.get_by_role("button", name=re.compile("Preview impact")).click()
     page.wait_for_url(re.compile(r".*/rules/previews/\d+/$"))
     page.locator("#preview-result").wait_for(timeout=30_000)
-    page.locator("[data-figure='fig-distribution'][data-drawn]").wait_for()
+    page.locator("[data-figure='fig-distribution'][data-rendered]").wait_for()
     assert "leads scored" in page.locator("#preview-result").inner_text()
     screenshot(page, "5-preview")
 

@@ -32,6 +32,7 @@ PAGES = {
     "/personas/": {"ops", "manager", "admin"},
     "/feedback/": {"ops", "manager"},
     "/kpis/": {"ops", "manager", "admin"},
+    "/kpis/calibration/": {"ops", "manager", "admin"},
     "/models/": {"ops", "manager"},
     "/experiments/": {"ops", "manager"},
     "/integrations/": {"ops", "admin"},

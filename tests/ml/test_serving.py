@@ -8,7 +8,7 @@ from scoring.engine import parse_ruleset
 from scoring.ml import feature_frame as F
 from scoring.ml import registry
 from scoring.ml import scoring as ml_scoring
-from scoring.ml.explain import explain_frame, explain_lead
+from scoring.ml.explain import _perturbation_effects, explain_frame, explain_lead
 from scoring.ml.suggest import apply_suggestion
 from scoring.ml.training import BOOSTING, LOGISTIC, inner_pipeline, train_models
 from scoring.models import Lead, LeadProbability, MLModel, RuleSet
@@ -64,6 +64,22 @@ def test_gradient_boosting_explanations_name_the_features_that_move_the_probabil
     for label, value in explanation.up + explanation.down:
         assert " = " in label or "missing" in label
         assert -1 <= value <= 1
+
+
+def test_gradient_boosting_effects_are_each_feature_made_typical_alone(trained):
+    # The batched perturbation against its definition: one feature at a time set to its
+    # reference value, the probability's change.
+    loaded = ml_scoring.load(trained[BOOSTING])
+    frame = F.read_frame(loaded.spec, timezone.now(), 0, 10**9).take(np.arange(7))
+    X = F.encode(loaded.spec, frame)
+    p = loaded.estimator.predict_proba(X)[:, 1]
+    expected = np.zeros(X.shape)
+    for j, reference in enumerate(loaded.reference):
+        changed = X.copy()
+        changed[:, j] = np.nan if reference is None else reference
+        expected[:, j] = p - loaded.estimator.predict_proba(changed)[:, 1]
+    assert np.count_nonzero(expected) > 0
+    assert np.allclose(_perturbation_effects(loaded, X, p), expected, atol=1e-12)
 
 
 def test_suggested_weights_become_a_valid_draft_rule_set(trained):

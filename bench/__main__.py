@@ -426,6 +426,7 @@ def _write(args: argparse.Namespace, data: dict, results: list[dict], started: f
         "rules": args.rules,
         "repeat": args.repeat,
         "minutes": round((time.perf_counter() - started) / 60, 1),
+        "postgres": _server_settings(args.admin_url),
     }
     out = Path(args.out)
     out.mkdir(exist_ok=True)
@@ -435,6 +436,7 @@ def _write(args: argparse.Namespace, data: dict, results: list[dict], started: f
     lines = [
         f"Machine: {machine['cores']} cores, {machine['memory_gb']} GB; {machine['leads']:,} leads, "
         f"{machine['events']:,} events, {machine['rules']} rules; medians of {machine['repeat']} runs (min–max).",
+        "PostgreSQL: " + ", ".join(f"{k} {v}" for k, v in machine["postgres"].items()) + ".",
         "",
         "| path | value | target | floor | ratio | model scoring | ratio | spread | peak RSS |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -445,6 +447,8 @@ def _write(args: argparse.Namespace, data: dict, results: list[dict], started: f
             if item["value"] is None
             else f"{item['value']} {item['unit']}"
         )
+        if item.get("complete_p95_ms") is not None:
+            value += f" (server {item['server_p95_ms']}, complete {item['complete_p95_ms']})"
         spread = "–".join(str(v) for v in item.get("spread", [])) or ""
         rss = f"{item['peak_rss_mb']} MB" if item.get("peak_rss_mb") is not None else ""
         lines.append(
@@ -460,6 +464,15 @@ def _write(args: argparse.Namespace, data: dict, results: list[dict], started: f
     ]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+# The settings a bulk rescore's speed depends on (docs/operations.md), recorded with the run.
+SERVER_SETTINGS = ("server_version", "shared_buffers", "max_wal_size", "checkpoint_timeout")
+
+
+def _server_settings(admin_url: str) -> dict[str, str]:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        return {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in SERVER_SETTINGS}
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import connection
 
+from leadscoring.db import fetch_binary
 from scoring.engine import PropertyTest
 from scoring.engine.predicates import value_text
 from scoring.engine.spec import is_number
@@ -210,18 +210,6 @@ def unpack_events(packed: tuple[bytes, bytes], words: int = 0) -> EventRows:
         (times.astype(np.int64) + PG_EPOCH_MICROS) / 1e6,
         bits,
     )
-
-
-def fetch_binary(sql: str, params: list[Any]) -> list[tuple]:
-    """PostgreSQL: a query's rows through a server-binding cursor for binary results, so
-    `bytea` values arrive as they are, not hex-encoded (Django's client-side cursors cannot
-    ask for binary)."""
-    import psycopg  # only on PostgreSQL
-
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, binary=True)
-        return cursor.fetchall()
 
 
 def fetch_packed(sql: str, params: list[Any]) -> dict[int, tuple[bytes, bytes]]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from django.db import connection
 
-from leadscoring.db import db_datetime, epoch_seconds_sql, in_list_sql, is_postgres
+from leadscoring.db import db_datetime, epoch_seconds_sql, fetch_binary, in_list_sql, is_postgres
 from scoring.engine import (
     BehaviourAggregates,
     CodedEvents,
@@ -30,7 +30,6 @@ from scoring.engine import (
 from scoring.event_reader import (
     EventRows,
     condition_sql,
-    fetch_binary,
     fetch_packed,
     packed_events_sql,
     unpack_events,

@@ -50,11 +50,10 @@ from django.conf import settings
 from django.db import connection
 from numpy.dtypes import StringDType
 
-from leadscoring.db import db_datetime, epoch_seconds_sql, is_postgres
+from leadscoring.db import db_datetime, epoch_seconds_sql, fetch_binary, is_postgres
 from scoring.engine import CodedEvents, EventTerm, aggregate_coded_events, email_domain_type
 from scoring.event_reader import (
     EventRows,
-    fetch_binary,
     fetch_packed,
     packed_events_sql,
     unpack_events,

@@ -136,6 +136,17 @@ def test_managers_get_no_counts_over_every_lead(client_as, day):
     assert b"queue-counts" not in response.content
 
 
+def test_counts_stop_at_the_cap_and_say_so(client_as, day, monkeypatch):
+    from scoring.selectors import leads as lead_selectors
+
+    monkeypatch.setattr(lead_selectors, "QUEUE_COUNT_CAP", 2)
+    response = client_as("sales1").get("/leads/")
+    counts = response.context["counts"]
+    assert (counts.new_mqls, counts.awaiting_feedback) == (2, 3)  # 3: the cap's + 1
+    assert counts.shown["new_mqls"] == "2" and counts.shown["awaiting_feedback"] == "2+"
+    assert b'data-testid="count-awaiting">2+<' in response.content
+
+
 def test_counts_are_of_the_given_leads_only(day, role_users):
     assert queue_counts(Lead.objects.filter(owner=role_users["sales2"])).new_mqls == 0
 

@@ -231,11 +231,16 @@ def _merge_earlier(path: Path, results: list[dict]) -> list[dict]:
     such, so the table stays whole."""
     if not path.exists():
         return results
-    fresh = {item["name"]: item for item in results}
+
+    def key(item: dict) -> str:
+        # Without its parenthesised details, which may hold counts of this run.
+        return item["name"].split(" (")[0]
+
+    fresh = {key(item): item for item in results}
     merged = []
     for item in json.loads(path.read_text())["results"]:
-        if item["name"] in fresh:
-            merged.append(fresh.pop(item["name"]))
+        if key(item) in fresh:
+            merged.append(fresh.pop(key(item)))
         else:
             merged.append({**item, "earlier_run": True})
     return merged + list(fresh.values())

@@ -140,11 +140,6 @@ def screenshot(request) -> Callable[[object, str], Path]:
     def take(page, step: str) -> Path:
         path = folder / f"{test_name}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', step)}.png"
         page.screenshot(path=str(path), full_page=True)
-        # A full-page shot resizes the viewport and puts it back; headless Chromium then
-        # scrolls the page (here by 80 px) on the next input event. Were that a click's
-        # mouse-down, the mouse-up would land beside the button (the "lost" click on "Save
-        # groups"), so a mouse move takes that scroll first.
-        page.mouse.move(0, 0)
         return path
 
     return take

@@ -1,8 +1,8 @@
 """KPI data -> plotly figure dicts (`{"data": [...], "layout": {...}}`), plain JSON that
-`static/js/kpis.js` hands to `Plotly.newPlot`. No template: the dicts stay small and are
+`static/js/charts.js` hands to `Plotly.newPlot`. No template: the dicts stay small and are
 unit-tested as dicts (and validated against plotly's schema in the tests).
 
-Click-through: a point's `customdata` is the URL of the leads behind it; kpis.js follows it
+Click-through: a point's `customdata` is the URL of the leads behind it; charts.js follows it
 on click."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def is_empty(figure: Figure) -> bool:
 
 
 def mark_empty(figures: dict[str, Figure]) -> dict[str, Figure]:
-    """Each figure with `"empty": true` when it has nothing to draw: kpis.js then says "No data
+    """Each figure with `"empty": true` when it has nothing to draw: charts.js then says "No data
     yet" instead of drawing empty axes."""
     for figure in figures.values():
         figure["empty"] = is_empty(figure)

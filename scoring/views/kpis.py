@@ -1,7 +1,7 @@
 """The KPI dashboard page (/kpis/) and its CSV exports (/kpis/export/<table>.csv).
 
 The page parses the filters, asks `KpiReport` for every KPI once, turns each into a plotly
-figure dict (`scoring.charts.kpis`) and hands the template prepared rows; `static/js/kpis.js`
+figure dict (`scoring.charts.kpis`) and hands the template prepared rows; `static/js/charts.js`
 draws the figures from the JSON the template embeds with `json_script`. The calibration is the
 one KPI the cube cannot answer (deciles of the model's probability over every known-outcome
 lead: seconds at 1M leads), so the page loads it after itself, from `/kpis/calibration/`."""

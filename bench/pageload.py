@@ -58,8 +58,8 @@ def _timings(page) -> tuple[float, float, int]:
 
 def measure(env: dict[str, str], *, loads: int) -> dict[str, dict]:
     """{page name: {"p95_ms", "median_ms", "server_p95_ms", "complete_p95_ms",
-    "kilobytes_per_load"}} over `loads` cold
-    loads of each page (after one warm-up load)."""
+    "kilobytes_per_load"}} over `loads` cold loads of each page (after WARM_LOADS warm-up
+    loads)."""
     from playwright.sync_api import sync_playwright
 
     if not CHROMIUM.exists():

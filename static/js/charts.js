@@ -20,6 +20,13 @@
       var script = document.createElement("script");
       script.src = plotlyUrl;
       script.onload = function () { waiting.splice(0).forEach(function (run) { run(); }); };
+      script.onerror = function () {
+        waiting.length = 0;
+        document.querySelectorAll("[data-figure]:not([data-rendered])").forEach(function (el) {
+          el.classList.add("no-data");
+          el.textContent = "The chart could not be loaded: reload the page to try again.";
+        });
+      };
       document.head.appendChild(script);
     };
     if (document.readyState === "complete") {

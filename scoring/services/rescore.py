@@ -937,8 +937,11 @@ def rescore_due(as_of: dt.datetime | None = None) -> DueOutcome:
         chunks += 1
     # The touched accounts rolled up once, after the chunks: a domain's contacts are due in
     # every chunk, so a roll-up per chunk read most of the accounts' contacts each time.
+    # Fenced as the chunks are: once a newer version is published, its bulk run rolls every
+    # account up with its own roll-up, which this older one must not overwrite.
     with transaction.atomic():
-        roll_up(compiled_rule_set(rule_set).spec.account, touched)
+        if rule_set_is_live(rule_set.pk):
+            roll_up(compiled_rule_set(rule_set).spec.account, touched)
     logger.info("rescore.due.done as_of=%s rescored=%s changed=%s", as_of, rescored, changed)
     return DueOutcome(rescored, changed, chunks, rule_set.version, as_of)
 

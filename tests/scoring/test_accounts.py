@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from scoring.models import Account, Lead
+from scoring.models import Account, Lead, LeadDue
 from scoring.services import rescore
 from tests.factories import EventFactory, LeadFactory
 
@@ -82,6 +82,30 @@ def test_a_real_time_rescore_rolls_the_account_up_again(accounts):
     rescore.rescore_leads([bob.pk], as_of=NOW)
     acme.refresh_from_db()
     assert (acme.contact_count, acme.score) == (2, 28)  # (55 + 0) / 2 = 27.5 -> 28
+
+
+def _bob_due_with_a_demo_request(accounts) -> None:
+    bob = accounts["bob"]
+    EventFactory(lead=bob, event_type="demo_request", occurred_at=NOW - dt.timedelta(hours=2))
+    LeadDue.objects.update_or_create(lead=bob, defaults={"due_at": NOW - dt.timedelta(1)})
+
+
+def test_the_due_rescore_rolls_the_accounts_it_touched_up_once_at_its_end(accounts):
+    _bob_due_with_a_demo_request(accounts)
+    assert rescore.rescore_due(as_of=NOW).rescored == 1
+    assert Lead.objects.get(pk=accounts["bob"].pk).score == 55
+    assert Account.objects.get(key="domain:acme.com").score == 55  # (55 + 55) / 2
+
+
+def test_a_due_rescore_overtaken_by_a_publish_leaves_the_roll_up_to_the_new_version(
+    accounts, monkeypatch
+):
+    _bob_due_with_a_demo_request(accounts)
+    checks = iter([True, False])  # live for its chunk, superseded before its roll-up
+    monkeypatch.setattr(rescore, "rule_set_is_live", lambda rule_set_id: next(checks))
+    rescore.rescore_due(as_of=NOW)
+    assert Lead.objects.get(pk=accounts["bob"].pk).score == 55
+    assert Account.objects.get(key="domain:acme.com").score == 40  # not rolled up by it
 
 
 def test_the_api_lists_accounts_by_score_and_reps_see_only_their_accounts(accounts, role_users):
